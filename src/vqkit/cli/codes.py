@@ -1,0 +1,95 @@
+"""vqkit encode / decode: data set <-> index grids in an .npz file.
+
+codes.npz holds ``indices`` (N, h, w) int16/int32 when all images share one size (else ``indices_<i>``
+per image), ``sizes`` (N, 2) original H, W, ``names`` and, when the data has them, ``labels``; plus
+``codebook_size`` and the run's ``model_fingerprint`` so decode refuses codes from another model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+
+from vqkit.cli.common import add_device, parser
+from vqkit.data import DataError, load_dataset
+from vqkit.run import Run
+from vqkit.training.checkpoint import MODEL_FILE
+from vqkit.visual import save_png
+
+
+def model_fingerprint(run_dir: Path) -> str:
+    """First 16 hex digits of the SHA-256 of the run's weights file."""
+    return hashlib.sha256((run_dir / MODEL_FILE).read_bytes()).hexdigest()[:16]
+
+
+def output_name(index: int, name: str) -> str:
+    """A file name for image ``index``: its position (unique) and a readable, safe form of its name."""
+    stem = re.sub(r"\.(png|jpe?g|webp|bmp|gif|tiff?|ppm|pgm)$", "", name, flags=re.IGNORECASE)
+    return f"{index:05d}_{re.sub(r'[^A-Za-z0-9._-]+', '_', stem).strip('_')}.png"
+
+
+def _encode(argv: list[str]) -> int:
+    p = parser("encode", "Encode images to index grids (.npz).")
+    p.add_argument("run", type=Path)
+    p.add_argument("--data", required=True, help="data spec")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output .npz")
+    p.add_argument("--max-images", type=int)
+    add_device(p)
+    a = p.parse_args(argv)
+    run = Run.load(a.run, a.device)
+    data = load_dataset(a.data, channels=run.channels, max_images=a.max_images)
+    grids = run.encode(data.images)
+    dtype = np.int16 if run.model.codebook_size <= 2**15 else np.int32
+    arrays: dict[str, np.ndarray] = {
+        "sizes": np.array([im.shape[:2] for im in data.images], dtype=np.int64),
+        "names": np.array(data.names),
+        "codebook_size": np.array(run.model.codebook_size),
+        "model_fingerprint": np.array(model_fingerprint(run.path)),
+    }
+    if len({g.shape for g in grids}) == 1:
+        arrays["indices"] = np.stack(grids).astype(dtype)
+    else:
+        arrays.update({f"indices_{i}": g.astype(dtype) for i, g in enumerate(grids)})
+    if data.labels is not None:
+        arrays["labels"] = data.labels
+    a.output.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(a.output, **arrays)  # type: ignore[arg-type]
+    print(f"encoded {len(grids)} images to {a.output} (grid {grids[0].shape[0]}x{grids[0].shape[1]})")
+    return 0
+
+
+def _decode(argv: list[str]) -> int:
+    p = parser("decode", "Decode index grids (.npz from vqkit encode) to PNG images.")
+    p.add_argument("run", type=Path)
+    p.add_argument("codes", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    p.add_argument("--force", action="store_true", help="decode even if the model fingerprint differs")
+    add_device(p)
+    a = p.parse_args(argv)
+    run = Run.load(a.run, a.device)
+    try:
+        z = np.load(a.codes, allow_pickle=False)
+        sizes, names = z["sizes"], [str(n) for n in z["names"]]
+    except (OSError, ValueError, KeyError) as e:
+        raise DataError(f"{a.codes} is not a codes file from vqkit encode: {e}") from e
+    if str(z["model_fingerprint"]) != model_fingerprint(run.path) and not a.force:
+        raise DataError(f"{a.codes} was encoded by another model than {a.run} (use --force to decode)")
+    grids = (
+        [z["indices"][i] for i in range(len(sizes))]
+        if "indices" in z
+        else [z[f"indices_{i}"] for i in range(len(sizes))]
+    )
+    a.output.mkdir(parents=True, exist_ok=True)
+    for i, (grid, size, name) in enumerate(zip(grids, sizes, names, strict=True)):
+        image = run.decode(grid[None].astype(np.int64), (int(size[0]), int(size[1])))[0]
+        save_png(image, a.output / output_name(i, name))
+    print(f"decoded {len(grids)} images into {a.output}")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """``argv[0]`` is ``encode`` or ``decode`` (dispatched from vqkit.cli)."""
+    return _encode(argv[1:]) if argv[0] == "encode" else _decode(argv[1:])

@@ -1,0 +1,83 @@
+"""vqkit train: train a VQ-VAE into a run folder; ``--resume`` continues one."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from vqkit import distributed as vdist
+from vqkit.cli.common import parser
+from vqkit.config import load_config
+from vqkit.training.checkpoint import RunError, load_run_config
+from vqkit.training.loop import override_for_resume, train
+
+
+def _init_distributed(device: str) -> bool:
+    """Join the process group torchrun describes in the environment (WORLD_SIZE > 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return True
+
+
+def main(argv: list[str]) -> int:
+    p = parser("train", "Train a VQ-VAE. Stops at --epochs, --time-budget or train.max_steps.")
+    p.add_argument("--data", help="data spec: a folder, CIFAR/MNIST folder, .npz, or 'builtin'")
+    p.add_argument("--out", type=Path, help="run folder (default: runs/vqkit-DATE-TIME)")
+    p.add_argument("--config", type=Path, help="JSON config file, e.g. recipes/cifar10.json")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set model.quantizer.codebook_size=256")  # fmt: skip
+    p.add_argument("--time-budget", type=float, metavar="MIN", help="wall-clock budget in minutes")
+    p.add_argument("--epochs", type=float, help="passes over the training split")
+    p.add_argument("--max-steps", type=int, help="optimizer steps")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the config's, auto)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    a = p.parse_args(argv)
+
+    stop = {"time_budget_min": a.time_budget, "epochs": a.epochs, "max_steps": a.max_steps}
+    if a.resume:
+        if a.out is None:
+            raise RunError("--resume needs --out RUN_DIR (the run to continue)")
+        if a.config or a.data or a.overrides:
+            raise RunError("--resume continues a run as configured; --config/--data/--set not allowed")
+        cfg = override_for_resume(load_run_config(a.out), device=a.device, **stop)
+    else:
+        cfg = load_config(a.config, a.overrides)
+        if a.data:
+            cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, spec=a.data))
+        train_changes: dict[str, Any] = {"device": a.device} if a.device else {}
+        if any(v is not None for v in stop.values()):
+            # Stopping criteria on the command line replace the config's, not add to them.
+            train_changes.update(stop)
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train_changes))
+    out = a.out or Path("runs") / datetime.now().strftime("vqkit-%Y%m%d-%H%M%S")
+    if not a.resume and (out / "model.safetensors").exists():
+        raise RunError(f"{out} already holds a trained run; use --resume or another --out")
+
+    distributed = _init_distributed(cfg.train.device)
+    try:
+        result = train(cfg, out, resume=a.resume, progress=not a.no_progress)
+    finally:
+        if distributed:
+            dist.destroy_process_group()
+    if vdist.is_main():
+        ev = result.holdout
+        summary = f"{result.stopped} at step {result.step}; run folder {result.run_dir}"
+        if ev:
+            summary += (
+                f"\nholdout: psnr {ev['psnr']:.2f} dB, codebook usage "
+                f"{ev.get('codebook_usage', float('nan')):.3f}, perplexity "
+                f"{ev.get('perplexity', float('nan')):.1f}"
+            )
+        print(summary)
+    return 0

@@ -1,0 +1,228 @@
+"""Typed configuration: frozen dataclasses with defaults in code.
+
+Layering (STYLE.md item 2): defaults in these classes, then a JSON file, then ``key=value`` overrides
+from the command line. Unknown keys and values of the wrong type raise :class:`ConfigError`, so a typo
+never silently trains the default model. The resolved config is written into the run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is malformed (unknown key, wrong type, bad value)."""
+
+
+@dataclass(frozen=True)
+class QuantizerConfig:
+    """Vector quantizer: nearest codeword per latent position (VQ-VAE, van den Oord et al. 2017)."""
+
+    enabled: bool = True  # False: a plain autoencoder with the same networks (for comparisons)
+    codebook_size: int = 512  # K
+    code_dim: int = 64  # D, channels of the encoder output z
+    # Lower-dimensional code space (ViT-VQGAN, Yu et al. 2021, sec. 3.2): project z (D) -> lookup_dim
+    # before the nearest-neighbour search and back after. None: search in D directly.
+    lookup_dim: int | None = None
+    l2_normalize: bool = False  # compare codes by cosine (unit vectors), ViT-VQGAN sec. 3.2
+    beta: float = 0.25  # commitment weight, VQ-VAE eq. 3
+    codebook_weight: float = 1.0  # weight of ||sg(z) - e||^2 when the codebook learns by the loss
+    ema: bool = True  # learn the codebook by exponential moving averages (VQ-VAE appendix A.1)
+    ema_decay: float = 0.99
+    ema_epsilon: float = 1e-5  # Laplace smoothing of the EMA cluster sizes
+    kmeans_init: bool = True  # initialise the codebook by k-means on the first batch of encoder outputs
+    kmeans_iters: int = 10
+    restart_dead: bool = True  # replace codes unused for a window by recent encoder outputs
+    restart_every: int = 100  # training steps per usage window
+    # A code is dead when its share of the window's assignments is below dead_threshold / K,
+    # i.e. it is used at less than this fraction of the uniform rate.
+    dead_threshold: float = 0.1
+
+    def __post_init__(self) -> None:
+        _require(self.codebook_size >= 2, "quantizer.codebook_size must be >= 2")
+        _require(self.code_dim >= 1, "quantizer.code_dim must be >= 1")
+        _require(self.lookup_dim is None or self.lookup_dim >= 1, "quantizer.lookup_dim must be >= 1")
+        _require(0.0 < self.ema_decay < 1.0, "quantizer.ema_decay must be in (0, 1)")
+        _require(self.restart_every >= 1, "quantizer.restart_every must be >= 1")
+        _require(self.beta >= 0 and self.codebook_weight >= 0, "loss weights must be >= 0")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Encoder / decoder shapes. Images (B, C, H, W) map to codes (B, D, H/f, W/f), f = downsample."""
+
+    in_channels: int = 3
+    channels: int = 128  # width of the convolutional trunk at the latent resolution
+    res_blocks: int = 2
+    res_channels: int = 64  # bottleneck width inside a residual block
+    downsample: int = 4  # f: 2, 4 or 8
+    reconstruction_weight: float = 1.0
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.downsample in (2, 4, 8), "model.downsample must be 2, 4 or 8")
+        _require(self.in_channels in (1, 3), "model.in_channels must be 1 or 3")
+        _require(self.channels >= 8 and self.res_channels >= 1, "model.channels must be >= 8")
+        _require(self.res_blocks >= 0, "model.res_blocks must be >= 0")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    spec: str = "builtin"  # a path or the word "builtin" (see vqkit.data.load_dataset)
+    image_size: int = 32  # training crop size
+    holdout: float = 0.05  # fraction held out for periodic evaluation
+    eval_spec: str | None = None  # evaluate on this data spec instead of the held-out split
+    max_images: int | None = None
+    flip: bool = True
+    crop_pad: int = 0  # reflect padding before the random crop (0: crop only when images are larger)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 128
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.02  # cosine decay ends at lr * min_lr_ratio
+    warmup_steps: int = 200
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables
+    epochs: float | None = None  # stop after this many passes over the training split
+    max_steps: int | None = None
+    time_budget_min: float | None = None  # wall-clock budget; the lr schedule follows it
+    eval_every: int = 1000  # steps between held-out evaluations
+    log_every: int = 50  # steps between metrics.jsonl records
+    checkpoint_every: int = 1000
+    seed: int = 0
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    amp: bool = True  # bf16 autocast on CUDA (the quantizer always runs in float32)
+    channels_last: bool = True
+    compile: bool = False  # torch.compile the encoder and decoder
+    threads: int | None = None  # torch intra-op threads on CPU; None keeps torch's default
+    eval_images: int = 2048  # cap on held-out images per periodic evaluation
+
+    def __post_init__(self) -> None:
+        _require(self.batch_size >= 1, "train.batch_size must be >= 1")
+        _require(self.lr > 0, "train.lr must be > 0")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+# --------------------------------------------------------------------------------------------------
+# dict <-> dataclass, with strict type checking
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type[T], data: dict[str, Any], *, prefix: str = "") -> T:
+    """Build ``cls`` from a nested dict; missing keys take defaults, unknown keys raise."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'} must be an object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
+            f"valid keys: {', '.join(sorted(names))}"
+        )
+    kwargs = {k: _coerce(hints[k], v, prefix + k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # pragma: no cover - dataclass signature mismatch
+        raise ConfigError(str(e)) from e
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    """Check ``value`` against annotation ``tp`` (ints widen to floats; nothing else converts)."""
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return from_dict(tp, value, prefix=key + ".")
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: expected {tp}, got {value!r}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - only the types above are used in configs
+        raise ConfigError(f"{key}: unsupported annotation {tp}")
+    raise ConfigError(f"{key}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def _parse_value(text: str) -> Any:
+    """Command-line values: JSON when it parses (numbers, true/false, null), else a plain string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_overrides(cfg: T, overrides: list[str]) -> T:
+    """Apply ``section.key=value`` strings, e.g. ``model.quantizer.codebook_size=256``."""
+    data = to_dict(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value")
+        path, raw = item.split("=", 1)
+        parts = path.strip().split(".")
+        node = data
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"unknown config section {path!r}")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ConfigError(f"unknown config key {path!r}")
+        node[parts[-1]] = _parse_value(raw)
+    return from_dict(type(cfg), data)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Defaults <- JSON file <- overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            data = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{p} is not valid JSON: {e}") from e
+        data.pop("_comment", None)
+    cfg = from_dict(RunConfig, data)
+    return apply_overrides(cfg, overrides or [])

@@ -1,0 +1,213 @@
+"""Nearest-codeword vector quantization with EMA codebook learning, k-means initialisation and
+dead-code restarts (VQ-VAE, van den Oord et al. 2017; EMA from its appendix A.1).
+
+Shapes: z (B, D, h, w) -> quantized (B, D, h, w), indices (B, h, w); codebook (K, d) where d is the
+lookup dimension (d = D unless ``lookup_dim`` projects to a smaller code space).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vqkit import distributed as vdist
+from vqkit.config import QuantizerConfig
+from vqkit.quantizers.base import QuantizerOutput
+
+
+def squared_distances(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """||x_n - e_k||^2 for x (N, d), codebook (K, d) -> (N, K), as one matrix product.
+
+    ||x||^2 - 2 x.e + ||e||^2 avoids the (N, K, d) temporary of a broadcast difference.
+    """
+    x2 = x.pow(2).sum(1, keepdim=True)  # (N, 1)
+    e2 = codebook.pow(2).sum(1)  # (K,)
+    return torch.addmm(e2.unsqueeze(0) + x2, x, codebook.t(), alpha=-2.0)
+
+
+def nearest_code(x: torch.Tensor, codebook: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
+    """Index of the nearest codeword for each row of x (N, d) -> (N,) int64, chunked over N."""
+    if x.shape[0] <= chunk:
+        return squared_distances(x, codebook).argmin(1)
+    return torch.cat([squared_distances(c, codebook).argmin(1) for c in x.split(chunk)])
+
+
+def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Lloyd's k-means on x (N, d) -> centres (k, d). Seeds from distinct random rows
+    (with replacement when N < k); an empty cluster keeps its previous centre."""
+    n = x.shape[0]
+    if n >= k:
+        perm = torch.randperm(n, generator=generator, device="cpu")[:k].to(x.device)
+    else:
+        perm = torch.randint(0, n, (k,), generator=generator, device="cpu").to(x.device)
+    centres = x[perm].clone()
+    for _ in range(iters):
+        assign = nearest_code(x, centres)
+        counts = torch.bincount(assign, minlength=k).to(x.dtype)  # (k,)
+        sums = torch.zeros_like(centres).index_add_(0, assign, x)  # (k, d)
+        filled = counts > 0
+        centres[filled] = sums[filled] / counts[filled].unsqueeze(1)
+    return centres
+
+
+class VectorQuantizer(nn.Module):
+    """Quantize each spatial position of z to its nearest codeword.
+
+    Loss terms (VQ-VAE eq. 3): ``codebook`` = w_cb * ||sg(z) - e||^2 (absent with EMA, which moves
+    the codebook directly) and ``commitment`` = beta * ||z - sg(e)||^2. Gradients pass the
+    non-differentiable argmin by the straight-through estimator z + sg(e - z).
+    """
+
+    codebook: torch.Tensor  # (K, d)
+    ema_cluster_size: torch.Tensor  # (K,)
+    ema_embed_sum: torch.Tensor  # (K, d)
+    window_counts: torch.Tensor  # (K,) code uses since the last restart check
+    window_steps: torch.Tensor  # () training steps since the last restart check
+    initialized: torch.Tensor  # () bool, False until k-means ran (or the codebook was loaded)
+    restarts_total: torch.Tensor  # () number of codes restarted so far
+
+    def __init__(self, cfg: QuantizerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        k, d = cfg.codebook_size, cfg.lookup_dim or cfg.code_dim
+        self.lookup_dim = d
+        if cfg.lookup_dim is not None and cfg.lookup_dim != cfg.code_dim:
+            self.project_in: nn.Module = nn.Conv2d(cfg.code_dim, d, 1)
+            self.project_out: nn.Module = nn.Conv2d(d, cfg.code_dim, 1)
+        else:
+            self.project_in = nn.Identity()
+            self.project_out = nn.Identity()
+        init = torch.randn(k, d)
+        if cfg.l2_normalize:
+            init = F.normalize(init, dim=1)
+        if cfg.ema:
+            self.register_buffer("codebook", init)
+        else:
+            self.codebook = nn.Parameter(init)
+        self.register_buffer("ema_cluster_size", torch.ones(k))
+        self.register_buffer("ema_embed_sum", init.clone())
+        self.register_buffer("window_counts", torch.zeros(k))
+        self.register_buffer("window_steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("initialized", torch.tensor(not cfg.kmeans_init))
+        self.register_buffer("restarts_total", torch.zeros((), dtype=torch.long))
+
+    @property
+    def codebook_size(self) -> int:
+        return self.cfg.codebook_size
+
+    # ---------------------------------------------------------------------------------------- API
+
+    def _flatten(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, D, h, w) -> lookup vectors (B*h*w, d) in float32."""
+        x = self.project_in(z.float())
+        x = x.permute(0, 2, 3, 1).reshape(-1, self.lookup_dim)
+        return F.normalize(x, dim=1) if self.cfg.l2_normalize else x
+
+    def _unflatten(self, x: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """(B*h*w, d) -> (B, D, h, w) through the output projection."""
+        b, _, h, w = shape
+        return self.project_out(x.reshape(b, h, w, self.lookup_dim).permute(0, 3, 1, 2).contiguous())
+
+    @torch.no_grad()
+    def encode(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, D, h, w) -> indices (B, h, w) int64."""
+        with torch.autocast(z.device.type, enabled=False):
+            x = self._flatten(z)
+            idx = nearest_code(x, self.codebook.float())
+        return idx.view(z.shape[0], z.shape[2], z.shape[3])
+
+    def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
+        """indices (B, h, w) -> quantized (B, D, h, w), exactly what ``forward`` returns (eval mode)."""
+        b, h, w = indices.shape
+        e = F.embedding(indices.reshape(-1), self.codebook.float())  # (B*h*w, d)
+        return self._unflatten(e, torch.Size((b, self.cfg.code_dim, h, w)))
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        # Quantization math in float32 even under autocast: bf16 distances pick wrong codes.
+        with torch.autocast(z.device.type, enabled=False):
+            return self._forward(z.float())
+
+    def _forward(self, z: torch.Tensor) -> QuantizerOutput:
+        x = self._flatten(z)  # (N, d)
+        if self.training and not bool(self.initialized):
+            self._kmeans_init(vdist.all_gather_cat(x.detach()))
+        idx = nearest_code(x.detach(), self.codebook.detach())  # (N,)
+        e = F.embedding(idx, self.codebook)  # (N, d); differentiable w.r.t. a learned codebook
+        losses = {"commitment": self.cfg.beta * F.mse_loss(x, e.detach())}
+        if not self.cfg.ema:
+            losses["codebook"] = self.cfg.codebook_weight * F.mse_loss(e, x.detach())
+        counts = torch.bincount(idx, minlength=self.cfg.codebook_size).float()  # (K,)
+        if self.training:
+            vdist.all_reduce_sum(counts)  # global usage: every rank sees the same counts
+            if self.cfg.ema:
+                self._ema_update(x.detach(), idx, counts)
+            if self.cfg.restart_dead:
+                self._track_and_restart(x.detach(), counts)
+        st = x + (e - x).detach()  # straight-through estimator
+        quantized = self._unflatten(st, z.shape)
+        probs = counts / counts.sum().clamp_min(1.0)
+        stats = {
+            "perplexity": float(torch.exp(-(probs * torch.log(probs + 1e-10)).sum())),
+            "batch_usage": float((counts > 0).float().mean()),
+        }
+        indices = idx.view(z.shape[0], z.shape[2], z.shape[3])
+        return QuantizerOutput(quantized=quantized, indices=indices, losses=losses, stats=stats)
+
+    # ----------------------------------------------------------------------------- codebook learning
+
+    @torch.no_grad()
+    def _kmeans_init(self, x: torch.Tensor) -> None:
+        """Data-driven initialisation: k-means on the first global batch of encoder outputs; the
+        result is broadcast from rank 0 so every process starts from the same codebook."""
+        centres = kmeans(x, self.cfg.codebook_size, self.cfg.kmeans_iters)
+        if self.cfg.l2_normalize:
+            centres = F.normalize(centres, dim=1)
+        vdist.broadcast(centres, src=0)
+        self.codebook.data.copy_(centres)
+        self.ema_embed_sum.copy_(centres)
+        self.ema_cluster_size.fill_(1.0)
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def _ema_update(self, x: torch.Tensor, idx: torch.Tensor, counts: torch.Tensor) -> None:
+        """VQ-VAE appendix A.1: N_k <- g N_k + (1-g) n_k;  m_k <- g m_k + (1-g) sum_{z->k} z;
+        e_k = m_k / N~_k with Laplace-smoothed N~_k so rarely used codes do not divide by ~0.
+        ``counts`` is already summed over ranks; the sums are reduced here."""
+        g = self.cfg.ema_decay
+        sums = torch.zeros_like(self.ema_embed_sum).index_add_(0, idx, x)  # (K, d)
+        vdist.all_reduce_sum(sums)
+        self.ema_cluster_size.mul_(g).add_(counts, alpha=1 - g)
+        self.ema_embed_sum.mul_(g).add_(sums, alpha=1 - g)
+        n = self.ema_cluster_size.sum()
+        eps, k = self.cfg.ema_epsilon, self.cfg.codebook_size
+        smoothed = (self.ema_cluster_size + eps) / (n + k * eps) * n  # (K,)
+        new = self.ema_embed_sum / smoothed.unsqueeze(1)
+        if self.cfg.l2_normalize:
+            new = F.normalize(new, dim=1)
+        self.codebook.data.copy_(new)
+
+    @torch.no_grad()
+    def _track_and_restart(self, x: torch.Tensor, counts: torch.Tensor) -> None:
+        """Every ``restart_every`` steps, codes whose share of the window's assignments is below
+        ``dead_threshold / K`` move onto random encoder outputs of the current global batch
+        (rank 0's choice is broadcast, so every rank holds the same codebook)."""
+        self.window_counts.add_(counts)
+        self.window_steps.add_(1)
+        if int(self.window_steps) < self.cfg.restart_every:
+            return
+        k = self.cfg.codebook_size
+        floor = self.cfg.dead_threshold * self.window_counts.sum() / k
+        dead = self.window_counts < floor  # (K,), identical on every rank (counts are global)
+        n_dead = int(dead.sum())
+        if n_dead:
+            pool = vdist.all_gather_cat(x)  # the global batch, as one process would see it
+            pick = torch.randint(0, pool.shape[0], (n_dead,), device="cpu").to(x.device)
+            fresh = pool[pick].contiguous()
+            vdist.broadcast(fresh, src=0)
+            self.codebook.data[dead] = fresh
+            self.ema_embed_sum[dead] = fresh
+            self.ema_cluster_size[dead] = 1.0
+            self.restarts_total.add_(n_dead)
+        self.window_counts.zero_()
+        self.window_steps.zero_()

@@ -1,0 +1,66 @@
+"""The Python face of a trained run: load it, encode images to indices, decode, reconstruct.
+
+Mirrors the command line (``vqkit encode / decode / reconstruct``). Images go in as (H, W, C) uint8
+arrays, as files store them; indices come out as (h, w) int64 grids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vqkit.config import RunConfig
+from vqkit.data import to_float, to_uint8_hwc
+from vqkit.models import VQVAE
+from vqkit.training.checkpoint import load_model, load_run_config, read_config_doc
+from vqkit.training.evaluate import iter_batches
+
+
+@dataclass
+class Run:
+    path: Path
+    config: RunConfig
+    model: VQVAE
+    device: torch.device
+    meta: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Run:
+        path = Path(path)
+        doc = read_config_doc(path)
+        dev = torch.device(device)
+        return cls(path, load_run_config(path), load_model(path, dev), dev, doc.get("meta", {}))
+
+    @property
+    def channels(self) -> int:
+        return self.config.model.in_channels
+
+    def _batches(self, images: list[np.ndarray], batch_size: int) -> Iterator[torch.Tensor]:
+        for batch in iter_batches(images, batch_size):
+            yield to_float(torch.from_numpy(np.stack(batch))).to(self.device)
+
+    def encode(self, images: list[np.ndarray], batch_size: int = 256) -> list[np.ndarray]:
+        """(H, W, C) uint8 images -> (h, w) int64 index grids, h = ceil(H / f)."""
+        out: list[np.ndarray] = []
+        for x in self._batches(images, batch_size):
+            out.extend(self.model.encode(x).cpu().numpy())
+        return out
+
+    def decode(self, indices: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+        """(B, h, w) index grids -> (B, H, W, C) uint8 images, cropped to ``size`` when given."""
+        idx = torch.as_tensor(np.asarray(indices), dtype=torch.long, device=self.device)
+        if idx.min() < 0 or idx.max() >= self.model.codebook_size:
+            raise ValueError(f"indices must lie in [0, {self.model.codebook_size})")
+        return to_uint8_hwc(self.model.decode_indices(idx, size).cpu())
+
+    def reconstruct(self, images: list[np.ndarray], batch_size: int = 256) -> list[np.ndarray]:
+        """(H, W, C) uint8 images -> reconstructions of the same sizes."""
+        out: list[np.ndarray] = []
+        for x in self._batches(images, batch_size):
+            out.extend(to_uint8_hwc(self.model.reconstruct(x).cpu()))
+        return out

@@ -1,0 +1,89 @@
+"""Evaluation of a model over a whole image set: quality and codebook health in one pass."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from vqkit.data import to_float, to_uint8_hwc
+from vqkit.metrics import CodebookUsage, nominal_bpp, psnr_per_image, ssim_per_image
+from vqkit.models import VQVAE
+
+PSNR_CAP = 100.0  # identical images have infinite PSNR; cap so the mean stays finite
+
+
+def iter_batches(images: list[np.ndarray], batch_size: int) -> Iterator[list[np.ndarray]]:
+    """Consecutive batches of equal-sized images (a new batch starts whenever the size changes)."""
+    batch: list[np.ndarray] = []
+    for im in images:
+        if batch and (im.shape != batch[0].shape or len(batch) == batch_size):
+            yield batch
+            batch = []
+        batch.append(im)
+    if batch:
+        yield batch
+
+
+@torch.no_grad()
+def evaluate(
+    model: VQVAE,
+    images: list[np.ndarray],
+    *,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    with_ssim: bool = True,
+) -> dict[str, Any]:
+    """Reconstruct every image (H, W, C uint8) and report psnr, ssim, mse (on 0-255 values),
+    codebook_usage, perplexity, dead_codes, bpp_nominal and num_images."""
+    if not images:
+        raise ValueError("evaluate() needs at least one image")
+    was_training = model.training
+    model.eval()
+    device = torch.device(device)
+    usage = CodebookUsage(model.codebook_size)
+    psnrs: list[np.ndarray] = []
+    ssims: list[np.ndarray] = []
+    sq_err, n_values = 0.0, 0
+    bits, pixels = 0.0, 0
+    try:
+        for batch in iter_batches(images, batch_size):
+            x = to_float(torch.from_numpy(np.stack(batch))).to(device)
+            h, w = x.shape[-2:]
+            z = model.encode_latents(x)
+            q = model.quantize(z)
+            recon = model.decode(q.quantized).clamp(0, 1)[..., :h, :w]
+            if model.config.quantizer.enabled:
+                usage.update(q.indices)
+                grid = (q.indices.shape[1], q.indices.shape[2])
+                bits += nominal_bpp(model.codebook_size, grid, (h, w)) * h * w * len(batch)
+            pixels += h * w * len(batch)
+            psnrs.append(psnr_per_image(x, recon).clamp(max=PSNR_CAP).cpu().numpy())
+            out8 = to_uint8_hwc(recon.cpu())
+            ref8 = np.stack(batch)
+            diff = out8.astype(np.float64) - ref8.astype(np.float64)
+            sq_err += float((diff**2).sum())
+            n_values += diff.size
+            if with_ssim:
+                ssims.append(ssim_per_image(ref8, out8))
+    finally:
+        model.train(was_training)
+    result: dict[str, Any] = {
+        "num_images": len(images),
+        "psnr": float(np.concatenate(psnrs).mean()),
+        "mse": sq_err / n_values,
+    }
+    if with_ssim:
+        result["ssim"] = float(np.concatenate(ssims).mean())
+    if model.config.quantizer.enabled:
+        result.update(
+            codebook_usage=usage.usage,
+            perplexity=usage.perplexity,
+            dead_codes=usage.dead_codes,
+            code_entropy_bits=usage.entropy_bits,
+            bpp_nominal=bits / pixels,
+            codebook_size=model.codebook_size,
+        )
+    return result

@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny configs and tiny generated data keep the default run fast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vqkit.config import DataConfig, ModelConfig, QuantizerConfig, RunConfig, TrainConfig
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def tiny_model_config(**quantizer: object) -> ModelConfig:
+    q = {"codebook_size": 16, "code_dim": 8, **quantizer}
+    return ModelConfig(channels=16, res_channels=8, res_blocks=1, quantizer=QuantizerConfig(**q))  # type: ignore[arg-type]
+
+
+def smooth_images(n: int, size: int = 16, seed: int = 0) -> np.ndarray:
+    """(n, size, size, 3) uint8 images of random low-frequency colour blobs (learnable quickly)."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, 3, 4, 4, generator=g)
+    up = torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
+    return (up.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+
+
+@pytest.fixture
+def tiny_npz(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.npz"
+    images = smooth_images(96)
+    np.savez(path, images=images, labels=np.arange(96) % 3)
+    return path
+
+
+def tiny_run_config(spec: str, **train: object) -> RunConfig:
+    t = {"batch_size": 16, "lr": 3e-3, "warmup_steps": 2, "max_steps": 12, "log_every": 2,
+         "eval_every": 6, "checkpoint_every": 6, "channels_last": False, **train}  # fmt: skip
+    return RunConfig(
+        model=tiny_model_config(restart_every=4),
+        data=DataConfig(spec=spec, image_size=16, holdout=0.1),
+        train=TrainConfig(**t),  # type: ignore[arg-type]
+    )

@@ -1,0 +1,54 @@
+"""Configuration: defaults in code, JSON file, key=value overrides; unknown keys and bad types raise."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vqkit.config import ConfigError, RunConfig, apply_overrides, from_dict, load_config, to_dict
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def test_round_trip_and_overrides(tmp_path: Path) -> None:
+    cfg = RunConfig()
+    assert from_dict(RunConfig, to_dict(cfg)) == cfg
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"model": {"quantizer": {"codebook_size": 256}}, "train": {"lr": 1}}))
+    cfg = load_config(f, ["train.batch_size=64", "model.quantizer.lookup_dim=8", "data.spec=/x y"])
+    assert cfg.model.quantizer.codebook_size == 256 and cfg.train.lr == 1.0
+    assert cfg.train.batch_size == 64 and cfg.model.quantizer.lookup_dim == 8
+    assert cfg.data.spec == "/x y" and cfg.model.channels == RunConfig().model.channels
+    assert apply_overrides(cfg, ["model.quantizer.lookup_dim=null"]).model.quantizer.lookup_dim is None
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.lrr=1", "unknown config key"),
+        ("nosuch.x=1", "unknown config section"),
+        ("train.batch_size=1.5", "expected int"),
+        ("model.quantizer.ema=yes", "expected bool"),
+        ("model.downsample=3", "must be 2, 4 or 8"),
+        ("train.batch_size", "key=value"),
+    ],
+)
+def test_bad_overrides_raise(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_unknown_key_in_file_raises(tmp_path: Path) -> None:
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"model": {"quantiser": {}}}))
+    with pytest.raises(ConfigError, match=r"model\.quantiser"):
+        load_config(f)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES.glob("*.json")), ids=lambda p: p.name)
+def test_recipes_load(recipe: Path) -> None:
+    load_config(recipe)
