@@ -7,20 +7,25 @@ import sys
 
 from vqkit.cli.common import run_safely
 
-# subcommand -> (module, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("vqkit.cli.train", "train a VQ-VAE into a run folder (resumable)"),
-    "eval": ("vqkit.cli.evaluate", "evaluate a run on a data set: PSNR, SSIM, codebook health"),
-    "reconstruct": ("vqkit.cli.reconstruct", "picture of images beside their reconstructions"),
-    "encode": ("vqkit.cli.codes", "encode a data set to index grids (.npz)"),
-    "decode": ("vqkit.cli.codes", "decode index grids (.npz) to PNG images"),
+# subcommand -> (module, function `(argv) -> int`, one-line help)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "train": ("vqkit.cli.train", "main", "train a VQ-VAE into a run folder (resumable)"),
+    "eval": ("vqkit.cli.evaluate", "main", "evaluate a run on a data set: PSNR, SSIM, codebook health"),
+    "reconstruct": ("vqkit.cli.reconstruct", "main", "picture of images beside their reconstructions"),
+    "encode": ("vqkit.cli.codes", "encode_main", "encode a data set to index grids (.npz)"),
+    "decode": ("vqkit.cli.codes", "decode_main", "decode index grids (.npz) to PNG images"),
+    "compress": ("vqkit.cli.compress", "compress_main", "compress images into .vqk files"),
+    "decompress": ("vqkit.cli.compress", "decompress_main", "decompress .vqk files to PNG images"),
+    "prior": ("vqkit.cli.prior", "main", "train or evaluate the autoregressive prior over codes"),
+    "sample": ("vqkit.cli.sample", "sample_main", "sample new images from the prior"),
+    "complete": ("vqkit.cli.sample", "complete_main", "keep the top code rows of an image, sample the rest"),
 }
 
 
 def _usage() -> str:
     width = max(len(c) for c in COMMANDS)
     lines = ["usage: vqkit COMMAND [options]   (vqkit COMMAND --help for details)", "", "commands:"]
-    lines += [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
+    lines += [f"  {name:<{width}}  {text}" for name, (_, _, text) in COMMANDS.items()]
     return "\n".join(lines)
 
 
@@ -38,10 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"vqkit: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    if name in ("encode", "decode"):
-        return run_safely(lambda: module.main([name, *rest]))
-    return run_safely(lambda: module.main(rest))
+    module_name, function, _ = COMMANDS[name]
+    try:
+        fn = getattr(importlib.import_module(module_name), function)
+    except (ImportError, AttributeError):
+        print(f"vqkit: {name} is not available in this installation", file=sys.stderr)
+        return 2
+    return run_safely(lambda: int(fn(rest)))
 
 
 def entry() -> None:

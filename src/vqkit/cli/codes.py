@@ -31,7 +31,7 @@ def output_name(index: int, name: str) -> str:
     return f"{index:05d}_{re.sub(r'[^A-Za-z0-9._-]+', '_', stem).strip('_')}.png"
 
 
-def _encode(argv: list[str]) -> int:
+def encode_main(argv: list[str]) -> int:
     p = parser("encode", "Encode images to index grids (.npz).")
     p.add_argument("run", type=Path)
     p.add_argument("--data", required=True, help="data spec")
@@ -61,7 +61,7 @@ def _encode(argv: list[str]) -> int:
     return 0
 
 
-def _decode(argv: list[str]) -> int:
+def decode_main(argv: list[str]) -> int:
     p = parser("decode", "Decode index grids (.npz from vqkit encode) to PNG images.")
     p.add_argument("run", type=Path)
     p.add_argument("codes", type=Path)
@@ -88,8 +88,3 @@ def _decode(argv: list[str]) -> int:
         save_png(image, a.output / output_name(i, name))
     print(f"decoded {len(grids)} images into {a.output}")
     return 0
-
-
-def main(argv: list[str]) -> int:
-    """``argv[0]`` is ``encode`` or ``decode`` (dispatched from vqkit.cli)."""
-    return _encode(argv[1:]) if argv[0] == "encode" else _decode(argv[1:])
