@@ -13,6 +13,7 @@ import json
 import math
 import signal
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -122,6 +123,14 @@ def _batch(data: torch.Tensor, cfg: RunConfig, step: int, steps_per_epoch: int) 
     return x
 
 
+def _agreed_elapsed(local: float, device: torch.device) -> float:
+    """Rank 0's clock on every rank, so time-based schedules and stops agree across processes."""
+    if not vdist.is_distributed():
+        return local
+    t = torch.tensor([local], dtype=torch.float64, device=device)
+    return float(vdist.broadcast(t, src=0))
+
+
 def _append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
     with open(run_dir / ckpt.METRICS_FILE, "a") as f:
         f.write(json.dumps(record) + "\n")
@@ -204,7 +213,9 @@ def train(
     net: torch.nn.Module = model
     if vdist.is_distributed():
         # Buffers (codebook, EMA statistics) are kept identical by the quantizer's own collectives.
-        net = DistributedDataParallel(model, broadcast_buffers=False)
+        with warnings.catch_warnings():  # torch 2.13 deprecates the name, not the behaviour we need
+            warnings.simplefilter("ignore", FutureWarning)
+            net = DistributedDataParallel(model, broadcast_buffers=False)
     fixed = td.holdout[:FIXED_BATCH] or [
         td.train[i].permute(1, 2, 0).numpy() for i in range(min(FIXED_BATCH, len(td.train)))
     ]
@@ -252,7 +263,9 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x = _batch(td.train, cfg, step, steps_per_epoch)
-            x = x[vdist.rank() :: world].to(device, non_blocking=True)
+            # Contiguous shards: gathering them in rank order rebuilds the global batch exactly,
+            # so k-means and restarts see the rows one process would see, in the same order.
+            x = x.tensor_split(world)[vdist.rank()].to(device, non_blocking=True)
             x = x.contiguous(memory_format=memory_format)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 out = net(x)
@@ -263,7 +276,7 @@ def train(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             optimizer.step()
             step += 1
-            elapsed = time.perf_counter() - t_start
+            elapsed = _agreed_elapsed(time.perf_counter() - t_start, device)
             # Accumulate on the device; the host reads these only at log steps (no per-step sync).
             window_loss += loss.detach()
             window_mse += out.losses["reconstruction"].detach() / cfg.model.reconstruction_weight
