@@ -83,6 +83,9 @@ class DataConfig:
     max_images: int | None = None
     flip: bool = True
     crop_pad: int = 0  # reflect padding before the random crop (0: crop only when images are larger)
+    # Denoising: train corrupted -> clean, e.g. "gaussian:25", "gaussian:5-50" (blind), "saltpepper:0.1",
+    # "jpeg:10-50", "mask:0.3", joined with "+" (see vqkit.data.corruptions).
+    corruption: str | None = None
 
 
 @dataclass(frozen=True)

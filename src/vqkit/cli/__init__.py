@@ -19,6 +19,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "prior": ("vqkit.cli.prior", "main", "train or evaluate the autoregressive prior over codes"),
     "sample": ("vqkit.cli.sample", "sample_main", "sample new images from the prior"),
     "complete": ("vqkit.cli.sample", "complete_main", "keep the top code rows of an image, sample the rest"),
+    "denoise": ("vqkit.cli.denoise", "main", "denoise images with a run trained on corrupted inputs"),
+    "features": ("vqkit.cli.analysis", "features_main", "per-image codes, code histograms, pooled latents"),
+    "probe": ("vqkit.cli.analysis", "probe_main", "linear-probe and k-NN accuracy on code features"),
+    "codebook": ("vqkit.cli.analysis", "codebook_main", "picture of every code's patch, by usage"),
+    "anomaly": ("vqkit.cli.analysis", "anomaly_main", "per-image anomaly scores (and AUROC)"),
+    "similar": ("vqkit.cli.analysis", "similar_main", "retrieve similar images by code histograms"),
+    "report": ("vqkit.cli.report", "main", "one self-contained HTML report of a run"),
 }
 
 

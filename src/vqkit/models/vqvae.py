@@ -114,14 +114,16 @@ class VQVAE(nn.Module):
         z = self.encode_latents(images)
         return self.decode(self.quantize(z).quantized).clamp(0, 1)[..., :h, :w]
 
-    def forward(self, images: torch.Tensor) -> VQVAEOutput:
-        """Training/evaluation pass. Loss = w_rec * MSE + quantizer terms (VQ-VAE eq. 3)."""
+    def forward(self, images: torch.Tensor, target: torch.Tensor | None = None) -> VQVAEOutput:
+        """Training/evaluation pass. Loss = w_rec * MSE(reconstruction, target) + quantizer terms
+        (VQ-VAE eq. 3). ``target`` defaults to ``images``; a denoiser passes the clean images."""
+        target = images if target is None else target
         h, w = images.shape[-2:]
         q = self.quantize(self.encode_latents(images))
         recon = self.decode(q.quantized)[..., :h, :w]
         losses = dict(q.losses)
         losses["reconstruction"] = self.config.reconstruction_weight * F.mse_loss(
-            recon.float(), images.float()
+            recon.float(), target.float()
         )
         losses["total"] = sum(losses.values(), torch.zeros((), device=images.device))
         return VQVAEOutput(reconstruction=recon, indices=q.indices, losses=losses, stats=q.stats)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from vqkit.data import to_float, to_uint8_hwc
+from vqkit.data.corruptions import Corruption
 from vqkit.metrics import CodebookUsage, nominal_bpp, psnr_per_image, ssim_per_image
 from vqkit.models import VQVAE
 
@@ -35,9 +36,12 @@ def evaluate(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
     with_ssim: bool = True,
+    corruption: Corruption | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Reconstruct every image (H, W, C uint8) and report psnr, ssim, mse (on 0-255 values),
-    codebook_usage, perplexity, dead_codes, bpp_nominal and num_images."""
+    codebook_usage, perplexity, dead_codes, bpp_nominal and num_images. With ``corruption`` the
+    model sees corrupted images (seeded per batch) and is scored against the clean ones."""
     if not images:
         raise ValueError("evaluate() needs at least one image")
     was_training = model.training
@@ -49,10 +53,11 @@ def evaluate(
     sq_err, n_values = 0.0, 0
     bits, pixels = 0.0, 0
     try:
-        for batch in iter_batches(images, batch_size):
+        for i, batch in enumerate(iter_batches(images, batch_size)):
             x = to_float(torch.from_numpy(np.stack(batch))).to(device)
             h, w = x.shape[-2:]
-            z = model.encode_latents(x)
+            x_in = corruption(x, torch.Generator().manual_seed(seed + i)) if corruption else x
+            z = model.encode_latents(x_in)
             q = model.quantize(z)
             recon = model.decode(q.quantized).clamp(0, 1)[..., :h, :w]
             if model.config.quantizer.enabled:

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from vqkit import distributed as vdist
 from vqkit.config import RunConfig
 from vqkit.data import ImageSet, load_dataset, random_crop_flip, split_holdout, to_float
+from vqkit.data.corruptions import parse_corruption
 from vqkit.models import VQVAE
 from vqkit.training import checkpoint as ckpt
 from vqkit.training.evaluate import evaluate
@@ -169,6 +170,7 @@ def train(
     if device.type == "cuda" and vdist.is_distributed():
         device = torch.device("cuda", torch.cuda.current_device())
     torch.manual_seed(tc.seed)
+    corrupt = parse_corruption(cfg.data.corruption) if cfg.data.corruption else None
 
     if data is None:
         # A new run adapts to the data's channels (MNIST is grayscale); a resumed one keeps its own.
@@ -241,7 +243,9 @@ def train(
     def run_eval() -> dict[str, Any]:
         if not td.holdout:
             return {}
-        return evaluate(model, td.holdout[: tc.eval_images], device=device, with_ssim=False)
+        return evaluate(
+            model, td.holdout[: tc.eval_images], device=device, with_ssim=False, corruption=corrupt
+        )
 
     k = model.codebook_size
     window_loss = torch.zeros((), device=device)
@@ -263,12 +267,15 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x = _batch(td.train, cfg, step, steps_per_epoch)
+            # Denoising: the network sees a corrupted copy and is scored against the clean batch.
+            noisy = corrupt(x, torch.Generator().manual_seed(tc.seed * 31_337 + step)) if corrupt else x
+            x, noisy = (t.tensor_split(world)[vdist.rank()] for t in (x, noisy))
             # Contiguous shards: gathering them in rank order rebuilds the global batch exactly,
             # so k-means and restarts see the rows one process would see, in the same order.
-            x = x.tensor_split(world)[vdist.rank()].to(device, non_blocking=True)
-            x = x.contiguous(memory_format=memory_format)
+            x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+            noisy = noisy.to(device, non_blocking=True).contiguous(memory_format=memory_format)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                out = net(x)
+                out = net(noisy, x)
             loss = out.losses["total"]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
