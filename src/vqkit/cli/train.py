@@ -65,12 +65,13 @@ def main(argv: list[str]) -> int:
         raise RunError(f"{out} already holds a trained run; use --resume or another --out")
 
     distributed = _init_distributed(cfg.train.device)
+    main_process = vdist.is_main()  # asked before the group is torn down
     try:
         result = train(cfg, out, resume=a.resume, progress=not a.no_progress)
     finally:
         if distributed:
             dist.destroy_process_group()
-    if vdist.is_main():
+    if main_process:
         ev = result.holdout
         summary = f"{result.stopped} at step {result.step}; run folder {result.run_dir}"
         if ev:
