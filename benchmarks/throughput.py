@@ -35,17 +35,19 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from cifar10_quality import SHARED, machine  # noqa: E402
+from vqkit import precision  # noqa: E402
 from vqkit.config import RunConfig, load_config  # noqa: E402
 from vqkit.data import load_dataset, to_float  # noqa: E402
 from vqkit.metrics import psnr_per_image  # noqa: E402
 from vqkit.models import VQVAE  # noqa: E402
 from vqkit.networks import Decoder, Encoder  # noqa: E402
+from vqkit.run import Run  # noqa: E402
 from vqkit.training import evaluate, load_model, train  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "cifar10.json"
 
 
-def _timed(fn: Any, x_batches: list[torch.Tensor]) -> float:
+def _timed(fn: Any, x_batches: list[Any]) -> float:
     """Images per second of ``fn`` over the batches (one warm-up batch first)."""
     fn(x_batches[0])
     t = time.perf_counter()
@@ -67,8 +69,17 @@ def run_vqkit(cfg: RunConfig, budget: float, out: Path) -> dict[str, Any]:
     steps_s = max(r["elapsed_s"] for r in rows if r["type"] == "train")
     model = load_model(out)
     ev = evaluate(model, val.images, batch_size=256, with_ssim=False)
-    xs = [to_float(torch.from_numpy(val.as_array()[i : i + 256])) for i in range(0, len(val), 256)]
-    codes = [model.encode(x) for x in xs]
+    # The product's inference path (vqkit.Run: channels-last, bf16 where the CPU has it natively),
+    # from uint8 images to uint8 images, conversions included.
+    run = Run.load(out)
+    chunks = [val.images[i : i + 256] for i in range(0, len(val), 256)]
+    codes = [np.stack(run.encode(c)) for c in chunks]
+    decoded = np.concatenate([run.decode(c) for c in codes])
+    psnr_fast = float(
+        psnr_per_image(to_float(torch.from_numpy(val.as_array())), to_float(torch.from_numpy(decoded)))
+        .clamp(max=100)
+        .mean()
+    )
     return {
         "train_images_per_s": result.step * cfg.train.batch_size / steps_s,
         "steps": result.step,
@@ -76,8 +87,10 @@ def run_vqkit(cfg: RunConfig, budget: float, out: Path) -> dict[str, Any]:
         "val_psnr": ev["psnr"],
         "codebook_usage": ev["codebook_usage"],
         "perplexity": ev["perplexity"],
-        "encode_images_per_s": _timed(model.encode, xs),
-        "decode_images_per_s": _timed(model.decode_indices, codes),
+        "val_psnr_inference_path": psnr_fast,
+        "inference_precision": str(precision.resolve("auto", torch.device("cpu"))),
+        "encode_images_per_s": _timed(run.encode, chunks),
+        "decode_images_per_s": _timed(run.decode, codes),
     }
 
 

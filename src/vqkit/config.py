@@ -104,7 +104,9 @@ class TrainConfig:
     checkpoint_every: int = 1000
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
-    amp: bool = True  # bf16 autocast on CUDA (the quantizer always runs in float32)
+    # "fp32", "bf16" or "auto" (bf16 where the hardware runs it natively: CUDA, AVX512-BF16/AMX
+    # CPUs). The quantizer always computes in float32. See vqkit.precision.
+    precision: str = "fp32"
     channels_last: bool = True
     compile: bool = False  # torch.compile the encoder and decoder
     threads: int | None = None  # torch intra-op threads on CPU; None keeps torch's default
@@ -113,6 +115,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _require(self.batch_size >= 1, "train.batch_size must be >= 1")
         _require(self.lr > 0, "train.lr must be > 0")
+        _require(self.precision in ("auto", "fp32", "bf16"), "train.precision must be auto, fp32 or bf16")
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ def encode_main(argv: list[str]) -> int:
     p.add_argument("--max-images", type=int)
     add_device(p)
     a = p.parse_args(argv)
-    run = Run.load(a.run, a.device)
+    run = Run.load(a.run, a.device, a.precision)
     data = load_dataset(a.data, channels=run.channels, max_images=a.max_images)
     grids = run.encode(data.images)
     dtype = np.int16 if run.model.codebook_size <= 2**15 else np.int32
@@ -69,7 +69,7 @@ def decode_main(argv: list[str]) -> int:
     p.add_argument("--force", action="store_true", help="decode even if the model fingerprint differs")
     add_device(p)
     a = p.parse_args(argv)
-    run = Run.load(a.run, a.device)
+    run = Run.load(a.run, a.device, a.precision)
     try:
         z = np.load(a.codes, allow_pickle=False)
         sizes, names = z["sizes"], [str(n) for n in z["names"]]

@@ -39,4 +39,10 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def add_device(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, cuda:1, auto")
+    p.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, cuda:1")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
+        help="arithmetic for the networks: auto (bf16 where the hardware has it natively), fp32, bf16",
+    )

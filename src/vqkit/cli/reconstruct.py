@@ -19,7 +19,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--scale", type=int, default=0, help="enlarge by this factor (0: automatic)")
     add_device(p)
     a = p.parse_args(argv)
-    run = Run.load(a.run, a.device)
+    run = Run.load(a.run, a.device, a.precision)
     originals = []
     for spec in a.images:
         originals += load_dataset(spec, channels=run.channels).images

@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from vqkit import distributed as vdist
+from vqkit import precision
 from vqkit.config import RunConfig
 from vqkit.data import ImageSet, load_dataset, random_crop_flip, split_holdout, to_float
 from vqkit.data.corruptions import parse_corruption
@@ -221,7 +222,6 @@ def train(
     fixed = td.holdout[:FIXED_BATCH] or [
         td.train[i].permute(1, 2, 0).numpy() for i in range(min(FIXED_BATCH, len(td.train)))
     ]
-    amp = tc.amp and device.type == "cuda"
 
     def save(final_eval: dict[str, Any] | None = None) -> None:
         if not main:
@@ -274,7 +274,7 @@ def train(
             # so k-means and restarts see the rows one process would see, in the same order.
             x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
             noisy = noisy.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            with precision.autocast(device, tc.precision):
                 out = net(noisy, x)
             loss = out.losses["total"]
             optimizer.zero_grad(set_to_none=True)
