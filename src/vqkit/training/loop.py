@@ -85,7 +85,7 @@ def prepare_data(cfg: RunConfig, data: ImageSet) -> TrainingData:
     return TrainingData(tensor.contiguous(), holdout, data.channels, data.class_names)
 
 
-class _StopFlag:
+class StopFlag:
     """First Ctrl-C asks the loop to stop after the current step and save; a second one aborts."""
 
     def __init__(self) -> None:
@@ -99,7 +99,7 @@ class _StopFlag:
 
 
 @contextmanager
-def _graceful_interrupt(flag: _StopFlag) -> Iterator[None]:
+def graceful_interrupt(flag: StopFlag) -> Iterator[None]:
     try:
         previous = signal.signal(signal.SIGINT, flag.handler)
     except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
@@ -252,7 +252,7 @@ def train(
     window_mse = torch.zeros((), device=device)
     window_counts = torch.zeros(k, device=device)
     window_steps, last_good_step = 0, step
-    flag = _StopFlag()
+    flag = StopFlag()
     bar = tqdm(
         total=horizon.max_steps, initial=step, disable=not (progress and main), unit="step",
         dynamic_ncols=True, desc="train",
@@ -261,7 +261,7 @@ def train(
     t_window = time.perf_counter()
     stopped = "finished"
     model.train()
-    with _graceful_interrupt(flag):
+    with graceful_interrupt(flag):
         while not horizon.done(step, elapsed):
             lr = learning_rate(tc, step, horizon.progress(step, elapsed))
             for group in optimizer.param_groups:

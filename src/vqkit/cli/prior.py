@@ -1,0 +1,92 @@
+"""vqkit prior train | eval: the autoregressive prior over a run's code grids."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from vqkit.cli.common import add_device, parser
+from vqkit.data import DataError
+from vqkit.priors import evaluate_prior, load_codes, load_prior, train_prior
+from vqkit.run import Run
+from vqkit.training.checkpoint import write_json
+
+ROWS = [
+    ("num_grids", "grids", "{:d}"),
+    ("nll_bits_per_code", "prior NLL (bits/code)", "{:.4f}"),
+    ("nll_bits_per_code_no_label", "prior NLL, no label (bits/code)", "{:.4f}"),
+    ("unigram_entropy_bits_per_code", "unigram entropy (bits/code)", "{:.4f}"),
+    ("log2_codebook_size", "log2 K (bits/code)", "{:.4f}"),
+    ("percent_below_log2k", "below log2 K (%)", "{:.2f}"),
+    ("nll_bits_per_grid", "bits per grid", "{:.2f}"),
+    ("bits_per_pixel", "bits per pixel (prior)", "{:.4f}"),
+    ("bits_per_pixel_nominal", "bits per pixel (nominal)", "{:.4f}"),
+]
+
+
+def print_table(result: dict[str, Any]) -> None:
+    width = max(len(label) for _, label, _ in ROWS)
+    for key, label, fmt in ROWS:
+        if result.get(key) is not None:
+            print(f"{label:<{width}}  {fmt.format(result[key])}")
+
+
+def _train(a: argparse.Namespace) -> int:
+    summary = train_prior(
+        a.run,
+        data_spec=a.data,
+        time_budget_min=a.time_budget,
+        epochs=a.epochs,
+        max_steps=a.max_steps,
+        overrides=a.overrides,
+        resume=a.resume,
+        progress=not a.no_progress,
+        overwrite=a.overwrite,
+    )
+    print(f"prior {summary['stopped']} at step {summary['step']} ({summary['elapsed_s']:.0f} s, "
+          f"{summary['train_grids']} training grids); saved in {a.run}")  # fmt: skip
+    if "eval" in summary:
+        print(f"held-out {summary['val_grids']} grids:")
+        print_table(summary["eval"])
+    return 0
+
+
+def _eval(a: argparse.Namespace) -> int:
+    run = Run.load(a.run, a.device)
+    prior = load_prior(a.run, a.device)
+    codes = load_codes(run, a.data)
+    if codes.grid != prior.config.grid:
+        raise DataError(f"{a.data} encodes to {codes.grid} grids; the prior models {prior.config.grid}")
+    if codes.labels is not None and prior.config.num_classes and codes.num_classes > prior.config.num_classes:
+        raise DataError(
+            f"{a.data} has {codes.num_classes} classes; the prior knows {prior.config.num_classes}"
+        )
+    result = {"run": str(a.run), "data": a.data, **evaluate_prior(prior, codes)}
+    if a.json:
+        write_json(a.json, result)
+    print_table(result)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    p = parser("prior", "Train or evaluate the autoregressive prior over a run's code grids.")
+    sub = p.add_subparsers(dest="action", required=True, metavar="{train,eval}")
+    t = sub.add_parser("train", help="train (or --resume) the prior of a run")
+    t.add_argument("run", type=Path)
+    t.add_argument("--data", help="data spec (default: the run's training data)")
+    t.add_argument("--time-budget", type=float, metavar="MIN", help="wall-clock budget in minutes")
+    t.add_argument("--epochs", type=float, help="passes over the training grids")
+    t.add_argument("--max-steps", type=int, help="optimizer steps")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting, e.g. --set model.layers=6 --set train.lr=5e-4")  # fmt: skip
+    t.add_argument("--resume", action="store_true", help="continue the run's prior")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing prior")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    e = sub.add_parser("eval", help="NLL of a data set's codes against unigram entropy and log2 K")
+    e.add_argument("run", type=Path)
+    e.add_argument("--data", required=True, help="data spec to evaluate on")
+    e.add_argument("--json", type=Path, help="also write the results here")
+    add_device(e)
+    a = p.parse_args(argv)
+    return _train(a) if a.action == "train" else _eval(a)

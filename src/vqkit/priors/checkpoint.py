@@ -1,0 +1,160 @@
+"""Prior files in a run folder: self-describing, atomic, tied to the run's VQ-VAE by a fingerprint.
+
+  prior.safetensors       weights; metadata: format, version, the PriorConfig, the model fingerprint
+  prior_config.json       format, version, the PriorConfig, training config, data spec, fingerprint
+  prior_train_state.pt    optimizer, step, RNG, elapsed; ``torch.load(weights_only=True)``
+  prior_metrics.jsonl     one record per logging step / evaluation
+  prior_eval.json         held-out evaluation at the end of training
+
+The fingerprint (first 16 hex digits of the SHA-256 of the run's model.safetensors) makes sure a prior
+is never used with another VQ-VAE: its codes would mean something else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from vqkit import __version__
+from vqkit.config import ConfigError
+from vqkit.priors.config import PriorConfig, prior_config_from_dict, prior_config_to_dict
+from vqkit.priors.model import CodePrior
+from vqkit.training.checkpoint import MODEL_FILE, RunError, atomic_write, model_state, write_json
+
+PRIOR_FORMAT = "vqkit-prior"
+PRIOR_FORMAT_VERSION = 1
+PRIOR_FILE = "prior.safetensors"
+PRIOR_CONFIG_FILE = "prior_config.json"
+PRIOR_STATE_FILE = "prior_train_state.pt"
+PRIOR_METRICS_FILE = "prior_metrics.jsonl"
+PRIOR_EVAL_FILE = "prior_eval.json"
+
+
+def model_fingerprint(run_dir: str | Path) -> str:
+    """First 16 hex digits of the SHA-256 of the run's VQ-VAE weights file."""
+    path = Path(run_dir) / MODEL_FILE
+    if not path.is_file():
+        raise RunError(f"{run_dir} has no trained VQ-VAE ({MODEL_FILE} is missing)")
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def prior_exists(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / PRIOR_FILE).is_file()
+
+
+def save_prior(run_dir: str | Path, prior: CodePrior, *, info: dict[str, Any] | None = None,
+               fingerprint: str | None = None) -> None:  # fmt: skip
+    """Write prior.safetensors and prior_config.json. ``info`` adds entries to the JSON (training
+    config, data spec, class names); ``fingerprint`` defaults to the run's current VQ-VAE."""
+    run_dir = Path(run_dir)
+    fp = fingerprint or model_fingerprint(run_dir)
+    config = prior_config_to_dict(prior.config)
+    metadata = {
+        "format": PRIOR_FORMAT,
+        "format_version": str(PRIOR_FORMAT_VERSION),
+        "prior_config": json.dumps(config),
+        "model_fingerprint": fp,
+    }
+    state = model_state(prior)
+    atomic_write(run_dir / PRIOR_FILE, lambda p: save_file(state, str(p), metadata=metadata))
+    write_prior_doc(run_dir, prior.config, info=info, fingerprint=fp)
+
+
+def write_prior_doc(
+    run_dir: Path, config: PriorConfig, *, info: dict[str, Any] | None, fingerprint: str
+) -> None:
+    """prior_config.json alone: written before step 0 too, so even a crashed training says what it was."""
+    doc = {
+        "format": PRIOR_FORMAT,
+        "format_version": PRIOR_FORMAT_VERSION,
+        "vqkit_version": __version__,
+        "saved": datetime.now(UTC).isoformat(timespec="seconds"),
+        "argv": sys.argv,
+        "model_fingerprint": fingerprint,
+        **(info or {}),
+        "prior": prior_config_to_dict(config),
+    }
+    write_json(run_dir / PRIOR_CONFIG_FILE, doc)
+
+
+def read_prior_doc(run_dir: str | Path) -> dict[str, Any]:
+    """prior_config.json (training config, data spec, class names); RunError when absent or broken."""
+    path = Path(run_dir) / PRIOR_CONFIG_FILE
+    if not path.is_file():
+        raise RunError(f"{run_dir} has no prior ({PRIOR_CONFIG_FILE} is missing); run `vqkit prior train`")
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RunError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(doc, dict) or doc.get("format") != PRIOR_FORMAT:
+        raise RunError(f"{path} is not a vqkit prior config")
+    return doc
+
+
+def load_prior(run_dir: str | Path, device: str | torch.device = "cpu") -> CodePrior:
+    """Rebuild the prior from prior.safetensors alone, in eval mode. Raises RunError when it is
+    missing or damaged, written by a newer vqkit, or trained on another VQ-VAE than the run's."""
+    run_dir = Path(run_dir)
+    path = run_dir / PRIOR_FILE
+    if not path.is_file():
+        raise RunError(f"{run_dir} has no prior ({PRIOR_FILE} is missing); run `vqkit prior train`")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError) as e:
+        raise RunError(f"cannot read {path}: {e}") from e
+    if meta.get("format") != PRIOR_FORMAT:
+        raise RunError(f"{path} is not a vqkit prior (format={meta.get('format')!r})")
+    try:
+        version = int(meta.get("format_version", "-1"))
+    except ValueError as e:
+        raise RunError(f"{path}: bad format_version {meta.get('format_version')!r}") from e
+    if version > PRIOR_FORMAT_VERSION:
+        raise RunError(f"{path} was written by a newer vqkit (prior format {version}); upgrade")
+    expected = model_fingerprint(run_dir)
+    if meta.get("model_fingerprint") != expected:
+        raise RunError(
+            f"{path} was trained on another VQ-VAE (fingerprint {meta.get('model_fingerprint')}, the "
+            f"run's model is {expected}); retrain it with `vqkit prior train {run_dir}`"
+        )
+    try:
+        config = prior_config_from_dict(json.loads(meta["prior_config"]))
+    except (KeyError, json.JSONDecodeError, ConfigError) as e:
+        raise RunError(f"{path}: bad prior config in its metadata: {e}") from e
+    prior = CodePrior(config)
+    try:
+        prior.load_state_dict(state)
+    except RuntimeError as e:
+        raise RunError(f"{path} does not match its config: {str(e)[:500]}") from e
+    return prior.to(device).eval()
+
+
+def save_prior_state(run_dir: Path, state: dict[str, Any]) -> None:
+    atomic_write(run_dir / PRIOR_STATE_FILE, lambda p: torch.save(state, p))
+
+
+def load_prior_state(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / PRIOR_STATE_FILE
+    if not path.is_file():
+        raise RunError(f"cannot resume the prior: {path} is missing")
+    try:
+        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for damaged or foreign files
+        raise RunError(f"cannot read {path}: {e}") from e
+    return state
+
+
+def prior_config_of(doc: dict[str, Any]) -> PriorConfig:
+    try:
+        return prior_config_from_dict(doc["prior"])
+    except (KeyError, ConfigError) as e:
+        raise RunError(f"{PRIOR_CONFIG_FILE}: bad prior config: {e}") from e

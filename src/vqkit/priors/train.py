@@ -1,0 +1,153 @@
+"""Train a run's prior: encode the data once (cached), hold out 5 %, fit, checkpoint, evaluate."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vqkit.config import ConfigError, from_dict, to_dict
+from vqkit.data import ImageSet, split_holdout
+from vqkit.priors import checkpoint as pck
+from vqkit.priors.config import PriorConfig, PriorTrainConfig, apply_prior_overrides
+from vqkit.priors.data import CodeSet, canonical_spec, codes_path, load_codes
+from vqkit.priors.evaluate import evaluate_prior
+from vqkit.priors.fit import fit_prior, steps_per_epoch
+from vqkit.priors.model import CodePrior
+from vqkit.run import Run
+from vqkit.training.checkpoint import RunError, write_json, write_text
+from vqkit.training.schedule import Horizon
+
+
+def _horizon(stop: dict[str, Any], num_train: int, batch_size: int) -> Horizon:
+    steps: list[int] = []
+    if stop.get("max_steps") is not None:
+        steps.append(int(stop["max_steps"]))
+    if stop.get("epochs") is not None:
+        steps.append(max(1, round(float(stop["epochs"]) * steps_per_epoch(num_train, batch_size))))
+    budget = float(stop["time_budget_min"]) * 60.0 if stop.get("time_budget_min") is not None else None
+    if not steps and budget is None:
+        raise ConfigError(
+            "prior training needs a stopping point: --epochs N, --time-budget MIN or --max-steps N"
+        )
+    return Horizon(max_steps=min(steps) if steps else None, budget_s=budget)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """On resume drop records written after the checkpoint (a crash may have left some)."""
+    if path.exists():
+        keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        write_text(path, "".join(ln + "\n" for ln in keep))
+
+
+def split_codes(codes: CodeSet, holdout: float, seed: int) -> tuple[CodeSet, CodeSet]:
+    train_idx, val_idx = split_holdout(len(codes), holdout, seed=seed)
+    return codes.subset(train_idx), codes.subset(val_idx)
+
+
+def train_prior(
+    run_dir: str | Path,
+    *,
+    data_spec: str | None = None,
+    time_budget_min: float | None = None,
+    epochs: float | None = None,
+    max_steps: int | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    resume: bool = False,
+    progress: bool = True,
+    overwrite: bool = False,
+    data: ImageSet | None = None,
+) -> dict[str, Any]:
+    """Train (or with ``resume`` continue) the prior of the run in ``run_dir`` on ``data_spec`` (default:
+    the run's training data; ``data``: its images, when already loaded). Returns a summary: steps,
+    stop reason, held-out evaluation."""
+    run_dir = Path(run_dir)
+    run = Run.load(run_dir)
+    fingerprint = pck.model_fingerprint(run_dir)
+    stop = {"time_budget_min": time_budget_min, "epochs": epochs, "max_steps": max_steps}
+    state: dict[str, Any] | None = None
+    if resume:
+        if overrides:
+            raise ConfigError("--resume continues the prior as configured; --set is not allowed")
+        doc = pck.read_prior_doc(run_dir)
+        spec = str(doc["data"]["spec"])
+        if data_spec is not None and canonical_spec(data_spec) != canonical_spec(spec):
+            raise ConfigError(
+                f"--resume continues on the prior's data {spec!r}; --data {data_spec!r} differs"
+            )
+        train_cfg = from_dict(PriorTrainConfig, doc["train"])
+        if all(v is None for v in stop.values()):
+            stop = dict(doc.get("stop", {}))
+        prior = pck.load_prior(run_dir)
+        state = pck.load_prior_state(run_dir)
+        if doc.get("step") != state["step"]:  # weights, then config, then state: a crash in between
+            raise RunError(
+                f"{run_dir}: the prior's weights (step {doc.get('step')}) and training state (step "
+                f"{state['step']}) differ, so the last checkpoint is incomplete; retrain with --overwrite"
+            )
+        model_cfg = prior.config
+    else:
+        if pck.prior_exists(run_dir) and not overwrite:
+            raise RunError(f"{run_dir} already holds a prior; use --resume to continue it or --overwrite")
+        spec = canonical_spec(data_spec or run.config.data.spec)  # resumable from any folder
+        model_cfg, train_cfg = apply_prior_overrides(PriorConfig(), PriorTrainConfig(), list(overrides))
+
+    codes = load_codes(run, spec, progress=progress, data=data)
+    if codes.indices.max() >= run.model.codebook_size:  # pragma: no cover - the VQ-VAE emits valid codes
+        raise RunError(f"codes of {spec} exceed the run's codebook")
+    train_set, val_set = split_codes(codes, train_cfg.holdout, train_cfg.seed)
+    if not resume:
+        num_classes = codes.num_classes if train_cfg.conditional else 0
+        model_cfg = dataclasses.replace(model_cfg, codebook_size=run.model.codebook_size, grid=codes.grid,
+                                        num_classes=num_classes)  # fmt: skip
+        torch.manual_seed(train_cfg.seed)  # the initial weights are part of what the seed fixes
+        prior = CodePrior(model_cfg)
+    elif codes.grid != model_cfg.grid:
+        raise RunError(f"the data's grids are {codes.grid}; the saved prior models {model_cfg.grid}")
+    horizon = _horizon(stop, len(train_set), train_cfg.batch_size)
+
+    class_names = list(codes.class_names) if codes.class_names and model_cfg.num_classes else None
+    info: dict[str, Any] = {
+        "data": {"spec": spec, "codes_file": codes_path(run_dir, spec).name, "num_grids": len(codes),
+                 "num_train": len(train_set), "num_val": len(val_set), "grid": list(codes.grid),
+                 "image_size": list(codes.image_size) if codes.image_size else None},
+        "class_names": class_names,
+        "train": to_dict(train_cfg),
+        "stop": stop,
+    }  # fmt: skip
+    metrics = run_dir / pck.PRIOR_METRICS_FILE
+    if state is None:
+        for name in (pck.PRIOR_FILE, pck.PRIOR_STATE_FILE, pck.PRIOR_EVAL_FILE):  # --overwrite: the old
+            (run_dir / name).unlink(missing_ok=True)  # prior must not pair with the new config
+        pck.write_prior_doc(run_dir, model_cfg, info={**info, "step": 0}, fingerprint=fingerprint)
+        write_text(metrics, "")
+    else:
+        _truncate_metrics(metrics, int(state["step"]))
+
+    def checkpoint(p: CodePrior, st: dict[str, Any]) -> None:
+        pck.save_prior(run_dir, p, info={**info, "step": st["step"]}, fingerprint=fingerprint)
+        pck.save_prior_state(run_dir, st)
+
+    def log(record: dict[str, Any]) -> None:
+        with open(metrics, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    result = fit_prior(prior, train_set, train_cfg, horizon, val=val_set, state=state,
+                       checkpoint=checkpoint, log=log, progress=progress)  # fmt: skip
+    summary: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "step": result.step,
+        "stopped": result.stopped,
+        "elapsed_s": result.elapsed_s,
+        "train_grids": len(train_set),
+        "val_grids": len(val_set),
+        "prior": to_dict(model_cfg),
+    }
+    if len(val_set) and result.stopped == "finished":
+        ev = {"data": "holdout", "spec": spec, "step": result.step, **evaluate_prior(result.prior, val_set)}
+        write_json(run_dir / pck.PRIOR_EVAL_FILE, ev)
+        summary["eval"] = ev
+    return summary

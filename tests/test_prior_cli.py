@@ -1,0 +1,148 @@
+"""vqkit prior train / prior eval / sample / complete through ``main(argv)`` on a tiny run."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vqkit.cli import main
+from vqkit.priors import load_prior, prior_exists
+from vqkit.priors.checkpoint import model_fingerprint
+from vqkit.training import train
+
+from .conftest import smooth_images, tiny_run_config
+
+TINY_PRIOR = ["--set", "model.width=16", "--set", "model.layers=1", "--set", "model.heads=2",
+              "--set", "train.batch_size=16", "--set", "train.warmup_steps=2", "--set", "train.log_every=5",
+              "--set", "train.eval_every=10", "--set", "train.checkpoint_every=10"]  # fmt: skip
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> Path:
+    """A tiny VQ-VAE (16x16 images -> 4x4 grids, K=16) on labelled data, with a trained prior."""
+    root = tmp_path_factory.mktemp("prior_cli")
+    data = root / "data.npz"
+    np.savez(data, images=smooth_images(96), labels=np.arange(96) % 3, class_names=np.array(["a", "b", "c"]))
+    run = root / "run"
+    train(tiny_run_config(str(data), max_steps=4), run, progress=False)
+    assert main(["prior", "train", str(run), "--max-steps", "20", "--no-progress", *TINY_PRIOR]) == 0
+    return run
+
+
+def test_prior_train_writes_its_files(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("prior.safetensors", "prior_config.json", "prior_train_state.pt", "prior_metrics.jsonl",
+                 "prior_eval.json"):  # fmt: skip
+        assert (run_dir / name).is_file(), name
+    assert len(list(run_dir.glob("codes_*.npz"))) == 1
+    doc = json.loads((run_dir / "prior_config.json").read_text())
+    assert doc["format"] == "vqkit-prior" and doc["format_version"] == 1
+    assert doc["model_fingerprint"] == model_fingerprint(run_dir)
+    assert doc["prior"]["grid"] == [4, 4] and doc["prior"]["codebook_size"] == 16
+    assert doc["prior"]["num_classes"] == 3 and doc["class_names"] == ["a", "b", "c"]
+    assert doc["data"]["num_val"] == 5 and doc["data"]["num_train"] == 91  # 5 % held out
+    ev = json.loads((run_dir / "prior_eval.json").read_text())
+    assert ev["log2_codebook_size"] == 4.0 and ev["num_grids"] == 5
+    assert prior_exists(run_dir)
+    assert main(["prior", "train", str(run_dir), "--max-steps", "1"]) == 1
+    assert "already holds a prior" in capsys.readouterr().err
+
+
+def test_codes_are_cached_per_model(run_dir: Path) -> None:
+    from vqkit.priors import load_codes
+    from vqkit.run import Run
+
+    (cache,) = run_dir.glob("codes_*.npz")
+    stamp = cache.stat().st_mtime_ns
+    spec = json.loads((run_dir / "prior_config.json").read_text())["data"]["spec"]
+    run = Run.load(run_dir)
+    codes = load_codes(run, spec)
+    assert cache.stat().st_mtime_ns == stamp  # reused, not encoded again
+    images = list(np.load(spec)["images"])
+    assert np.array_equal(codes.indices, np.stack(run.encode(images)))
+    assert np.array_equal(codes.labels, np.arange(96) % 3) and codes.class_names == ("a", "b", "c")
+
+
+def test_prior_resume_continues(run_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    before = load_prior(copy).state_dict()
+    assert main(["prior", "train", str(copy), "--resume", "--max-steps", "25", "--no-progress"]) == 0
+    rows = [json.loads(ln) for ln in (copy / "prior_metrics.jsonl").read_text().splitlines()]
+    assert max(r["step"] for r in rows) == 25
+    assert [r["step"] for r in rows if r["type"] == "train"] == [5, 10, 15, 20, 25]
+    after = load_prior(copy).state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_prior_eval_table_and_json(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = json.loads((run_dir / "prior_config.json").read_text())["data"]["spec"]
+    out = tmp_path / "eval.json"
+    assert main(["prior", "eval", str(run_dir), "--data", spec, "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["num_grids"] == 96 and result["log2_codebook_size"] == 4.0
+    assert 0 < result["unigram_entropy_bits_per_code"] <= 4.0
+    assert result["bits_per_pixel"] == pytest.approx(result["nll_bits_per_grid"] / 256)
+    assert "nll_bits_per_code_no_label" in result
+    assert "prior NLL (bits/code)" in capsys.readouterr().out
+
+
+def test_sample_writes_grid_and_images(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "grid.png"
+    argv = ["sample", str(run_dir), "-n", "5", "-o", str(out), "--seed", "3", "--label", "b", "--top-k", "8"]
+    assert main(argv) == 0
+    assert "images/s" in capsys.readouterr().out
+    files = sorted((tmp_path / "grid_samples").glob("*.png"))
+    assert [f.name for f in files] == [f"{i:04d}.png" for i in range(5)]
+    assert np.asarray(Image.open(files[0])).shape == (16, 16, 3)
+    grid = np.asarray(Image.open(out))
+    assert grid.shape[0] >= 2 * 16 * 8  # two rows of 16-pixel images, enlarged 8x
+    first = [np.asarray(Image.open(f)) for f in files]
+    assert main([*argv[:5], str(tmp_path / "again.png"), *argv[6:]]) == 0  # same seed, same images
+    again = [np.asarray(Image.open(f)) for f in sorted((tmp_path / "again_samples").glob("*.png"))]
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert main(["sample", str(run_dir), "-n", "2", "-o", str(out), "--label", "zebra"]) == 1
+    assert "unknown label" in capsys.readouterr().err
+
+
+def test_complete_keeps_the_top_and_refuses_other_grids(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = tmp_path / "image.png"
+    Image.fromarray(smooth_images(1, seed=5)[0]).save(image)
+    out = tmp_path / "complete.png"
+    assert main(["complete", str(run_dir), str(image), "--keep-top", "2", "-n", "3", "-o", str(out)]) == 0
+    picture = np.asarray(Image.open(out))
+    assert picture.shape[1] >= 5 * 16 * 8  # original | reconstruction | 3 completions, enlarged 8x
+    big = tmp_path / "big.png"
+    Image.fromarray(smooth_images(1, size=24)[0]).save(big)
+    assert main(["complete", str(run_dir), str(big), "--keep-top", "2", "-o", str(out)]) == 1
+    assert "6x6 code grid; the prior models 4x4" in capsys.readouterr().err
+    assert main(["complete", str(run_dir), str(image), "--keep-top", "5", "-o", str(out)]) == 1
+    assert "--keep-top" in capsys.readouterr().err
+
+
+def test_commands_need_a_prior(tmp_path: Path, run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(run_dir, bare, ignore=shutil.ignore_patterns("prior*"))
+    assert main(["sample", str(bare), "-n", "1", "-o", str(tmp_path / "x.png")]) == 1
+    assert "has no prior" in capsys.readouterr().err
