@@ -1,0 +1,302 @@
+"""Rate-distortion benchmark: vqkit operating points against JPEG, WebP, AVIF and JPEG XL.
+
+Data: the 4,000 lossless CIFAR-10 `val` images and the 24 Kodak images, every image its own file (headers
+counted). vqkit: each run under benchmarks/runs/rd (benchmarks/train_operating_points.py trains them on
+CIFAR-10 `train`, never on Kodak) with each entropy model it has (raw, static, prior). Classic codecs
+(Pillow for JPEG/WebP/AVIF, imagecodecs for JPEG XL) sweep their quality setting. For each point: bits
+per pixel (whole files), PSNR, SSIM, compress and decompress throughput (images/s, in memory, one
+process). BD-rate (codec/rd.py) of vqkit against each classic codec. JSON first
+(benchmarks/results/rate_distortion-DATE.json: machine, command, date), then tables and a plot drawn from it.
+
+    .venv/bin/python benchmarks/rate_distortion.py                    # the full benchmark
+    .venv/bin/python benchmarks/rate_distortion.py --max-images 20 --runs /tmp/rd-smoke/*/   # quick look
+    .venv/bin/python benchmarks/rate_distortion.py --report benchmarks/results/rate_distortion-X.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, features
+
+from vqkit.codec import Coding, compress_images, decompress
+from vqkit.codec.files import read_inputs
+from vqkit.codec.rd import bd_rate, pareto_front
+from vqkit.data import to_float
+from vqkit.metrics import psnr_per_image, ssim_per_image
+from vqkit.run import Run
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+DATASETS = {"cifar10-val": DATA / "cifar10" / "val", "kodak": DATA / "kodak"}
+SETTINGS: dict[str, list[float]] = {
+    "jpeg": [5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95],  # quality
+    "webp": [5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95],  # quality, method 6
+    "avif": [5, 15, 25, 35, 45, 55, 65, 75, 85, 95],  # quality, speed 6
+    "jxl": [15, 11, 8, 6, 4, 3, 2, 1.5, 1, 0.5],  # butteraugli distance, effort 7
+}
+
+
+# ---- classic codecs ------------------------------------------------------------------------------
+
+
+def _pil_encode(fmt: str, **options: Any) -> Callable[[np.ndarray], bytes]:
+    def encode(image: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(buf, format=fmt, **options)
+        return buf.getvalue()
+
+    return encode
+
+
+def _pil_decode(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as im:
+        arr = np.asarray(im.convert("L" if im.mode in ("L", "I;16") else "RGB"))
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def classic(
+    codec: str, setting: float
+) -> tuple[Callable[[np.ndarray], bytes], Callable[[bytes], np.ndarray]]:
+    if codec == "jpeg":
+        return _pil_encode("JPEG", quality=int(setting), optimize=True), _pil_decode
+    if codec == "webp":
+        return _pil_encode("WEBP", quality=int(setting), method=6), _pil_decode
+    if codec == "avif":
+        return _pil_encode("AVIF", quality=int(setting), speed=6), _pil_decode
+    if codec == "jxl":
+        import imagecodecs
+
+        def encode(image: np.ndarray) -> bytes:
+            return bytes(imagecodecs.jpegxl_encode(image.squeeze(2) if image.shape[2] == 1 else image,
+                                                   distance=float(setting), effort=7))  # fmt: skip
+
+        def decode(data: bytes) -> np.ndarray:
+            arr = np.asarray(imagecodecs.jpegxl_decode(data))
+            return arr[:, :, None] if arr.ndim == 2 else arr
+
+        return encode, decode
+    raise ValueError(f"unknown codec {codec}")
+
+
+# ---- measurement ---------------------------------------------------------------------------------
+
+
+def quality(originals: list[np.ndarray], decoded: list[np.ndarray]) -> tuple[float, float]:
+    """Mean PSNR (8-bit, capped at 100 dB) and mean SSIM over images of any sizes."""
+    psnr, ssim = [], []
+    for a, b in zip(originals, decoded, strict=True):
+        ta, tb = (to_float(torch.from_numpy(np.array(x[None]))) for x in (a, b))
+        psnr.append(min(float(psnr_per_image(ta, tb)[0]), 100.0))
+        ssim.append(float(ssim_per_image(a[None], b[None])[0]))
+    return float(np.mean(psnr)), float(np.mean(ssim))
+
+
+def bpp(sizes: list[int], images: list[np.ndarray]) -> float:
+    """Mean over images of file bits per pixel."""
+    return float(np.mean([8 * n / (im.shape[0] * im.shape[1]) for n, im in zip(sizes, images, strict=True)]))
+
+
+def measure_classic(codec: str, setting: float, images: list[np.ndarray]) -> dict[str, Any]:
+    encode, decode = classic(codec, setting)
+    t0 = time.perf_counter()
+    blobs = [encode(im) for im in images]
+    t1 = time.perf_counter()
+    decoded = [decode(b) for b in blobs]
+    t2 = time.perf_counter()
+    psnr, ssim = quality(images, decoded)
+    return {"codec": codec, "setting": setting, "bpp": bpp([len(b) for b in blobs], images),
+            "psnr": psnr, "ssim": ssim, "compress_ips": len(images) / (t1 - t0),
+            "decompress_ips": len(images) / (t2 - t1), "images": len(images)}  # fmt: skip
+
+
+def measure_vqkit(run_dir: Path, images: list[np.ndarray], a: argparse.Namespace) -> list[dict[str, Any]]:
+    coding = Coding(Run.load(run_dir, a.device, a.precision))
+    warm = compress_images(coding, images[:4], entropy_model="raw", quality=False)  # first-call costs
+    decompress(coding, warm.files[0])
+    points: list[dict[str, Any]] = []
+    reference: list[np.ndarray] | None = None  # decoded images: the same for every entropy model
+    for model in a.entropy_models:
+        if model == "static" and not coding.has_static():
+            continue
+        if model == "prior":
+            grids = {coding.grid_shape(*im.shape[:2]) for im in images}
+            prior = coding.prior()
+            if prior is None or not all(prior.supports(g) for g in grids):
+                continue
+        t0 = time.perf_counter()
+        result = compress_images(coding, images, entropy_model=model, quality=False)
+        t1 = time.perf_counter()
+        n_decode = min(len(images), a.prior_decode_images) if model == "prior" else len(images)
+        decoded = [decompress(coding, f)[0] for f in result.files[:n_decode]]
+        t2 = time.perf_counter()
+        if reference is None:
+            reference = decoded
+            psnr, ssim = quality(images[: len(decoded)], decoded)
+        else:  # identical codes must give identical images
+            if not all(np.array_equal(x, y) for x, y in zip(decoded, reference, strict=False)):
+                raise SystemExit(
+                    f"{run_dir}: the {model} files decode to other images than the first model's"
+                )
+            psnr, ssim = points[0]["psnr"], points[0]["ssim"]
+        s = result.summary()
+        points.append({
+            "codec": "vqkit", "setting": f"{run_dir.name}/{model}", "run": str(run_dir),
+            "entropy_model": model,
+            "bpp": bpp([len(f) for f in result.files], images), "psnr": psnr, "ssim": ssim,
+            "compress_ips": len(images) / (t1 - t0), "decompress_ips": n_decode / (t2 - t1),
+            "images": len(images), "decoded_images": n_decode,
+            "bpp_nominal": s["bpp_nominal"], "bpp_estimated": s["bpp_estimated"],
+            "bpp_header": 8 * s["bytes_header"] / s["pixels"], "codes_overhead": s["codes_overhead"],
+        })  # fmt: skip
+        print(f"  vqkit {points[-1]['setting']}: {points[-1]['bpp']:.4f} bpp, {psnr:.2f} dB", flush=True)
+    if not points:
+        raise SystemExit(f"{run_dir}: no entropy model of {a.entropy_models} is available")
+    return points
+
+
+def machine() -> dict[str, Any]:
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "packages": {n: version(n) for n in ("torch", "numpy", "pillow", "imagecodecs", "constriction",
+                                             "scikit-image")},
+        "libavif": features.version("avif"), "libwebp": features.version("webp"),
+    }  # fmt: skip
+
+
+def bd_rates(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """BD-rate of vqkit (best entropy model per run) against each classic codec, anchor = classic."""
+    best: dict[str, tuple[float, float]] = {}
+    for p in points:
+        if p["codec"] == "vqkit" and (p["run"] not in best or p["bpp"] < best[p["run"]][0]):
+            best[p["run"]] = (p["bpp"], p["psnr"])
+    out: dict[str, Any] = {"vqkit_curve": pareto_front(list(best.values()))}
+    for codec in sorted({p["codec"] for p in points} - {"vqkit"}):
+        anchor = [(p["bpp"], p["psnr"]) for p in points if p["codec"] == codec]
+        result = bd_rate(anchor, list(best.values()))
+        out[codec] = None if result is None else result.__dict__
+    return out
+
+
+# ---- report (from the JSON only) -----------------------------------------------------------------
+
+
+def report(doc: dict[str, Any]) -> str:
+    lines = [f"rate-distortion, {doc['date']}, {doc['machine']['platform']}"]
+    for name, ds in doc["datasets"].items():
+        lines += ["", f"## {name}: {ds['images']} images ({ds['source']})", "",
+                  "| codec | setting | bpp | PSNR dB | SSIM | compress img/s | decompress img/s |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for p in sorted(ds["points"], key=lambda p: (p["codec"], p["bpp"])):
+            rate = f"{p['bpp']:.4f} | {p['psnr']:.2f} | {p['ssim']:.4f}"
+            speed = f"{p['compress_ips']:.1f} | {p['decompress_ips']:.1f}"
+            lines.append(f"| {p['codec']} | {p['setting']} | {rate} | {speed} |")
+        lines += ["", "| BD-rate of vqkit vs | % | PSNR range dB |", "|---|---|---|"]
+        for codec, r in ds["bd_rate"].items():
+            if codec != "vqkit_curve":
+                text = "n/a (curves do not overlap)" if r is None else f"{r['percent']:+.1f}"
+                span = "" if r is None else f"{r['quality_low']:.2f}-{r['quality_high']:.2f}"
+                lines.append(f"| {codec} | {text} | {span} |")
+    return "\n".join(lines)
+
+
+def plot(doc: dict[str, Any], path: Path) -> None:
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(doc["datasets"])
+    fig, axes = plt.subplots(1, len(names), figsize=(6.5 * len(names), 5), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        points = doc["datasets"][name]["points"]
+        for codec in sorted({p["codec"] for p in points}):
+            pts = sorted((p["bpp"], p["psnr"]) for p in points if p["codec"] == codec)
+            if codec == "vqkit":
+                ax.scatter(*zip(*pts, strict=True), s=14, color="black", alpha=0.4, label="vqkit (all)")
+                pts = [tuple(x) for x in doc["datasets"][name]["bd_rate"]["vqkit_curve"]]
+            ax.plot(*zip(*pts, strict=True), marker="o", ms=3, lw=2 if codec == "vqkit" else 1, label=codec)
+        ax.set(xscale="log", xlabel="bits per pixel (whole files)", ylabel="PSNR (dB)", title=name)
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", nargs="*", type=Path, help="run folders (default: benchmarks/runs/rd/*)")
+    p.add_argument("--datasets", nargs="*", default=list(DATASETS), choices=list(DATASETS))
+    p.add_argument("--max-images", type=int, help="first N images of each data set (quick checks)")
+    p.add_argument("--codecs", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
+    p.add_argument("--entropy-models", nargs="*", default=["raw", "static", "prior"])
+    p.add_argument("--prior-decode-images", type=int, default=50,
+                   help="decode and time only N prior-coded files (h*w prior calls each)")  # fmt: skip
+    p.add_argument("--device", default="cpu", help="vqkit's torch device (the prior always runs on CPU)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="VQ-VAE arithmetic")
+    p.add_argument("--out", type=Path, help="results JSON (default: benchmarks/results/rate_distortion-DATE)")
+    p.add_argument("--report", type=Path, metavar="JSON", help="only redraw tables and plot from a JSON")
+    a = p.parse_args(argv)
+    if a.report:
+        doc = json.loads(a.report.read_text())
+        out = a.report
+    else:
+        runs = a.runs or sorted(
+            d for d in (ROOT / "benchmarks/runs/rd").glob("*") if (d / "model.safetensors").exists()
+        )
+        if not runs:
+            p.error("no runs: train them with benchmarks/train_operating_points.py or pass --runs")
+        now = datetime.now()
+        doc = {"benchmark": "rate_distortion", "date": now.isoformat(timespec="seconds"),
+               "command": [sys.executable, *sys.argv], "machine": machine(), "device": a.device,
+               "precision": a.precision, "datasets": {}}  # fmt: skip
+        for name in a.datasets:
+            images, _ = read_inputs([str(DATASETS[name])], a.max_images)
+            print(f"{name}: {len(images)} images", flush=True)
+            points = [pt for run in runs for pt in measure_vqkit(run, images, a)]
+            for codec in a.codecs:
+                for setting in SETTINGS[codec]:
+                    points.append(measure_classic(codec, setting, images))
+                    print(
+                        f"  {codec} {setting}: {points[-1]['bpp']:.4f} bpp, {points[-1]['psnr']:.2f} dB",
+                        flush=True,
+                    )
+            doc["datasets"][name] = {"images": len(images), "source": str(DATASETS[name]), "points": points,
+                                     "bd_rate": bd_rates(points)}  # fmt: skip
+        out = a.out or ROOT / "benchmarks" / "results" / f"rate_distortion-{now:%Y%m%d-%H%M}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(doc, indent=1) + "\n")  # JSON first; the rest is drawn from it
+    text = report(doc)
+    out.with_suffix(".md").write_text(text + "\n")
+    plot(doc, out.with_suffix(".png"))
+    print(text + f"\n\nwrote {out} (+ .md, .png)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

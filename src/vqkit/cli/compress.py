@@ -1,0 +1,105 @@
+"""vqkit compress / decompress: images <-> .vqk files (format: docs/format.md).
+
+vqkit compress RUN INPUT... -o OUT_DIR            one .vqk per image (-o X.vqk for a single image)
+vqkit compress RUN INPUT... -o FILE.vqk --archive one archive holding every image
+vqkit compress RUN --fit-static TRAIN_DATA        fit the run's static code-frequency model
+vqkit decompress FILE.vqk... -o DIR --run RUN     PNGs in the original sizes and modes
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from vqkit.cli.common import add_device, parser
+from vqkit.codec import ENTROPY_CHOICES, CodecError, Coding, CompressResult, compress_images, decompress
+from vqkit.codec.entropy import fit_static_model
+from vqkit.codec.files import output_stems, read_inputs, read_vqk, write_bytes, write_png
+from vqkit.run import Run
+from vqkit.training.checkpoint import write_json
+
+
+def _print_summary(result: CompressResult, where: Path) -> None:
+    s = result.summary()
+    print(
+        f"compressed {s['images']} images into {s['files']} file(s) in {where} "
+        f"(entropy model: {s['entropy_model']})\n"
+        f"  bpp nominal {s['bpp_nominal']:.4f}  estimated {s['bpp_estimated']:.4f}  "
+        f"actual {s['bpp_actual']:.4f} (headers {s['bytes_header']} of {s['bytes_total']} bytes)\n"
+        f"  psnr {s['psnr']:.2f} dB  ssim {s['ssim']:.4f}"
+    )
+
+
+def compress_main(argv: list[str]) -> int:
+    p = parser("compress", "Compress images into .vqk files (docs/format.md).")
+    p.add_argument("run", type=Path, help="run folder")
+    p.add_argument("inputs", nargs="*", help="image files, folders of images, or data specs")
+    p.add_argument("-o", "--output", type=Path,
+                   help="folder of .vqk files; a FILE.vqk with --archive or for one image")  # fmt: skip
+    p.add_argument("--archive", action="store_true", help="put every image into one .vqk")
+    p.add_argument(
+        "--entropy-model",
+        choices=ENTROPY_CHOICES,
+        default="auto",
+        help="auto (default): whichever of prior (if its grid fits), static, raw gives the smallest files",
+    )
+    p.add_argument("--json", type=Path, help="write per-image and overall rates and quality here")
+    p.add_argument(
+        "--fit-static", metavar="SPEC", help="first fit the static model on this data (training set)"
+    )
+    p.add_argument("--max-images", type=int, help="compress at most this many images")
+    add_device(p)
+    a = p.parse_args(argv)
+    if a.fit_static:
+        path = fit_static_model(a.run, a.fit_static, device=a.device, precision=a.precision)
+        print(f"fitted the static entropy model on {a.fit_static}: {path}")
+    if not a.inputs:
+        if a.fit_static:
+            return 0
+        p.error("give INPUT images to compress (or --fit-static SPEC)")
+    if a.output is None:
+        p.error("-o/--output is required when compressing")
+    if a.max_images is not None and a.max_images < 1:
+        p.error("--max-images must be >= 1")
+    images, names = read_inputs(a.inputs, a.max_images)
+    coding = Coding(Run.load(a.run, a.device, a.precision))
+    result = compress_images(coding, images, entropy_model=a.entropy_model, archive=a.archive, names=names)
+    if a.archive or (a.output.suffix == ".vqk" and len(images) == 1):
+        out = a.output if a.output.suffix == ".vqk" else a.output.with_suffix(".vqk")
+        write_bytes(out, result.files[0])
+    else:
+        out = a.output
+        if out.exists() and not out.is_dir():
+            raise CodecError(f"{out} is a file; without --archive, -o names a folder")
+        for stem, data in zip(output_stems(names), result.files, strict=True):
+            write_bytes(out / f"{stem}.vqk", data)
+    if a.json:
+        doc = {
+            "command": ["vqkit", "compress", *argv],
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "run": str(a.run),
+            **result.to_json(),
+        }
+        write_json(a.json, doc)
+    _print_summary(result, out)
+    return 0
+
+
+def decompress_main(argv: list[str]) -> int:
+    p = parser("decompress", "Decompress .vqk files to PNG images (original sizes and modes).")
+    p.add_argument("files", nargs="+", type=Path, help=".vqk files")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    p.add_argument("--run", type=Path, required=True, help="the run that compressed the files")
+    add_device(p)
+    a = p.parse_args(argv)
+    coding = Coding(Run.load(a.run, a.device, a.precision))
+    count, written = 0, set()
+    for n, path in enumerate(a.files):
+        images = decompress(coding, read_vqk(path), name=str(path))
+        stem = path.stem if path.stem not in written else f"{path.stem}_{n:05d}"  # same stem twice
+        written.add(stem)
+        for i, image in enumerate(images):
+            write_png(a.output / (f"{stem}.png" if len(images) == 1 else f"{stem}-{i:05d}.png"), image)
+        count += len(images)
+    print(f"decompressed {count} images from {len(a.files)} file(s) into {a.output}")
+    return 0

@@ -1,0 +1,37 @@
+"""Compression to .vqk files: a versioned container of entropy-coded code grids (docs/format.md).
+
+from vqkit.codec import compress_images, decompress, fit_static_model
+result = compress_images("runs/cifar", images, entropy_model="auto")   # CompressResult
+images = decompress("runs/cifar", result.files[0])
+"""
+
+from vqkit.codec.api import (
+    CompressResult,
+    ImageReport,
+    compress_images,
+    decode_codes,
+    decompress,
+)
+from vqkit.codec.coding import ENTROPY_CHOICES, Coding
+from vqkit.codec.container import FORMAT_VERSION, CodecError, Container, EntropyModel, Mode, parse
+from vqkit.codec.entropy import PRIOR_BATCH, STATIC_FILE, fit_static_model, load_static_table
+
+__all__ = [
+    "ENTROPY_CHOICES",
+    "FORMAT_VERSION",
+    "PRIOR_BATCH",
+    "STATIC_FILE",
+    "CodecError",
+    "Coding",
+    "CompressResult",
+    "Container",
+    "EntropyModel",
+    "ImageReport",
+    "Mode",
+    "compress_images",
+    "decode_codes",
+    "decompress",
+    "fit_static_model",
+    "load_static_table",
+    "parse",
+]

@@ -1,0 +1,322 @@
+"""Public compress / decompress API: images <-> .vqk bytes, with the rate and quality report.
+
+Images are (H, W, C) uint8 arrays with C = 1 (L), 2 (LA), 3 (RGB) or 4 (RGBA), as ``read_image`` gives
+them. The colour channels go through the VQ-VAE (grey images are replicated to RGB for an RGB model and
+turned back to grey with BT.601 luma after decoding); alpha is stored losslessly beside the codes as a
+zlib-compressed plane. An RGB image given to a 1-channel model is refused.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vqkit.codec.coder import range_decode, range_encode, raw_bits, raw_decode, raw_encode
+from vqkit.codec.coding import Coding
+from vqkit.codec.container import (
+    CodecError,
+    Container,
+    EntropyModel,
+    Mode,
+    Record,
+    build,
+    check_size,
+    parse,
+    write_varint,
+)
+from vqkit.codec.tables import code_bits
+from vqkit.data import to_float
+from vqkit.metrics import psnr_per_image, ssim_per_image
+from vqkit.run import Run
+
+PSNR_CAP = 100.0
+BATCH_PIXELS = 1 << 22
+
+
+@dataclass
+class ImageReport:
+    index: int
+    name: str
+    height: int
+    width: int
+    mode: str
+    grid: tuple[int, int]
+    bpp_nominal: float  # log2(K) bits per code
+    bpp_estimated: float  # -log2 p of the codes under the coding tables (+ alpha bytes)
+    bpp_actual: float  # bytes on disk: the whole file, or the image's index entry + payload in an archive
+    codes_bits_estimated: float
+    codes_bytes: int
+    alpha_bytes: int
+    psnr: float
+    ssim: float
+
+
+@dataclass
+class CompressResult:
+    files: list[bytes]  # one per image, or one archive
+    entropy_model: str
+    header_bytes: int  # container headers and index entries over all files
+    reports: list[ImageReport]
+
+    def summary(self) -> dict[str, Any]:
+        pixels = sum(r.height * r.width for r in self.reports)
+        est_bits = sum(r.codes_bits_estimated for r in self.reports)
+        codes_bytes = sum(r.codes_bytes for r in self.reports)
+        alpha_bytes = sum(r.alpha_bytes for r in self.reports)
+        total = sum(len(f) for f in self.files)
+        return {
+            "images": len(self.reports),
+            "files": len(self.files),
+            "entropy_model": self.entropy_model,
+            "pixels": pixels,
+            "bpp_nominal": sum(r.bpp_nominal * r.height * r.width for r in self.reports) / pixels,
+            "bpp_estimated": (est_bits + 8 * alpha_bytes) / pixels,
+            "bpp_actual": 8 * total / pixels,
+            "bytes_total": total,
+            "bytes_header": self.header_bytes,
+            "bytes_codes": codes_bytes,
+            "bytes_alpha": alpha_bytes,
+            "codes_bits_estimated": est_bits,
+            "codes_overhead": 8 * codes_bytes / est_bits - 1 if est_bits else 0.0,
+            "psnr": float(np.mean([r.psnr for r in self.reports])),
+            "ssim": float(np.mean([r.ssim for r in self.reports])),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {"summary": self.summary(), "images": [asdict(r) for r in self.reports]}
+
+
+def _to_grey(rgb: np.ndarray) -> np.ndarray:
+    """(..., 3) uint8 -> (..., 1) uint8 by BT.601 luma, rounded half up in integers."""
+    c = rgb.astype(np.uint32)
+    luma = (299 * c[..., 0] + 587 * c[..., 1] + 114 * c[..., 2] + 500) // 1000
+    return luma.astype(np.uint8)[..., None]
+
+
+def _split(image: np.ndarray, channels: int, index: int) -> tuple[Mode, np.ndarray, np.ndarray | None]:
+    """An input image -> (mode, model input with the run's channels, alpha plane or None)."""
+    im = image[:, :, None] if image.ndim == 2 else image
+    if im.dtype != np.uint8 or im.ndim != 3 or im.shape[2] not in (1, 2, 3, 4):
+        raise CodecError(f"image {index} is {im.dtype} {im.shape}; expected uint8 (H, W, 1 to 4 channels)")
+    check_size(im.shape[0], im.shape[1], f"image {index}")
+    mode = Mode.from_channels(im.shape[2])
+    color = im[:, :, : mode.color_channels]
+    if mode.color_channels == 1 and channels == 3:
+        color = np.repeat(color, 3, axis=2)
+    elif mode.color_channels != channels:
+        raise CodecError(
+            f"image {index} is {mode.name} but the run's model encodes grey images; convert it to grey first"
+        )
+    alpha = np.ascontiguousarray(im[:, :, -1]) if mode.has_alpha else None
+    return mode, np.ascontiguousarray(color), alpha
+
+
+def _finish(recon: np.ndarray, mode: Mode) -> np.ndarray:
+    """A decoded (H, W, run channels) image -> the colour channels of ``mode``."""
+    if mode.color_channels == 1 and recon.shape[2] == 3:
+        return _to_grey(recon)
+    return recon
+
+
+def _groups(sizes: Sequence[tuple[int, ...]]) -> list[tuple[int, int]]:
+    """(start, end) of consecutive images of one size, each batch at most ~4M pixels (big photos
+    go a few at a time, CIFAR-sized images 256 at a time)."""
+    out: list[tuple[int, int]] = []
+    start = 0
+    while start < len(sizes):
+        h, w = sizes[start][:2]
+        limit = max(1, min(256, BATCH_PIXELS // (h * w)))
+        end = start + 1
+        while end < len(sizes) and end - start < limit and sizes[end] == sizes[start]:
+            end += 1
+        out.append((start, end))
+        start = end
+    return out
+
+
+def _encode(coding: Coding, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    grids: list[np.ndarray] = []
+    for start, end in _groups([im.shape for im in inputs]):
+        grids.extend(coding.run.encode(list(inputs[start:end]), batch_size=end - start))
+    return grids
+
+
+def _reconstruct(
+    coding: Coding, grids: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]]
+) -> list[np.ndarray]:
+    """Decode grids to (H, W, C) uint8, batching consecutive images of one size."""
+    out: list[np.ndarray] = []
+    for start, end in _groups(sizes):
+        out.extend(coding.run.decode(np.stack(grids[start:end]), sizes[start]))
+    return out
+
+
+def _quality(original: np.ndarray, recon: np.ndarray) -> tuple[float, float]:
+    ref = to_float(torch.from_numpy(np.array(original[None])))  # np.array: a writable copy
+    test = to_float(torch.from_numpy(np.array(recon[None])))
+    psnr = min(float(psnr_per_image(ref, test)[0]), PSNR_CAP)
+    return psnr, float(ssim_per_image(original[None], recon[None])[0])
+
+
+def _record_bytes(r: Record) -> int:
+    n = len(write_varint(r.height)) + len(write_varint(r.width)) + 1 + len(write_varint(r.codes_length))
+    return n + (len(write_varint(r.alpha_length)) if r.mode.has_alpha else 0)
+
+
+def encode_grids(
+    coding: Coding, grids: Sequence[np.ndarray], model: EntropyModel
+) -> tuple[list[bytes], list[float]]:
+    """Entropy-code (h, w) grids: a codes payload per grid and its estimated bits (-log2 p)."""
+    k = coding.codebook_size
+    if model is EntropyModel.RAW:
+        return [raw_encode(g, k) for g in grids], [float(g.size * raw_bits(k)) for g in grids]
+    if model is EntropyModel.PRIOR:
+        tables: Iterator[tuple[int, np.ndarray]] = coding.require_prior().tables(grids)
+    else:
+        tables = ((i, coding.static_table()) for i in range(len(grids)))
+    payloads, bits = [b""] * len(grids), [0.0] * len(grids)
+    for i, table in tables:  # one table at a time: prior tables for many images would not fit in memory
+        flat = grids[i].reshape(-1)
+        payloads[i], bits[i] = range_encode(flat, table), code_bits(table, flat)
+    return payloads, bits
+
+
+def compress_images(
+    run: Run | str | Path | Coding,
+    images: Sequence[np.ndarray],
+    *,
+    entropy_model: str = "auto",
+    archive: bool = False,
+    names: Sequence[str] | None = None,
+    prior: nn.Module | None = None,
+    quality: bool = True,
+) -> CompressResult:
+    """Encode ``images`` into one .vqk per image (``archive=False``) or one archive; report the rates
+    and (``quality=True``) PSNR and SSIM of what decompression gives."""
+    coding = run if isinstance(run, Coding) else Coding(run, prior)
+    if not images:
+        raise CodecError("nothing to compress: no images")
+    names = list(names) if names is not None else [f"image{i}" for i in range(len(images))]
+    if len(names) != len(images):
+        raise ValueError(f"{len(names)} names for {len(images)} images")
+    split = [_split(im, coding.run.channels, i) for i, im in enumerate(images)]
+    grids = _encode(coding, [s[1] for s in split])
+    shapes = [(int(g.shape[0]), int(g.shape[1])) for g in grids]
+    best: tuple[EntropyModel, list[bytes], list[float]] | None = None
+    for candidate in coding.candidates(entropy_model, shapes):  # "auto": the smallest payloads win
+        trial_codes, trial_bits = encode_grids(coding, grids, candidate)
+        if best is None or sum(map(len, trial_codes)) < sum(map(len, best[1])):
+            best = (candidate, trial_codes, trial_bits)
+    assert best is not None  # candidates() always returns at least one model
+    model, codes, est_bits = best
+    fingerprint = coding.fingerprint(model)
+    records, payloads = [], []
+    for (mode, color, alpha), payload in zip(split, codes, strict=True):
+        alpha_blob = b"" if alpha is None else zlib.compress(alpha.tobytes(), 9)
+        records.append(Record(color.shape[0], color.shape[1], mode, len(payload), len(alpha_blob)))
+        payloads.append(payload + alpha_blob)
+
+    if archive:
+        files = [build(model, fingerprint, records, payloads)]
+        header = len(files[0]) - sum(len(p) for p in payloads)
+        per_image_bytes = [_record_bytes(r) + len(p) for r, p in zip(records, payloads, strict=True)]
+    else:
+        files = [build(model, fingerprint, [r], [p]) for r, p in zip(records, payloads, strict=True)]
+        header = sum(len(f) - len(p) for f, p in zip(files, payloads, strict=True))
+        per_image_bytes = [len(f) for f in files]
+
+    recons = _reconstruct(coding, grids, [(r.height, r.width) for r in records]) if quality else []
+    reports = []
+    for i, (rec, grid) in enumerate(zip(records, grids, strict=True)):
+        pixels = rec.height * rec.width
+        psnr = ssim = float("nan")
+        if quality:
+            original = np.ascontiguousarray(
+                images[i].reshape(rec.height, rec.width, -1)[:, :, : rec.mode.color_channels]
+            )
+            psnr, ssim = _quality(original, _finish(recons[i], rec.mode))
+        reports.append(ImageReport(
+            index=i, name=names[i], height=rec.height, width=rec.width, mode=rec.mode.name,
+            grid=(int(grid.shape[0]), int(grid.shape[1])),
+            bpp_nominal=math.log2(coding.codebook_size) * grid.size / pixels,
+            bpp_estimated=(est_bits[i] + 8 * rec.alpha_length) / pixels,
+            bpp_actual=8 * per_image_bytes[i] / pixels,
+            codes_bits_estimated=est_bits[i], codes_bytes=rec.codes_length, alpha_bytes=rec.alpha_length,
+            psnr=psnr, ssim=ssim,
+        ))  # fmt: skip
+    return CompressResult(files, model.name.lower(), header, reports)
+
+
+def _open(coding: Coding, data: bytes, name: str) -> Container:
+    container = parse(bytes(data), name)
+    model = container.entropy_model
+    if model is EntropyModel.STATIC and not coding.has_static():
+        raise CodecError(f"{name} uses the static entropy model, which {coding.run.path} lacks")
+    if model is EntropyModel.PRIOR and coding.prior() is None:
+        raise CodecError(f"{name} uses the prior, which {coding.run.path} lacks")
+    if container.fingerprint != coding.fingerprint(model):
+        raise CodecError(
+            f"{name} was written with another model than {coding.run.path} (file fingerprint "
+            f"{container.fingerprint.hex()}, run {coding.fingerprint(model).hex()} with the "
+            f"{model.name.lower()} entropy model): pass the run that compressed it"
+        )
+    return container
+
+
+def decode_codes(
+    run: Run | str | Path | Coding, data: bytes, *, name: str = "input", prior: nn.Module | None = None
+) -> tuple[Container, list[np.ndarray]]:
+    """Parse and entropy-decode a .vqk: its container and each image's (h, w) int64 code grid."""
+    coding = run if isinstance(run, Coding) else Coding(run, prior)
+    container = _open(coding, data, name)
+    shapes = [coding.grid_shape(r.height, r.width) for r in container.records]
+    codes = [
+        data[o : o + r.codes_length] for o, r in zip(container.offsets(), container.records, strict=True)
+    ]
+    k = coding.codebook_size
+    if container.entropy_model is EntropyModel.PRIOR:
+        return container, coding.require_prior().decode(codes, shapes)
+    table = coding.static_table() if container.entropy_model is EntropyModel.STATIC else None
+    grids = []
+    for payload, (h, w) in zip(codes, shapes, strict=True):
+        flat = raw_decode(payload, k, h * w) if table is None else range_decode(payload, table, h * w)
+        grids.append(flat.reshape(h, w))
+    return container, grids
+
+
+def _alpha(blob: bytes, height: int, width: int, name: str, index: int) -> np.ndarray:
+    inflater = zlib.decompressobj()
+    try:
+        plane = inflater.decompress(blob, height * width + 1)  # bounded: never more than one plane
+    except zlib.error as e:
+        raise CodecError(f"{name}: corrupt alpha plane of image {index} ({e})") from e
+    if len(plane) != height * width or not inflater.eof or inflater.unused_data:
+        raise CodecError(f"{name}: corrupt alpha plane of image {index}")
+    return np.frombuffer(plane, dtype=np.uint8).reshape(height, width, 1)
+
+
+def decompress(
+    run: Run | str | Path | Coding, data: bytes, *, name: str = "input", prior: nn.Module | None = None
+) -> list[np.ndarray]:
+    """A .vqk file's bytes -> its images, (H, W, C) uint8 in their original sizes and modes."""
+    coding = run if isinstance(run, Coding) else Coding(run, prior)
+    container, grids = decode_codes(coding, data, name=name)
+    sizes = [(r.height, r.width) for r in container.records]
+    recons = _reconstruct(coding, grids, sizes)
+    out = []
+    for i, (rec, offset) in enumerate(zip(container.records, container.offsets(), strict=True)):
+        image = _finish(recons[i], rec.mode)
+        if rec.mode.has_alpha:
+            start = offset + rec.codes_length
+            alpha = _alpha(data[start : start + rec.alpha_length], rec.height, rec.width, name, i)
+            image = np.concatenate([image, alpha], axis=2)
+        out.append(np.ascontiguousarray(image))
+    return out

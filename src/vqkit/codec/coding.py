@@ -1,0 +1,97 @@
+"""``Coding``: what encoding and decoding need besides the bytes (the run, its tables, its prior), and
+the choice of entropy model for a set of images."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from vqkit.codec.container import FINGERPRINT_BYTES, CodecError, EntropyModel
+from vqkit.codec.entropy import PriorCoder, load_run_prior, load_static_table, model_digest
+from vqkit.codec.tables import check_codebook_size
+from vqkit.run import Run
+from vqkit.training.checkpoint import RunError
+
+ENTROPY_CHOICES = ("auto", "raw", "static", "prior")
+
+
+class Coding:
+    """What encoding and decoding need besides the bytes: the run, its tables, its prior."""
+
+    def __init__(self, run: Run | str | Path, prior: nn.Module | None = None) -> None:
+        self.run = run if isinstance(run, Run) else Run.load(run)
+        self.codebook_size = self.run.model.codebook_size
+        check_codebook_size(self.codebook_size)
+        self.digest = model_digest(self.run.path)
+        self._static = load_static_table(self.run.path, self.codebook_size, self.digest)
+        self._prior_module = prior
+        self._prior: PriorCoder | None = None
+
+    @property
+    def downsample(self) -> int:
+        return self.run.model.downsample
+
+    def grid_shape(self, height: int, width: int) -> tuple[int, int]:
+        return math.ceil(height / self.downsample), math.ceil(width / self.downsample)
+
+    def static_table(self) -> np.ndarray:
+        if self._static is None:
+            raise RunError(
+                f"{self.run.path} has no static entropy model; fit one with "
+                f"`vqkit compress {self.run.path} --fit-static TRAINING_DATA`"
+            )
+        return self._static
+
+    def prior(self) -> PriorCoder | None:
+        if self._prior is None:
+            module = self._prior_module if self._prior_module is not None else load_run_prior(self.run.path)
+            if module is not None:
+                self._prior = PriorCoder(module, self.codebook_size)
+        return self._prior
+
+    def require_prior(self) -> PriorCoder:
+        prior = self.prior()
+        if prior is None:
+            raise RunError(f"{self.run.path} has no prior; train one with `vqkit prior train`")
+        return prior
+
+    def fingerprint(self, entropy_model: EntropyModel) -> bytes:
+        """6 bytes binding the file to the VQ-VAE weights and the entropy model's parameters."""
+        params = b""
+        if entropy_model is EntropyModel.STATIC:
+            params = self.static_table().astype("<u4").tobytes()
+        elif entropy_model is EntropyModel.PRIOR:
+            params = self.require_prior().digest
+        return hashlib.sha256(self.digest + bytes([int(entropy_model)]) + params).digest()[:FINGERPRINT_BYTES]
+
+    def candidates(self, requested: str, shapes: Sequence[tuple[int, int]]) -> list[EntropyModel]:
+        """Entropy models to try for images with these grid shapes: the requested one, or for "auto"
+        every available one (prior if its grid fits, static if fitted, raw), best guess first."""
+        if requested not in ENTROPY_CHOICES:
+            raise CodecError(f"entropy model must be one of {', '.join(ENTROPY_CHOICES)}, got {requested!r}")
+        if requested == "raw":
+            return [EntropyModel.RAW]
+        if requested == "static":
+            self.static_table()
+            return [EntropyModel.STATIC]
+        if requested == "prior":
+            coder = self.require_prior()
+            bad = [s for s in shapes if not coder.supports(s)]
+            if bad:
+                raise CodecError(f"the prior models {coder.grid} code grids; these images give {bad[0]}")
+            return [EntropyModel.PRIOR]
+        prior = self.prior()
+        usable = prior is not None and all(prior.supports(s) for s in shapes)
+        return [
+            *([EntropyModel.PRIOR] if usable else []),
+            *([EntropyModel.STATIC] if self._static is not None else []),
+            EntropyModel.RAW,
+        ]
+
+    def has_static(self) -> bool:
+        return self._static is not None

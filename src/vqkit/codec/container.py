@@ -1,0 +1,216 @@
+"""The .vqk container: header, per-image records, payloads (docs/format.md gives it byte by byte).
+
+    magic "VQ" | version u8 | entropy model u8 | fingerprint 6 bytes | image count varint
+    per image: height varint | width varint | mode u8 | codes length varint [| alpha length varint]
+    per image, in order: codes payload [then alpha payload]
+
+Parsing checks every count and length against fixed limits and against the bytes that remain before
+anything is allocated, so a damaged or hostile file costs at most a bounded amount of memory and time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from vqkit.data import DataError
+
+MAGIC = b"VQ"
+FORMAT_VERSION = 1
+FINGERPRINT_BYTES = 6
+
+MAX_SIDE = 1 << 15  # pixels per image side
+MAX_PIXELS = 1 << 24  # pixels per image (e.g. 4096 x 4096)
+MAX_IMAGES = 1 << 20  # images per container
+MAX_VARINT_BYTES = 5  # values below 2**35
+
+
+class CodecError(DataError):
+    """A .vqk file (or an input to it) is truncated, corrupt, foreign, or needs another model."""
+
+
+class EntropyModel(IntEnum):
+    """Stable ids stored in the header; never renumber, never reuse a retired id."""
+
+    RAW = 0  # fixed-width ceil(log2 K) bits per code, no model
+    STATIC = 1  # one integer code-frequency table per run (entropy_static.json)
+    PRIOR = 2  # the run's autoregressive prior, integer tables from quantized logits
+
+
+class Mode(IntEnum):
+    """Channel layout of the original image; alpha is stored losslessly beside the codes."""
+
+    L = 0
+    RGB = 1
+    LA = 2
+    RGBA = 3
+
+    @property
+    def channels(self) -> int:
+        return (1, 3, 2, 4)[self.value]
+
+    @property
+    def color_channels(self) -> int:
+        return 1 if self in (Mode.L, Mode.LA) else 3
+
+    @property
+    def has_alpha(self) -> bool:
+        return self in (Mode.LA, Mode.RGBA)
+
+    @classmethod
+    def from_channels(cls, channels: int) -> Mode:
+        return {1: cls.L, 3: cls.RGB, 2: cls.LA, 4: cls.RGBA}[channels]
+
+
+@dataclass(frozen=True)
+class Record:
+    height: int
+    width: int
+    mode: Mode
+    codes_length: int
+    alpha_length: int = 0
+
+
+@dataclass(frozen=True)
+class Container:
+    entropy_model: EntropyModel
+    fingerprint: bytes
+    records: tuple[Record, ...]
+    payload_offset: int  # where the first image's codes payload starts
+    version: int = FORMAT_VERSION
+
+    def offsets(self) -> list[int]:
+        """Byte offset of each image's codes payload: the index that makes images addressable."""
+        out, pos = [], self.payload_offset
+        for r in self.records:
+            out.append(pos)
+            pos += r.codes_length + r.alpha_length
+        return out
+
+    @property
+    def header_bytes(self) -> int:
+        return self.payload_offset
+
+
+def write_varint(value: int) -> bytes:
+    """Unsigned LEB128: 7 bits per byte, low bits first, high bit set on all but the last byte."""
+    if value < 0:
+        raise ValueError(f"varint must be >= 0, got {value}")
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def build(
+    entropy_model: EntropyModel, fingerprint: bytes, records: list[Record], payloads: list[bytes]
+) -> bytes:
+    """Assemble a container; ``payloads`` holds, per image, codes followed by alpha (if any)."""
+    if len(fingerprint) != FINGERPRINT_BYTES:
+        raise ValueError(f"fingerprint must be {FINGERPRINT_BYTES} bytes")
+    if not 1 <= len(records) <= MAX_IMAGES:
+        raise CodecError(f"a .vqk file holds 1 to {MAX_IMAGES} images, got {len(records)}")
+    head = bytearray(MAGIC + bytes([FORMAT_VERSION, int(entropy_model)]) + fingerprint)
+    head += write_varint(len(records))
+    for r in records:
+        check_size(r.height, r.width, "image")
+        head += write_varint(r.height) + write_varint(r.width) + bytes([int(r.mode)])
+        head += write_varint(r.codes_length)
+        if r.mode.has_alpha:
+            head += write_varint(r.alpha_length)
+    return bytes(head) + b"".join(payloads)
+
+
+def check_size(height: int, width: int, what: str) -> None:
+    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE and height * width <= MAX_PIXELS):
+        raise CodecError(
+            f"{what} is {height}x{width}; .vqk supports 1 to {MAX_SIDE} pixels a side and at most "
+            f"{MAX_PIXELS} pixels"
+        )
+
+
+class _Reader:
+    def __init__(self, data: bytes, name: str) -> None:
+        self.data, self.pos, self.name = data, 0, name
+
+    @property
+    def left(self) -> int:
+        return len(self.data) - self.pos
+
+    def fail(self, message: str) -> CodecError:
+        return CodecError(f"{self.name}: {message}")
+
+    def take(self, n: int, what: str) -> bytes:
+        if n > self.left:
+            raise self.fail(f"truncated: {what} needs {n} bytes, {self.left} left")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def byte(self, what: str) -> int:
+        return self.take(1, what)[0]
+
+    def varint(self, what: str, limit: int) -> int:
+        value = 0
+        for i in range(MAX_VARINT_BYTES):
+            b = self.byte(what)
+            value |= (b & 0x7F) << (7 * i)
+            if not b & 0x80:
+                if i and b == 0:
+                    raise self.fail(f"corrupt: {what} is not minimally encoded")
+                if value > limit:
+                    raise self.fail(f"corrupt: {what} = {value} exceeds the limit {limit}")
+                return value
+        raise self.fail(f"corrupt: {what} runs past {MAX_VARINT_BYTES} bytes")
+
+    def length(self, what: str) -> int:
+        """A payload length: it can never exceed the bytes left in the file."""
+        value = self.varint(f"{what} length", 1 << 34)
+        if value > self.left:
+            raise self.fail(f"truncated: {what} needs {value} bytes, only {self.left} remain")
+        return value
+
+
+def parse(data: bytes, name: str = "input") -> Container:
+    """Read and validate the header and the index; raise CodecError on anything malformed."""
+    r = _Reader(data, name)
+    if data[: len(MAGIC)] != MAGIC:
+        raise CodecError(f"{name} is not a .vqk file (it does not start with {MAGIC!r})")
+    r.pos = len(MAGIC)
+    version = r.byte("format version")
+    if version > FORMAT_VERSION:
+        raise r.fail(f"written in .vqk format version {version}; this vqkit reads up to {FORMAT_VERSION}")
+    if version < 1:
+        raise r.fail(f"corrupt: format version {version} does not exist")
+    entropy_id = r.byte("entropy model id")
+    try:
+        entropy_model = EntropyModel(entropy_id)
+    except ValueError:
+        raise r.fail(f"unknown entropy model id {entropy_id} (newer vqkit, or a corrupt file)") from None
+    fingerprint = r.take(FINGERPRINT_BYTES, "model fingerprint")
+    # Every record takes at least 4 bytes, so the count is bounded by what remains before allocating.
+    count = r.varint("image count", min(MAX_IMAGES, r.left // 4))
+    if count == 0:
+        raise r.fail("corrupt: image count is 0")
+    records: list[Record] = []
+    for i in range(count):
+        height = r.varint(f"image {i} height", MAX_SIDE)
+        width = r.varint(f"image {i} width", MAX_SIDE)
+        if height == 0 or width == 0 or height * width > MAX_PIXELS:
+            raise r.fail(f"corrupt: image {i} is {height}x{width}")
+        mode_id = r.byte(f"image {i} mode")
+        if mode_id > max(Mode):
+            raise r.fail(f"corrupt: image {i} has unknown mode {mode_id}")
+        mode = Mode(mode_id)
+        codes_length = r.length(f"image {i} codes")
+        alpha_length = r.length(f"image {i} alpha") if mode.has_alpha else 0
+        records.append(Record(height, width, mode, codes_length, alpha_length))
+    payload_offset = r.pos
+    total = sum(rec.codes_length + rec.alpha_length for rec in records)
+    if total > r.left:
+        raise r.fail(f"truncated: the index promises {total} payload bytes, {r.left} are present")
+    if total < r.left:
+        raise r.fail(f"corrupt: {r.left - total} unexpected bytes after the last payload")
+    return Container(entropy_model, fingerprint, tuple(records), payload_offset, version)

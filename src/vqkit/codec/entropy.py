@@ -1,0 +1,228 @@
+"""Entropy models over code grids: the static code-frequency table and the autoregressive prior.
+
+Static: ``entropy_static.json`` in the run folder holds integer code counts from encoding training
+images; the coding table is ``tables.frequencies_from_counts`` of them (add-one smoothing).
+
+Prior: the run's prior (``vqkit.priors``; any module with ``logits(indices (B, h, w)) -> (B, h*w, K)``
+whose row t is bitwise independent of positions >= t). It is evaluated in float64 on one CPU thread,
+images in fixed chunks (``prior_chunks``), and decoding position t repeats the encoder's call on the
+partly decoded grid, so encoder and decoder compute the very same floats.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vqkit.codec.coder import StepDecoder
+from vqkit.codec.container import CodecError
+from vqkit.codec.tables import frequencies_from_counts, frequencies_from_logits
+from vqkit.data import ImageSet, load_dataset
+from vqkit.run import Run
+from vqkit.training.checkpoint import MODEL_FILE, RunError, write_json
+
+STATIC_FILE = "entropy_static.json"
+STATIC_FORMAT = "vqkit-entropy-static"
+STATIC_FORMAT_VERSION = 1
+PRIOR_BATCH = 16  # images per prior evaluation; part of the format (the decoder repeats the chunks)
+
+
+def model_digest(run_dir: Path) -> bytes:
+    """SHA-256 of the run's weights file (its first 8 bytes, in hex, are vqkit's model fingerprint)."""
+    path = Path(run_dir) / MODEL_FILE
+    if not path.is_file():
+        raise RunError(f"{run_dir} has no trained weights ({MODEL_FILE} is missing)")
+    return hashlib.sha256(path.read_bytes()).digest()
+
+
+# ---- static code-frequency model ------------------------------------------------------------------
+
+
+def as_model_inputs(images: ImageSet | Sequence[np.ndarray] | str | Path, channels: int) -> list[np.ndarray]:
+    """Images (arrays of 1 to 4 channels, an ImageSet or a data spec) -> what the model encodes:
+    alpha dropped, grey replicated for an RGB model; colour for a grey model is refused."""
+    if isinstance(images, str | Path):
+        return load_dataset(images, channels=channels).images
+    arrays = images.images if isinstance(images, ImageSet) else list(images)
+    out = []
+    for im in arrays:
+        im = im[:, :, None] if im.ndim == 2 else im
+        if im.shape[2] in (2, 4):
+            im = im[:, :, :-1]  # alpha plays no part in the codes
+        if im.shape[2] == 1 and channels == 3:
+            im = np.repeat(im, 3, axis=2)
+        if im.shape[2] != channels:
+            raise CodecError(f"the run encodes {channels}-channel images, got {im.shape[2]} channels")
+        out.append(np.ascontiguousarray(im, dtype=np.uint8))
+    return out
+
+
+def fit_static_model(
+    run_dir: str | Path,
+    images: ImageSet | Sequence[np.ndarray] | str | Path,
+    *,
+    device: str = "cpu",
+    precision: str = "auto",
+    batch_size: int = 256,
+) -> Path:
+    """Count the codes of ``images`` (arrays, an ImageSet or a data spec; normally the training set)
+    under the run's model and write ``entropy_static.json`` into the run folder. Returns its path."""
+    run = Run.load(run_dir, device, precision)
+    arrays = as_model_inputs(images, run.channels)
+    if not arrays:
+        raise CodecError("fit_static_model needs at least one image")
+    k = run.model.codebook_size
+    counts = np.zeros(k, dtype=np.int64)
+    for start in range(0, len(arrays), 4096):
+        for grid in run.encode(arrays[start : start + 4096], batch_size=batch_size):
+            counts += np.bincount(grid.reshape(-1), minlength=k)
+    doc = {
+        "format": STATIC_FORMAT,
+        "format_version": STATIC_FORMAT_VERSION,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model_fingerprint": model_digest(run.path)[:8].hex(),
+        "codebook_size": k,
+        "images": len(arrays),
+        "codes": int(counts.sum()),
+        "source": str(images) if isinstance(images, str | Path) else f"{len(arrays)} images",
+        "counts": counts.tolist(),
+    }
+    path = run.path / STATIC_FILE
+    write_json(path, doc)
+    return path
+
+
+def load_static_table(run_dir: Path, codebook_size: int, digest: bytes) -> np.ndarray | None:
+    """The run's (K,) integer coding table, or None when the run has no static model."""
+    path = Path(run_dir) / STATIC_FILE
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RunError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(doc, dict) or doc.get("format") != STATIC_FORMAT:
+        raise RunError(f"{path} is not a vqkit static entropy model")
+    if int(doc.get("format_version", -1)) > STATIC_FORMAT_VERSION:
+        raise RunError(f"{path} was written by a newer vqkit; upgrade")
+    if doc.get("model_fingerprint") != digest[:8].hex():
+        raise RunError(
+            f"{path} was fitted for another model; refit it (vqkit compress RUN --fit-static DATA)"
+        )
+    counts = doc.get("counts")
+    if (
+        not isinstance(counts, list)
+        or len(counts) != codebook_size
+        or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts)
+    ):
+        raise RunError(f"{path}: 'counts' must be {codebook_size} non-negative integers")
+    return frequencies_from_counts(np.array(counts, dtype=np.int64))
+
+
+# ---- autoregressive prior -------------------------------------------------------------------------
+
+
+def load_run_prior(run_dir: Path) -> nn.Module | None:
+    """The run's prior through ``vqkit.priors`` (when installed and trained), else None."""
+    try:
+        priors: Any = importlib.import_module("vqkit.priors")
+        exists, load = priors.prior_exists, priors.load_prior
+    except (ImportError, AttributeError):
+        return None
+    if not exists(run_dir):
+        return None
+    prior: nn.Module = load(run_dir)
+    return prior
+
+
+def prior_chunks(shapes: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """Image positions split into consecutive runs of equal grid shape, at most PRIOR_BATCH each."""
+    chunks: list[list[int]] = []
+    for i, shape in enumerate(shapes):
+        if chunks and shapes[chunks[-1][0]] == shape and len(chunks[-1]) < PRIOR_BATCH:
+            chunks[-1].append(i)
+        else:
+            chunks.append([i])
+    return chunks
+
+
+@contextmanager
+def exact_torch() -> Iterator[None]:
+    """One intra-op thread (fixed reduction order) and no autograd; the old thread count is restored."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+class PriorCoder:
+    """Integer coding tables from a causal prior, computed identically by encoder and decoder."""
+
+    def __init__(self, prior: nn.Module, codebook_size: int) -> None:
+        self.codebook_size = codebook_size
+        digest = hashlib.sha256()
+        for key, tensor in sorted(prior.state_dict().items()):
+            t = tensor.detach().cpu().contiguous()
+            digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        self.digest = digest.digest()
+        self.prior = copy.deepcopy(prior).cpu().double().eval()  # a copy: the caller's stays as it was
+        config = getattr(prior, "config", None)
+        grid = getattr(config, "grid", None)
+        self.grid: tuple[int, int] | None = None if grid is None else (int(grid[0]), int(grid[1]))
+
+    def supports(self, shape: tuple[int, int]) -> bool:
+        return self.grid is None or self.grid == shape
+
+    def _logits(self, grids: torch.Tensor) -> np.ndarray:
+        b, h, w = grids.shape
+        logits_fn: Any = self.prior.logits  # the prior's interface: (B, h, w) int64 -> (B, h*w, K)
+        try:
+            logits = logits_fn(grids)
+        except (ValueError, RuntimeError) as e:
+            raise CodecError(f"the prior cannot model {h}x{w} code grids: {e}") from e
+        if tuple(logits.shape) != (b, h * w, self.codebook_size):
+            raise CodecError(f"the prior returned logits {tuple(logits.shape)} for grids {(b, h, w)}")
+        out: np.ndarray = logits.double().cpu().numpy()
+        return out
+
+    def tables(self, grids: Sequence[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
+        """(position, teacher-forced (h*w, K) integer table) for each grid, chunk by chunk (encoder)."""
+        for chunk in prior_chunks([g.shape for g in grids]):
+            with exact_torch():
+                batch = torch.from_numpy(np.stack([grids[i] for i in chunk]).astype(np.int64))
+                logits = self._logits(batch)
+            for row, i in enumerate(chunk):
+                yield i, frequencies_from_logits(logits[row])
+
+    def decode(self, payloads: Sequence[bytes], shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+        """Decode each payload to an (h, w) grid, one position at a time, in the encoder's chunks."""
+        out: list[np.ndarray] = [np.empty(0)] * len(payloads)
+        with exact_torch():
+            for chunk in prior_chunks(shapes):
+                h, w = shapes[chunk[0]]
+                if not self.supports((h, w)):
+                    raise CodecError(f"the prior models {self.grid} code grids; the file holds {h}x{w}")
+                decoders = [StepDecoder(payloads[i]) for i in chunk]
+                grid = torch.zeros((len(chunk), h, w), dtype=torch.int64)  # future positions: 0
+                for t in range(h * w):
+                    rows = frequencies_from_logits(self._logits(grid)[:, t])
+                    for b, decode in enumerate(decoders):
+                        grid[b, t // w, t % w] = decode(rows[b])
+                for b, i in enumerate(chunk):
+                    out[i] = grid[b].numpy().copy()
+        return out

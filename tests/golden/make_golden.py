@@ -1,0 +1,121 @@
+"""Regenerate the golden .vqk files and the tiny run that wrote them. Only behind an explicit switch:
+
+    VQKIT_MAKE_GOLDEN=1 .venv/bin/python -m tests.golden.make_golden
+
+Writes tests/golden/run/ (config.json, model.safetensors, entropy_static.json, prior.safetensors,
+prior_config.json), raw.vqk, static.vqk, prior.vqk and expected.json (each image's code grid). Regenerate
+only on a deliberate format change; tests/test_codec_golden.py then guards the new files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vqkit.codec import compress_images, decode_codes, fit_static_model
+from vqkit.codec.entropy import as_model_inputs
+from vqkit.config import ModelConfig, QuantizerConfig, RunConfig
+from vqkit.data import to_float
+from vqkit.models import VQVAE
+from vqkit.run import Run
+from vqkit.training.checkpoint import CONFIG_FILE, save_config, save_model, write_json
+
+GOLDEN = Path(__file__).resolve().parent
+SWITCH = "VQKIT_MAKE_GOLDEN"
+
+
+def blob_images(n: int, size: tuple[int, int], seed: int, channels: int = 3) -> list[np.ndarray]:
+    """Smooth random colour fields, (H, W, channels) uint8, a pure function of the arguments."""
+    rng = np.random.default_rng(seed)
+    low = torch.from_numpy(rng.random((n, channels, 3, 3))).float()
+    up = torch.nn.functional.interpolate(low, size=size, mode="bilinear", align_corners=False)
+    return list((up.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8))
+
+
+def build_tiny_run(
+    run_dir: Path, *, codebook_size: int = 16, seed: int = 0, channels: int = 3, static: bool = True
+) -> Path:
+    """A small untrained VQ-VAE whose codebook is k-means-initialised on blob images (so codes vary),
+    saved as a run folder with a fitted static entropy model. About 40 KB; well under a second."""
+    torch.manual_seed(seed)
+    quantizer = QuantizerConfig(codebook_size=codebook_size, code_dim=4)
+    net = {"channels": 8, "res_channels": 4, "res_blocks": 0, "in_channels": channels}
+    cfg = RunConfig(model=ModelConfig(**net, quantizer=quantizer))  # type: ignore[arg-type]
+    model = VQVAE(cfg.model)
+    train = blob_images(128, (16, 16), seed + 1, channels)
+    model.train()
+    model(to_float(torch.from_numpy(np.stack(train))))  # the first training pass runs k-means
+    model.eval()
+    save_config(run_dir, cfg)
+    # Keep only the model section (the rest takes defaults on load), so renaming a training or data
+    # option elsewhere in vqkit cannot make this run, and the golden files, unreadable.
+    doc = json.loads((run_dir / CONFIG_FILE).read_text())
+    doc = {k: doc[k] for k in ("format", "format_version", "vqkit_version")} | {
+        "config": {"model": doc["config"]["model"]}
+    }
+    write_json(run_dir / CONFIG_FILE, doc)
+    save_model(run_dir, model)
+    if static:
+        fit_static_model(run_dir, train)
+    return run_dir
+
+
+def tiny_prior(codebook_size: int, grid: tuple[int, int], seed: int = 0) -> torch.nn.Module:
+    """A tiny real CodePrior with random (not uniform) outputs."""
+    from vqkit.priors import CodePrior, PriorConfig
+
+    torch.manual_seed(seed)
+    cfg = PriorConfig(codebook_size=codebook_size, grid=grid, width=8, layers=1, heads=2, mlp_ratio=1)
+    prior = CodePrior(cfg)
+    with torch.no_grad():
+        for p in prior.parameters():
+            p.normal_(0.0, 0.5)
+    return prior.eval()
+
+
+def golden_images() -> dict[str, list[np.ndarray]]:
+    rgb = blob_images(3, (16, 16), 11)
+    grey = blob_images(1, (12, 20), 12, channels=1)
+    rgba = [np.concatenate([blob_images(1, (10, 6), 13)[0], blob_images(1, (10, 6), 14, 1)[0]], axis=2)]
+    return {"raw": rgb[:1], "static": [rgb[0], grey[0], rgba[0]], "prior": rgb}
+
+
+def main() -> int:
+    if os.environ.get(SWITCH) != "1":
+        print(f"refusing to overwrite the golden files; set {SWITCH}=1 to regenerate them", file=sys.stderr)
+        return 2
+    from vqkit.priors import save_prior
+
+    run = build_tiny_run(GOLDEN / "run")
+    save_prior(run, tiny_prior(16, (4, 4)))
+    expected: dict[str, dict[str, object]] = {}
+    for name, images in golden_images().items():
+        result = compress_images(run, images, entropy_model=name, archive=True, quality=False)
+        data = result.files[0]
+        (GOLDEN / f"{name}.vqk").write_bytes(data)
+        grids = Run.load(run).encode(as_model_inputs(images, 3))
+        _, decoded = decode_codes(run, data)
+        assert all(np.array_equal(a, b) for a, b in zip(grids, decoded, strict=True)), name
+        expected[name] = {
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "bytes": len(data),
+            "sizes": [list(im.shape) for im in images],
+            "indices": [g.tolist() for g in grids],
+            "alpha_sha256": [
+                hashlib.sha256(im[:, :, -1].tobytes()).hexdigest() if im.shape[2] in (2, 4) else None
+                for im in images
+            ],
+        }
+        print(f"{name}.vqk: {len(data)} bytes, {len(images)} images")
+    (GOLDEN / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""compress -> decompress through the Python API and the command line, on a tiny run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vqkit.cli import main
+from vqkit.codec import (
+    STATIC_FILE,
+    CodecError,
+    Coding,
+    compress_images,
+    decode_codes,
+    decompress,
+    fit_static_model,
+    parse,
+)
+from vqkit.codec.entropy import as_model_inputs
+from vqkit.training.checkpoint import RunError
+
+from .golden.make_golden import blob_images, build_tiny_run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_run(tmp_path_factory.mktemp("codec") / "run")
+
+
+@pytest.fixture(scope="module")
+def coding(run: Path) -> Coding:
+    return Coding(run)
+
+
+def mixed_images() -> list[np.ndarray]:
+    """RGB, grey, grey + alpha and RGBA images of sizes that are not multiples of the grid."""
+    rgb = blob_images(2, (13, 7), 1)
+    grey = blob_images(1, (9, 18), 2, channels=1)
+    la = [np.concatenate([grey[0], blob_images(1, (9, 18), 3, channels=1)[0]], axis=2)]
+    rgba = [np.concatenate([blob_images(1, (32, 32), 4)[0], blob_images(1, (32, 32), 5, 1)[0]], axis=2)]
+    return [*rgb, *grey, *la, *rgba]
+
+
+@pytest.mark.parametrize("entropy_model", ["raw", "static"])
+@pytest.mark.parametrize("archive", [True, False])
+def test_round_trip_restores_codes_sizes_modes_and_alpha(
+    coding: Coding, entropy_model: str, archive: bool
+) -> None:
+    images = mixed_images()
+    result = compress_images(coding, images, entropy_model=entropy_model, archive=archive)
+    assert len(result.files) == (1 if archive else len(images))
+    want = coding.run.encode(as_model_inputs(images, 3))
+    got = [g for f in result.files for g in decode_codes(coding, f)[1]]
+    out = [im for f in result.files for im in decompress(coding, f)]
+    recon = coding.run.decode(want[-1][None], (32, 32))[0]
+    for image, back, g, w in zip(images, out, got, want, strict=True):
+        np.testing.assert_array_equal(g, w)  # codes are bit-exact
+        assert back.shape == image.shape and back.dtype == np.uint8
+        if image.shape[2] in (2, 4):
+            np.testing.assert_array_equal(back[:, :, -1], image[:, :, -1])  # alpha is lossless
+    np.testing.assert_array_equal(out[-1][:, :, :3], recon)
+    assert [r.mode for r in result.reports] == ["RGB", "RGB", "L", "LA", "RGBA"]
+
+
+def test_report_has_the_three_rates_and_quality(coding: Coding) -> None:
+    result = compress_images(coding, blob_images(4, (32, 32), 6))
+    for r in result.reports:
+        assert r.bpp_nominal == pytest.approx(4 * 64 / 1024)  # log2(16) bits x 8x8 codes
+        assert r.bpp_estimated > 0 and r.bpp_actual == pytest.approx(8 * len(result.files[r.index]) / 1024)
+        assert 5 < r.psnr < 100 and -1 <= r.ssim <= 1
+    json.dumps(result.to_json())
+
+
+def test_single_32x32_image_header_is_15_bytes(coding: Coding) -> None:
+    result = compress_images(coding, blob_images(1, (32, 32), 7), entropy_model="static")
+    assert result.header_bytes == 15 == parse(result.files[0]).header_bytes
+
+
+@pytest.mark.parametrize("archive", [True, False])
+def test_estimated_and_actual_payload_bits_agree_within_one_percent(coding: Coding, archive: bool) -> None:
+    images = blob_images(24, (64, 64), 8)  # 16x16 codes each
+    summary = compress_images(
+        coding, images, entropy_model="static", archive=archive, quality=False
+    ).summary()
+    assert abs(summary["codes_overhead"]) < 0.01, summary
+
+
+def test_auto_picks_static_then_raw(run: Path, tmp_path: Path) -> None:
+    images = blob_images(2, (16, 16), 9)
+    assert compress_images(run, images, quality=False).entropy_model == "static"
+    bare = tmp_path / "bare"
+    shutil.copytree(run, bare)
+    (bare / STATIC_FILE).unlink()
+    assert compress_images(bare, images, quality=False).entropy_model == "raw"
+    with pytest.raises(RunError, match="--fit-static"):
+        compress_images(bare, images, entropy_model="static")
+
+
+def test_auto_keeps_the_smallest_payload(run: Path, tmp_path: Path) -> None:
+    skewed = tmp_path / "skewed"
+    shutil.copytree(run, skewed)
+    doc = json.loads((skewed / STATIC_FILE).read_text())
+    doc["counts"] = [10**9] + [0] * 15  # a table that makes every code but 0 expensive
+    (skewed / STATIC_FILE).write_text(json.dumps(doc))
+    images = blob_images(8, (16, 16), 16)
+    auto = compress_images(skewed, images, quality=False)
+    raw = compress_images(skewed, images, entropy_model="raw", quality=False)
+    static = compress_images(skewed, images, entropy_model="static", quality=False)
+    assert auto.entropy_model == "raw" and auto.files == raw.files
+    assert sum(map(len, static.files)) > sum(map(len, raw.files))
+
+
+def test_refitting_the_static_model_refuses_old_files(run: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    data = compress_images(copy, blob_images(2, (16, 16), 10), archive=True).files[0]
+    path = fit_static_model(copy, blob_images(8, (16, 16), 11))
+    assert json.loads(path.read_text())["codes"] == 8 * 16
+    with pytest.raises(CodecError, match="another model"):
+        decompress(copy, data)
+
+
+def test_a_grey_model_refuses_colour_and_keeps_grey(tmp_path: Path) -> None:
+    grey_run = build_tiny_run(tmp_path / "grey", channels=1, static=False)
+    with pytest.raises(CodecError, match="convert it to grey"):
+        compress_images(grey_run, blob_images(1, (16, 16), 12))
+    grey = blob_images(1, (16, 16), 13, channels=1)
+    (back,) = decompress(grey_run, compress_images(grey_run, grey).files[0])
+    assert back.shape == (16, 16, 1)
+
+
+# ---- command line --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    images = mixed_images()
+    for name, image in zip(["a.png", "b.png", "grey.png", "sub/la.png", "sub/rgba.png"], images, strict=True):
+        Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(folder / name)
+    return folder
+
+
+def test_cli_compress_folder_then_decompress(run: Path, image_folder: Path, tmp_path: Path) -> None:
+    out, report = tmp_path / "vqk", tmp_path / "report.json"
+    assert main(["compress", str(run), str(image_folder), "-o", str(out), "--json", str(report)]) == 0
+    files = sorted(out.glob("*.vqk"))
+    assert [f.stem for f in files] == ["a", "b", "grey", "sub_la", "sub_rgba"]
+    doc = json.loads(report.read_text())
+    assert doc["summary"]["images"] == 5 and doc["summary"]["entropy_model"] == "static"
+    assert {"bpp_nominal", "bpp_estimated", "bpp_actual", "psnr", "ssim"} <= set(doc["images"][0])
+    pngs = tmp_path / "png"
+    assert main(["decompress", *map(str, files), "-o", str(pngs), "--run", str(run)]) == 0
+    for f in files:
+        original = Image.open(image_folder / (f.stem.replace("sub_", "sub/") + ".png"))
+        back = Image.open(pngs / f"{f.stem}.png")
+        assert (back.mode, back.size) == (original.mode, original.size)
+
+
+def test_cli_archive(run: Path, image_folder: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "all.vqk"
+    assert main(["compress", str(run), str(image_folder), "-o", str(archive), "--archive"]) == 0
+    assert len(parse(archive.read_bytes()).records) == 5
+    assert main(["decompress", str(archive), "-o", str(tmp_path / "png"), "--run", str(run)]) == 0
+    assert len(list((tmp_path / "png").glob("all-*.png"))) == 5
+    single = tmp_path / "one.vqk"  # one image and a .vqk name: a file, not a folder
+    assert main(["compress", str(run), str(image_folder / "a.png"), "-o", str(single)]) == 0
+    assert len(parse(single.read_bytes()).records) == 1
+
+
+def test_cli_fit_static(run: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    (copy / STATIC_FILE).unlink()
+    data = tmp_path / "train.npz"
+    np.savez(data, images=np.stack(blob_images(16, (16, 16), 14)))
+    assert main(["compress", str(copy), "--fit-static", str(data)]) == 0
+    assert json.loads((copy / STATIC_FILE).read_text())["images"] == 16
+
+
+@pytest.mark.parametrize("problem", ["foreign", "truncated", "wrong_model", "bad_image"])
+def test_cli_bad_input_one_line_error(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], problem: str
+) -> None:
+    good = compress_images(run, blob_images(1, (16, 16), 15)).files[0]
+    path = tmp_path / "x.vqk"
+    other = build_tiny_run(tmp_path / "other", seed=1)
+    if problem == "bad_image":
+        (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+        argv = ["compress", str(run), str(tmp_path / "broken.png"), "-o", str(tmp_path / "out")]
+    else:
+        path.write_bytes(
+            {"foreign": b"GIF89a" + bytes(30), "truncated": good[:-3], "wrong_model": good}[problem]
+        )
+        decoder = other if problem == "wrong_model" else run
+        argv = ["decompress", str(path), "-o", str(tmp_path / "png"), "--run", str(decoder)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("vqkit: error: ") and err.count("\n") == 1 and "Traceback" not in err

@@ -1,0 +1,80 @@
+"""Golden .vqk files: committed bytes must keep decoding to the same codes, on any machine, forever.
+
+Never skipped. If one fails, the bitstream changed: either a bug, or a deliberate format change that
+needs a new FORMAT_VERSION (old files must still decode) and regenerated files
+(``VQKIT_MAKE_GOLDEN=1 .venv/bin/python -m tests.golden.make_golden``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vqkit.codec import Coding, EntropyModel, decode_codes, decompress, parse
+from vqkit.codec.api import encode_grids
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+EXPECTED = json.loads((GOLDEN / "expected.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def coding() -> Coding:
+    return Coding(GOLDEN / "run")
+
+
+@pytest.mark.parametrize("name", ["raw", "static", "prior"])
+def test_golden_file_decodes_to_the_stored_codes(coding: Coding, name: str) -> None:
+    data = (GOLDEN / f"{name}.vqk").read_bytes()
+    expected = EXPECTED[name]
+    assert hashlib.sha256(data).hexdigest() == expected["sha256"], "the committed file itself changed"
+    container, grids = decode_codes(coding, data, name=name)
+    assert container.entropy_model is EntropyModel[name.upper()]
+    assert len(grids) == len(expected["indices"])
+    for grid, want in zip(grids, expected["indices"], strict=True):
+        assert grid.dtype == np.int64
+        np.testing.assert_array_equal(grid, np.array(want, dtype=np.int64))
+
+
+@pytest.mark.parametrize("name", ["raw", "static", "prior"])
+def test_golden_codes_encode_to_the_same_payloads(coding: Coding, name: str) -> None:
+    """The encoder side is frozen too: the stored codes entropy-code to the committed payload bytes."""
+    data = (GOLDEN / f"{name}.vqk").read_bytes()
+    container = parse(data)
+    grids = [np.array(g, dtype=np.int64) for g in EXPECTED[name]["indices"]]
+    payloads, _ = encode_grids(coding, grids, container.entropy_model)
+    for payload, offset, record in zip(payloads, container.offsets(), container.records, strict=True):
+        assert payload == data[offset : offset + record.codes_length]
+
+
+def test_golden_decodes_to_images_of_the_original_sizes_and_modes(coding: Coding) -> None:
+    images = decompress(coding, (GOLDEN / "static.vqk").read_bytes())
+    expected = EXPECTED["static"]
+    assert [list(im.shape) for im in images] == expected["sizes"]
+    for image, alpha_sha in zip(images, expected["alpha_sha256"], strict=True):
+        assert image.dtype == np.uint8
+        if alpha_sha is not None:  # alpha is lossless
+            assert hashlib.sha256(image[:, :, -1].tobytes()).hexdigest() == alpha_sha
+
+
+def test_golden_decoding_ignores_the_callers_thread_count(coding: Coding) -> None:
+    data = (GOLDEN / "prior.vqk").read_bytes()
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _, grids = decode_codes(coding, data)
+        assert torch.get_num_threads() == 2  # restored after the prior's one-thread section
+    finally:
+        torch.set_num_threads(before)
+    for grid, want in zip(grids, EXPECTED["prior"]["indices"], strict=True):
+        np.testing.assert_array_equal(grid, np.array(want))
+
+
+def test_golden_single_image_header_is_small() -> None:
+    container = parse((GOLDEN / "raw.vqk").read_bytes())
+    # magic 2 + version 1 + entropy model 1 + fingerprint 6 + count 1, then height, width, mode, length
+    assert container.header_bytes == 11 + 4
