@@ -29,7 +29,7 @@ def test_run_folder_contents(tiny_npz: Path, tmp_path: Path) -> None:
     result = train(tiny_run_config(str(tiny_npz)), run, progress=False)
     assert result.stopped == "finished" and result.step == 12
     for name in ("config.json", "model.safetensors", "train_state.pt", "metrics.jsonl",
-                 "reconstructions.png", "eval.json"):  # fmt: skip
+                 "reconstructions.png", "eval.json", "entropy_static.json"):  # fmt: skip
         assert (run / name).is_file(), name
     state = torch.load(run / "train_state.pt", weights_only=True)
     assert state["step"] == 12 and "optimizer" in state

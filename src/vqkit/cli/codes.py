@@ -7,7 +7,6 @@ per image), ``sizes`` (N, 2) original H, W, ``names`` and, when the data has the
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
@@ -16,13 +15,8 @@ import numpy as np
 from vqkit.cli.common import add_device, parser
 from vqkit.data import DataError, load_dataset
 from vqkit.run import Run
-from vqkit.training.checkpoint import MODEL_FILE
+from vqkit.training.checkpoint import model_fingerprint
 from vqkit.visual import save_png
-
-
-def model_fingerprint(run_dir: Path) -> str:
-    """First 16 hex digits of the SHA-256 of the run's weights file."""
-    return hashlib.sha256((run_dir / MODEL_FILE).read_bytes()).hexdigest()[:16]
 
 
 def output_name(index: int, name: str) -> str:

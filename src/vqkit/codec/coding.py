@@ -12,10 +12,10 @@ import numpy as np
 from torch import nn
 
 from vqkit.codec.container import FINGERPRINT_BYTES, CodecError, EntropyModel
-from vqkit.codec.entropy import PriorCoder, load_run_prior, load_static_table, model_digest
+from vqkit.codec.entropy import PriorCoder, load_run_prior, load_static_table
 from vqkit.codec.tables import check_codebook_size
 from vqkit.run import Run
-from vqkit.training.checkpoint import RunError
+from vqkit.training.checkpoint import RunError, model_digest
 
 ENTROPY_CHOICES = ("auto", "raw", "static", "prior")
 

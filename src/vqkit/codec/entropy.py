@@ -30,20 +30,12 @@ from vqkit.codec.container import CodecError
 from vqkit.codec.tables import frequencies_from_counts, frequencies_from_logits
 from vqkit.data import ImageSet, load_dataset
 from vqkit.run import Run
-from vqkit.training.checkpoint import MODEL_FILE, RunError, write_json
+from vqkit.training.checkpoint import RunError, model_fingerprint, write_json
 
 STATIC_FILE = "entropy_static.json"
 STATIC_FORMAT = "vqkit-entropy-static"
 STATIC_FORMAT_VERSION = 1
 PRIOR_BATCH = 16  # images per prior evaluation; part of the format (the decoder repeats the chunks)
-
-
-def model_digest(run_dir: Path) -> bytes:
-    """SHA-256 of the run's weights file (its first 8 bytes, in hex, are vqkit's model fingerprint)."""
-    path = Path(run_dir) / MODEL_FILE
-    if not path.is_file():
-        raise RunError(f"{run_dir} has no trained weights ({MODEL_FILE} is missing)")
-    return hashlib.sha256(path.read_bytes()).digest()
 
 
 # ---- static code-frequency model ------------------------------------------------------------------
@@ -91,7 +83,7 @@ def fit_static_model(
         "format": STATIC_FORMAT,
         "format_version": STATIC_FORMAT_VERSION,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "model_fingerprint": model_digest(run.path)[:8].hex(),
+        "model_fingerprint": model_fingerprint(run.path),
         "codebook_size": k,
         "images": len(arrays),
         "codes": int(counts.sum()),

@@ -12,7 +12,6 @@ is never used with another VQ-VAE: its codes would mean something else.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from datetime import UTC, datetime
@@ -27,7 +26,13 @@ from vqkit import __version__
 from vqkit.config import ConfigError
 from vqkit.priors.config import PriorConfig, prior_config_from_dict, prior_config_to_dict
 from vqkit.priors.model import CodePrior
-from vqkit.training.checkpoint import MODEL_FILE, RunError, atomic_write, model_state, write_json
+from vqkit.training.checkpoint import (
+    RunError,
+    atomic_write,
+    model_fingerprint,
+    model_state,
+    write_json,
+)
 
 PRIOR_FORMAT = "vqkit-prior"
 PRIOR_FORMAT_VERSION = 1
@@ -36,14 +41,6 @@ PRIOR_CONFIG_FILE = "prior_config.json"
 PRIOR_STATE_FILE = "prior_train_state.pt"
 PRIOR_METRICS_FILE = "prior_metrics.jsonl"
 PRIOR_EVAL_FILE = "prior_eval.json"
-
-
-def model_fingerprint(run_dir: str | Path) -> str:
-    """First 16 hex digits of the SHA-256 of the run's VQ-VAE weights file."""
-    path = Path(run_dir) / MODEL_FILE
-    if not path.is_file():
-        raise RunError(f"{run_dir} has no trained VQ-VAE ({MODEL_FILE} is missing)")
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def prior_exists(run_dir: str | Path) -> bool:

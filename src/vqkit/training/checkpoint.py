@@ -11,6 +11,7 @@ Every file is written to a temporary name and renamed, so a crash never leaves h
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -160,6 +161,20 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> VQVAE
     except RuntimeError as e:  # missing/unexpected keys or shape mismatches
         raise RunError(f"{weights} does not match its config.json: {str(e)[:500]}") from e
     return model.to(device).eval()
+
+
+def model_digest(run_dir: str | Path) -> bytes:
+    """SHA-256 of the run's weights file: identifies the exact model that codes, priors and
+    compressed files belong to."""
+    path = Path(run_dir) / MODEL_FILE
+    if not path.is_file():
+        raise RunError(f"{run_dir} has no trained weights ({MODEL_FILE} is missing)")
+    return hashlib.sha256(path.read_bytes()).digest()
+
+
+def model_fingerprint(run_dir: str | Path) -> str:
+    """The first 8 bytes of :func:`model_digest` in hex (16 characters)."""
+    return model_digest(run_dir)[:8].hex()
 
 
 def save_train_state(run_dir: Path, state: dict[str, Any]) -> None:

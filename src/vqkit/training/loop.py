@@ -38,6 +38,7 @@ from vqkit.training.schedule import Horizon, learning_rate
 from vqkit.visual import save_reconstruction_grid
 
 FIXED_BATCH = 8  # images in the reconstruction picture saved with each checkpoint
+STATIC_FIT_IMAGES = 20_000  # training images whose codes fit the codec's static frequency table
 
 
 class TrainingDiverged(RuntimeError):
@@ -351,6 +352,14 @@ def train(
     if main and final:
         _append_metrics(run_dir, {"type": "eval", "step": step, "elapsed_s": elapsed, **final})
     save(final if stopped == "finished" else None)
+    if main and stopped == "finished" and cfg.model.quantizer.enabled:
+        # The codec's static entropy model: code frequencies over (a deterministic part of) the
+        # training split, so `vqkit compress` works on a fresh run. Imported here because the
+        # codec builds on training, not the other way round.
+        from vqkit.codec import fit_static_model
+
+        part = td.train[:STATIC_FIT_IMAGES].permute(0, 2, 3, 1).numpy()
+        fit_static_model(run_dir, list(part), device=str(device))
     vdist.barrier()
     return TrainResult(run_dir=run_dir, step=step, stopped=stopped, holdout=final)
 
