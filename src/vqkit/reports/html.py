@@ -1,0 +1,305 @@
+"""One self-contained HTML report of a run folder: every picture is a base64 PNG data URI, the style
+is inline, there is no script and nothing is fetched. It is drawn only from the JSON results and
+pictures already in the folder (STYLE.md item 9): no model is loaded or run. A section whose files
+are missing is left out, and the report says which command would add it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from vqkit import __version__
+from vqkit.reports.plots import training_curves_png, xy_plot_png
+from vqkit.reports.tables import denoise_table, dict_table, probe_table, records_table
+from vqkit.tasks import artifacts
+from vqkit.training.checkpoint import CONFIG_FILE, METRICS_FILE, RunError, read_config_doc, write_text
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1100px;
+       padding: 1.5em 2em 4em; color: #1d1d1f; line-height: 1.45; }
+h1 { margin-bottom: 0.1em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
+.meta { color: #666; font-size: 0.9em; }
+table { border-collapse: collapse; margin: 0.6em 0 1em; font-size: 0.9em; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #f4f4f6; }
+table.kv td:last-child { text-align: left; max-width: 60em; overflow-wrap: anywhere; }
+details { margin: 0.5em 0 1em; } summary { cursor: pointer; color: #555; }
+img { max-width: 100%; image-rendering: pixelated; display: block; margin: 0.5em 0; }
+img.plot { image-rendering: auto; }
+figure { margin: 0.8em 0; } figcaption { color: #555; font-size: 0.85em; }
+.note { color: #8a6d00; background: #fff8e1; padding: 0.4em 0.8em; border-radius: 4px; }
+pre { background: #f6f8fa; padding: 0.8em; overflow-x: auto; font-size: 0.8em; }
+nav a { margin-right: 0.8em; }
+"""
+
+
+def _png(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def _figure(data: bytes, caption: str, plot: bool = False) -> str:
+    cls = ' class="plot"' if plot else ""
+    return (
+        f'<figure><img{cls} src="{_png(data)}" alt="{html.escape(caption)}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{html.escape(text)}</p>'
+
+
+class RunFolder:
+    """Read-only access to a run folder's results; broken files become notes, not exceptions."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.problems: list[str] = []
+
+    def json(self, name: str) -> Any | None:
+        f = self.path / name
+        if not f.is_file():
+            return None
+        try:
+            return json.loads(f.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            self.problems.append(f"{name} is not valid JSON ({e}); left out")
+            return None
+
+    def png(self, name: str) -> bytes | None:
+        f = self.path / name
+        if not f.is_file():
+            return None
+        data = f.read_bytes()
+        if not data.startswith(PNG_MAGIC):
+            self.problems.append(f"{name} is not a PNG file; left out")
+            return None
+        return data
+
+    def pngs(self, *patterns: str) -> list[tuple[str, bytes]]:
+        names = sorted({p.name for pattern in patterns for p in self.path.glob(pattern) if p.is_file()})
+        return [(n, d) for n in names if (d := self.png(n)) is not None]
+
+    def metrics(self) -> list[dict[str, Any]]:
+        f = self.path / METRICS_FILE
+        if not f.is_file():
+            return []
+        records = []
+        for i, line in enumerate(f.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    self.problems.append(f"{METRICS_FILE} line {i} is not valid JSON; skipped")
+        return records
+
+
+Section = tuple[str, str, str | None]  # (id, title, body html; None: missing)
+
+
+def _training(rf: RunFolder) -> str | None:
+    records = rf.metrics()
+    png = training_curves_png(records)
+    if png is None:
+        return None
+    last = [r for r in records if r.get("type") == "train"][-1:]
+    text = ""
+    if last:
+        r = last[0]
+        text = (
+            f"<p>{r['step']} steps, {r.get('epoch', 0):.2f} epochs, "
+            f"{r.get('elapsed_s', 0) / 60:.1f} minutes of training.</p>"
+        )
+    return text + _figure(png, "training curves from metrics.jsonl", plot=True)
+
+
+def _reconstructions(rf: RunFolder) -> str | None:
+    pictures = rf.pngs("reconstructions.png", "reconstruction.png", "reconstruction_*.png")
+    if not pictures:
+        return None
+    return "".join(_figure(d, f"{n}: originals (top) and reconstructions (bottom)") for n, d in pictures)
+
+
+def _evaluation(rf: RunFolder) -> str | None:
+    parts = []
+    for name in ["eval.json", *sorted(p.name for p in rf.path.glob("eval_*.json"))]:
+        doc = rf.json(name)
+        if isinstance(doc, dict):
+            parts.append(f"<h3>{html.escape(name)}</h3>" + dict_table(doc))
+    return "".join(parts) or None
+
+
+def _codebook(rf: RunFolder) -> str | None:
+    doc = rf.json(artifacts.CODEBOOK_FILE)
+    tiles = rf.png(artifacts.CODEBOOK_TILES)
+    if doc is None and tiles is None:
+        return None
+    parts = []
+    if isinstance(doc, dict):
+        keys = (
+            "data",
+            "num_images",
+            "codebook_size",
+            "codebook_usage",
+            "dead_codes",
+            "perplexity",
+            "code_entropy_bits",
+        )
+        parts.append(dict_table({k: doc[k] for k in keys if k in doc}))
+    if tiles is not None:
+        parts.append(
+            _figure(
+                tiles, "each code decoded at the centre of the most common code, most used first (row by row)"
+            )
+        )
+    for name, caption in (
+        (artifacts.CODEBOOK_USAGE, "code usage, most used first"),
+        (artifacts.CODEBOOK_CLASSES, "per-class code usage"),
+    ):
+        png = rf.png(name)
+        if png is not None:
+            parts.append(_figure(png, caption, plot=True))
+    if isinstance(doc, dict) and isinstance(doc.get("per_class_top_codes"), dict):
+        rows = [
+            {"class": c, "most used codes": ", ".join(map(str, codes))}
+            for c, codes in doc["per_class_top_codes"].items()
+        ]
+        parts.append(records_table(rows))
+    return "".join(parts)
+
+
+def _samples(rf: RunFolder) -> str | None:
+    parts = []
+    doc = rf.json("prior_eval.json")
+    if isinstance(doc, dict):
+        parts.append("<h3>prior (held-out code grids)</h3>" + dict_table(doc))
+    for name, data in rf.pngs("sample*.png", "samples*.png", "completion*.png", "complete*.png"):
+        parts.append(_figure(data, name))
+    return "".join(parts) or None
+
+
+def _rate_distortion(rf: RunFolder) -> str | None:
+    parts = []
+    for f in sorted({*rf.path.glob("rate_distortion*.json"), *rf.path.glob("rd*.json")}):
+        doc = rf.json(f.name)
+        if doc is None:
+            continue
+        points = doc if isinstance(doc, list) else doc.get("points") or doc.get("results")
+        parts.append(f"<h3>{html.escape(f.name)}</h3>")
+        if isinstance(points, list) and points and all(isinstance(p, dict) for p in points):
+            rate = next(
+                (k for k in ("bpp_actual", "bpp", "bpp_estimated", "bpp_nominal") if k in points[0]), None
+            )
+            if rate and "psnr" in points[0]:
+                xy = ([float(p[rate]) for p in points], [float(p["psnr"]) for p in points])
+                parts.append(
+                    _figure(
+                        xy_plot_png({f.stem: xy}, rate, "PSNR (dB)", "rate-distortion"),
+                        f"PSNR against {rate}",
+                        plot=True,
+                    )
+                )
+            parts.append(records_table(points))
+        if isinstance(doc, dict):
+            parts.append(dict_table({k: v for k, v in doc.items() if k not in ("points", "results")}))
+    return "".join(parts) or None
+
+
+def _denoising(rf: RunFolder) -> str | None:
+    doc = rf.json(artifacts.DENOISE_FILE)
+    examples = rf.png(artifacts.DENOISE_EXAMPLES)
+    if doc is None and examples is None:
+        return None
+    parts = [denoise_table(doc)] if isinstance(doc, dict) else []
+    if examples is not None:
+        parts.append(_figure(examples, "clean (top), noisy (middle), denoised by the run (bottom)"))
+    return "".join(parts)
+
+
+def _probe(rf: RunFolder) -> str | None:
+    doc = rf.json(artifacts.PROBE_FILE)
+    return probe_table(doc) if isinstance(doc, dict) else None
+
+
+def _anomaly(rf: RunFolder) -> str | None:
+    doc = rf.json(artifacts.ANOMALY_FILE)
+    return dict_table(doc) if isinstance(doc, dict) else None
+
+
+SECTIONS: list[tuple[str, str, Callable[[RunFolder], str | None], str]] = [
+    ("evaluation", "Evaluation", _evaluation, "vqkit eval RUN --data SPEC --json RUN/eval_NAME.json"),
+    ("training", "Training curves", _training, "metrics.jsonl is written by vqkit train"),
+    ("reconstructions", "Reconstructions", _reconstructions, "vqkit train writes reconstructions.png"),
+    ("codebook", "Codebook", _codebook, "vqkit codebook RUN -o codebook.png"),
+    ("samples", "Samples and prior", _samples, "vqkit prior train RUN; vqkit sample RUN -o RUN/samples.png"),
+    ("rate-distortion", "Rate-distortion", _rate_distortion, "rate_distortion.json from the codec benchmark"),
+    ("denoising", "Denoising", _denoising, "benchmarks/denoise.py --run RUN"),
+    ("probe", "Linear probe and k-NN", _probe, "vqkit probe RUN --train SPEC --test SPEC"),
+    ("anomaly", "Anomaly detection", _anomaly, "vqkit anomaly RUN --data SPEC --anomaly-class C"),
+]
+
+
+def build_report(run_dir: str | Path) -> str:
+    """The report's HTML text. Raises RunError when ``run_dir`` is not a run folder."""
+    run_dir = Path(run_dir)
+    doc = read_config_doc(run_dir)
+    rf = RunFolder(run_dir)
+    body, missing = [], []
+    for sid, title, render, how in SECTIONS:
+        try:
+            content = render(rf)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            # A result file of an unexpected shape (another vqkit version, edited by hand).
+            rf.problems.append(f"{title}: a result file has an unexpected layout ({type(e).__name__}: {e})")
+            continue
+        if content is None:
+            missing.append(f"{title} ({how})")
+        else:
+            body.append((sid, title, content))
+    config = json.dumps(doc.get("config", {}), indent=2)
+    commit = doc.get("git_commit")
+    source = f"git {commit[:12]}{' (dirty)' if doc.get('git_dirty') else ''}" if commit else "no git record"
+    made = datetime.now(UTC).isoformat(timespec="seconds")
+    meta = (
+        f"created {doc.get('created', '?')} with vqkit {doc.get('vqkit_version', '?')}, {source}; "
+        f"report made {made} by vqkit {__version__}"
+    )
+    nav = " ".join(f'<a href="#{sid}">{html.escape(t)}</a>' for sid, t, _ in body)
+    name = html.escape(run_dir.name)
+    out = [
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        '<link rel="icon" href="data:,">',  # no favicon request
+        f"<title>vqkit report: {name}</title><style>{STYLE}</style></head><body>",
+        f"<h1>vqkit run <code>{name}</code></h1>",
+        f'<p class="meta">{html.escape(meta)}</p>',
+        f'<nav>{nav} <a href="#config">Configuration</a></nav>',
+    ]
+    if missing:
+        out.append(_note("Not in this run folder, so left out: " + "; ".join(missing) + "."))
+    out += [_note(p) for p in rf.problems]
+    for sid, title, content in body:
+        out.append(f'<section id="{sid}"><h2>{html.escape(title)}</h2>{content}</section>')
+    out.append(
+        f'<section id="config"><h2>Configuration</h2><p>From {CONFIG_FILE}; command: '
+        f"<code>{html.escape(' '.join(map(str, doc.get('argv', []))))}</code></p>"
+        f"<pre>{html.escape(config)}</pre></section>"
+    )
+    out.append("</body></html>\n")
+    return "\n".join(out)
+
+
+def write_report(run_dir: str | Path, output: str | Path) -> Path:
+    output = Path(output)
+    if output.is_dir():
+        raise RunError(f"{output} is a folder; give a file name such as report.html")
+    write_text(output, build_report(run_dir))
+    return output
