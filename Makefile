@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 DEV_INSTALLED := $(VENV)/.installed-dev
 DEMO_RUN ?= runs/demo
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install browser clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,15 @@ lint: $(DEV_INSTALLED)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
 
-test: lint
+# The report test renders HTML in headless Chromium (Debian's package). As root with apt we install it;
+# otherwise that test is skipped and says how to install it.
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium for the report test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	fi
+
+test: lint browser
 	$(VENV)/bin/pytest -m "not slow" -q
 
 clean:

@@ -58,6 +58,7 @@ def main() -> int:
     overrides = [
         *a.overrides,
         f"train.time_budget_min={a.budget}",
+        f"data.spec={a.train}",
         f"data.eval_spec={a.val}",
         f"train.eval_images={a.curve_images}",
     ]

@@ -61,7 +61,11 @@ def _timed(fn: Any, x_batches: list[Any]) -> float:
 def run_vqkit(cfg: RunConfig, budget: float, out: Path) -> dict[str, Any]:
     train_set = load_dataset(SHARED / "train")
     val = load_dataset(SHARED / "val")
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, time_budget_min=budget))
+    cfg = dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(cfg.data, spec=str(SHARED / "train")),
+        train=dataclasses.replace(cfg.train, time_budget_min=budget),
+    )
     t = time.perf_counter()
     result = train(cfg, out, data=train_set, progress=False)
     wall = time.perf_counter() - t

@@ -6,7 +6,7 @@ benchmarks/runs/rd/<recipe name>, fit its static code-frequency model on the sam
 interrupted job continues where it stopped.
 
     .venv/bin/python benchmarks/train_operating_points.py                  # every recipe, as designed
-    .venv/bin/python benchmarks/train_operating_points.py --only rd-f4-k64-30min --device cuda
+    .venv/bin/python benchmarks/train_operating_points.py --only rd-f4-k64 --device cuda
     # a smoke test: a few steps on a few images
     .venv/bin/python benchmarks/train_operating_points.py --max-steps 2 --max-images 64 \
         --prior-max-steps 2 --out /tmp/rd-smoke

@@ -36,7 +36,8 @@ def tiny_npz(tmp_path: Path) -> Path:
 
 def tiny_run_config(spec: str, **train: object) -> RunConfig:
     t = {"batch_size": 16, "lr": 3e-3, "warmup_steps": 2, "max_steps": 12, "log_every": 2,
-         "eval_every": 6, "checkpoint_every": 6, "channels_last": False, **train}  # fmt: skip
+         "eval_every": 6, "checkpoint_every": 6, "channels_last": False, "precision": "fp32",
+         **train}  # fmt: skip
     return RunConfig(
         model=tiny_model_config(restart_every=4),
         data=DataConfig(spec=spec, image_size=16, holdout=0.1),

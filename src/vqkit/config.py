@@ -106,7 +106,7 @@ class TrainConfig:
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     # "fp32", "bf16" or "auto" (bf16 where the hardware runs it natively: CUDA, AVX512-BF16/AMX
     # CPUs). The quantizer always computes in float32. See vqkit.precision.
-    precision: str = "fp32"
+    precision: str = "auto"
     channels_last: bool = True
     compile: bool = False  # torch.compile the encoder and decoder
     threads: int | None = None  # torch intra-op threads on CPU; None keeps torch's default

@@ -51,7 +51,8 @@ class Run:
             x = to_float(torch.from_numpy(np.stack(batch))).to(self.device)
             yield x.contiguous(memory_format=torch.channels_last)
 
-    def _context(self) -> contextlib.ExitStack:
+    def inference(self) -> contextlib.ExitStack:
+        """The context encode/decode/reconstruct run under: inference mode and the run's precision."""
         stack = contextlib.ExitStack()
         stack.enter_context(torch.inference_mode())
         stack.enter_context(precision.autocast(self.device, self.precision))
@@ -60,7 +61,7 @@ class Run:
     def encode(self, images: list[np.ndarray], batch_size: int = 256) -> list[np.ndarray]:
         """(H, W, C) uint8 images -> (h, w) int64 index grids, h = ceil(H / f)."""
         out: list[np.ndarray] = []
-        with self._context():
+        with self.inference():
             for x in self._batches(images, batch_size):
                 out.extend(self.model.encode(x).cpu().numpy())
         return out
@@ -70,13 +71,13 @@ class Run:
         idx = torch.as_tensor(np.asarray(indices), dtype=torch.long, device=self.device)
         if idx.min() < 0 or idx.max() >= self.model.codebook_size:
             raise ValueError(f"indices must lie in [0, {self.model.codebook_size})")
-        with self._context():
+        with self.inference():
             return to_uint8_hwc(self.model.decode_indices(idx, size).float().cpu())
 
     def reconstruct(self, images: list[np.ndarray], batch_size: int = 256) -> list[np.ndarray]:
         """(H, W, C) uint8 images -> reconstructions of the same sizes."""
         out: list[np.ndarray] = []
-        with self._context():
+        with self.inference():
             for x in self._batches(images, batch_size):
                 out.extend(to_uint8_hwc(self.model.reconstruct(x).float().cpu()))
         return out
