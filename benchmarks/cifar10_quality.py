@@ -11,32 +11,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
+import shutil
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import torch
-
+from common import ROOT, SHARED_DATA, machine
 from vqkit.config import load_config
 from vqkit.data import load_dataset
-from vqkit.training import evaluate, load_model, train
+from vqkit.training import evaluate, load_model, load_run_config, train
+from vqkit.training.loop import override_for_resume
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data" / "cifar10"
-
-
-def machine() -> dict[str, object]:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-    }
+SHARED = SHARED_DATA / "cifar10"
 
 
 def main() -> int:
@@ -49,6 +36,13 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "runs" / "cifar10")
     p.add_argument("--curve-images", type=int, default=1000, help="val images per curve point")
     p.add_argument("--tag", default="default")
+    p.add_argument(
+        "--continue-from",
+        type=Path,
+        metavar="RUN",
+        help="copy a finished run and continue it to --budget minutes in total (vqkit train --resume: "
+        "the cosine schedule restarts from where the longer horizon puts it)",
+    )
     a = p.parse_args()
 
     t0 = time.perf_counter()
@@ -62,11 +56,17 @@ def main() -> int:
         f"data.eval_spec={a.val}",
         f"train.eval_images={a.curve_images}",
     ]
-    cfg = load_config(a.config, overrides)
     run_dir = a.out / a.tag
-    for f in ("model.safetensors", "train_state.pt"):
-        (run_dir / f).unlink(missing_ok=True)
-    result = train(cfg, run_dir, data=train_set, progress=sys.stderr.isatty())
+    if a.continue_from:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.copytree(a.continue_from, run_dir)
+        cfg = override_for_resume(load_run_config(run_dir), time_budget_min=a.budget)
+        result = train(cfg, run_dir, resume=True, data=train_set, progress=sys.stderr.isatty())
+    else:
+        cfg = load_config(a.config, overrides)
+        for f in ("model.safetensors", "train_state.pt"):
+            (run_dir / f).unlink(missing_ok=True)
+        result = train(cfg, run_dir, data=train_set, progress=sys.stderr.isatty())
 
     model = load_model(run_dir)
     t1 = time.perf_counter()
@@ -87,6 +87,7 @@ def main() -> int:
         "machine": machine(),
         "config": json.loads((run_dir / "config.json").read_text())["config"],
         "budget_min": a.budget,
+        "continued_from": str(a.continue_from) if a.continue_from else None,
         "steps": result.step,
         "train_images": len(train_set),
         "val_images": len(val),

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from datetime import UTC, datetime
@@ -29,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from common import ROOT, SHARED_DATA, machine
 from vqkit.data import ImageSet, load_dataset
 from vqkit.priors import evaluate_prior, load_codes, load_prior, train_prior
 from vqkit.priors.model import CodePrior
@@ -42,19 +41,7 @@ from vqkit.priors.quality import (
 from vqkit.run import Run
 from vqkit.visual import image_grid, save_png
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
-
-
-def machine() -> dict[str, object]:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-    }
+SHARED = SHARED_DATA / "cifar10"
 
 
 def cycled_labels(prior: CodePrior, n: int) -> torch.Tensor | None:

@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -32,6 +30,7 @@ import numpy as np
 import torch
 from PIL import Image, features
 
+import common
 from vqkit.codec import Coding, compress_images, decompress
 from vqkit.codec.files import read_inputs
 from vqkit.codec.rd import bd_rate, pareto_front
@@ -176,8 +175,7 @@ def machine() -> dict[str, Any]:
             return None
 
     return {
-        "platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+        **common.machine(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "packages": {n: version(n) for n in ("torch", "numpy", "pillow", "imagecodecs", "constriction",
                                              "scikit-image")},

@@ -32,19 +32,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from cifar10_quality import SHARED, machine  # noqa: E402
-from vqkit import precision  # noqa: E402
-from vqkit.config import RunConfig, load_config  # noqa: E402
-from vqkit.data import load_dataset, to_float  # noqa: E402
-from vqkit.metrics import psnr_per_image  # noqa: E402
-from vqkit.models import VQVAE  # noqa: E402
-from vqkit.networks import Decoder, Encoder  # noqa: E402
-from vqkit.run import Run  # noqa: E402
-from vqkit.training import evaluate, load_model, train  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, SHARED_DATA, machine
+from vqkit import precision
+from vqkit.config import RunConfig, load_config
+from vqkit.data import load_dataset, to_float
+from vqkit.metrics import psnr_per_image
+from vqkit.models import VQVAE
+from vqkit.networks import Decoder, Encoder
+from vqkit.run import Run
+from vqkit.training import evaluate, load_model, train
 
 RECIPE = ROOT / "recipes" / "cifar10.json"
+SHARED = SHARED_DATA / "cifar10"
 
 
 def _timed(fn: Any, x_batches: list[Any]) -> float:

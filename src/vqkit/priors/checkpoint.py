@@ -29,8 +29,10 @@ from vqkit.priors.model import CodePrior
 from vqkit.training.checkpoint import (
     RunError,
     atomic_write,
+    load_train_state,
     model_fingerprint,
     model_state,
+    save_train_state,
     write_json,
 )
 
@@ -136,18 +138,11 @@ def load_prior(run_dir: str | Path, device: str | torch.device = "cpu") -> CodeP
 
 
 def save_prior_state(run_dir: Path, state: dict[str, Any]) -> None:
-    atomic_write(run_dir / PRIOR_STATE_FILE, lambda p: torch.save(state, p))
+    save_train_state(run_dir, state, PRIOR_STATE_FILE)
 
 
 def load_prior_state(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / PRIOR_STATE_FILE
-    if not path.is_file():
-        raise RunError(f"cannot resume the prior: {path} is missing")
-    try:
-        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for damaged or foreign files
-        raise RunError(f"cannot read {path}: {e}") from e
-    return state
+    return load_train_state(run_dir, PRIOR_STATE_FILE)
 
 
 def prior_config_of(doc: dict[str, Any]) -> PriorConfig:

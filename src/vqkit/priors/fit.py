@@ -23,7 +23,7 @@ from vqkit.priors.data import CodeSet
 from vqkit.priors.evaluate import grid_bits
 from vqkit.priors.model import LOG2, CodePrior
 from vqkit.training.loop import StopFlag, TrainingDiverged, graceful_interrupt, resolve_device
-from vqkit.training.schedule import Horizon
+from vqkit.training.schedule import Horizon, learning_rate
 
 
 @dataclass
@@ -34,15 +34,6 @@ class FitResult:
     stopped: str  # "finished" or "interrupted"
     val_bits_per_code: float | None  # at the end, None without validation grids
     history: list[dict[str, Any]] = field(default_factory=list)  # the records passed to ``log``
-
-
-def learning_rate(cfg: PriorTrainConfig, step: int, progress: float) -> float:
-    """Linear warm-up over ``warmup_steps``, then cosine from lr down to lr * min_lr_ratio."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    p = min(max(progress, 0.0), 1.0)
-    floor = cfg.lr * cfg.min_lr_ratio
-    return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * p))
 
 
 def steps_per_epoch(num_grids: int, batch_size: int) -> int:

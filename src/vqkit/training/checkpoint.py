@@ -177,12 +177,13 @@ def model_fingerprint(run_dir: str | Path) -> str:
     return model_digest(run_dir)[:8].hex()
 
 
-def save_train_state(run_dir: Path, state: dict[str, Any]) -> None:
-    atomic_write(run_dir / STATE_FILE, lambda p: torch.save(state, p))
+def save_train_state(run_dir: Path, state: dict[str, Any], name: str = STATE_FILE) -> None:
+    atomic_write(run_dir / name, lambda p: torch.save(state, p))
 
 
-def load_train_state(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / STATE_FILE
+def load_train_state(run_dir: Path, name: str = STATE_FILE) -> dict[str, Any]:
+    """A training-state file (tensors and plain containers only: ``weights_only=True``)."""
+    path = run_dir / name
     if not path.is_file():
         raise RunError(f"cannot resume: {path} is missing")
     try:

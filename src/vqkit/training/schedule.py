@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 from vqkit.config import ConfigError, TrainConfig
 
@@ -46,7 +47,18 @@ class Horizon:
         return self.progress(step, elapsed_s) >= 1.0
 
 
-def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
+class ScheduleConfig(Protocol):
+    """What the schedule reads: the VQ-VAE's TrainConfig and the prior's PriorTrainConfig both fit."""
+
+    @property
+    def lr(self) -> float: ...
+    @property
+    def warmup_steps(self) -> int: ...
+    @property
+    def min_lr_ratio(self) -> float: ...
+
+
+def learning_rate(cfg: ScheduleConfig, step: int, progress: float) -> float:
     """Linear warm-up over ``warmup_steps``, then cosine from lr down to lr * min_lr_ratio."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
