@@ -138,7 +138,7 @@ def test_features_match_the_models_codes(run_dir: Path, data_dir: Path, tmp_path
     np.testing.assert_allclose(z["histograms"].sum(1), 1.0)
     counts = np.stack([np.bincount(g.reshape(-1), minlength=k) for g in z["indices"]])
     np.testing.assert_allclose(z["histograms"], counts / 16)
-    with run._context():  # encoder output as Run computes it (its precision and memory format)
+    with run.inference():  # encoder output as Run computes it (its precision and memory format)
         x = to_float(torch.from_numpy(data.as_array())).contiguous(memory_format=torch.channels_last)
         latents = run.model.encode_latents(x).float()
     np.testing.assert_allclose(z["latent_mean"], latents.mean((2, 3)).numpy(), rtol=1e-5, atol=1e-6)
