@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import importlib
-import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -30,7 +29,7 @@ from vqkit.codec.container import CodecError
 from vqkit.codec.tables import frequencies_from_counts, frequencies_from_logits
 from vqkit.data import ImageSet, load_dataset
 from vqkit.run import Run
-from vqkit.training.checkpoint import RunError, model_fingerprint, write_json
+from vqkit.training.checkpoint import RunError, model_fingerprint, read_format_json, write_json
 
 STATIC_FILE = "entropy_static.json"
 STATIC_FORMAT = "vqkit-entropy-static"
@@ -100,14 +99,7 @@ def load_static_table(run_dir: Path, codebook_size: int, digest: bytes) -> np.nd
     path = Path(run_dir) / STATIC_FILE
     if not path.is_file():
         return None
-    try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise RunError(f"{path} is not valid JSON: {e}") from e
-    if not isinstance(doc, dict) or doc.get("format") != STATIC_FORMAT:
-        raise RunError(f"{path} is not a vqkit static entropy model")
-    if int(doc.get("format_version", -1)) > STATIC_FORMAT_VERSION:
-        raise RunError(f"{path} was written by a newer vqkit; upgrade")
+    doc = read_format_json(path, STATIC_FORMAT, STATIC_FORMAT_VERSION, "static entropy model")
     if doc.get("model_fingerprint") != digest[:8].hex():
         raise RunError(
             f"{path} was fitted for another model; refit it (vqkit compress RUN --fit-static DATA)"

@@ -32,6 +32,7 @@ from vqkit.training.checkpoint import (
     load_train_state,
     model_fingerprint,
     model_state,
+    read_format_json,
     save_train_state,
     write_json,
 )
@@ -89,13 +90,7 @@ def read_prior_doc(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / PRIOR_CONFIG_FILE
     if not path.is_file():
         raise RunError(f"{run_dir} has no prior ({PRIOR_CONFIG_FILE} is missing); run `vqkit prior train`")
-    try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise RunError(f"{path} is not valid JSON: {e}") from e
-    if not isinstance(doc, dict) or doc.get("format") != PRIOR_FORMAT:
-        raise RunError(f"{path} is not a vqkit prior config")
-    return doc
+    return read_format_json(path, PRIOR_FORMAT, PRIOR_FORMAT_VERSION, "prior config")
 
 
 def load_prior(run_dir: str | Path, device: str | torch.device = "cpu") -> CodePrior:

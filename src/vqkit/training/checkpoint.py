@@ -102,23 +102,29 @@ def save_config(run_dir: Path, cfg: RunConfig, meta: dict[str, Any] | None = Non
     write_json(run_dir / CONFIG_FILE, doc)
 
 
+def read_format_json(path: Path, fmt: str, max_version: int, what: str) -> dict[str, Any]:
+    """A self-describing JSON file of vqkit's: parsed, its ``format`` name and ``format_version``
+    checked. RunError for broken JSON, another format (``what`` names the expected one) or a newer
+    version."""
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RunError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        raise RunError(f"{path} is not a vqkit {what}")
+    if int(doc.get("format_version", -1)) > max_version:
+        version = doc["format_version"]
+        raise RunError(f"{path} was written by a newer vqkit ({what} format {version}); upgrade")
+    return doc
+
+
 def read_config_doc(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / CONFIG_FILE
     if not Path(run_dir).is_dir():
         raise RunError(f"run folder not found: {run_dir}")
     if not path.is_file():
         raise RunError(f"{run_dir} is not a vqkit run: {CONFIG_FILE} is missing")
-    try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise RunError(f"{path} is not valid JSON: {e}") from e
-    if doc.get("format") != RUN_FORMAT:
-        raise RunError(f"{path} is not a vqkit run config (format={doc.get('format')!r})")
-    if int(doc.get("format_version", -1)) > RUN_FORMAT_VERSION:
-        raise RunError(
-            f"{run_dir} was written by a newer vqkit (run format {doc['format_version']}); upgrade"
-        )
-    return doc
+    return read_format_json(path, RUN_FORMAT, RUN_FORMAT_VERSION, "run config")
 
 
 def load_run_config(run_dir: Path) -> RunConfig:
