@@ -1,6 +1,6 @@
 """Training, encode and decode throughput of vqkit against the stack a user assembles today.
 
-    python benchmarks/throughput.py [--budget MIN] [--quick]
+    python benchmarks/throughput.py [--budget MIN] [--quick] [--device cuda] [--max-train-images N]
 
 Both stacks use the same encoder/decoder (recipes/cifar10.json's networks) and batch size on the
 CIFAR-10 training images, for the same wall-clock budget, then are evaluated on the lossless val set:
@@ -47,35 +47,47 @@ RECIPE = ROOT / "recipes" / "cifar10.json"
 SHARED = SHARED_DATA / "cifar10"
 
 
-def _timed(fn: Any, x_batches: list[Any]) -> float:
-    """Images per second of ``fn`` over the batches (one warm-up batch first)."""
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Any, x_batches: list[Any], device: torch.device) -> float:
+    """Images per second of ``fn`` over the batches (one warm-up batch first; GPU work is waited for)."""
     fn(x_batches[0])
+    _sync(device)
     t = time.perf_counter()
     n = 0
     for x in x_batches:
         fn(x)
         n += len(x)
+    _sync(device)
     return n / (time.perf_counter() - t)
 
 
-def run_vqkit(cfg: RunConfig, budget: float, out: Path) -> dict[str, Any]:
-    train_set = load_dataset(SHARED / "train")
-    val = load_dataset(SHARED / "val")
+def _peak_gpu_mb(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+
+
+def run_vqkit(cfg: RunConfig, budget: float, out: Path, a: argparse.Namespace) -> dict[str, Any]:
+    device = torch.device(a.device)
+    train_set = load_dataset(a.train, max_images=a.max_train_images)
+    val = load_dataset(a.val)
     cfg = dataclasses.replace(
         cfg,
-        data=dataclasses.replace(cfg.data, spec=str(SHARED / "train")),
-        train=dataclasses.replace(cfg.train, time_budget_min=budget),
+        data=dataclasses.replace(cfg.data, spec=str(a.train)),
+        train=dataclasses.replace(cfg.train, time_budget_min=budget, device=a.device),
     )
     t = time.perf_counter()
     result = train(cfg, out, data=train_set, progress=False)
     wall = time.perf_counter() - t
     rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
     steps_s = max(r["elapsed_s"] for r in rows if r["type"] == "train")
-    model = load_model(out)
-    ev = evaluate(model, val.images, batch_size=256, with_ssim=False)
+    model = load_model(out).to(device)
+    ev = evaluate(model, val.images, batch_size=256, with_ssim=False, device=device)
     # The product's inference path (vqkit.Run: channels-last, bf16 where the CPU has it natively),
     # from uint8 images to uint8 images, conversions included.
-    run = Run.load(out)
+    run = Run.load(out, device)
     chunks = [val.images[i : i + 256] for i in range(0, len(val), 256)]
     codes = [np.stack(run.encode(c)) for c in chunks]
     decoded = np.concatenate([run.decode(c) for c in codes])
@@ -92,18 +104,20 @@ def run_vqkit(cfg: RunConfig, budget: float, out: Path) -> dict[str, Any]:
         "codebook_usage": ev["codebook_usage"],
         "perplexity": ev["perplexity"],
         "val_psnr_inference_path": psnr_fast,
-        "inference_precision": str(precision.resolve("auto", torch.device("cpu"))),
-        "encode_images_per_s": _timed(run.encode, chunks),
-        "decode_images_per_s": _timed(run.decode, codes),
+        "inference_precision": str(precision.resolve("auto", device)),
+        "encode_images_per_s": _timed(run.encode, chunks, device),
+        "decode_images_per_s": _timed(run.decode, codes, device),
+        "peak_gpu_mb": _peak_gpu_mb(device),
     }
 
 
-def run_reference(cfg: RunConfig, budget: float) -> dict[str, Any]:
+def run_reference(cfg: RunConfig, budget: float, a: argparse.Namespace) -> dict[str, Any]:
     from vector_quantize_pytorch import VectorQuantize
 
+    device = torch.device(a.device)
     torch.manual_seed(cfg.train.seed)
-    train_set = load_dataset(SHARED / "train")
-    val = load_dataset(SHARED / "val")
+    train_set = load_dataset(a.train, max_images=a.max_train_images)
+    val = load_dataset(a.val)
     images = torch.from_numpy(train_set.as_array()).permute(0, 3, 1, 2).float() / 255
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(images), batch_size=cfg.train.batch_size, shuffle=True, drop_last=True
@@ -117,13 +131,15 @@ def run_reference(cfg: RunConfig, budget: float) -> dict[str, Any]:
         commitment_weight=0.25,
         accept_image_fmap=True,
     )
+    enc, dec, vq = enc.to(device), dec.to(device), vq.to(device)
     params = [*enc.parameters(), *dec.parameters(), *vq.parameters()]
     opt = torch.optim.Adam(params, lr=3e-4)
     steps, t0 = 0, time.perf_counter()
     done = False
     while not done:
         for (x,) in loader:
-            flip = torch.rand(len(x)) < 0.5
+            x = x.to(device, non_blocking=True)
+            flip = torch.rand(len(x), device=device) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
             quantized, _, commit = vq(enc(x))
             loss = F.mse_loss(dec(quantized), x) + commit.sum()
@@ -136,7 +152,7 @@ def run_reference(cfg: RunConfig, budget: float) -> dict[str, Any]:
                 break
     train_s = time.perf_counter() - t0
     enc.eval(), dec.eval(), vq.eval()
-    xs = [to_float(torch.from_numpy(val.as_array()[i : i + 256])) for i in range(0, len(val), 256)]
+    xs = [to_float(torch.from_numpy(val.as_array()[i : i + 256])).to(device) for i in range(0, len(val), 256)]
 
     @torch.no_grad()
     def encode(x: torch.Tensor) -> torch.Tensor:
@@ -159,15 +175,21 @@ def run_reference(cfg: RunConfig, budget: float) -> dict[str, Any]:
         "val_psnr": float(psnr.clamp(max=100).mean()),
         "codebook_usage": float((counts > 0).double().mean()),
         "perplexity": float(torch.exp(-(nz * nz.log()).sum())),
-        "encode_images_per_s": _timed(encode, xs),
-        "decode_images_per_s": _timed(decode, codes),
+        "encode_images_per_s": _timed(encode, xs, device),
+        "decode_images_per_s": _timed(decode, codes, device),
+        "peak_gpu_mb": _peak_gpu_mb(device),
     }
 
 
-def step_cost(cfg: RunConfig, steps: int = 8) -> float:
+CPU = torch.device("cpu")
+
+
+def step_cost(cfg: RunConfig, steps: int = 8, device: torch.device = CPU) -> float:
     """Training images per second for ``cfg`` on random data (no loading), after 2 warm-up steps."""
+    if device.type == "cuda":
+        steps *= 8  # a GPU step is short: time more of them
     torch.manual_seed(0)
-    model = VQVAE(cfg.model).train()
+    model = VQVAE(cfg.model).to(device).train()
     fmt = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)  # type: ignore[call-overload]
     if cfg.train.compile:
@@ -175,21 +197,23 @@ def step_cost(cfg: RunConfig, steps: int = 8) -> float:
         model.decoder.compile()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
     size = cfg.data.image_size
-    x = torch.rand(cfg.train.batch_size, 3, size, size).contiguous(memory_format=fmt)
+    x = torch.rand(cfg.train.batch_size, 3, size, size, device=device).contiguous(memory_format=fmt)
     for i in range(steps + 2):
         if i == 2:
+            _sync(device)
             t = time.perf_counter()
-        with precision.autocast(torch.device("cpu"), cfg.train.precision):
+        with precision.autocast(device, cfg.train.precision):
             loss = model(x).losses["total"]
         opt.zero_grad()
         loss.backward()
         opt.step()
+    _sync(device)
     return steps * cfg.train.batch_size / (time.perf_counter() - t)
 
 
-def child(stack: str, budget: float, out: Path) -> None:
+def child(stack: str, budget: float, out: Path, a: argparse.Namespace) -> None:
     cfg = load_config(RECIPE)
-    res = run_vqkit(cfg, budget, out) if stack == "vqkit" else run_reference(cfg, budget)
+    res = run_vqkit(cfg, budget, out, a) if stack == "vqkit" else run_reference(cfg, budget, a)
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(res))
 
@@ -200,14 +224,22 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="skip ablations and scaling")
     p.add_argument("--child", choices=["vqkit", "reference"], help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "runs" / "throughput")
+    p.add_argument("--device", default="cpu", help="torch device for both stacks (cpu, cuda)")
+    p.add_argument("--train", default=str(SHARED / "train"), help="training images")
+    p.add_argument("--val", default=str(SHARED / "val"), help="evaluation images")
+    p.add_argument("--max-train-images", type=int, help="train on the first N images (both stacks)")
     a = p.parse_args()
     if a.child:
-        child(a.child, a.budget, a.out / a.child)
+        child(a.child, a.budget, a.out / a.child, a)
         return 0
 
+    device = torch.device(a.device)
     stacks: dict[str, dict[str, Any]] = {}
     for stack in ("reference", "vqkit"):
-        cmd = [sys.executable, __file__, "--child", stack, "--budget", str(a.budget), "--out", str(a.out)]
+        cmd = [sys.executable, __file__, "--child", stack, "--budget", str(a.budget), "--out", str(a.out),
+               "--device", a.device, "--train", a.train, "--val", a.val]  # fmt: skip
+        if a.max_train_images:
+            cmd += ["--max-train-images", str(a.max_train_images)]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode or not line:
@@ -228,18 +260,22 @@ def main() -> int:
             return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train_changes))
 
         ablations = {
-            "default (channels_last, precision auto)": step_cost(cfg),
-            "precision fp32": step_cost(variant(precision="fp32")),
-            "channels_last off": step_cost(variant(channels_last=False)),
-            "torch.compile on": step_cost(variant(compile=True)),
+            "default (channels_last, precision auto)": step_cost(cfg, device=device),
+            "precision fp32": step_cost(variant(precision="fp32"), device=device),
+            "channels_last off": step_cost(variant(channels_last=False), device=device),
+            "torch.compile on": step_cost(variant(compile=True), device=device),
         }
         for k in (256, 1024, 4096, 8192):
             q = dataclasses.replace(cfg.model.quantizer, codebook_size=k)
             c = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, quantizer=q))
-            scaling.append({"codebook_size": k, "image_size": 32, "train_images_per_s": step_cost(c)})
+            scaling.append(
+                {"codebook_size": k, "image_size": 32, "train_images_per_s": step_cost(c, device=device)}
+            )
         for size in (64, 128):
             c = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, image_size=size))
-            scaling.append({"codebook_size": 512, "image_size": size, "train_images_per_s": step_cost(c)})
+            scaling.append(
+                {"codebook_size": 512, "image_size": size, "train_images_per_s": step_cost(c, device=device)}
+            )
 
     print(f"\n{'':26}{'reference':>12}{'vqkit':>12}{'ratio':>8}")
     for key, label in [
@@ -250,7 +286,10 @@ def main() -> int:
         ("codebook_usage", "codebook usage"),
         ("perplexity", "perplexity"),
         ("peak_rss_mb", "peak memory (MB RSS)"),
+        ("peak_gpu_mb", "peak GPU memory (MB)"),
     ]:
+        if ref.get(key) is None:
+            continue
         print(f"{label:26}{ref[key]:12.2f}{ours[key]:12.2f}{ours[key] / ref[key]:8.2f}")
     if ablations:
         print("\nvqkit training step, images/s (random data, batch from the recipe)")
@@ -265,6 +304,10 @@ def main() -> int:
         "command": " ".join(["python", *sys.argv]),
         "machine": machine(),
         "budget_min": a.budget,
+        "device": a.device,
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "train_data": a.train,
+        "max_train_images": a.max_train_images,
         "batch_size": cfg.train.batch_size,
         "stacks": stacks,
         "ratios_vqkit_over_reference": ratios,
@@ -274,7 +317,8 @@ def main() -> int:
     }
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"throughput-{datetime.now(UTC).strftime('%Y%m%d-%H%M')}.json"
+    tag = "" if device.type == "cpu" else f"-{device.type}"
+    path = out / f"throughput{tag}-{datetime.now(UTC).strftime('%Y%m%d-%H%M')}.json"
     path.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"wrote {path}")
     return 0

@@ -223,6 +223,9 @@ def train(
     fixed = td.holdout[:FIXED_BATCH] or [
         td.train[i].permute(1, 2, 0).numpy() for i in range(min(FIXED_BATCH, len(td.train)))
     ]
+    # On a GPU the uint8 training images (N, C, S, S) live on the card (CIFAR-10: 141 MB), so each
+    # batch is gathered, converted and augmented there; the host only draws the random indices.
+    train_images = td.train.to(device) if device.type == "cuda" else td.train
 
     def save(final_eval: dict[str, Any] | None = None) -> None:
         if not main:
@@ -267,7 +270,7 @@ def train(
             lr = learning_rate(tc, step, horizon.progress(step, elapsed))
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            x = _batch(td.train, cfg, step, steps_per_epoch)
+            x = _batch(train_images, cfg, step, steps_per_epoch)
             # Denoising: the network sees a corrupted copy and is scored against the clean batch.
             noisy = corrupt(x, torch.Generator().manual_seed(tc.seed * 31_337 + step)) if corrupt else x
             x, noisy = (t.tensor_split(world)[vdist.rank()] for t in (x, noisy))
