@@ -16,6 +16,7 @@ process). BD-rate (codec/rd.py) of vqkit against each classic codec. JSON first
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import sys
@@ -34,9 +35,11 @@ import common
 from vqkit.codec import Coding, compress_images, decompress
 from vqkit.codec.files import read_inputs
 from vqkit.codec.rd import bd_rate, pareto_front
+from vqkit.config import load_config, to_dict
 from vqkit.data import to_float
 from vqkit.metrics import psnr_per_image, ssim_per_image
 from vqkit.run import Run
+from vqkit.training.checkpoint import load_run_config, read_config_doc
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -124,6 +127,7 @@ def measure_classic(codec: str, setting: float, images: list[np.ndarray]) -> dic
 
 def measure_vqkit(run_dir: Path, images: list[np.ndarray], a: argparse.Namespace) -> list[dict[str, Any]]:
     coding = Coding(Run.load(run_dir, a.device, a.precision))
+    trained = provenance(run_dir)
     warm = compress_images(coding, images[:4], entropy_model="raw", quality=False)  # first-call costs
     decompress(coding, warm.files[0])
     points: list[dict[str, Any]] = []
@@ -154,7 +158,7 @@ def measure_vqkit(run_dir: Path, images: list[np.ndarray], a: argparse.Namespace
         s = result.summary()
         points.append({
             "codec": "vqkit", "setting": f"{run_dir.name}/{model}", "run": str(run_dir),
-            "entropy_model": model,
+            "entropy_model": model, "trained": trained,
             "bpp": bpp([len(f) for f in result.files], images), "psnr": psnr, "ssim": ssim,
             "compress_ips": len(images) / (t1 - t0), "decompress_ips": n_decode / (t2 - t1),
             "images": len(images), "decoded_images": n_decode,
@@ -165,6 +169,32 @@ def measure_vqkit(run_dir: Path, images: list[np.ndarray], a: argparse.Namespace
     if not points:
         raise SystemExit(f"{run_dir}: no entropy model of {a.entropy_models} is available")
     return points
+
+
+def provenance(run_dir: Path) -> dict[str, Any]:
+    """How a run was trained, read from its own files, so each operating point can be retrained:
+    the recipes in recipes/ whose model section equals the run's, the device, the time budget, the
+    optimizer steps, the images seen and the training data."""
+    doc = read_config_doc(run_dir)
+    cfg = load_run_config(run_dir)
+    model = to_dict(dataclasses.replace(cfg.model, in_channels=3))
+    recipes = sorted(
+        r.stem for r in (ROOT / "recipes").glob("*.json")
+        if to_dict(dataclasses.replace(load_config(r).model, in_channels=3)) == model
+    )  # fmt: skip
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    train = [r for r in rows if r["type"] == "train"]
+    steps = max((r["step"] for r in train), default=0)
+    return {
+        "recipes": recipes,
+        "device": cfg.train.device,
+        "time_budget_min": cfg.train.time_budget_min,
+        "steps": steps,
+        "images_seen": steps * cfg.train.batch_size,
+        "train_seconds": max((r["elapsed_s"] for r in train), default=0.0),
+        "data": cfg.data.spec,
+        "argv": doc.get("argv"),
+    }
 
 
 def machine() -> dict[str, Any]:
@@ -210,6 +240,16 @@ def report(doc: dict[str, Any]) -> str:
             rate = f"{p['bpp']:.4f} | {p['psnr']:.2f} | {p['ssim']:.4f}"
             speed = f"{p['compress_ips']:.1f} | {p['decompress_ips']:.1f}"
             lines.append(f"| {p['codec']} | {p['setting']} | {rate} | {speed} |")
+        lines += ["", "| vqkit run | recipe(s) | device | trained min | steps | images seen |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        seen: set[str] = set()
+        for p in ds["points"]:
+            t = p.get("trained")
+            if p["codec"] != "vqkit" or t is None or p["run"] in seen:
+                continue
+            seen.add(p["run"])
+            lines.append(f"| {Path(p['run']).name} | {', '.join(t['recipes']) or '-'} | {t['device']} | "
+                         f"{t['train_seconds'] / 60:.1f} | {t['steps']} | {t['images_seen']} |")  # fmt: skip
         lines += ["", "| BD-rate of vqkit vs | % | PSNR range dB |", "|---|---|---|"]
         for codec, r in ds["bd_rate"].items():
             if codec != "vqkit_curve":
