@@ -32,7 +32,10 @@ def to_uint8_hwc(images: torch.Tensor) -> np.ndarray:
         raise ValueError(
             f"to_uint8_hwc expects a (B, C, H, W) float tensor, got {images.dtype} {tuple(images.shape)}"
         )
-    scaled = torch.nan_to_num(images.detach().float(), nan=0.0).clamp(0.0, 1.0).mul(255.0).round()
+    # One float32 copy, then in place: each out-of-place step would allocate and fill another full
+    # tensor, which made this conversion a quarter of the time of decoding a batch on a CPU.
+    scaled = images.detach().to(torch.float32, copy=True)
+    scaled.nan_to_num_(nan=0.0).clamp_(0.0, 1.0).mul_(255.0).round_()
     return scaled.to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
