@@ -154,7 +154,10 @@ def main() -> int:
     train = load_dataset(a.data, channels=run.channels, progress=sys.stderr.isatty())
     val = load_dataset(a.val, channels=run.channels)
     load_s = time.perf_counter() - t0
-    summary: dict[str, Any] = {"reused": True}
+    summary: dict[str, Any] = {
+        "reused": True,
+        "prior_config": json.loads((a.run / "prior_config.json").read_text()),
+    }
     if not a.reuse_prior:
         summary = train_prior(a.run, data_spec=a.data, time_budget_min=a.budget, overrides=a.overrides,
                               progress=sys.stderr.isatty(), overwrite=True, data=train)  # fmt: skip
@@ -176,7 +179,7 @@ def main() -> int:
         "command": " ".join(["python", *sys.argv]),
         "machine": machine(),
         "run": str(a.run),
-        "budget_min": a.budget,
+        "budget_min": None if a.reuse_prior else a.budget,  # a reused prior: see its prior_config.json
         "train_data": a.data,
         "val_data": a.val,
         "data_load_s": load_s,
