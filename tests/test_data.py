@@ -384,6 +384,11 @@ def test_float_uint8_round_trip_is_exact() -> None:
     assert np.array_equal(to_uint8_hwc(images), batch.numpy())
     extreme = torch.tensor([-1.0, 0.5 / 255, 1.6 / 255, 2.0, float("nan")]).view(1, 1, 1, 5)
     assert to_uint8_hwc(extreme).ravel().tolist() == [0, 0, 2, 255, 0]
+    before = extreme.clone()
+    to_uint8_hwc(extreme)  # converts in place on its own copy: the caller's tensor is untouched
+    assert torch.equal(extreme.nan_to_num(), before.nan_to_num()) and extreme.isnan().sum() == 1
+    half = to_float(batch).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    assert np.array_equal(to_uint8_hwc(half), to_uint8_hwc(half.float()))  # bf16 and layouts alike
 
 
 def _coordinate_batch(b: int, h: int, w: int) -> torch.Tensor:
