@@ -75,10 +75,8 @@ def main(argv: list[str]) -> int:
         ev = result.holdout
         summary = f"{result.stopped} at step {result.step}; run folder {result.run_dir}"
         if ev:
-            summary += (
-                f"\nholdout: psnr {ev['psnr']:.2f} dB, codebook usage "
-                f"{ev.get('codebook_usage', float('nan')):.3f}, perplexity "
-                f"{ev.get('perplexity', float('nan')):.1f}"
-            )
+            summary += f"\nholdout: psnr {ev['psnr']:.2f} dB"
+            if "codebook_usage" in ev:  # absent for a plain autoencoder
+                summary += f", codebook usage {ev['codebook_usage']:.3f}, perplexity {ev['perplexity']:.1f}"
         print(summary)
     return 0

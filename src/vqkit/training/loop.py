@@ -339,10 +339,10 @@ def train(
                 ev = run_eval()
                 if ev:
                     _append_metrics(run_dir, {"type": "eval", "step": step, "elapsed_s": elapsed, **ev})
-                    bar.write(
-                        f"step {step}: holdout psnr {ev['psnr']:.2f} dB, usage "
-                        f"{ev.get('codebook_usage', 0):.3f}, perplexity {ev.get('perplexity', 0):.1f}"
-                    )
+                    line = f"step {step}: holdout psnr {ev['psnr']:.2f} dB"
+                    if cfg.model.quantizer.enabled:  # a plain autoencoder has no codebook to report
+                        line += f", usage {ev['codebook_usage']:.3f}, perplexity {ev['perplexity']:.1f}"
+                    bar.write(line)
                 t_window = time.perf_counter()
             if ckpt_now:
                 save()
