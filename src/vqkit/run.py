@@ -73,8 +73,7 @@ class Run:
         if idx.min() < 0 or idx.max() >= self.model.codebook_size:
             raise ValueError(f"indices must lie in [0, {self.model.codebook_size})")
         with self.inference():
-            # Unclamped: to_uint8_hwc clamps while converting (one pass fewer over the batch).
-            return to_uint8_hwc(self.model.decode_indices(idx, size, clamp=False))
+            return to_uint8_hwc(self.model.decode_indices(idx, size))
 
     def reconstruct(self, images: list[np.ndarray], batch_size: int = 256) -> list[np.ndarray]:
         """(H, W, C) uint8 images -> reconstructions of the same sizes."""

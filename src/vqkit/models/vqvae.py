@@ -101,14 +101,10 @@ class VQVAE(nn.Module):
         return self.quantizer.encode(self.encode_latents(images))
 
     @torch.no_grad()
-    def decode_indices(
-        self, indices: torch.Tensor, size: tuple[int, int] | None = None, *, clamp: bool = True
-    ) -> torch.Tensor:
-        """indices (B, h, w) -> images (B, C, H, W) clamped to [0, 1] (``clamp=False``: unclamped, for
-        callers that clamp while converting); cropped to ``size`` if given."""
+    def decode_indices(self, indices: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """indices (B, h, w) -> images (B, C, H, W) clamped to [0, 1]; cropped to ``size`` if given."""
         self._require_quantizer()
-        out = self.decode(self.quantizer.indices_to_codes(indices))
-        out = out.clamp(0, 1) if clamp else out
+        out = self.decode(self.quantizer.indices_to_codes(indices)).clamp(0, 1)
         return out if size is None else out[..., : size[0], : size[1]]
 
     @torch.no_grad()
