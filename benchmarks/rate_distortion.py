@@ -173,8 +173,9 @@ def measure_vqkit(run_dir: Path, images: list[np.ndarray], a: argparse.Namespace
 
 def provenance(run_dir: Path) -> dict[str, Any]:
     """How a run was trained, read from its own files, so each operating point can be retrained:
-    the recipes in recipes/ whose model section equals the run's, the device, the time budget, the
-    optimizer steps, the images seen and the training data."""
+    the recipes in recipes/ whose model section equals the run's, the device, the seconds trained and
+    optimizer steps (from its metrics: a resumed run's config keeps its first budget), the images
+    seen and the training data."""
     doc = read_config_doc(run_dir)
     cfg = load_run_config(run_dir)
     model = to_dict(dataclasses.replace(cfg.model, in_channels=3))
@@ -188,7 +189,6 @@ def provenance(run_dir: Path) -> dict[str, Any]:
     return {
         "recipes": recipes,
         "device": cfg.train.device,
-        "time_budget_min": cfg.train.time_budget_min,
         "steps": steps,
         "images_seen": steps * cfg.train.batch_size,
         "train_seconds": max((r["elapsed_s"] for r in train), default=0.0),

@@ -32,8 +32,8 @@ def to_uint8_hwc(images: torch.Tensor) -> np.ndarray:
         raise ValueError(
             f"to_uint8_hwc expects a (B, C, H, W) float tensor, got {images.dtype} {tuple(images.shape)}"
         )
-    # One float32 copy, then in place: each out-of-place step would allocate and fill another full
-    # tensor, which made this conversion a quarter of the time of decoding a batch on a CPU.
+    # One float32 copy, then in place, instead of a new full tensor per step (in isolation, on a
+    # 256x3x32x32 bf16 batch: 9 ms -> 1-3 ms; the end-to-end decode benchmark did not move).
     scaled = images.detach().to(torch.float32, copy=True)
     scaled.nan_to_num_(nan=0.0).clamp_(0.0, 1.0).mul_(255.0).round_()
     return scaled.to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
