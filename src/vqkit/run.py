@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from vqkit import precision
 from vqkit.config import RunConfig
 from vqkit.data import to_float, to_uint8_hwc
 from vqkit.models import VQVAE
+from vqkit.networks.inference import FastDecoder
 from vqkit.training.checkpoint import load_model, load_run_config, read_config_doc
 from vqkit.training.evaluate import iter_batches
 
@@ -31,6 +32,7 @@ class Run:
     device: torch.device
     meta: dict[str, Any]
     precision: str = "auto"  # encode/decode/reconstruct arithmetic; see vqkit.precision
+    _fast: FastDecoder | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu", precision: str = "auto") -> Run:
@@ -67,18 +69,36 @@ class Run:
                 out.extend(self.model.encode(x).cpu().numpy())
         return out
 
+    @property
+    def fast_decoder(self) -> FastDecoder:
+        """The decoder in its inference form (vqkit.networks.inference), built on first use from the
+        weights as they are then: a Run is for inference, its model is not trained further."""
+        if self._fast is None:
+            self.model._require_quantizer()
+            self._fast = FastDecoder.from_model(self.model)
+        return self._fast
+
+    def decode_tensor(self, idx: torch.Tensor, size: tuple[int, int] | None = None) -> np.ndarray:
+        """(B, h, w) int64 indices on the run's device -> (B, H, W, C) uint8, without the range check;
+        call it inside ``self.inference()``."""
+        out = self.fast_decoder(idx).clamp(0, 1)
+        return to_uint8_hwc(out if size is None else out[..., : size[0], : size[1]])
+
     def decode(self, indices: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
         """(B, h, w) index grids -> (B, H, W, C) uint8 images, cropped to ``size`` when given."""
         idx = torch.as_tensor(np.asarray(indices), dtype=torch.long, device=self.device)
         if idx.min() < 0 or idx.max() >= self.model.codebook_size:
             raise ValueError(f"indices must lie in [0, {self.model.codebook_size})")
         with self.inference():
-            return to_uint8_hwc(self.model.decode_indices(idx, size))
+            return self.decode_tensor(idx, size)
 
     def reconstruct(self, images: list[np.ndarray], batch_size: int = 256) -> list[np.ndarray]:
         """(H, W, C) uint8 images -> reconstructions of the same sizes."""
         out: list[np.ndarray] = []
         with self.inference():
             for x in self._batches(images, batch_size):
-                out.extend(to_uint8_hwc(self.model.reconstruct(x)))
+                if self.model.config.quantizer.enabled:  # through the indices: the fast decoder
+                    out.extend(self.decode_tensor(self.model.encode(x), (x.shape[-2], x.shape[-1])))
+                else:
+                    out.extend(to_uint8_hwc(self.model.reconstruct(x)))
         return out

@@ -58,6 +58,8 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
+    output_offset = 0.5  # the network predicts images centred like the encoder's inputs
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         widths = _stage_widths(cfg)[::-1]
@@ -71,4 +73,4 @@ class Decoder(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, quantized: torch.Tensor) -> torch.Tensor:
-        return self.net(quantized) + 0.5  # (B, C, H, W), unclamped; callers clamp for display
+        return self.net(quantized) + self.output_offset  # (B, C, H, W), unclamped; callers clamp for display

@@ -47,7 +47,10 @@ def iter_encoded(
             recon = None
             if decode:
                 h, w = array.shape[1:3]
-                recon = to_uint8_hwc(model.decode(q.quantized).float().clamp(0, 1)[..., :h, :w].cpu())
+                if quantized_run:  # the decoder Run.decode and Run.reconstruct use
+                    recon = run.decode_tensor(q.indices, (h, w))
+                else:
+                    recon = to_uint8_hwc(model.decode(q.quantized).float().clamp(0, 1)[..., :h, :w].cpu())
         yield EncodedBatch(array, z, q.quantized, q.indices if quantized_run else None, recon)
 
 

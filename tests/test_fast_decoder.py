@@ -1,0 +1,103 @@
+"""The inference form of the decoder computes the same function as the trained one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from vqkit import VQVAE
+from vqkit.config import ModelConfig, QuantizerConfig, RunConfig
+from vqkit.networks.inference import FastDecoder, ParityConvTranspose2d
+from vqkit.run import Run
+from vqkit.training import checkpoint as ckpt
+
+from .conftest import tiny_model_config
+
+
+@pytest.mark.parametrize(("c_in", "c_out", "h", "w"), [(8, 3, 5, 7), (16, 12, 1, 1), (4, 1, 8, 8)])
+def test_parity_form_equals_transposed_convolution(c_in: int, c_out: int, h: int, w: int) -> None:
+    torch.manual_seed(0)
+    layer = nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1)
+    x = torch.randn(3, c_in, h, w)
+    with torch.no_grad():
+        want, got = layer(x), ParityConvTranspose2d(layer)(x)
+    assert got.shape == want.shape == (3, c_out, 2 * h, 2 * w)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_parity_form_refuses_other_geometry() -> None:
+    with pytest.raises(ValueError, match="kernel-4"):
+        ParityConvTranspose2d(nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1))
+
+
+def _trained_model(cfg: ModelConfig) -> VQVAE:
+    torch.manual_seed(1)
+    model = VQVAE(cfg).train()
+    model(torch.rand(16, cfg.in_channels, 16, 16))  # k-means initialisation: distinct codes
+    for p in model.decoder.parameters():  # biases are zero at initialisation: make them count
+        p.data.add_(0.05 * torch.randn_like(p))
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        tiny_model_config(),
+        tiny_model_config(lookup_dim=4, l2_normalize=True),
+        ModelConfig(
+            in_channels=1,
+            channels=16,
+            res_channels=8,
+            downsample=8,
+            quantizer=QuantizerConfig(codebook_size=32, code_dim=8),
+        ),
+    ],
+)
+@pytest.mark.parametrize("grid", [(4, 4), (3, 5), (1, 1)])
+def test_fast_decoder_equals_decoder_of_looked_up_codes(cfg: ModelConfig, grid: tuple[int, int]) -> None:
+    model = _trained_model(cfg)
+    fast = FastDecoder.from_model(model, parity=True)
+    assert any(isinstance(m, ParityConvTranspose2d) for m in fast.body)  # the image layer converted
+    idx = torch.randint(0, model.codebook_size, (5, *grid))
+    with torch.no_grad():
+        want = model.decode(model.quantizer.indices_to_codes(idx))
+        got = fast(idx)
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+        # The first layer alone, where the padding rows of the table matter most.
+        codes = model.quantizer.indices_to_codes(idx)
+        torch.testing.assert_close(fast.first_layer(idx), model.decoder.net[0](codes), atol=1e-5, rtol=1e-4)
+
+
+def test_fast_decoder_is_a_snapshot_of_the_weights() -> None:
+    model = _trained_model(tiny_model_config())
+    fast = FastDecoder.from_model(model)
+    idx = torch.randint(0, model.codebook_size, (2, 4, 4))
+    with torch.no_grad():
+        before = fast(idx)
+        model.decoder.net[0].weight.add_(1.0)
+        model.quantizer.codebook.add_(1.0)
+        assert torch.equal(fast(idx), before)
+
+
+def test_run_decode_and_reconstruct_match_the_model(tmp_path: Path) -> None:
+    model = _trained_model(tiny_model_config())
+    ckpt.save_config(tmp_path, RunConfig(model=model.config))
+    ckpt.save_model(tmp_path, model)
+    run = Run.load(tmp_path, precision="fp32")
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (14, 19, 3), dtype=np.uint8) for _ in range(3)]  # not multiples of f
+    codes = np.stack(run.encode(images))
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        want = (model.decode_indices(torch.from_numpy(codes), (14, 19)) * 255).round().permute(0, 2, 3, 1)
+        want_rec = (model.reconstruct(x) * 255).round().permute(0, 2, 3, 1)
+    got = run.decode(codes, (14, 19))
+    assert got.shape == (3, 14, 19, 3) and got.dtype == np.uint8
+    assert np.abs(got.astype(int) - want.numpy().astype(int)).max() <= 1  # rounding ties only
+    rec = np.stack(run.reconstruct(images))
+    assert np.abs(rec.astype(int) - want_rec.numpy().astype(int)).max() <= 1
