@@ -11,6 +11,10 @@ process). BD-rate (codec/rd.py) of vqkit against each classic codec. JSON first
     .venv/bin/python benchmarks/rate_distortion.py                    # the full benchmark
     .venv/bin/python benchmarks/rate_distortion.py --max-images 20 --runs /tmp/rd-smoke/*/   # quick look
     .venv/bin/python benchmarks/rate_distortion.py --report benchmarks/results/rate_distortion-X.json
+
+With ``--search P:C:L ... --search-runs RUN ...`` the listed runs are also measured with the encoder
+search (``vqkit compress --search``: codes chosen by decoded error + lambda * bits) on CIFAR-10; those
+points are named RUN+searchPxCl.../MODEL and count as their own curve point in the BD-rates.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import common
 from vqkit.codec import Coding, compress_images, decompress
 from vqkit.codec.files import read_inputs
 from vqkit.codec.rd import bd_rate, pareto_front
+from vqkit.codec.search import SearchConfig
 from vqkit.config import load_config, to_dict
 from vqkit.data import to_float
 from vqkit.metrics import psnr_per_image, ssim_per_image
@@ -125,14 +130,34 @@ def measure_classic(codec: str, setting: float, images: list[np.ndarray]) -> dic
             "decompress_ips": len(images) / (t2 - t1), "images": len(images)}  # fmt: skip
 
 
-def measure_vqkit(run_dir: Path, images: list[np.ndarray], a: argparse.Namespace) -> list[dict[str, Any]]:
+def decode_grids(run: Run, grids: list[np.ndarray], images: list[np.ndarray]) -> list[np.ndarray]:
+    """Decode each grid at its image's size, consecutive images of one size up to 256 at a time."""
+    out: list[np.ndarray] = []
+    start = 0
+    while start < len(grids):
+        end = start + 1
+        while end < len(grids) and end - start < 256 and images[end].shape == images[start].shape:
+            end += 1
+        out.extend(run.decode(np.stack(grids[start:end]), images[start].shape[:2]))
+        start = end
+    return out
+
+
+def search_label(search: SearchConfig | None) -> str:
+    return "" if search is None else f"+search{search.passes}x{search.candidates}l{search.lmbda:g}"
+
+
+def measure_vqkit(
+    run_dir: Path, images: list[np.ndarray], a: argparse.Namespace, search: SearchConfig | None = None
+) -> list[dict[str, Any]]:
     coding = Coding(Run.load(run_dir, a.device, a.precision))
+    variant = run_dir.name + search_label(search)
     trained = provenance(run_dir)
     warm = compress_images(coding, images[:4], entropy_model="raw", quality=False)  # first-call costs
     decompress(coding, warm.files[0])
     points: list[dict[str, Any]] = []
-    reference: list[np.ndarray] | None = None  # decoded images: the same for every entropy model
-    for model in a.entropy_models:
+    # A search costs far more than entropy coding: search once and let "auto" keep the smallest files.
+    for model in a.entropy_models if search is None else ["auto"]:
         if model == "static" and not coding.has_static():
             continue
         if model == "prior":
@@ -141,24 +166,23 @@ def measure_vqkit(run_dir: Path, images: list[np.ndarray], a: argparse.Namespace
             if prior is None or not all(prior.supports(g) for g in grids):
                 continue
         t0 = time.perf_counter()
-        result = compress_images(coding, images, entropy_model=model, quality=False)
+        result = compress_images(coding, images, entropy_model=model, quality=False, search=search)
         t1 = time.perf_counter()
+        model = result.entropy_model  # what "auto" chose
         n_decode = min(len(images), a.prior_decode_images) if model == "prior" else len(images)
         decoded = [decompress(coding, f)[0] for f in result.files[:n_decode]]
         t2 = time.perf_counter()
-        if reference is None:
-            reference = decoded
-            psnr, ssim = quality(images[: len(decoded)], decoded)
-        else:  # identical codes must give identical images
-            if not all(np.array_equal(x, y) for x, y in zip(decoded, reference, strict=False)):
-                raise SystemExit(
-                    f"{run_dir}: the {model} files decode to other images than the first model's"
-                )
-            psnr, ssim = points[0]["psnr"], points[0]["ssim"]
+        # Quality over every image from the grids written (prior files are slow to decode, so only
+        # n_decode of them are), after checking that the files decoded give exactly those images.
+        expected = decode_grids(coding.run, result.grids, images)
+        if not all(np.array_equal(x, y) for x, y in zip(decoded, expected, strict=False)):
+            raise SystemExit(f"{run_dir}: the {model} files decode to other images than their codes")
+        psnr, ssim = quality(images, expected)
         s = result.summary()
         points.append({
-            "codec": "vqkit", "setting": f"{run_dir.name}/{model}", "run": str(run_dir),
+            "codec": "vqkit", "setting": f"{variant}/{model}", "run": str(run_dir), "variant": variant,
             "entropy_model": model, "trained": trained,
+            "search": None if search is None else dataclasses.asdict(search),
             "bpp": bpp([len(f) for f in result.files], images), "psnr": psnr, "ssim": ssim,
             "compress_ips": len(images) / (t1 - t0), "decompress_ips": n_decode / (t2 - t1),
             "images": len(images), "decoded_images": n_decode,
@@ -214,11 +238,15 @@ def machine() -> dict[str, Any]:
 
 
 def bd_rates(points: list[dict[str, Any]]) -> dict[str, Any]:
-    """BD-rate of vqkit (best entropy model per run) against each classic codec, anchor = classic."""
+    """BD-rate of vqkit (best entropy model per run and encoder setting) against each classic codec,
+    anchor = classic."""
     best: dict[str, tuple[float, float]] = {}
     for p in points:
-        if p["codec"] == "vqkit" and (p["run"] not in best or p["bpp"] < best[p["run"]][0]):
-            best[p["run"]] = (p["bpp"], p["psnr"])
+        if p["codec"] != "vqkit":
+            continue
+        key = p.get("variant", p["run"])
+        if key not in best or p["bpp"] < best[key][0]:
+            best[key] = (p["bpp"], p["psnr"])
     out: dict[str, Any] = {"vqkit_curve": pareto_front(list(best.values()))}
     for codec in sorted({p["codec"] for p in points} - {"vqkit"}):
         anchor = [(p["bpp"], p["psnr"]) for p in points if p["codec"] == codec]
@@ -297,9 +325,20 @@ def main(argv: list[str] | None = None) -> int:
                    help="decode and time only N prior-coded files (h*w prior calls each)")  # fmt: skip
     p.add_argument("--device", default="cpu", help="vqkit's torch device (the prior always runs on CPU)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="VQ-VAE arithmetic")
+    p.add_argument("--search", nargs="*", default=[], metavar="P:C:L",
+                   help="also measure these encoder searches (passes:candidates:lambda, vqkit compress "
+                        "--search) on --search-runs")  # fmt: skip
+    p.add_argument("--search-runs", nargs="*", type=Path, default=[], help="runs to search (default: none)")
+    p.add_argument("--search-datasets", nargs="*", default=["cifar10-val"], choices=list(DATASETS),
+                   help="data sets to search on (default cifar10-val: a sweep costs h*w window decodes "
+                        "per image, minutes per Kodak photo on 2 cores)")  # fmt: skip
     p.add_argument("--out", type=Path, help="results JSON (default: benchmarks/results/rate_distortion-DATE)")
     p.add_argument("--report", type=Path, metavar="JSON", help="only redraw tables and plot from a JSON")
     a = p.parse_args(argv)
+    try:
+        searches = [SearchConfig(int(x), int(y), float(z)) for x, y, z in (t.split(":") for t in a.search)]
+    except ValueError as e:
+        p.error(f"--search takes passes:candidates:lambda, e.g. 2:4:2000 ({e})")
     if a.report:
         doc = json.loads(a.report.read_text())
         out = a.report
@@ -317,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
             images, _ = read_inputs([str(DATASETS[name])], a.max_images)
             print(f"{name}: {len(images)} images", flush=True)
             points = [pt for run in runs for pt in measure_vqkit(run, images, a)]
+            if name in a.search_datasets:
+                for run in a.search_runs:
+                    points += [pt for search in searches for pt in measure_vqkit(run, images, a, search)]
             for codec in a.codecs:
                 for setting in SETTINGS[codec]:
                     points.append(measure_classic(codec, setting, images))

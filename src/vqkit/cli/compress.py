@@ -15,6 +15,7 @@ from vqkit.cli.common import add_device, parser
 from vqkit.codec import ENTROPY_CHOICES, CodecError, Coding, CompressResult, compress_images, decompress
 from vqkit.codec.entropy import fit_static_model
 from vqkit.codec.files import output_stems, read_inputs, read_vqk, write_bytes, write_png
+from vqkit.codec.search import SearchConfig
 from vqkit.run import Run
 from vqkit.training.checkpoint import write_json
 
@@ -48,8 +49,27 @@ def compress_main(argv: list[str]) -> int:
         "--fit-static", metavar="SPEC", help="first fit the static model on this data (training set)"
     )
     p.add_argument("--max-images", type=int, help="compress at most this many images")
+    p.add_argument(
+        "--search",
+        type=int,
+        default=0,
+        metavar="PASSES",
+        help="choose codes by decoded error + rate instead of nearest codes, in this many sweeps "
+        "(slower encoding; decoding unchanged; 2 is a good start)",
+    )
+    p.add_argument("--search-candidates", type=int, default=SearchConfig.candidates,
+                   help=f"nearest codes tried per position (default {SearchConfig.candidates})")  # fmt: skip
+    p.add_argument("--search-lambda", type=float, default=SearchConfig.lmbda,
+                   help="squared error (8-bit units) one bit is worth; 0 ignores the rate "
+                        f"(default {SearchConfig.lmbda:g})")  # fmt: skip
     add_device(p)
     a = p.parse_args(argv)
+    search = None
+    if a.search:
+        try:
+            search = SearchConfig(a.search, a.search_candidates, a.search_lambda)
+        except ValueError as e:
+            p.error(str(e))
     if a.fit_static:
         path = fit_static_model(a.run, a.fit_static, device=a.device, precision=a.precision)
         print(f"fitted the static entropy model on {a.fit_static}: {path}")
@@ -63,7 +83,9 @@ def compress_main(argv: list[str]) -> int:
         p.error("--max-images must be >= 1")
     images, names = read_inputs(a.inputs, a.max_images)
     coding = Coding(Run.load(a.run, a.device, a.precision))
-    result = compress_images(coding, images, entropy_model=a.entropy_model, archive=a.archive, names=names)
+    result = compress_images(
+        coding, images, entropy_model=a.entropy_model, archive=a.archive, names=names, search=search
+    )
     if a.archive or (a.output.suffix == ".vqk" and len(images) == 1):
         out = a.output if a.output.suffix == ".vqk" else a.output.with_suffix(".vqk")
         write_bytes(out, result.files[0])

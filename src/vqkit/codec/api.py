@@ -32,6 +32,7 @@ from vqkit.codec.container import (
     parse,
     write_varint,
 )
+from vqkit.codec.search import SearchConfig, search_grids
 from vqkit.codec.tables import code_bits
 from vqkit.data import to_float
 from vqkit.metrics import psnr_per_image, ssim_per_image
@@ -65,6 +66,7 @@ class CompressResult:
     entropy_model: str
     header_bytes: int  # container headers and index entries over all files
     reports: list[ImageReport]
+    grids: list[np.ndarray]  # (h, w) int64 code grid of each image, as written
 
     def summary(self) -> dict[str, Any]:
         pixels = sum(r.height * r.width for r in self.reports)
@@ -142,10 +144,14 @@ def _groups(sizes: Sequence[tuple[int, ...]]) -> list[tuple[int, int]]:
     return out
 
 
-def _encode(coding: Coding, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+def _encode(coding: Coding, inputs: Sequence[np.ndarray], search: SearchConfig | None) -> list[np.ndarray]:
     grids: list[np.ndarray] = []
+    bits = coding.static_bits() if search is not None else None
     for start, end in _groups([im.shape for im in inputs]):
-        grids.extend(coding.run.encode(list(inputs[start:end]), batch_size=end - start))
+        if search is None:
+            grids.extend(coding.run.encode(list(inputs[start:end]), batch_size=end - start))
+        else:
+            grids.extend(search_grids(coding.run, np.stack(inputs[start:end]), search, bits))
     return grids
 
 
@@ -198,9 +204,11 @@ def compress_images(
     names: Sequence[str] | None = None,
     prior: nn.Module | None = None,
     quality: bool = True,
+    search: SearchConfig | None = None,
 ) -> CompressResult:
     """Encode ``images`` into one .vqk per image (``archive=False``) or one archive; report the rates
-    and (``quality=True``) PSNR and SSIM of what decompression gives."""
+    and (``quality=True``) PSNR and SSIM of what decompression gives. ``search`` chooses the codes by
+    decoded error and rate (vqkit.codec.search) instead of nearest codes: slower, better."""
     coding = run if isinstance(run, Coding) else Coding(run, prior)
     if not images:
         raise CodecError("nothing to compress: no images")
@@ -208,7 +216,7 @@ def compress_images(
     if len(names) != len(images):
         raise ValueError(f"{len(names)} names for {len(images)} images")
     split = [_split(im, coding.run.channels, i) for i, im in enumerate(images)]
-    grids = _encode(coding, [s[1] for s in split])
+    grids = _encode(coding, [s[1] for s in split], search)
     shapes = [(int(g.shape[0]), int(g.shape[1])) for g in grids]
     best: tuple[EntropyModel, list[bytes], list[float]] | None = None
     for candidate in coding.candidates(entropy_model, shapes):  # "auto": the smallest payloads win
@@ -252,7 +260,7 @@ def compress_images(
             codes_bits_estimated=est_bits[i], codes_bytes=rec.codes_length, alpha_bytes=rec.alpha_length,
             psnr=psnr, ssim=ssim,
         ))  # fmt: skip
-    return CompressResult(files, model.name.lower(), header, reports)
+    return CompressResult(files, model.name.lower(), header, reports, list(grids))
 
 
 def _open(coding: Coding, data: bytes, name: str) -> Container:

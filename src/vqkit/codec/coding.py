@@ -47,6 +47,12 @@ class Coding:
             )
         return self._static
 
+    def static_bits(self) -> np.ndarray | None:
+        """(K,) bits of each code under the static table (None when the run has none)."""
+        if self._static is None:
+            return None
+        return -np.log2(self._static / float(self._static.sum()))
+
     def prior(self) -> PriorCoder | None:
         if self._prior is None:
             module = self._prior_module if self._prior_module is not None else load_run_prior(self.run.path)

@@ -39,8 +39,9 @@ class ParityConvTranspose2d(nn.Module):
     """ConvTranspose2d(k=4, s=2, p=1) as one 2x2 convolution with 4 * C_out outputs.
 
     Output row 2m takes input rows m-1 and m (kernel rows 3 and 1), row 2m+1 takes rows m and m+1
-    (kernel rows 2 and 0); the same for columns. One 2x2 convolution with padding 1 yields all four parity groups on an (H+1, W+1) grid; group (r, s) is its window
-    starting at (r, s). x (B, C_in, H, W) -> (B, C_out, 2H, 2W).
+    (kernel rows 2 and 0); the same for columns. One 2x2 convolution with padding 1 yields all four
+    parity groups on an (H+1, W+1) grid; group (r, s) is its window starting at (r, s).
+    x (B, C_in, H, W) -> (B, C_out, 2H, 2W).
     """
 
     TAPS = ((3, 1), (2, 0))  # kernel index used by tap 0 and tap 1, for output parity 0 and 1

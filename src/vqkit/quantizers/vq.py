@@ -117,6 +117,18 @@ class VectorQuantizer(nn.Module):
             idx = nearest_code(x, self.codebook.float())
         return idx.view(z.shape[0], z.shape[2], z.shape[3])
 
+    @torch.no_grad()
+    def candidates(self, z: torch.Tensor, k: int) -> torch.Tensor:
+        """z (B, D, h, w) -> (B, h, w, k) int64: the k nearest codes per position, nearest first;
+        entry 0 is exactly ``encode``'s choice (argmin breaks ties the same way)."""
+        if not 1 <= k <= self.codebook_size:
+            raise ValueError(f"candidates must be between 1 and K = {self.codebook_size}, got {k}")
+        with torch.autocast(z.device.type, enabled=False):
+            d = squared_distances(self._flatten(z), self.codebook.float())  # (B*h*w, K)
+        near = d.topk(k, dim=1, largest=False).indices
+        near[:, 0] = d.argmin(1)
+        return near.view(z.shape[0], z.shape[2], z.shape[3], k)
+
     def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
         """indices (B, h, w) -> quantized (B, D, h, w), exactly what ``forward`` returns (eval mode)."""
         b, h, w = indices.shape

@@ -1,0 +1,143 @@
+"""Encoder-side code search: exact windows, never worse than nearest codes, rate term, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vqkit.cli import main
+from vqkit.codec import Coding, compress_images, decompress, fit_static_model, parse
+from vqkit.codec.search import SearchConfig, influence_radius, search_grids, window_sse
+from vqkit.data import to_float
+from vqkit.run import Run
+from vqkit.training.checkpoint import load_model, save_model
+
+from .golden.make_golden import blob_images, build_tiny_run
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The codec tests' tiny run, its decoder trained for a few steps so that codes matter to it."""
+    path = build_tiny_run(tmp_path_factory.mktemp("search") / "run")
+    model = load_model(path).train()
+    torch.manual_seed(0)
+    x = to_float(torch.from_numpy(np.stack(blob_images(64, (16, 16), 3))))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(200):  # about a second; 17.5 dB on its training images
+        loss = model(x).losses["total"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    save_model(path, model.eval())  # the static table keys on the weights: refit it
+    fit_static_model(path, blob_images(128, (16, 16), 1))
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(run_dir: Path) -> Run:
+    return Run.load(run_dir, precision="fp32")
+
+
+def _sse(run: Run, images: np.ndarray, grids: np.ndarray) -> np.ndarray:
+    """Per-image squared error (8-bit units) of the decoded grids, as the search scores it."""
+    with run.inference():
+        out = run.fast_decoder(torch.from_numpy(grids)).clamp(0, 1)[..., : images.shape[1], : images.shape[2]]
+        x = to_float(torch.from_numpy(images))
+        return ((out.double() - x.double()) ** 2).sum((1, 2, 3)).numpy() * 255.0**2
+
+
+def test_a_code_reaches_no_pixel_beyond_the_influence_radius(run: Run) -> None:
+    f, r = run.model.downsample, influence_radius(run.model.config)
+    grid = torch.randint(0, run.model.codebook_size, (1, 4 * r + 3, 4 * r + 3))
+    i = j = 2 * r + 1
+    other = grid.clone()
+    other[0, i, j] = (grid[0, i, j] + 1) % run.model.codebook_size
+    with run.inference():
+        moved = (run.fast_decoder(grid) - run.fast_decoder(other)).abs().amax(1)[0]  # (H, W)
+    inside = torch.zeros_like(moved, dtype=torch.bool)
+    inside[(i - r) * f : (i + r + 1) * f, (j - r) * f : (j + r + 1) * f] = True
+    assert moved[inside].max() > 0  # the change shows
+    assert moved[~inside].max() == 0  # and nowhere outside the window the search scores
+
+
+@pytest.mark.parametrize(("i", "j"), [(0, 0), (9, 8), (18, 17), (3, 16)])
+def test_window_errors_differ_like_whole_image_errors(run: Run, i: int, j: int) -> None:
+    # A 19 x 18 grid is wider than the decoded window (4r + 1 = 13 codes): windows are really clipped.
+    images = np.stack(blob_images(2, (75, 70), 7))
+    with run.inference():
+        x = to_float(torch.from_numpy(images))
+        idx = torch.randint(0, run.model.codebook_size, (2, 19, 18))
+        options = torch.randint(0, run.model.codebook_size, (2, 5))
+        window = window_sse(run, x, idx, options, i, j).double()  # (2, 5)
+        whole = []
+        for c in range(5):
+            trial = idx.clone()
+            trial[:, i, j] = options[:, c]
+            whole.append(_sse(run, images, trial.numpy()))
+    whole_t = torch.from_numpy(np.stack(whole, 1)).double()
+    # The unscored pixels add the same to every option: the differences must agree.
+    torch.testing.assert_close(window - window[:, :1], whole_t - whole_t[:, :1], atol=2.0, rtol=1e-4)
+    assert (whole_t - whole_t[:, :1]).abs().max() > 100  # the options do differ
+
+
+def test_search_never_decodes_worse_than_nearest_codes(run: Run) -> None:
+    images = np.stack(blob_images(6, (16, 16), 11))
+    nearest = np.stack(run.encode(list(images)))
+    searched = search_grids(run, images, SearchConfig(passes=2, candidates=4, lmbda=0.0))
+    before, after = _sse(run, images, nearest), _sse(run, images, searched)
+    assert np.all(after <= before * (1 + 1e-6))
+    assert after.sum() < 0.97 * before.sum()  # and it finds better codes
+
+
+def test_the_rate_term_trades_error_for_bits(run: Run) -> None:
+    images = np.stack(blob_images(4, (16, 16), 12))
+    k = run.model.codebook_size
+    bits = np.full(k, 8.0)
+    bits[::2] = 1.0  # even codes are cheap
+    free = search_grids(run, images, SearchConfig(1, 4, 0.0), bits)
+    costly = search_grids(run, images, SearchConfig(1, 4, 1e9), bits)
+    with run.inference():
+        x = to_float(torch.from_numpy(images))
+        cand = run.model.quantizer.candidates(run.model.encode_latents(x), 4).numpy()
+    np.testing.assert_array_equal(bits[costly], bits[cand].min(-1))  # a huge lambda: the rate rules
+    assert bits[costly].sum() < bits[free].sum()
+
+
+def test_config_is_checked() -> None:
+    for bad in ({"passes": 0}, {"candidates": 1}, {"lmbda": -1.0}, {"lmbda": float("nan")}):
+        with pytest.raises(ValueError, match="search"):
+            SearchConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_compress_with_search_round_trips_and_is_sharper(run_dir: Path) -> None:
+    coding = Coding(Run.load(run_dir, precision="fp32"))
+    images = blob_images(5, (16, 16), 13)
+    plain = compress_images(coding, images, entropy_model="static")
+    searched = compress_images(coding, images, entropy_model="static", search=SearchConfig(2, 4, 0.0))
+    assert searched.summary()["psnr"] > plain.summary()["psnr"]
+    for data, report in zip(searched.files, searched.reports, strict=True):
+        back = decompress(coding, data)[0]
+        assert back.shape == (16, 16, 3)
+        assert parse(data).records[0].codes_length == report.codes_bytes
+
+
+def test_cli_search_flags(run_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    from PIL import Image
+
+    for i, im in enumerate(blob_images(3, (16, 16), 14)):
+        Image.fromarray(im).save(folder / f"{i}.png")
+    argv = ["compress", str(run_dir), str(folder), "-o", str(tmp_path / "out"), "--precision", "fp32"]
+    assert main([*argv, "--json", str(tmp_path / "plain.json")]) == 0
+    assert main([*argv, "--search", "2", "--search-lambda", "0", "--json", str(tmp_path / "s.json")]) == 0
+    plain = json.loads((tmp_path / "plain.json").read_text())["summary"]
+    searched = json.loads((tmp_path / "s.json").read_text())["summary"]
+    assert searched["psnr"] > plain["psnr"]
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--search", "1", "--search-candidates", "1"])
+    assert e.value.code == 2
