@@ -3,6 +3,7 @@
 vqkit compress RUN INPUT... -o OUT_DIR            one .vqk per image (-o X.vqk for a single image)
 vqkit compress RUN INPUT... -o FILE.vqk --archive one archive holding every image
 vqkit compress RUN --fit-static TRAIN_DATA        fit the run's static code-frequency model
+vqkit compress RUN INPUT... -o OUT --search 2     codes chosen by decoded error + rate (slower encoder)
 vqkit decompress FILE.vqk... -o DIR --run RUN     PNGs in the original sizes and modes
 """
 
