@@ -263,3 +263,20 @@ def test_frechet_distance_matches_the_closed_form() -> None:
     feats = np.random.default_rng(1).normal(size=(500, 8))
     assert abs(frechet_distance(feats, feats)) < 1e-9
     assert frechet_distance(feats, feats + 2.0) == pytest.approx(8 * 4.0, rel=1e-9)
+
+
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+def test_stream_gives_the_rows_of_a_whole_pass(dtype: torch.dtype, tol: float) -> None:
+    """What sampling and the entropy coder's stream rely on: the cached walk equals teacher forcing."""
+    prior = random_prior(num_classes=3).to(dtype).eval()
+    g = torch.Generator().manual_seed(2)
+    x = torch.randint(0, 16, (4, 3, 4), generator=g)
+    labels = torch.tensor([0, 1, 2, 0])
+    with torch.no_grad():
+        full = prior.logits(x, labels)
+        stream = prior.stream(4, labels)
+        for t in range(12):
+            torch.testing.assert_close(stream.logits(), full[:, t], atol=tol, rtol=tol)
+            stream.push(x.view(4, 12)[:, t])
+        with pytest.raises(IndexError, match="complete"):
+            stream.logits()

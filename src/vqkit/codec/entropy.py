@@ -184,14 +184,44 @@ class PriorCoder:
         out: np.ndarray = logits.double().cpu().numpy()
         return out
 
+    def _stream(self, n: int) -> Any | None:
+        """A position-by-position walk (vqkit.priors.PriorStream) when the prior offers one."""
+        stream = getattr(self.prior, "stream", None)
+        return None if stream is None else stream(n)
+
+    def _step_tables(self, stream: Any) -> np.ndarray:
+        """(n, K) integer tables of the stream's current position."""
+        logits = stream.logits()
+        if logits.ndim != 2 or logits.shape[1] != self.codebook_size:
+            raise CodecError(
+                f"the prior returned logits {tuple(logits.shape)} for {self.codebook_size} codes"
+            )
+        return frequencies_from_logits(logits.double().cpu().numpy())
+
     def tables(self, grids: Sequence[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
-        """(position, teacher-forced (h*w, K) integer table) for each grid, chunk by chunk (encoder)."""
+        """(position, teacher-forced (h*w, K) integer table) for each grid, chunk by chunk (encoder).
+
+        With a streaming prior the encoder walks each chunk position by position exactly as the
+        decoder will (the same calls on the same batch), so both see bitwise the same logits; that
+        costs one position's compute per step instead of a whole forward pass per decoded position."""
         for chunk in prior_chunks([g.shape for g in grids]):
             with exact_torch():
                 batch = torch.from_numpy(np.stack([grids[i] for i in chunk]).astype(np.int64))
-                logits = self._logits(batch)
+                n, h, w = batch.shape
+                if not self.supports((h, w)):
+                    raise CodecError(f"the prior models {self.grid} code grids, not {h}x{w}")
+                stream = self._stream(n)
+                if stream is None:
+                    per_image = [frequencies_from_logits(rows) for rows in self._logits(batch)]
+                else:
+                    flat = batch.view(n, h * w)
+                    steps = []
+                    for t in range(h * w):
+                        steps.append(self._step_tables(stream))
+                        stream.push(flat[:, t])
+                    per_image = list(np.stack(steps, axis=1))  # n x (h*w, K)
             for row, i in enumerate(chunk):
-                yield i, frequencies_from_logits(logits[row])
+                yield i, per_image[row]
 
     def decode(self, payloads: Sequence[bytes], shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
         """Decode each payload to an (h, w) grid, one position at a time, in the encoder's chunks."""
@@ -203,10 +233,17 @@ class PriorCoder:
                     raise CodecError(f"the prior models {self.grid} code grids; the file holds {h}x{w}")
                 decoders = [StepDecoder(payloads[i]) for i in chunk]
                 grid = torch.zeros((len(chunk), h, w), dtype=torch.int64)  # future positions: 0
+                flat = grid.view(len(chunk), h * w)
+                stream = self._stream(len(chunk))
                 for t in range(h * w):
-                    rows = frequencies_from_logits(self._logits(grid)[:, t])
+                    if stream is None:  # a prior without a stream: a whole pass per position
+                        rows = frequencies_from_logits(self._logits(grid)[:, t])
+                    else:
+                        rows = self._step_tables(stream)
                     for b, decode in enumerate(decoders):
-                        grid[b, t // w, t % w] = decode(rows[b])
+                        flat[b, t] = decode(rows[b])
+                    if stream is not None:
+                        stream.push(flat[:, t])
                 for b, i in enumerate(chunk):
                     out[i] = grid[b].numpy().copy()
         return out

@@ -106,6 +106,46 @@ def draw(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 
+class PriorStream:
+    """One position at a time through a CodePrior, with a key/value cache per block: ``logits()`` gives
+    the current position's (n, K) logits, ``push(codes)`` feeds the codes chosen there and moves on.
+    Each step costs one position's compute (a whole grid: about one forward pass in all). The same
+    calls in the same order give bitwise the same logits: the entropy coder's encoder and decoder both
+    walk a grid this way."""
+
+    def __init__(self, prior: CodePrior, start_ids: Tensor) -> None:
+        c = prior.config
+        self.prior, self.pos = prior, 0
+        weight = prior.head.weight
+        shape = (len(start_ids), c.heads, c.length, c.width // c.heads)
+        self.caches = [
+            KVCache(
+                torch.empty(shape, dtype=weight.dtype, device=weight.device),
+                torch.empty(shape, dtype=weight.dtype, device=weight.device),
+            )
+            for _ in prior.blocks
+        ]
+        self._x = prior.start(start_ids.to(weight.device))[:, None]  # (n, 1, C): input at position 0
+        self._logits: Tensor | None = None
+
+    def logits(self) -> Tensor:
+        """(n, K) logits of the current position given the codes pushed so far."""
+        if self.pos >= self.prior.config.length:
+            raise IndexError("the grid is complete")
+        if self._logits is None:
+            h = self._x + self.prior.position.weight[self.pos]
+            for block, cache in zip(self.prior.blocks, self.caches, strict=True):
+                h = cast(Block, block).step(h, cache, self.pos)
+            self._logits = self.prior.head(self.prior.ln_f(h[:, 0]))
+        return self._logits
+
+    def push(self, codes: Tensor) -> None:
+        """Feed the (n,) int64 codes at the current position and advance to the next one."""
+        self.logits()  # the cache must hold this position before the next one attends to it
+        self._x = self.prior.token(codes.to(self._x.device))[:, None]
+        self.pos, self._logits = self.pos + 1, None
+
+
 class CodePrior(nn.Module):
     """p(indices | label) over (h, w) grids of codes in [0, K), factorised in raster order."""
 
@@ -188,6 +228,11 @@ class CodePrior(nn.Module):
     def forward(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
         return self.logits(indices, labels)
 
+    def stream(self, n: int, labels: Tensor | None = None) -> PriorStream:
+        """Walk n grids one position at a time (sampling, entropy coding); call in eval mode."""
+        self._check_labels(labels, n)
+        return PriorStream(self, self._start_ids(labels, n, self.head.weight.device))
+
     def nll_bits(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
         """(B,) total bits per grid: sum over positions of -log2 p(x_t | x_<t, label)."""
         logits = self.logits(indices, labels)
@@ -223,28 +268,14 @@ class CodePrior(nn.Module):
             if len(prefix) != n:
                 raise ValueError(f"prefix holds {len(prefix)} grids, expected n={n}")
             out[:, :keep] = prefix.reshape(n, c.length)[:, :keep].to(device)
-        self._check_labels(labels, n)
         was_training = self.training
         self.eval()
         try:
-            dtype = self.head.weight.dtype
-            shape = (n, c.heads, c.length, c.width // c.heads)
-            caches = [
-                KVCache(
-                    torch.empty(shape, dtype=dtype, device=device),
-                    torch.empty(shape, dtype=dtype, device=device),
-                )
-                for _ in self.blocks
-            ]
-            x = self.start(self._start_ids(labels, n, device))[:, None]  # (n, 1, C)
+            stream = self.stream(n, labels)
             for pos in range(c.length):
-                h = x + self.position.weight[pos]
-                for block, cache in zip(self.blocks, caches, strict=True):
-                    h = cast(Block, block).step(h, cache, pos)
                 if pos >= keep:
-                    logits = self.head(self.ln_f(h[:, 0]))  # (n, K)
-                    out[:, pos] = draw(logits, temperature, top_k, generator)
-                x = self.token(out[:, pos])[:, None]
+                    out[:, pos] = draw(stream.logits(), temperature, top_k, generator)
+                stream.push(out[:, pos])
         finally:
             self.train(was_training)
         return out.view(n, *c.grid)
