@@ -89,6 +89,9 @@ def test_search_never_decodes_worse_than_nearest_codes(run: Run) -> None:
     nearest = np.stack(run.encode(list(images)))
     searched = search_grids(run, images, SearchConfig(passes=2, candidates=4, lmbda=0.0))
     before, after = _sse(run, images, nearest), _sse(run, images, searched)
+    told: list[int] = []  # progress: every image-position of every pass, early stop or not
+    search_grids(run, images, SearchConfig(passes=5, candidates=2, lmbda=0.0), progress=told.append)
+    assert sum(told) == 5 * 6 * 4 * 4
     assert np.all(after <= before * (1 + 1e-6))
     assert after.sum() < 0.97 * before.sum()  # and it finds better codes
 
@@ -138,6 +141,8 @@ def test_cli_search_flags(run_dir: Path, tmp_path: Path) -> None:
     plain = json.loads((tmp_path / "plain.json").read_text())["summary"]
     searched = json.loads((tmp_path / "s.json").read_text())["summary"]
     assert searched["psnr"] > plain["psnr"]
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert doc["search"] == {"passes": 2, "candidates": 4, "lmbda": 0.0}
     with pytest.raises(SystemExit) as e:
         main([*argv, "--search", "1", "--search-candidates", "1"])
     assert e.value.code == 2

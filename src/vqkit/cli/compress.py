@@ -9,6 +9,7 @@ vqkit decompress FILE.vqk... -o DIR --run RUN     PNGs in the original sizes and
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -63,6 +64,7 @@ def compress_main(argv: list[str]) -> int:
     p.add_argument("--search-lambda", type=float, default=SearchConfig.lmbda,
                    help="squared error (8-bit units) one bit is worth; 0 ignores the rate "
                         f"(default {SearchConfig.lmbda:g})")  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (for --search)")
     add_device(p)
     a = p.parse_args(argv)
     search = None
@@ -85,7 +87,13 @@ def compress_main(argv: list[str]) -> int:
     images, names = read_inputs(a.inputs, a.max_images)
     coding = Coding(Run.load(a.run, a.device, a.precision))
     result = compress_images(
-        coding, images, entropy_model=a.entropy_model, archive=a.archive, names=names, search=search
+        coding,
+        images,
+        entropy_model=a.entropy_model,
+        archive=a.archive,
+        names=names,
+        search=search,
+        progress=not a.no_progress,
     )
     if a.archive or (a.output.suffix == ".vqk" and len(images) == 1):
         out = a.output if a.output.suffix == ".vqk" else a.output.with_suffix(".vqk")
@@ -101,6 +109,7 @@ def compress_main(argv: list[str]) -> int:
             "command": ["vqkit", "compress", *argv],
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "run": str(a.run),
+            "search": None if search is None else asdict(search),
             **result.to_json(),
         }
         write_json(a.json, doc)

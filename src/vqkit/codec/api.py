@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from vqkit.codec.coder import range_decode, range_encode, raw_bits, raw_decode, raw_encode
 from vqkit.codec.coding import Coding
@@ -144,14 +145,19 @@ def _groups(sizes: Sequence[tuple[int, ...]]) -> list[tuple[int, int]]:
     return out
 
 
-def _encode(coding: Coding, inputs: Sequence[np.ndarray], search: SearchConfig | None) -> list[np.ndarray]:
+def _encode(
+    coding: Coding, inputs: Sequence[np.ndarray], search: SearchConfig | None, progress: bool
+) -> list[np.ndarray]:
     grids: list[np.ndarray] = []
-    bits = coding.static_bits() if search is not None else None
-    for start, end in _groups([im.shape for im in inputs]):
-        if search is None:
+    if search is None:
+        for start, end in _groups([im.shape for im in inputs]):
             grids.extend(coding.run.encode(list(inputs[start:end]), batch_size=end - start))
-        else:
-            grids.extend(search_grids(coding.run, np.stack(inputs[start:end]), search, bits))
+        return grids
+    bits = coding.static_bits()
+    total = search.passes * sum(math.prod(coding.grid_shape(*im.shape[:2])) for im in inputs)
+    with tqdm(total=total, desc="search", unit="code", unit_scale=True, disable=not progress) as bar:
+        for start, end in _groups([im.shape for im in inputs]):
+            grids.extend(search_grids(coding.run, np.stack(inputs[start:end]), search, bits, bar.update))
     return grids
 
 
@@ -205,10 +211,12 @@ def compress_images(
     prior: nn.Module | None = None,
     quality: bool = True,
     search: SearchConfig | None = None,
+    progress: bool = False,
 ) -> CompressResult:
     """Encode ``images`` into one .vqk per image (``archive=False``) or one archive; report the rates
     and (``quality=True``) PSNR and SSIM of what decompression gives. ``search`` chooses the codes by
-    decoded error and rate (vqkit.codec.search) instead of nearest codes: slower, better."""
+    decoded error and rate (vqkit.codec.search) instead of nearest codes: slower, better; ``progress``
+    shows a progress bar for it."""
     coding = run if isinstance(run, Coding) else Coding(run, prior)
     if not images:
         raise CodecError("nothing to compress: no images")
@@ -216,7 +224,7 @@ def compress_images(
     if len(names) != len(images):
         raise ValueError(f"{len(names)} names for {len(images)} images")
     split = [_split(im, coding.run.channels, i) for i, im in enumerate(images)]
-    grids = _encode(coding, [s[1] for s in split], search)
+    grids = _encode(coding, [s[1] for s in split], search, progress)
     shapes = [(int(g.shape[0]), int(g.shape[1])) for g in grids]
     best: tuple[EntropyModel, list[bytes], list[float]] | None = None
     for candidate in coding.candidates(entropy_model, shapes):  # "auto": the smallest payloads win

@@ -20,6 +20,7 @@ over the reachable pixels only: exact, and independent of the image size.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,11 +76,16 @@ def window_sse(
 
 
 def search_grids(
-    run: Run, images: np.ndarray, config: SearchConfig, code_bits: np.ndarray | None = None
+    run: Run,
+    images: np.ndarray,
+    config: SearchConfig,
+    code_bits: np.ndarray | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> np.ndarray:
     """(B, H, W, C) uint8 images of one size -> (B, h, w) int64 grids chosen by the search.
 
-    ``code_bits`` (K,) is the rate of each code in bits (None: distortion only)."""
+    ``code_bits`` (K,) is the rate of each code in bits (None: distortion only). ``progress(n)`` is
+    told of every n image-positions done (B per position; all passes' worth by the end)."""
     model = run.model
     with run.inference():
         x = to_float(torch.from_numpy(np.ascontiguousarray(images)).to(run.device))
@@ -90,16 +96,21 @@ def search_grids(
         bits = None if code_bits is None else torch.as_tensor(code_bits, dtype=torch.float32, device=x.device)
         x = x.float()
         rows = torch.arange(len(idx), device=x.device)
-        for _ in range(config.passes):
+        b, h, w = idx.shape
+        for done in range(config.passes):
             changed = 0
-            for i in range(idx.shape[1]):
-                for j in range(idx.shape[2]):
+            for i in range(h):
+                for j in range(w):
                     cost = window_sse(run, x, idx, cand[:, i, j], i, j)  # (B, k)
                     if bits is not None:
                         cost = cost + config.lmbda * bits[cand[:, i, j]]
                     best = cand[rows, i, j, cost.argmin(1)]
                     changed += int((best != idx[:, i, j]).sum())
                     idx[:, i, j] = best
-            if not changed:
+                    if progress is not None:
+                        progress(b)
+            if not changed:  # a fixed point: further passes would change nothing
+                if progress is not None:
+                    progress(b * h * w * (config.passes - done - 1))
                 break
     return idx.cpu().numpy()
