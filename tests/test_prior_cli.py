@@ -90,6 +90,36 @@ def test_prior_resume_continues(run_dir: Path, tmp_path: Path) -> None:
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
+def test_prior_init_from_starts_a_new_schedule_from_saved_weights(run_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    source = load_prior(run_dir).state_dict()
+    # A vanishing learning rate: after one step the weights are still the source's, not a fresh init.
+    argv = ["prior", "train", str(copy), "--init-from", str(run_dir), "--max-steps", "1", "--no-progress",
+            "--set", "train.lr=1e-12", "--set", "train.warmup_steps=0"]  # fmt: skip
+    assert main([*argv, "--overwrite"]) == 0
+    tuned = load_prior(copy).state_dict()
+    assert all(torch.allclose(tuned[k], source[k], atol=1e-8) for k in source)
+    doc = json.loads((copy / "prior_config.json").read_text())
+    assert doc["init_from"] == str(run_dir) and doc["step"] == 1 and doc["prior"]["width"] == 16
+    rows = [json.loads(ln) for ln in (copy / "prior_metrics.jsonl").read_text().splitlines()]
+    assert max(r["step"] for r in rows) == 1  # a new schedule: counted from 0
+    assert main(argv) == 1  # the copy holds a prior now: --overwrite is needed
+    assert main([*argv, "--overwrite", "--resume"]) == 1
+    assert main([*argv, "--overwrite", "--set", "model.layers=2"]) == 1
+
+
+def test_prior_init_from_refuses_another_vq_vae(run_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data.npz"
+    np.savez(data, images=smooth_images(48, seed=5), labels=np.arange(48) % 3)
+    other = tmp_path / "other"
+    train(tiny_run_config(str(data), max_steps=2, seed=9), other, progress=False)
+    argv = ["prior", "train", str(other), "--init-from", str(run_dir), "--max-steps", "1", "--no-progress"]
+    assert main(argv) == 1
+
+
 def test_prior_eval_table_and_json(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = json.loads((run_dir / "prior_config.json").read_text())["data"]["spec"]
     out = tmp_path / "eval.json"

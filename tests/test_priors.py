@@ -245,7 +245,9 @@ def test_overrides_are_strict() -> None:
         PriorConfig(), PriorTrainConfig(), ["model.layers=2", "train.lr=5e-4"]
     )
     assert model.layers == 2 and train.lr == 5e-4
-    for bad in (["model.widht=3"], ["train.nope=1"], ["model.grid=[4,4]"], ["layers=2"], ["model.heads=7"]):
+    bad_lists = (["model.widht=3"], ["train.nope=1"], ["model.grid=[4,4]"], ["layers=2"], ["model.heads=7"],
+                 ["train.precision=fp16"])  # fmt: skip
+    for bad in bad_lists:
         with pytest.raises(ConfigError):
             apply_prior_overrides(PriorConfig(), PriorTrainConfig(), bad)
     assert math.isclose(PriorTrainConfig().label_smoothing, 0.0) and PriorConfig().dropout == 0.0

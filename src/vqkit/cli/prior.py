@@ -43,6 +43,7 @@ def _train(a: argparse.Namespace) -> int:
         resume=a.resume,
         progress=not a.no_progress,
         overwrite=a.overwrite,
+        init_from=a.init_from,
     )
     print(f"prior {summary['stopped']} at step {summary['step']} ({summary['elapsed_s']:.0f} s, "
           f"{summary['train_grids']} training grids); saved in {a.run}")  # fmt: skip
@@ -82,6 +83,9 @@ def main(argv: list[str]) -> int:
                    help="override a setting, e.g. --set model.layers=6 --set train.lr=5e-4")  # fmt: skip
     t.add_argument("--resume", action="store_true", help="continue the run's prior")
     t.add_argument("--overwrite", action="store_true", help="replace an existing prior")
+    t.add_argument("--init-from", type=Path, metavar="RUN",
+                   help="start from the prior saved in this run folder (same VQ-VAE): its weights and "
+                        "architecture, a new schedule (--set train.lr=... etc. apply)")  # fmt: skip
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     e = sub.add_parser("eval", help="NLL of a data set's codes against unigram entropy and log2 K")
     e.add_argument("run", type=Path)

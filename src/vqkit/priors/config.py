@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vqkit.config import ConfigError, apply_overrides, from_dict, to_dict
+from vqkit.precision import PRECISIONS
 
 FROM_RUN = ("codebook_size", "grid", "num_classes")  # decided by the VQ-VAE and the data
 
@@ -74,6 +75,7 @@ class PriorTrainConfig:
     checkpoint_every: int = 500
     eval_grids: int = 2000  # cap on held-out grids per periodic evaluation
     device: str = "cpu"  # "cpu", "cuda", "auto", ...
+    precision: str = "auto"  # training arithmetic (vqkit.precision): bf16 where the hardware has it
     threads: int | None = None  # torch intra-op threads on CPU; None keeps torch's default
 
     def __post_init__(self) -> None:
@@ -83,6 +85,7 @@ class PriorTrainConfig:
         _require(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)")
         _require(0.0 <= self.holdout < 1.0, "train.holdout must be in [0, 1)")
         _require(self.warmup_steps >= 0, "train.warmup_steps must be >= 0")
+        _require(self.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}")
         _require(min(self.log_every, self.eval_every, self.checkpoint_every) >= 1, "intervals must be >= 1")
 
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from vqkit import precision
 from vqkit.priors.config import PriorTrainConfig
 from vqkit.priors.data import CodeSet
 from vqkit.priors.evaluate import grid_bits
@@ -134,8 +135,11 @@ def fit_prior(
             rows = batch_rows(cfg, step, len(train))
             x = indices[rows].to(device)
             ids = start_ids(cfg, step, None if labels is None else labels[rows], len(rows), num_classes)
-            logits = prior._forward(x, ids.to(device))  # (B, T, K)
-            loss = F.cross_entropy(logits.reshape(-1, k), x.reshape(-1), label_smoothing=cfg.label_smoothing)
+            with precision.autocast(device, cfg.precision):  # evaluation stays in float32
+                logits = prior._forward(x, ids.to(device))  # (B, T, K)
+            loss = F.cross_entropy(
+                logits.float().reshape(-1, k), x.reshape(-1), label_smoothing=cfg.label_smoothing
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:

@@ -60,15 +60,27 @@ def train_prior(
     progress: bool = True,
     overwrite: bool = False,
     data: ImageSet | None = None,
+    init_from: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train (or with ``resume`` continue) the prior of the run in ``run_dir`` on ``data_spec`` (default:
-    the run's training data; ``data``: its images, when already loaded). Returns a summary: steps,
-    stop reason, held-out evaluation."""
+    the run's training data; ``data``: its images, when already loaded). ``init_from``: start from the
+    weights of the prior saved in that run folder (same VQ-VAE; its architecture, a new optimizer and
+    schedule; ``overrides`` may set ``train.*``). Returns a summary: steps, stop reason, held-out
+    evaluation."""
     run_dir = Path(run_dir)
     run = Run.load(run_dir)
     fingerprint = pck.model_fingerprint(run_dir)
     stop = {"time_budget_min": time_budget_min, "epochs": epochs, "max_steps": max_steps}
     state: dict[str, Any] | None = None
+    source: CodePrior | None = None
+    if init_from is not None:
+        if resume:
+            raise ConfigError("--init-from starts a new schedule; it cannot be combined with --resume")
+        if any(o.strip().startswith("model.") for o in overrides):
+            raise ConfigError("--init-from keeps the saved prior's architecture; only train.* can be set")
+        if pck.read_prior_doc(init_from).get("model_fingerprint") != fingerprint:
+            raise RunError(f"the prior in {init_from} was trained on another VQ-VAE's codes than {run_dir}'s")
+        source = pck.load_prior(init_from)  # read before an --overwrite of the same folder removes it
     if resume:
         if overrides:
             raise ConfigError("--resume continues the prior as configured; --set is not allowed")
@@ -99,7 +111,21 @@ def train_prior(
     if codes.indices.max() >= run.model.codebook_size:  # pragma: no cover - the VQ-VAE emits valid codes
         raise RunError(f"codes of {spec} exceed the run's codebook")
     train_set, val_set = split_codes(codes, train_cfg.holdout, train_cfg.seed)
-    if not resume:
+    if source is not None:
+        model_cfg, prior = source.config, source
+        num_classes = codes.num_classes if train_cfg.conditional else 0
+        if (model_cfg.codebook_size, model_cfg.grid, model_cfg.num_classes) != (
+            run.model.codebook_size,
+            codes.grid,
+            num_classes,
+        ):
+            raise RunError(
+                f"the prior in {init_from} models K={model_cfg.codebook_size}, {model_cfg.grid} grids, "
+                f"{model_cfg.num_classes} classes; this data gives K={run.model.codebook_size}, "
+                f"{codes.grid} grids, {num_classes} classes"
+            )
+        torch.manual_seed(train_cfg.seed)
+    elif not resume:
         num_classes = codes.num_classes if train_cfg.conditional else 0
         model_cfg = dataclasses.replace(model_cfg, codebook_size=run.model.codebook_size, grid=codes.grid,
                                         num_classes=num_classes)  # fmt: skip
@@ -117,6 +143,7 @@ def train_prior(
         "class_names": class_names,
         "train": to_dict(train_cfg),
         "stop": stop,
+        "init_from": None if init_from is None else str(init_from),
     }  # fmt: skip
     metrics = run_dir / pck.PRIOR_METRICS_FILE
     if state is None:
