@@ -4,6 +4,7 @@ over a global batch match one process over the same batch."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +83,34 @@ def test_two_processes_share_codebook_and_match_one_process(tmp_path: Path) -> N
             r0[key], single[key], rtol=tol[0], atol=tol[1], msg=lambda m, k=key: f"{k}: {m}"
         )
     np.testing.assert_equal(len(r0), len(single))
+
+
+def _interrupted_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    """Only rank 1 gets Ctrl-C (SIGINT), from inside step 4."""
+    import signal
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+
+    def hook(step: int, model: VQVAE) -> None:
+        if rank == 1 and step == 4:
+            signal.raise_signal(signal.SIGINT)
+
+    try:
+        result = train(_config(), Path(out_dir) / "run", progress=False, data=_images(), on_step=hook)
+        torch.save({"step": result.step, "stopped": result.stopped}, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ctrl_c_on_one_rank_stops_every_rank_at_the_same_step(tmp_path: Path) -> None:
+    ctx = mp.spawn(_interrupted_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=False)
+    deadline = time.monotonic() + 120
+    while not ctx.join(timeout=2):  # a rank left waiting in a collective would hang here: fail instead
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            raise AssertionError("the ranks did not stop together (hung in a collective)")
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert r0 == r1 and r0["stopped"] == "interrupted" and 4 <= r0["step"] < STEPS
+    assert (tmp_path / "run" / "train_state.pt").is_file()  # rank 0 saved the checkpoint to resume from

@@ -126,12 +126,19 @@ def _batch(data: torch.Tensor, cfg: RunConfig, step: int, steps_per_epoch: int) 
     return x
 
 
-def _agreed_elapsed(local: float, device: torch.device) -> float:
-    """Rank 0's clock on every rank, so time-based schedules and stops agree across processes."""
+def _agree(local_elapsed: float, stop_requested: bool, device: torch.device) -> tuple[float, bool]:
+    """(rank 0's clock, whether any rank was asked to stop), the same on every rank: time-based
+    schedules and stops agree, and a Ctrl-C that reaches one process stops all of them at the same
+    step (a rank leaving the loop alone would leave the others waiting in a collective). One
+    all-reduce per step: rank 0 adds its clock, every rank its stop request."""
     if not vdist.is_distributed():
-        return local
-    t = torch.tensor([local], dtype=torch.float64, device=device)
-    return float(vdist.broadcast(t, src=0))
+        return local_elapsed, stop_requested
+    first = vdist.rank() == 0
+    t = torch.tensor(
+        [local_elapsed if first else 0.0, float(stop_requested)], dtype=torch.float64, device=device
+    )
+    vdist.all_reduce_sum(t)
+    return float(t[0]), bool(t[1] > 0)
 
 
 def _append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
@@ -287,7 +294,7 @@ def train(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             optimizer.step()
             step += 1
-            elapsed = _agreed_elapsed(time.perf_counter() - t_start, device)
+            elapsed, agreed_stop = _agree(time.perf_counter() - t_start, flag.requested, device)
             # Accumulate on the device; the host reads these only at log steps (no per-step sync).
             window_loss += loss.detach()
             window_mse += out.losses["reconstruction"].detach() / cfg.model.reconstruction_weight
@@ -297,8 +304,9 @@ def train(
             bar.update(1)
             if on_step is not None:
                 on_step(step, model)
-
-            log_now = step % tc.log_every == 0 or horizon.done(step, elapsed) or flag.requested
+            # One process reads its flag now; several act on the request they agreed on above.
+            stop = agreed_stop if vdist.is_distributed() else flag.requested
+            log_now = step % tc.log_every == 0 or horizon.done(step, elapsed) or stop
             ckpt_now = step % tc.checkpoint_every == 0
             if log_now or ckpt_now:
                 mean_loss = float(window_loss) / window_steps
@@ -347,7 +355,7 @@ def train(
             if ckpt_now:
                 save()
                 last_good_step = step
-            if flag.requested:
+            if stop:
                 stopped = "interrupted"
                 break
     bar.close()
