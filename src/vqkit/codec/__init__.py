@@ -3,6 +3,7 @@
 from vqkit.codec import compress_images, decompress, fit_static_model
 result = compress_images("runs/cifar", images, entropy_model="auto")   # CompressResult
 images = decompress("runs/cifar", result.files[0])
+sharper = compress_images("runs/cifar", images, search=SearchConfig(passes=2))  # slower encoder
 """
 
 from vqkit.codec.api import (
@@ -15,6 +16,7 @@ from vqkit.codec.api import (
 from vqkit.codec.coding import ENTROPY_CHOICES, Coding
 from vqkit.codec.container import FORMAT_VERSION, CodecError, Container, EntropyModel, Mode, parse
 from vqkit.codec.entropy import PRIOR_BATCH, STATIC_FILE, fit_static_model, load_static_table
+from vqkit.codec.search import SearchConfig
 
 __all__ = [
     "ENTROPY_CHOICES",
@@ -28,6 +30,7 @@ __all__ = [
     "EntropyModel",
     "ImageReport",
     "Mode",
+    "SearchConfig",
     "compress_images",
     "decode_codes",
     "decompress",
