@@ -36,7 +36,7 @@ import torch
 from PIL import Image, features
 
 import common
-from vqkit.codec import Coding, compress_images, decompress
+from vqkit.codec import Coding, compress_images, decode_grids, decompress
 from vqkit.codec.files import read_inputs
 from vqkit.codec.rd import bd_rate, pareto_front
 from vqkit.codec.search import SearchConfig
@@ -130,19 +130,6 @@ def measure_classic(codec: str, setting: float, images: list[np.ndarray]) -> dic
             "decompress_ips": len(images) / (t2 - t1), "images": len(images)}  # fmt: skip
 
 
-def decode_grids(run: Run, grids: list[np.ndarray], images: list[np.ndarray]) -> list[np.ndarray]:
-    """Decode each grid at its image's size, consecutive images of one size up to 256 at a time."""
-    out: list[np.ndarray] = []
-    start = 0
-    while start < len(grids):
-        end = start + 1
-        while end < len(grids) and end - start < 256 and images[end].shape == images[start].shape:
-            end += 1
-        out.extend(run.decode(np.stack(grids[start:end]), images[start].shape[:2]))
-        start = end
-    return out
-
-
 def search_label(search: SearchConfig | None) -> str:
     return "" if search is None else f"+search{search.passes}x{search.candidates}l{search.lmbda:g}"
 
@@ -174,7 +161,7 @@ def measure_vqkit(
         t2 = time.perf_counter()
         # Quality over every image from the grids written (prior files are slow to decode, so only
         # n_decode of them are), after checking that the files decoded give exactly those images.
-        expected = decode_grids(coding.run, result.grids, images)
+        expected = decode_grids(coding, result.grids, [im.shape[:2] for im in images])
         if not all(np.array_equal(x, y) for x, y in zip(decoded, expected, strict=False)):
             raise SystemExit(f"{run_dir}: the {model} files decode to other images than their codes")
         psnr, ssim = quality(images, expected)

@@ -11,6 +11,7 @@ from vqkit.codec.api import (
     ImageReport,
     compress_images,
     decode_codes,
+    decode_grids,
     decompress,
 )
 from vqkit.codec.coding import ENTROPY_CHOICES, Coding
@@ -33,6 +34,7 @@ __all__ = [
     "SearchConfig",
     "compress_images",
     "decode_codes",
+    "decode_grids",
     "decompress",
     "fit_static_model",
     "load_static_table",

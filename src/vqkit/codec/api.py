@@ -161,10 +161,11 @@ def _encode(
     return grids
 
 
-def _reconstruct(
+def decode_grids(
     coding: Coding, grids: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]]
 ) -> list[np.ndarray]:
-    """Decode grids to (H, W, C) uint8, batching consecutive images of one size."""
+    """(h, w) code grids -> (H, W, C) uint8 images at ``sizes``, what decompressing their files gives,
+    batching consecutive images of one size."""
     out: list[np.ndarray] = []
     for start, end in _groups(sizes):
         out.extend(coding.run.decode(np.stack(grids[start:end]), sizes[start]))
@@ -249,7 +250,7 @@ def compress_images(
         header = sum(len(f) - len(p) for f, p in zip(files, payloads, strict=True))
         per_image_bytes = [len(f) for f in files]
 
-    recons = _reconstruct(coding, grids, [(r.height, r.width) for r in records]) if quality else []
+    recons = decode_grids(coding, grids, [(r.height, r.width) for r in records]) if quality else []
     reports = []
     for i, (rec, grid) in enumerate(zip(records, grids, strict=True)):
         pixels = rec.height * rec.width
@@ -326,7 +327,7 @@ def decompress(
     coding = run if isinstance(run, Coding) else Coding(run, prior)
     container, grids = decode_codes(coding, data, name=name)
     sizes = [(r.height, r.width) for r in container.records]
-    recons = _reconstruct(coding, grids, sizes)
+    recons = decode_grids(coding, grids, sizes)
     out = []
     for i, (rec, offset) in enumerate(zip(container.records, container.offsets(), strict=True)):
         image = _finish(recons[i], rec.mode)

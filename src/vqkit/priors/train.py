@@ -111,9 +111,9 @@ def train_prior(
     if codes.indices.max() >= run.model.codebook_size:  # pragma: no cover - the VQ-VAE emits valid codes
         raise RunError(f"codes of {spec} exceed the run's codebook")
     train_set, val_set = split_codes(codes, train_cfg.holdout, train_cfg.seed)
+    num_classes = codes.num_classes if train_cfg.conditional else 0  # what the data lets a prior condition on
     if source is not None:
         model_cfg, prior = source.config, source
-        num_classes = codes.num_classes if train_cfg.conditional else 0
         if (model_cfg.codebook_size, model_cfg.grid, model_cfg.num_classes) != (
             run.model.codebook_size,
             codes.grid,
@@ -126,7 +126,6 @@ def train_prior(
             )
         torch.manual_seed(train_cfg.seed)
     elif not resume:
-        num_classes = codes.num_classes if train_cfg.conditional else 0
         model_cfg = dataclasses.replace(model_cfg, codebook_size=run.model.codebook_size, grid=codes.grid,
                                         num_classes=num_classes)  # fmt: skip
         torch.manual_seed(train_cfg.seed)  # the initial weights are part of what the seed fixes
