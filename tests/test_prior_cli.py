@@ -111,6 +111,35 @@ def test_prior_init_from_starts_a_new_schedule_from_saved_weights(run_dir: Path,
     assert main([*argv, "--overwrite", "--set", "model.layers=2"]) == 1
 
 
+def test_prior_train_with_augmented_copies(run_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from vqkit.priors import load_codes
+    from vqkit.priors.data import augmented_copy, load_augmented_codes
+    from vqkit.run import Run
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    argv = ["prior", "train", str(copy), "--overwrite", "--max-steps", "2", "--no-progress", *TINY_PRIOR,
+            "--set", "train.augment=2", "--set", "train.augment_shift=1"]  # fmt: skip
+    assert main(argv) == 0
+    doc = json.loads((copy / "prior_config.json").read_text())
+    assert doc["data"]["num_train"] == 91 and doc["data"]["num_augmented"] == 2 * 91  # no held-out copies
+    assert doc["train"]["augment"] == 2 and doc["train"]["augment_shift"] == 1
+    (cache,) = copy.glob("codes_*_aug2-shift1-flip1-seed0.npz")
+    stamp = cache.stat().st_mtime_ns
+    spec = doc["data"]["spec"]
+    run = Run.load(copy)
+    aug = load_augmented_codes(run, spec, copies=2, shift=1, flip=True, seed=0)
+    assert cache.stat().st_mtime_ns == stamp  # reused, not encoded again
+    assert len(aug) == 2 * 96 and np.array_equal(aug.labels, np.tile(np.arange(96) % 3, 2))
+    images = list(np.load(spec)["images"])
+    second = augmented_copy(images, shift=1, flip=True, seed=1)  # copy 1 of seed 0
+    assert np.array_equal(aug.indices[96:], np.stack(run.encode(second)))
+    assert not np.array_equal(aug.indices[96:], load_codes(run, spec).indices)  # the copies differ
+    assert main([*argv[:-4], "--set", "train.augment=-1"]) == 1
+
+
 def test_prior_init_from_refuses_another_vq_vae(run_dir: Path, tmp_path: Path) -> None:
     data = tmp_path / "data.npz"
     np.savez(data, images=smooth_images(48, seed=5), labels=np.arange(48) % 3)

@@ -282,3 +282,58 @@ def test_stream_gives_the_rows_of_a_whole_pass(dtype: torch.dtype, tol: float) -
             stream.push(x.view(4, 12)[:, t])
         with pytest.raises(IndexError, match="complete"):
             stream.logits()
+
+
+def overlap(img: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """The part of ``img`` that a translation by (dy, dx) keeps in view, seen from the moved copy."""
+    h, w = img.shape[:2]
+    return img[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)]
+
+
+def test_augmented_copy_is_a_seeded_flip_and_shift() -> None:
+    from vqkit.priors.data import augmented_copy
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, size=(12, 10, 3), dtype=np.uint8) for _ in range(64)]
+    same = augmented_copy(images, shift=0, flip=False, seed=1)
+    assert all(np.array_equal(a, b) for a, b in zip(same, images, strict=True))
+    mirrored = augmented_copy(images, shift=0, flip=True, seed=1)
+    flags = [np.array_equal(m, im[:, ::-1]) for m, im in zip(mirrored, images, strict=True)]
+    assert all(f or np.array_equal(m, im) for f, m, im in zip(flags, mirrored, images, strict=True))
+    assert 10 < sum(flags) < 54  # about half are mirrored
+    moved = augmented_copy(images, shift=2, flip=False, seed=3)
+    found = set()
+    for m, im in zip(moved, images, strict=True):
+        assert m.shape == im.shape and m.flags.c_contiguous
+        # the copy is the image translated by some (dy, dx) in [-2, 2]^2: the overlap matches exactly
+        moves = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)]
+        hits = [(dy, dx) for dy, dx in moves if np.array_equal(overlap(m, dy, dx), overlap(im, -dy, -dx))]
+        assert hits
+        found.update(hits)
+    assert len(found) > 15  # the shifts cover the square, not one offset
+    again = augmented_copy(images, shift=2, flip=True, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip(again, augmented_copy(images, shift=2, flip=True, seed=3),
+                                                    strict=True))  # fmt: skip
+
+
+def test_augmented_copies_of_held_out_images_stay_out() -> None:
+    from vqkit.data import split_holdout
+    from vqkit.priors.train import with_copies
+
+    n, copies = 40, 3
+    ids = np.arange(n)
+    plain = CodeSet(
+        np.broadcast_to(ids[:, None, None], (n, 2, 2)).astype(np.int64).copy(), ids.astype(np.int64)
+    )
+    # copy c of image i holds the id 1000 * (c + 1) + i everywhere, its label is i
+    aug_ids = np.concatenate([1000 * (c + 1) + ids for c in range(copies)])
+    aug = CodeSet(np.broadcast_to(aug_ids[:, None, None], (n * copies, 2, 2)).astype(np.int64).copy(),
+                  np.tile(ids, copies).astype(np.int64))  # fmt: skip
+    train_idx, val_idx = split_holdout(n, 0.2, seed=0)
+    out = with_copies(plain.subset(train_idx), train_idx, aug, n)
+    assert len(out) == len(train_idx) * (copies + 1)
+    sources = out.indices[:, 0, 0] % 1000
+    assert set(sources) == set(train_idx.tolist()) and not set(sources) & set(val_idx.tolist())
+    assert out.labels is not None and np.array_equal(out.labels, sources)
+    with pytest.raises(ValueError, match="whole copies"):
+        with_copies(plain.subset(train_idx), train_idx, aug.subset(np.arange(n * copies - 1)), n)

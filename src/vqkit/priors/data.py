@@ -117,6 +117,27 @@ def encode_images(run: Run, images: list[np.ndarray], progress: bool = False) ->
     return np.stack(grids).astype(np.int64)
 
 
+def _encodable(run: Run, data: ImageSet) -> tuple[list[np.ndarray], np.ndarray | None, tuple[int, int]]:
+    """The images ``load_codes`` encodes, their labels and size: the images themselves when they share one
+    size, else crops of the run's training size (labels dropped: a crop's label is not known to be its
+    image's)."""
+    size = data.uniform_size
+    if size is not None:
+        return data.images, data.labels, size
+    side = run.config.data.image_size
+    return list(data.patches(side)), None, (side, side)
+
+
+def _load_images(run: Run, spec: str, data: ImageSet | None, progress: bool) -> ImageSet:
+    if data is None:
+        data = load_dataset(spec, channels=run.channels, progress=progress)
+    elif data.channels != run.channels:
+        raise DataError(f"{spec} has {data.channels} channels; the run expects {run.channels}")
+    if not data.images:
+        raise DataError(f"{spec}: no images")
+    return data
+
+
 def load_codes(
     run: Run, spec: str, *, progress: bool = False, cache: bool = True, data: ImageSet | None = None
 ) -> CodeSet:
@@ -131,20 +152,71 @@ def load_codes(
         found = _read_cache(path, spec, fingerprint)
         if found is not None:
             return found
-    if data is None:
-        data = load_dataset(spec, channels=run.channels, progress=progress)
-    elif data.channels != run.channels:
-        raise DataError(f"{spec} has {data.channels} channels; the run expects {run.channels}")
-    if not data.images:
-        raise DataError(f"{spec}: no images")
-    size = data.uniform_size
-    if size is not None:
-        images, labels = data.images, data.labels
-    else:
-        side = run.config.data.image_size
-        images, labels, size = list(data.patches(side)), None, (side, side)
+    data = _load_images(run, spec, data, progress)
+    images, labels, size = _encodable(run, data)
     indices = encode_images(run, images, progress)
     codes = CodeSet(indices, labels, data.class_names if labels is not None else None, size)
+    if cache:
+        _write_cache(path, codes, spec, fingerprint, run.model.codebook_size)
+    return codes
+
+
+def augmented_copy(images: list[np.ndarray], *, shift: int, flip: bool, seed: int) -> list[np.ndarray]:
+    """One copy of each (H, W, C) image, mirrored left-right with probability 1/2 (when ``flip``) and
+    translated by (dy, dx) drawn uniformly from [-shift, shift]^2, the uncovered border filled by
+    reflection so no flat band appears that real images lack. A pure function of ``seed``."""
+    rng = np.random.default_rng(seed)
+    flips = rng.random(len(images)) < 0.5 if flip else np.zeros(len(images), dtype=bool)
+    moves = rng.integers(-shift, shift + 1, size=(len(images), 2))
+    out: list[np.ndarray] = []
+    for img, mirror, (dy, dx) in zip(images, flips, moves, strict=True):
+        h, w = img.shape[:2]
+        if mirror:
+            img = img[:, ::-1]
+        if shift:
+            pad = ((shift, shift), (shift, shift), (0, 0))
+            # reflect needs a side longer than the pad
+            padded = (
+                np.pad(img, pad, mode="reflect") if min(h, w) > shift else np.pad(img, pad, mode="symmetric")
+            )
+            img = padded[shift - dy : shift - dy + h, shift - dx : shift - dx + w]
+        out.append(np.ascontiguousarray(img))
+    return out
+
+
+def load_augmented_codes(
+    run: Run,
+    spec: str,
+    *,
+    copies: int,
+    shift: int,
+    flip: bool,
+    seed: int,
+    progress: bool = False,
+    cache: bool = True,
+    data: ImageSet | None = None,
+) -> CodeSet:
+    """Grids of ``copies`` augmented copies (`augmented_copy`, seeds (seed, copy)) of every image that
+    ``load_codes`` encodes: copy c of image i is row c * N + i, so a caller keeps the copies of its
+    training images only. Cached beside the plain codes, keyed by the augmentation settings."""
+    if copies < 1:
+        raise ValueError("load_augmented_codes needs copies >= 1")
+    fingerprint = model_fingerprint(run.path)
+    plain = codes_path(run.path, spec)
+    path = plain.with_name(f"{plain.stem}_aug{copies}-shift{shift}-flip{int(flip)}-seed{seed}.npz")
+    if cache and path.is_file():
+        found = _read_cache(path, spec, fingerprint)
+        if found is not None:
+            return found
+    data = _load_images(run, spec, data, progress)
+    images, labels, size = _encodable(run, data)
+    grids = []
+    for c in range(copies):
+        batch = augmented_copy(images, shift=shift, flip=flip, seed=seed * 1_000_003 + c)
+        grids.append(encode_images(run, batch, progress))
+    all_labels = None if labels is None else np.tile(labels, copies)
+    names = data.class_names if labels is not None else None
+    codes = CodeSet(np.concatenate(grids), all_labels, names, size)
     if cache:
         _write_cache(path, codes, spec, fingerprint, run.model.codebook_size)
     return codes

@@ -7,13 +7,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from vqkit.config import ConfigError, from_dict, to_dict
 from vqkit.data import ImageSet, split_holdout
 from vqkit.priors import checkpoint as pck
 from vqkit.priors.config import PriorConfig, PriorTrainConfig, apply_prior_overrides
-from vqkit.priors.data import CodeSet, canonical_spec, codes_path, load_codes
+from vqkit.priors.data import CodeSet, canonical_spec, codes_path, load_augmented_codes, load_codes
 from vqkit.priors.evaluate import evaluate_prior
 from vqkit.priors.fit import fit_prior, steps_per_epoch
 from vqkit.priors.model import CodePrior
@@ -46,6 +47,22 @@ def _truncate_metrics(path: Path, step: int) -> None:
 def split_codes(codes: CodeSet, holdout: float, seed: int) -> tuple[CodeSet, CodeSet]:
     train_idx, val_idx = split_holdout(len(codes), holdout, seed=seed)
     return codes.subset(train_idx), codes.subset(val_idx)
+
+
+def with_copies(train: CodeSet, train_idx: np.ndarray, copies: CodeSet, num_images: int) -> CodeSet:
+    """``train`` followed by the augmented copies (rows c * num_images + i) of its images ``train_idx``:
+    the held-out images' copies stay out, or the validation NLL would score near-duplicates of training
+    grids."""
+    if len(copies) % num_images:
+        raise ValueError(f"{len(copies)} augmented grids are not whole copies of {num_images} images")
+    rows = np.concatenate([c * num_images + train_idx for c in range(len(copies) // num_images)])
+    extra = copies.subset(rows)
+    labels = (
+        None if train.labels is None or extra.labels is None else np.concatenate([train.labels, extra.labels])
+    )
+    return CodeSet(
+        np.concatenate([train.indices, extra.indices]), labels, train.class_names, train.image_size
+    )
 
 
 def train_prior(
@@ -110,7 +127,14 @@ def train_prior(
     codes = load_codes(run, spec, progress=progress, data=data)
     if codes.indices.max() >= run.model.codebook_size:  # pragma: no cover - the VQ-VAE emits valid codes
         raise RunError(f"codes of {spec} exceed the run's codebook")
-    train_set, val_set = split_codes(codes, train_cfg.holdout, train_cfg.seed)
+    train_idx, val_idx = split_holdout(len(codes), train_cfg.holdout, seed=train_cfg.seed)
+    train_set, val_set = codes.subset(train_idx), codes.subset(val_idx)
+    num_plain = len(train_set)
+    if train_cfg.augment:
+        copies = load_augmented_codes(run, spec, copies=train_cfg.augment, shift=train_cfg.augment_shift,
+                                      flip=train_cfg.augment_flip, seed=train_cfg.seed, progress=progress,
+                                      data=data)  # fmt: skip
+        train_set = with_copies(train_set, train_idx, copies, len(codes))
     num_classes = codes.num_classes if train_cfg.conditional else 0  # what the data lets a prior condition on
     if source is not None:
         model_cfg, prior = source.config, source
@@ -137,7 +161,8 @@ def train_prior(
     class_names = list(codes.class_names) if codes.class_names and model_cfg.num_classes else None
     info: dict[str, Any] = {
         "data": {"spec": spec, "codes_file": codes_path(run_dir, spec).name, "num_grids": len(codes),
-                 "num_train": len(train_set), "num_val": len(val_set), "grid": list(codes.grid),
+                 "num_train": num_plain, "num_augmented": len(train_set) - num_plain,
+                 "num_val": len(val_set), "grid": list(codes.grid),
                  "image_size": list(codes.image_size) if codes.image_size else None},
         "class_names": class_names,
         "train": to_dict(train_cfg),

@@ -1,0 +1,85 @@
+"""How well saved priors fit, and how much they memorise: NLL on their own training grids, on the grids
+held out from training, and on a separate val set, side by side.
+
+For each run folder the prior's own data spec, holdout share and seed (from prior_config.json) rebuild
+the exact training / held-out split; every figure is evaluated in float32 with dropout off, with class
+labels where the prior and data have them. A training NLL far below the held-out one means the prior
+memorises its grids (more grids, e.g. ``train.augment``, then help). Prints a table; writes JSON
+(machine, command, date) to benchmarks/results/prior_fit-DATE.json.
+
+    .venv/bin/python benchmarks/prior_fit.py --runs benchmarks/runs/cifar10/budget60 \\
+        benchmarks/runs/cifar10/budget60-aug
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import common
+from vqkit.data import split_holdout
+from vqkit.priors.checkpoint import load_prior, read_prior_doc
+from vqkit.priors.data import load_codes
+from vqkit.priors.evaluate import grid_bits
+from vqkit.run import Run
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=Path, nargs="+", required=True, help="run folders holding a prior")
+    p.add_argument("--val", default=str(common.SHARED_DATA / "cifar10/val"), help="data spec of the val set")
+    p.add_argument("--train-grids", type=int, default=2300, help="training grids scored (the first N)")
+    p.add_argument("--out", type=Path)
+    a = p.parse_args(argv)
+    rows: list[dict[str, Any]] = []
+    for run_dir in a.runs:
+        run, doc, prior = Run.load(run_dir), read_prior_doc(run_dir), load_prior(run_dir)
+        codes = load_codes(run, doc["data"]["spec"])
+        train_idx, held_idx = split_holdout(len(codes), doc["train"]["holdout"], seed=doc["train"]["seed"])
+        length = prior.config.length
+
+        def bits(sub: Any) -> float:
+            return float(grid_bits(prior, sub).mean()) / length  # noqa: B023 - used within this iteration
+
+        row = {
+            "run": str(run_dir),
+            "step": doc.get("step"),
+            "init_from": doc.get("init_from"),
+            "augment": doc["train"].get("augment", 0),
+            "num_train": doc["data"]["num_train"],
+            "num_augmented": doc["data"].get("num_augmented", 0),
+            "train_bits_per_code": bits(codes.subset(train_idx[: a.train_grids])),
+            "heldout_bits_per_code": bits(codes.subset(held_idx)),
+            "val_bits_per_code": bits(load_codes(run, a.val)),
+            "log2_codebook_size": math.log2(prior.config.codebook_size),
+        }
+        row["memorisation_gap"] = row["heldout_bits_per_code"] - row["train_bits_per_code"]
+        row["val_percent_below_log2k"] = 100 * (1 - row["val_bits_per_code"] / row["log2_codebook_size"])
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    now = datetime.now()
+    out_doc = {"benchmark": "prior_fit", "date": now.isoformat(timespec="seconds"),
+               "command": [sys.executable, *sys.argv], "machine": common.machine(), "val": a.val,
+               "train_grids": a.train_grids, "rows": rows}  # fmt: skip
+    print("\n| run | augment | train | held-out | gap | val | below log2 K |\n|---|---|---|---|---|---|---|")
+    for r in rows:
+        figures = [r["train_bits_per_code"], r["heldout_bits_per_code"], r["memorisation_gap"],
+                   r["val_bits_per_code"]]  # fmt: skip
+        cells = " | ".join(f"{x:.3f}" for x in figures)
+        print(f"| {Path(r['run']).name} | {r['augment']} | {cells} | {r['val_percent_below_log2k']:.1f} % |")
+    out = a.out or common.ROOT / "benchmarks" / "results" / f"prior_fit-{now:%Y%m%d-%H%M}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(out_doc, indent=1, default=lambda x: np.asarray(x).tolist()) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
