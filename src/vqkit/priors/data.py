@@ -8,6 +8,7 @@ reused only while the fingerprint matches the run's current weights.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,6 +139,33 @@ def _load_images(run: Run, spec: str, data: ImageSet | None, progress: bool) -> 
     return data
 
 
+def _encode_cached(
+    run: Run,
+    spec: str,
+    path: Path,
+    versions: Callable[[list[np.ndarray]], Iterator[list[np.ndarray]]],
+    *,
+    progress: bool,
+    cache: bool,
+    data: ImageSet | None,
+) -> CodeSet:
+    """Grids of every version (``versions(images)``, one list per version) of the images of ``spec``,
+    version after version (labels repeated), from the cache file ``path`` while it is valid."""
+    fingerprint = model_fingerprint(run.path)
+    if cache and path.is_file():
+        found = _read_cache(path, spec, fingerprint)
+        if found is not None:
+            return found
+    data = _load_images(run, spec, data, progress)
+    images, labels, size = _encodable(run, data)
+    grids = [encode_images(run, batch, progress) for batch in versions(images)]
+    labels = None if labels is None else np.tile(labels, len(grids))
+    codes = CodeSet(np.concatenate(grids), labels, data.class_names if labels is not None else None, size)
+    if cache:
+        _write_cache(path, codes, spec, fingerprint, run.model.codebook_size)
+    return codes
+
+
 def load_codes(
     run: Run, spec: str, *, progress: bool = False, cache: bool = True, data: ImageSet | None = None
 ) -> CodeSet:
@@ -146,19 +174,8 @@ def load_codes(
 
     Images of one size are encoded whole; mixed sizes are cut into crops of the run's training size
     (labels are then dropped, as a crop's label is not known to be its image's)."""
-    fingerprint = model_fingerprint(run.path)
-    path = codes_path(run.path, spec)
-    if cache and path.is_file():
-        found = _read_cache(path, spec, fingerprint)
-        if found is not None:
-            return found
-    data = _load_images(run, spec, data, progress)
-    images, labels, size = _encodable(run, data)
-    indices = encode_images(run, images, progress)
-    codes = CodeSet(indices, labels, data.class_names if labels is not None else None, size)
-    if cache:
-        _write_cache(path, codes, spec, fingerprint, run.model.codebook_size)
-    return codes
+    return _encode_cached(run, spec, codes_path(run.path, spec), lambda images: iter([images]),
+                          progress=progress, cache=cache, data=data)  # fmt: skip
 
 
 def augmented_copy(images: list[np.ndarray], *, shift: int, flip: bool, seed: int) -> list[np.ndarray]:
@@ -196,27 +213,16 @@ def load_augmented_codes(
     cache: bool = True,
     data: ImageSet | None = None,
 ) -> CodeSet:
-    """Grids of ``copies`` augmented copies (`augmented_copy`, seeds (seed, copy)) of every image that
-    ``load_codes`` encodes: copy c of image i is row c * N + i, so a caller keeps the copies of its
-    training images only. Cached beside the plain codes, keyed by the augmentation settings."""
+    """Grids of ``copies`` augmented copies (`augmented_copy`; copy c seeded by seed * 1,000,003 + c) of
+    every image that ``load_codes`` encodes: copy c of image i is row c * N + i, so a caller keeps the
+    copies of its training images only. Cached beside the plain codes, keyed by the augmentation settings."""
     if copies < 1:
         raise ValueError("load_augmented_codes needs copies >= 1")
-    fingerprint = model_fingerprint(run.path)
     plain = codes_path(run.path, spec)
     path = plain.with_name(f"{plain.stem}_aug{copies}-shift{shift}-flip{int(flip)}-seed{seed}.npz")
-    if cache and path.is_file():
-        found = _read_cache(path, spec, fingerprint)
-        if found is not None:
-            return found
-    data = _load_images(run, spec, data, progress)
-    images, labels, size = _encodable(run, data)
-    grids = []
-    for c in range(copies):
-        batch = augmented_copy(images, shift=shift, flip=flip, seed=seed * 1_000_003 + c)
-        grids.append(encode_images(run, batch, progress))
-    all_labels = None if labels is None else np.tile(labels, copies)
-    names = data.class_names if labels is not None else None
-    codes = CodeSet(np.concatenate(grids), all_labels, names, size)
-    if cache:
-        _write_cache(path, codes, spec, fingerprint, run.model.codebook_size)
-    return codes
+
+    def versions(images: list[np.ndarray]) -> Iterator[list[np.ndarray]]:
+        for c in range(copies):
+            yield augmented_copy(images, shift=shift, flip=flip, seed=seed * 1_000_003 + c)
+
+    return _encode_cached(run, spec, path, versions, progress=progress, cache=cache, data=data)
