@@ -44,11 +44,6 @@ def _truncate_metrics(path: Path, step: int) -> None:
         write_text(path, "".join(ln + "\n" for ln in keep))
 
 
-def split_codes(codes: CodeSet, holdout: float, seed: int) -> tuple[CodeSet, CodeSet]:
-    train_idx, val_idx = split_holdout(len(codes), holdout, seed=seed)
-    return codes.subset(train_idx), codes.subset(val_idx)
-
-
 def with_copies(train: CodeSet, train_idx: np.ndarray, copies: CodeSet, num_images: int) -> CodeSet:
     """``train`` followed by the augmented copies (rows c * num_images + i) of its images ``train_idx``:
     the held-out images' copies stay out, or the validation NLL would score near-duplicates of training
