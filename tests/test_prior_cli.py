@@ -137,6 +137,10 @@ def test_prior_train_with_augmented_copies(run_dir: Path, tmp_path: Path) -> Non
     second = augmented_copy(images, shift=1, flip=True, seed=1)  # copy 1 of seed 0
     assert np.array_equal(aug.indices[96:], np.stack(run.encode(second)))
     assert not np.array_equal(aug.indices[96:], load_codes(run, spec).indices)  # the copies differ
+    assert main(["prior", "train", str(copy), "--resume", "--max-steps", "4", "--no-progress"]) == 0
+    resumed = json.loads((copy / "prior_config.json").read_text())
+    assert resumed["step"] == 4 and resumed["data"]["num_augmented"] == 2 * 91
+    assert cache.stat().st_mtime_ns == stamp  # the resumed run trains on the same cached copies
     assert main([*argv[:-4], "--set", "train.augment=-1"]) == 1
 
 
