@@ -73,7 +73,7 @@ class PriorTrainConfig:
     # and shifted by up to augment_shift pixels (reflect padding), encoded once and cached. The prior
     # memorises its ~40k CIFAR-10 grids (training NLL far below held-out), so more grids help it
     # generalise. Held-out images never get copies. For data whose mirror image is not in-distribution
-    # (digits, text), set augment_flip=false.
+    # (digits, text), set augment_flip=false. An epoch (--epochs) passes over the copies too.
     augment: int = 0
     augment_shift: int = 2
     augment_flip: bool = True
