@@ -26,9 +26,15 @@ import numpy as np
 import common
 from vqkit.data import split_holdout
 from vqkit.priors.checkpoint import load_prior, read_prior_doc
-from vqkit.priors.data import load_codes
+from vqkit.priors.data import CodeSet, load_codes
 from vqkit.priors.evaluate import grid_bits
+from vqkit.priors.model import CodePrior
 from vqkit.run import Run
+
+
+def bits_per_code(prior: CodePrior, codes: CodeSet) -> float:
+    """Mean NLL of ``codes`` under ``prior`` (dropout off, float32), in bits per code."""
+    return float(grid_bits(prior, codes).mean()) / prior.config.length
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,11 +49,6 @@ def main(argv: list[str] | None = None) -> int:
         run, doc, prior = Run.load(run_dir), read_prior_doc(run_dir), load_prior(run_dir)
         codes = load_codes(run, doc["data"]["spec"])
         train_idx, held_idx = split_holdout(len(codes), doc["train"]["holdout"], seed=doc["train"]["seed"])
-        length = prior.config.length
-
-        def bits(sub: Any) -> float:
-            return float(grid_bits(prior, sub).mean()) / length  # noqa: B023 - used within this iteration
-
         row = {
             "run": str(run_dir),
             "step": doc.get("step"),
@@ -55,9 +56,9 @@ def main(argv: list[str] | None = None) -> int:
             "augment": doc["train"].get("augment", 0),
             "num_train": doc["data"]["num_train"],
             "num_augmented": doc["data"].get("num_augmented", 0),
-            "train_bits_per_code": bits(codes.subset(train_idx[: a.train_grids])),
-            "heldout_bits_per_code": bits(codes.subset(held_idx)),
-            "val_bits_per_code": bits(load_codes(run, a.val)),
+            "train_bits_per_code": bits_per_code(prior, codes.subset(train_idx[: a.train_grids])),
+            "heldout_bits_per_code": bits_per_code(prior, codes.subset(held_idx)),
+            "val_bits_per_code": bits_per_code(prior, load_codes(run, a.val)),
             "log2_codebook_size": math.log2(prior.config.codebook_size),
         }
         row["memorisation_gap"] = row["heldout_bits_per_code"] - row["train_bits_per_code"]
