@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,3 +117,18 @@ def test_real_prior_round_trip(run: Path) -> None:
     _, decoded = decode_codes(coding, result.files[0])
     for got, want in zip(decoded, _grids(coding, images), strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_a_calibrated_prior_is_another_model(run: Path) -> None:
+    """The logit scale is part of the model: a file coded with a calibrated prior decodes with it, and
+    the uncalibrated prior refuses it instead of decoding garbage."""
+    prior = tiny_prior(16, (4, 4), seed=5)
+    calibrated = copy.deepcopy(prior)
+    calibrated.logit_scale.fill_(0.8)
+    images = blob_images(3, (16, 16), 10)
+    data = compress_images(run, images, entropy_model="prior", prior=calibrated, archive=True).files[0]
+    _, decoded = decode_codes(run, data, prior=calibrated)
+    for got, want in zip(decoded, Coding(run).run.encode(images), strict=True):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(CodecError, match="another model"):
+        decode_codes(run, data, prior=prior)

@@ -56,6 +56,11 @@ def test_prior_train_writes_its_files(run_dir: Path, capsys: pytest.CaptureFixtu
     assert doc["data"]["num_val"] == 5 and doc["data"]["num_train"] == 91  # 5 % held out
     ev = json.loads((run_dir / "prior_eval.json").read_text())
     assert ev["log2_codebook_size"] == 4.0 and ev["num_grids"] == 5
+    cal = doc["calibration"]  # fitted on the held-out grids at the end, and saved in the weights
+    assert cal["data"] == "holdout" and cal["num_grids"] == 5
+    assert cal["bits_per_code_calibrated"] <= cal["bits_per_code_raw"]
+    assert float(load_prior(run_dir).logit_scale) == pytest.approx(cal["logit_scale"])
+    assert ev["nll_bits_per_code"] == pytest.approx(cal["bits_per_code_calibrated"], abs=1e-4)
     assert prior_exists(run_dir)
     assert main(["prior", "train", str(run_dir), "--max-steps", "1"]) == 1
     assert "already holds a prior" in capsys.readouterr().err
@@ -88,6 +93,34 @@ def test_prior_resume_continues(run_dir: Path, tmp_path: Path) -> None:
     assert [r["step"] for r in rows if r["type"] == "train"] == [5, 10, 15, 20, 25]
     after = load_prior(copy).state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_prior_calibrate_refits_the_scale(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    trained = json.loads((run_dir / "prior_config.json").read_text())
+    assert main(["prior", "calibrate", str(copy)]) == 0  # the same held-out grids: the same scale
+    assert "calibrated on 5 holdout grids" in capsys.readouterr().out
+    doc = json.loads((copy / "prior_config.json").read_text())
+    assert doc["calibration"]["logit_scale"] == pytest.approx(trained["calibration"]["logit_scale"], rel=1e-5)
+    assert doc["argv"] == trained["argv"] and doc["step"] == trained["step"]  # still says how it was trained
+    spec = trained["data"]["spec"]
+    assert main(["prior", "calibrate", str(copy), "--data", spec, "--max-grids", "40"]) == 0
+    doc = json.loads((copy / "prior_config.json").read_text())
+    assert doc["calibration"]["num_grids"] == 40 and doc["calibration"]["data"] == spec
+    assert float(load_prior(copy).logit_scale) == pytest.approx(doc["calibration"]["logit_scale"])
+    # Resuming trains the raw logits and fits the scale again: the result matches a run that
+    # was never calibrated by hand.
+    plain = tmp_path / "plain"
+    shutil.copytree(run_dir, plain)
+    for folder in (copy, plain):
+        assert main(["prior", "train", str(folder), "--resume", "--max-steps", "22", "--no-progress"]) == 0
+    a, b = load_prior(copy).state_dict(), load_prior(plain).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_prior_init_from_starts_a_new_schedule_from_saved_weights(run_dir: Path, tmp_path: Path) -> None:

@@ -11,9 +11,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from vqkit.config import ConfigError
 from vqkit.priors import CodePrior, CodeSet, PriorConfig, PriorTrainConfig, fit_prior, load_prior, save_prior
+from vqkit.priors.calibrate import calibrate
 from vqkit.priors.config import apply_prior_overrides
 from vqkit.priors.evaluate import grid_bits, unigram_entropy_bits
 from vqkit.priors.model import draw
@@ -41,6 +44,7 @@ def random_prior(
     with torch.no_grad():
         for p in prior.parameters():
             p.normal_(0.0, 0.3)
+        prior.logit_scale.fill_(0.8)  # as after calibration: every path must apply it
     return prior.eval()
 
 
@@ -217,6 +221,32 @@ def test_resume_equals_uninterrupted() -> None:
     assert [r for r in rest.history if r["type"] == "train"][-1]["bits_per_code"] == last["bits_per_code"]
 
 
+def test_calibration_finds_the_scale_that_minimises_the_nll() -> None:
+    """Multiplying the head by 3 makes a fitted prior overconfident; calibration then finds a third of
+    the scale it finds for the original, scores as well as it, and sits at a minimum of the NLL."""
+    train, _, _ = markov_grids(2048, seed=3)
+    test, _, _ = markov_grids(1000, seed=4)
+    prior = CodePrior(PriorConfig(codebook_size=4, grid=(3, 3), width=32, layers=2, heads=2))
+    fit_prior(prior, CodeSet(train), tiny_fit_config(), Horizon(150, None), progress=False)
+    base = calibrate(copy.deepcopy(prior), CodeSet(test))
+    with torch.no_grad():
+        prior.head.weight.mul_(3.0)
+        prior.head.bias.mul_(3.0)
+    cal = calibrate(prior, CodeSet(test))
+    assert cal.logit_scale == pytest.approx(base.logit_scale / 3.0, rel=1e-4)
+    assert cal.bits_per_code_calibrated == pytest.approx(base.bits_per_code_calibrated, abs=1e-6)
+    assert cal.bits_per_code_calibrated < cal.bits_per_code_raw - 0.1
+    assert float(prior.logit_scale) == pytest.approx(cal.logit_scale)  # set in place, used when scoring
+    bits = float(grid_bits(prior, CodeSet(test)).mean()) / 9
+    assert bits == pytest.approx(cal.bits_per_code_calibrated, abs=1e-4)
+    for nudge in (0.95, 1.05):
+        prior.logit_scale.fill_(cal.logit_scale * nudge)
+        assert float(grid_bits(prior, CodeSet(test)).mean()) / 9 > bits
+    uniform = CodePrior(PriorConfig(codebook_size=4, grid=(3, 3), width=8, layers=1, heads=2))
+    flat = calibrate(uniform, CodeSet(test))  # zero head: every scale gives log2 K, so 1 is kept
+    assert flat.logit_scale == 1.0 and flat.bits_per_code_calibrated == pytest.approx(2.0)
+
+
 # ---------------------------------------------------------------------------------- files
 
 
@@ -232,6 +262,15 @@ def test_save_load_is_exact_and_tied_to_the_vqvae(tmp_path: Path) -> None:
     labels = torch.tensor([0, 1, 1])
     assert torch.equal(loaded.logits(x, labels), prior.logits(x, labels))
     assert torch.equal(loaded.double().logits(x), prior.double().logits(x))
+    # A prior saved before calibration existed has no logit_scale: it loads unscaled.
+    state = load_file(tmp_path / "prior.safetensors")
+    with safe_open(str(tmp_path / "prior.safetensors"), framework="pt") as f:
+        meta = f.metadata()
+    del state["logit_scale"]
+    save_file(state, str(tmp_path / "prior.safetensors"), metadata=meta)
+    old = load_prior(tmp_path)
+    assert float(old.logit_scale) == 1.0
+    torch.testing.assert_close(old.logits(x, labels) * 0.8, prior.float().logits(x, labels))
     (tmp_path / "model.safetensors").write_bytes(b"weights of another VQ-VAE")
     with pytest.raises(RunError, match="another VQ-VAE"):
         load_prior(tmp_path)

@@ -1,4 +1,4 @@
-"""vqkit prior train | eval: the autoregressive prior over a run's code grids."""
+"""vqkit prior train | eval | calibrate: the autoregressive prior over a run's code grids."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from vqkit.cli.common import add_device, parser
 from vqkit.data import DataError
-from vqkit.priors import evaluate_prior, load_codes, load_prior, train_prior
+from vqkit.priors import calibrate_run, evaluate_prior, load_codes, load_prior, train_prior
 from vqkit.run import Run
 from vqkit.training.checkpoint import write_json
 
@@ -47,9 +47,23 @@ def _train(a: argparse.Namespace) -> int:
     )
     print(f"prior {summary['stopped']} at step {summary['step']} ({summary['elapsed_s']:.0f} s, "
           f"{summary['train_grids']} training grids); saved in {a.run}")  # fmt: skip
+    if "calibration" in summary:
+        print_calibration(summary["calibration"])
     if "eval" in summary:
         print(f"held-out {summary['val_grids']} grids:")
         print_table(summary["eval"])
+    return 0
+
+
+def print_calibration(record: dict[str, Any]) -> None:
+    print(f"calibrated on {record['num_grids']} {record['data']} grids: logits x {record['logit_scale']:.4f} "
+          f"(temperature {record['temperature']:.4f}), {record['bits_per_code_raw']:.4f} -> "
+          f"{record['bits_per_code_calibrated']:.4f} bits/code")  # fmt: skip
+
+
+def _calibrate(a: argparse.Namespace) -> int:
+    record = calibrate_run(a.run, data_spec=a.data, max_grids=a.max_grids)
+    print_calibration(record)
     return 0
 
 
@@ -72,7 +86,7 @@ def _eval(a: argparse.Namespace) -> int:
 
 def main(argv: list[str]) -> int:
     p = parser("prior", "Train or evaluate the autoregressive prior over a run's code grids.")
-    sub = p.add_subparsers(dest="action", required=True, metavar="{train,eval}")
+    sub = p.add_subparsers(dest="action", required=True, metavar="{train,eval,calibrate}")
     t = sub.add_parser("train", help="train (or --resume) the prior of a run")
     t.add_argument("run", type=Path)
     t.add_argument("--data", help="data spec (default: the run's training data)")
@@ -92,5 +106,10 @@ def main(argv: list[str]) -> int:
     e.add_argument("--data", required=True, help="data spec to evaluate on")
     e.add_argument("--json", type=Path, help="also write the results here")
     add_device(e)
+    c = sub.add_parser("calibrate", help="fit the scale of the prior's logits on held-out grids (train "
+                       "does this at the end unless train.calibrate=false)")  # fmt: skip
+    c.add_argument("run", type=Path)
+    c.add_argument("--data", help="data spec to fit on (default: the grids held out from training)")
+    c.add_argument("--max-grids", type=int, default=2000, help="fit on at most this many grids")
     a = p.parse_args(argv)
-    return _train(a) if a.action == "train" else _eval(a)
+    return {"train": _train, "eval": _eval, "calibrate": _calibrate}[a.action](a)

@@ -1,19 +1,23 @@
 """Autoregressive priors over a run's code grids: training, sampling, likelihoods for entropy coding."""
 
+from vqkit.priors.calibrate import Calibration, calibrate
 from vqkit.priors.checkpoint import load_prior, model_fingerprint, prior_exists, read_prior_doc, save_prior
 from vqkit.priors.config import PriorConfig, PriorTrainConfig
 from vqkit.priors.data import CodeSet, load_codes
 from vqkit.priors.evaluate import evaluate_prior
 from vqkit.priors.fit import FitResult, fit_prior
 from vqkit.priors.model import CodePrior
-from vqkit.priors.train import train_prior
+from vqkit.priors.train import calibrate_run, train_prior
 
 __all__ = [
+    "Calibration",
     "CodePrior",
     "CodeSet",
     "FitResult",
     "PriorConfig",
     "PriorTrainConfig",
+    "calibrate",
+    "calibrate_run",
     "evaluate_prior",
     "fit_prior",
     "load_codes",

@@ -125,6 +125,7 @@ def load_prior(run_dir: str | Path, device: str | torch.device = "cpu") -> CodeP
     except (KeyError, json.JSONDecodeError, ConfigError) as e:
         raise RunError(f"{path}: bad prior config in its metadata: {e}") from e
     prior = CodePrior(config)
+    state.setdefault("logit_scale", torch.ones(()))  # priors saved before calibration existed: unscaled
     try:
         prior.load_state_dict(state)
     except RuntimeError as e:

@@ -136,7 +136,7 @@ class PriorStream:
             h = self._x + self.prior.position.weight[self.pos]
             for block, cache in zip(self.prior.blocks, self.caches, strict=True):
                 h = cast(Block, block).step(h, cache, self.pos)
-            self._logits = self.prior.head(self.prior.ln_f(h[:, 0]))
+            self._logits = self.prior.head(self.prior.ln_f(h[:, 0])) * self.prior.logit_scale
         return self._logits
 
     def push(self, codes: Tensor) -> None:
@@ -148,6 +148,8 @@ class PriorStream:
 
 class CodePrior(nn.Module):
     """p(indices | label) over (h, w) grids of codes in [0, K), factorised in raster order."""
+
+    logit_scale: Tensor  # () buffer, see __init__
 
     def __init__(self, config: PriorConfig) -> None:
         super().__init__()
@@ -162,6 +164,11 @@ class CodePrior(nn.Module):
         self.head = nn.Linear(c.width, c.codebook_size)
         future = torch.ones(c.length, c.length, dtype=torch.bool).triu(1)
         self.register_buffer("future", future, persistent=False)
+        # The logits are multiplied by this scalar: 1 (the identity) while training; after training,
+        # `vqkit.priors.calibrate` fits it on held-out grids (temperature scaling: a prior that has
+        # memorised its training grids is overconfident on new ones). A saved buffer, so it travels
+        # in prior.safetensors and changes the codec's digest of the prior; () float32.
+        self.register_buffer("logit_scale", torch.ones(()))
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -223,7 +230,7 @@ class CodePrior(nn.Module):
         future = self.future
         for block in self.blocks:
             x = block(x, future)
-        return self.head(self.ln_f(x))
+        return self.head(self.ln_f(x)) * self.logit_scale  # x * 1.0 == x: exact while uncalibrated
 
     def forward(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
         return self.logits(indices, labels)

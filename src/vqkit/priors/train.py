@@ -13,6 +13,7 @@ import torch
 from vqkit.config import ConfigError, from_dict, to_dict
 from vqkit.data import ImageSet, split_holdout
 from vqkit.priors import checkpoint as pck
+from vqkit.priors.calibrate import Calibration, calibrate
 from vqkit.priors.config import PriorConfig, PriorTrainConfig, apply_prior_overrides
 from vqkit.priors.data import CodeSet, canonical_spec, codes_path, load_augmented_codes, load_codes
 from vqkit.priors.evaluate import evaluate_prior
@@ -58,6 +59,13 @@ def with_copies(train: CodeSet, train_idx: np.ndarray, copies: CodeSet, num_imag
     return CodeSet(
         np.concatenate([train.indices, extra.indices]), labels, train.class_names, train.image_size
     )
+
+
+def calibration_record(cal: Calibration, data: str) -> dict[str, Any]:
+    """The ``calibration`` entry of prior_config.json: what was fitted, on what, and what it gained."""
+    return {"logit_scale": cal.logit_scale, "temperature": 1.0 / cal.logit_scale, "data": data,
+            "num_grids": cal.num_grids, "bits_per_code_raw": cal.bits_per_code_raw,
+            "bits_per_code_calibrated": cal.bits_per_code_calibrated}  # fmt: skip
 
 
 def train_prior(
@@ -151,6 +159,7 @@ def train_prior(
         prior = CodePrior(model_cfg)
     elif codes.grid != model_cfg.grid:
         raise RunError(f"the data's grids are {codes.grid}; the saved prior models {model_cfg.grid}")
+    prior.logit_scale.fill_(1.0)  # train the raw logits; a saved calibration is fitted again at the end
     horizon = _horizon(stop, len(train_set), train_cfg.batch_size)
 
     class_names = list(codes.class_names) if codes.class_names and model_cfg.num_classes else None
@@ -192,8 +201,38 @@ def train_prior(
         "val_grids": len(val_set),
         "prior": to_dict(model_cfg),
     }
+    if len(val_set) and result.stopped == "finished" and train_cfg.calibrate:
+        cal = calibrate(result.prior, val_set, max_grids=train_cfg.eval_grids)
+        info["calibration"] = summary["calibration"] = calibration_record(cal, "holdout")
+        pck.save_prior(run_dir, result.prior, info={**info, "step": result.step}, fingerprint=fingerprint)
     if len(val_set) and result.stopped == "finished":
         ev = {"data": "holdout", "spec": spec, "step": result.step, **evaluate_prior(result.prior, val_set)}
         write_json(run_dir / pck.PRIOR_EVAL_FILE, ev)
         summary["eval"] = ev
     return summary
+
+
+def calibrate_run(
+    run_dir: str | Path, *, data_spec: str | None = None, max_grids: int = 2000
+) -> dict[str, Any]:
+    """Fit the saved prior's logit scale (`vqkit.priors.calibrate`) on ``data_spec``'s grids, or by
+    default on the grids held out from its training, and save it. Returns the ``calibration`` record."""
+    run_dir = Path(run_dir)
+    run, doc = Run.load(run_dir), pck.read_prior_doc(run_dir)
+    prior = pck.load_prior(run_dir)
+    if data_spec is None:
+        codes = load_codes(run, str(doc["data"]["spec"]))
+        train_cfg = from_dict(PriorTrainConfig, doc["train"])
+        _, held = split_holdout(len(codes), train_cfg.holdout, seed=train_cfg.seed)
+        if len(held) == 0:
+            raise ConfigError("the prior was trained without held-out grids (train.holdout=0); pass --data")
+        codes, source = codes.subset(held), "holdout"
+    else:
+        codes, source = load_codes(run, data_spec), canonical_spec(data_spec)
+    if codes.grid != prior.config.grid:
+        raise ConfigError(f"{source} encodes to {codes.grid} grids; the prior models {prior.config.grid}")
+    record = calibration_record(calibrate(prior, codes, max_grids=max_grids), source)
+    kept = {k: v for k, v in doc.items() if k not in ("format", "format_version", "vqkit_version", "saved",
+                                                      "model_fingerprint", "prior")}  # fmt: skip
+    pck.save_prior(run_dir, prior, info={**kept, "calibration": record}, fingerprint=doc["model_fingerprint"])
+    return record
