@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from vqkit.priors.data import CodeSet
+from vqkit.priors.evaluate import grid_batches
 from vqkit.priors.model import CodePrior
 
 SCALE_RANGE = (1.0 / 16.0, 16.0)  # a fitted scale outside this says the prior is broken, not miscalibrated
@@ -61,20 +62,13 @@ def _raw_logits(prior: CodePrior, codes: CodeSet, batch_size: int) -> list[tuple
     """(logits (n, K) float32, codes (n,)) per batch, with the prior's scale held at 1 and its labels
     used where both the prior and the data have them (as `evaluate_prior` scores them)."""
     k = prior.config.codebook_size
-    use_labels = prior.config.num_classes > 0 and codes.labels is not None
-    device = prior.head.weight.device
     saved = prior.logit_scale.clone()
     was_training = prior.training
     prior.eval()
     prior.logit_scale.fill_(1.0)
     chunks: list[tuple[Tensor, Tensor]] = []
     try:
-        for start in range(0, len(codes), batch_size):
-            idx = torch.from_numpy(codes.indices[start : start + batch_size]).to(device)
-            labels = None
-            if use_labels:
-                assert codes.labels is not None
-                labels = torch.from_numpy(codes.labels[start : start + batch_size]).to(device)
+        for idx, labels in grid_batches(prior, codes, batch_size=batch_size):
             logits = prior.logits(idx, labels).float().reshape(-1, k).cpu()
             chunks.append((logits, idx.reshape(-1).cpu()))
     finally:

@@ -3,33 +3,43 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from vqkit.priors.data import CodeSet
 from vqkit.priors.model import CodePrior
+
+
+def grid_batches(
+    prior: CodePrior, codes: CodeSet, *, conditional: bool = True, batch_size: int = 512
+) -> Iterator[tuple[Tensor, Tensor | None]]:
+    """(indices (b, h, w), labels (b,) or None) batches of ``codes`` on the prior's device; labels
+    when ``conditional`` and the prior and the data both have them, else None (the "no label" token)."""
+    device = prior.head.weight.device
+    use_labels = conditional and prior.config.num_classes > 0 and codes.labels is not None
+    for start in range(0, len(codes), batch_size):
+        idx = torch.from_numpy(codes.indices[start : start + batch_size]).to(device)
+        labels = None
+        if use_labels:
+            assert codes.labels is not None
+            labels = torch.from_numpy(codes.labels[start : start + batch_size]).to(device)
+        yield idx, labels
 
 
 @torch.no_grad()
 def grid_bits(
     prior: CodePrior, codes: CodeSet, *, conditional: bool = True, batch_size: int = 512
 ) -> np.ndarray:
-    """(N,) bits per grid under ``prior``; with the labels when ``conditional`` and the prior and the
-    data both have them, else with the "no label" start token."""
+    """(N,) bits per grid under ``prior``, in eval mode (see `grid_batches` for the labels)."""
     was_training = prior.training
     prior.eval()
-    device = prior.head.weight.device
-    use_labels = conditional and prior.config.num_classes > 0 and codes.labels is not None
     out: list[np.ndarray] = []
     try:
-        for start in range(0, len(codes), batch_size):
-            idx = torch.from_numpy(codes.indices[start : start + batch_size]).to(device)
-            labels = None
-            if use_labels:
-                assert codes.labels is not None
-                labels = torch.from_numpy(codes.labels[start : start + batch_size]).to(device)
+        for idx, labels in grid_batches(prior, codes, conditional=conditional, batch_size=batch_size):
             out.append(prior.nll_bits(idx, labels).double().cpu().numpy())
     finally:
         prior.train(was_training)
