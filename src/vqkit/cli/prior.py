@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from vqkit.cli.common import add_device, parser
-from vqkit.data import DataError
 from vqkit.priors import calibrate_run, evaluate_prior, load_codes, load_prior, train_prior
+from vqkit.priors.evaluate import check_codes
 from vqkit.run import Run
 from vqkit.training.checkpoint import write_json
 
@@ -71,12 +71,7 @@ def _eval(a: argparse.Namespace) -> int:
     run = Run.load(a.run, a.device)
     prior = load_prior(a.run, a.device)
     codes = load_codes(run, a.data)
-    if codes.grid != prior.config.grid:
-        raise DataError(f"{a.data} encodes to {codes.grid} grids; the prior models {prior.config.grid}")
-    if codes.labels is not None and prior.config.num_classes and codes.num_classes > prior.config.num_classes:
-        raise DataError(
-            f"{a.data} has {codes.num_classes} classes; the prior knows {prior.config.num_classes}"
-        )
+    check_codes(prior, codes, a.data)
     result = {"run": str(a.run), "data": a.data, **evaluate_prior(prior, codes)}
     if a.json:
         write_json(a.json, result)
@@ -85,7 +80,7 @@ def _eval(a: argparse.Namespace) -> int:
 
 
 def main(argv: list[str]) -> int:
-    p = parser("prior", "Train or evaluate the autoregressive prior over a run's code grids.")
+    p = parser("prior", "Train, calibrate or evaluate the autoregressive prior over a run's code grids.")
     sub = p.add_subparsers(dest="action", required=True, metavar="{train,eval,calibrate}")
     t = sub.add_parser("train", help="train (or --resume) the prior of a run")
     t.add_argument("run", type=Path)

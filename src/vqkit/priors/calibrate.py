@@ -94,20 +94,18 @@ def calibrate(
         raise ValueError(f"max_grids must be >= 1, got {max_grids}")
     subset = codes.subset(np.arange(min(len(codes), max_grids)))
     chunks = _raw_logits(prior, subset, batch_size)
-    raw, _, _ = _objective(chunks, 1.0)
-    s, steps = 1.0, 0
+    raw, grad, curv = _objective(chunks, 1.0)
+    s, scaled, steps = 1.0, raw, 0
     lo, hi = SCALE_RANGE
-    while steps < 50:
+    # curv == 0: all logits equal (an untrained prior), every scale gives the same NLL: keep 1.
+    while curv > 0.0 and steps < 50:
         steps += 1
-        _, grad, curv = _objective(chunks, s)
-        if curv <= 0.0:  # all logits equal (an untrained prior): any scale gives the same NLL
-            break
         s_next = min(max(s - grad / curv, lo), hi)
         converged = abs(s_next - s) < 1e-7 * s
         s = s_next
+        scaled, grad, curv = _objective(chunks, s)
         if converged:
             break
-    scaled, _, _ = _objective(chunks, s)
     if not scaled <= raw:  # guard: the fit may only improve on the raw logits
         s, scaled = 1.0, raw
     prior.logit_scale.fill_(s)

@@ -10,8 +10,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vqkit.data import DataError
 from vqkit.priors.data import CodeSet
 from vqkit.priors.model import CodePrior
+
+
+def check_codes(prior: CodePrior, codes: CodeSet, name: str) -> None:
+    """DataError unless the prior can score ``codes`` (named ``name`` in the message): same grid shape,
+    and no label beyond the prior's classes."""
+    if codes.grid != prior.config.grid:
+        raise DataError(f"{name} encodes to {codes.grid} grids; the prior models {prior.config.grid}")
+    if codes.labels is not None and prior.config.num_classes and codes.num_classes > prior.config.num_classes:
+        raise DataError(f"{name} has {codes.num_classes} classes; the prior knows {prior.config.num_classes}")
 
 
 def grid_batches(

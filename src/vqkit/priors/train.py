@@ -16,7 +16,7 @@ from vqkit.priors import checkpoint as pck
 from vqkit.priors.calibrate import Calibration, calibrate
 from vqkit.priors.config import PriorConfig, PriorTrainConfig, apply_prior_overrides
 from vqkit.priors.data import CodeSet, canonical_spec, codes_path, load_augmented_codes, load_codes
-from vqkit.priors.evaluate import evaluate_prior
+from vqkit.priors.evaluate import check_codes, evaluate_prior
 from vqkit.priors.fit import fit_prior, steps_per_epoch
 from vqkit.priors.model import CodePrior
 from vqkit.run import Run
@@ -229,8 +229,7 @@ def calibrate_run(
         codes, source = codes.subset(held), "holdout"
     else:
         codes, source = load_codes(run, data_spec), canonical_spec(data_spec)
-    if codes.grid != prior.config.grid:
-        raise ConfigError(f"{source} encodes to {codes.grid} grids; the prior models {prior.config.grid}")
+    check_codes(prior, codes, source)
     record = calibration_record(calibrate(prior, codes, max_grids=max_grids), source)
     kept = {k: v for k, v in doc.items() if k not in ("format", "format_version", "vqkit_version", "saved",
                                                       "model_fingerprint", "prior")}  # fmt: skip
