@@ -57,10 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"benchmark": "prior_calibration", "date": now.isoformat(timespec="seconds"),
            "command": [sys.executable, *sys.argv], "machine": common.machine(), "run": str(a.run),
            "data": a.data, "rows": rows, "saving_actual": saving}  # fmt: skip
-    out = a.out or common.ROOT / "benchmarks" / "results" / f"prior_calibration-{now:%Y%m%d-%H%M}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"wrote {out}")
+    common.write_result(doc, "prior_calibration", now, a.out)
     return 0
 
 

@@ -23,8 +23,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import common
 from vqkit.data import split_holdout
 from vqkit.priors.checkpoint import load_prior, read_prior_doc
@@ -86,10 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         cells = " | ".join(f"{x:.3f}" for x in figures)
         print(f"| {Path(r['run']).name} | {r['augment']} | {r['logit_scale']:.4f} | {cells} | "
               f"{r['val_percent_below_log2k']:.1f} % |")  # fmt: skip
-    out = a.out or common.ROOT / "benchmarks" / "results" / f"prior_fit-{now:%Y%m%d-%H%M}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(out_doc, indent=1, default=lambda x: np.asarray(x).tolist()) + "\n")
-    print(f"wrote {out}")
+    common.write_result(out_doc, "prior_fit", now, a.out)
     return 0
 
 

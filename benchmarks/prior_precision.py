@@ -11,7 +11,6 @@ benchmarks/results/prior_precision-DATE.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from datetime import datetime
@@ -68,10 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"| {r['precision']} | {r['grids_per_s']:.1f} | {r['val_bits_per_code']:.4f} |")
     print(f"bf16 / fp32 speed: {doc['speedup_bf16']:.2f}x")
-    out = a.out or common.ROOT / "benchmarks" / "results" / f"prior_precision-{now:%Y%m%d-%H%M}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"wrote {out}")
+    common.write_result(doc, "prior_precision", now, a.out)
     return 0
 
 
