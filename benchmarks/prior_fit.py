@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import common
-from vqkit.data import split_holdout
 from vqkit.priors.checkpoint import load_prior, read_prior_doc
 from vqkit.priors.data import CodeSet, load_codes
 from vqkit.priors.evaluate import grid_bits
 from vqkit.priors.model import CodePrior
+from vqkit.priors.train import saved_split
 from vqkit.run import Run
 
 
@@ -47,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     for run_dir in a.runs:
         run, doc, prior = Run.load(run_dir), read_prior_doc(run_dir), load_prior(run_dir)
-        codes = load_codes(run, doc["data"]["spec"])
-        train_idx, held_idx = split_holdout(len(codes), doc["train"]["holdout"], seed=doc["train"]["seed"])
+        codes, train_idx, held_idx = saved_split(run, doc)
         row = {
             "run": str(run_dir),
             "step": doc.get("step"),

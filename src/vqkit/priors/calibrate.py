@@ -36,7 +36,6 @@ class Calibration:
     num_grids: int
     bits_per_code_raw: float
     bits_per_code_calibrated: float
-    newton_steps: int
 
 
 def _objective(chunks: list[tuple[Tensor, Tensor]], s: float) -> tuple[float, float, float]:
@@ -114,5 +113,4 @@ def calibrate(
         num_grids=len(subset),
         bits_per_code_raw=raw / math.log(2.0),
         bits_per_code_calibrated=scaled / math.log(2.0),
-        newton_steps=steps,
     )

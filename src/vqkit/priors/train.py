@@ -212,6 +212,15 @@ def train_prior(
     return summary
 
 
+def saved_split(run: Run, doc: dict[str, Any]) -> tuple[CodeSet, np.ndarray, np.ndarray]:
+    """The codes a saved prior was trained on (``doc``: its prior_config.json) and their training and
+    held-out rows, rebuilt from its data spec, holdout share and seed."""
+    codes = load_codes(run, str(doc["data"]["spec"]))
+    train_cfg = from_dict(PriorTrainConfig, doc["train"])
+    train_idx, held_idx = split_holdout(len(codes), train_cfg.holdout, seed=train_cfg.seed)
+    return codes, train_idx, held_idx
+
+
 def calibrate_run(
     run_dir: str | Path, *, data_spec: str | None = None, max_grids: int = 2000
 ) -> dict[str, Any]:
@@ -221,9 +230,7 @@ def calibrate_run(
     run, doc = Run.load(run_dir), pck.read_prior_doc(run_dir)
     prior = pck.load_prior(run_dir)
     if data_spec is None:
-        codes = load_codes(run, str(doc["data"]["spec"]))
-        train_cfg = from_dict(PriorTrainConfig, doc["train"])
-        _, held = split_holdout(len(codes), train_cfg.holdout, seed=train_cfg.seed)
+        codes, _, held = saved_split(run, doc)
         if len(held) == 0:
             raise ConfigError("the prior was trained without held-out grids (train.holdout=0); pass --data")
         codes, source = codes.subset(held), "holdout"
