@@ -11,8 +11,20 @@ import pytest
 import torch
 from torch import nn
 
-from vqkit.codec import CodecError, Coding, EntropyModel, compress_images, decode_codes
-from vqkit.codec.entropy import PRIOR_BATCH, exact_torch, prior_chunks
+from vqkit.codec import (
+    CodecError,
+    Coding,
+    EntropyModel,
+    compress_images,
+    decode_codes,
+    decode_codes_many,
+    decompress,
+    decompress_many,
+    entropy,
+    tables,
+)
+from vqkit.codec.entropy import PRIOR_BATCH, PriorCoder, exact_torch, prior_chunks
+from vqkit.priors import CodePrior, PriorConfig
 
 from .golden.make_golden import blob_images, build_tiny_run, tiny_prior
 
@@ -132,3 +144,56 @@ def test_a_calibrated_prior_is_another_model(run: Path) -> None:
         np.testing.assert_array_equal(got, want)
     with pytest.raises(CodecError, match="another model"):
         decode_codes(run, data, prior=prior)
+
+
+def _seen_logits(monkeypatch: pytest.MonkeyPatch, coder: PriorCoder, grids: list[np.ndarray]) -> np.ndarray:
+    """The float64 logits the coder turns into tables while coding ``grids``: (n, h*w, K)."""
+    seen: list[np.ndarray] = []
+
+    def record(logits: np.ndarray) -> np.ndarray:
+        seen.append(np.array(logits, copy=True))
+        return tables.frequencies_from_logits(logits)
+
+    monkeypatch.setattr(entropy, "frequencies_from_logits", record)
+    list(coder.tables(grids))
+    monkeypatch.undo()
+    return np.stack(seen, axis=1)  # one (n, K) array per position
+
+
+def test_a_grids_logits_ignore_its_batch_neighbours_bitwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files coded together decode alone, and the reverse, only if a grid's float logits do not depend
+    on how many grids share its batch, which rows they hold or its row. BLAS rounds differently for
+    different batch sizes (a batch of 1 and of 16 differ in the last bits), hence padded batches."""
+    config = PriorConfig(codebook_size=64, grid=(4, 4), width=64, layers=2, heads=4)
+    torch.manual_seed(0)
+    coder = PriorCoder(CodePrior(config).eval(), 64)
+    with torch.no_grad():
+        for p in coder.prior.parameters():
+            p.normal_(0.0, 0.2)
+    rng = np.random.default_rng(0)
+    grids = [rng.integers(0, 64, (4, 4)) for _ in range(PRIOR_BATCH)]
+    alone = _seen_logits(monkeypatch, coder, grids[:1])[0]
+    for count in (2, 7, PRIOR_BATCH):
+        batch = [grids[(i + count) % PRIOR_BATCH] for i in range(count - 1)] + grids[:1]
+        together = _seen_logits(monkeypatch, coder, batch)[count - 1]
+        assert np.array_equal(together, alone), count
+
+
+def test_many_files_decode_together_as_one_by_one(run: Path) -> None:
+    prior = tiny_prior(16, (4, 4), seed=6)
+    images = blob_images(PRIOR_BATCH + 3, (16, 16), 11)
+    coding = Coding(run, prior)
+    files = compress_images(coding, images, entropy_model="prior", quality=False).files
+    files.append(compress_images(coding, images[:5], entropy_model="static", archive=True).files[0])
+    together = decode_codes_many(coding, files)
+    want = _grids(coding, images)
+    for (_, got), data in zip(together, files, strict=True):
+        assert all(np.array_equal(a, b) for a, b in zip(got, decode_codes(coding, data)[1], strict=True))
+    got = [g for _, grids in together for g in grids]
+    for a, b in zip(got, want + want[:5], strict=True):
+        np.testing.assert_array_equal(a, b)
+    pixels = decompress_many(coding, files)
+    assert [len(p) for p in pixels] == [1] * len(images) + [5]
+    for many, data in zip(pixels, files, strict=True):
+        for a, b in zip(many, decompress(coding, data), strict=True):
+            assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).max() <= 1

@@ -13,13 +13,17 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tqdm import tqdm
+
 from vqkit.cli.common import add_device, parser
-from vqkit.codec import ENTROPY_CHOICES, CodecError, Coding, CompressResult, compress_images, decompress
+from vqkit.codec import ENTROPY_CHOICES, CodecError, Coding, CompressResult, compress_images, decompress_many
 from vqkit.codec.entropy import fit_static_model
 from vqkit.codec.files import output_stems, read_inputs, read_vqk, write_bytes, write_png
 from vqkit.codec.search import SearchConfig
 from vqkit.run import Run
 from vqkit.training.checkpoint import write_json
+
+FILE_GROUP = 64  # files decoded together by `vqkit decompress`
 
 
 def _print_summary(result: CompressResult, where: Path) -> None:
@@ -122,16 +126,27 @@ def decompress_main(argv: list[str]) -> int:
     p.add_argument("files", nargs="+", type=Path, help=".vqk files")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     p.add_argument("--run", type=Path, required=True, help="the run that compressed the files")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_device(p)
     a = p.parse_args(argv)
     coding = Coding(Run.load(a.run, a.device, a.precision))
     count, written = 0, set()
-    for n, path in enumerate(a.files):
-        images = decompress(coding, read_vqk(path), name=str(path))
-        stem = path.stem if path.stem not in written else f"{path.stem}_{n:05d}"  # same stem twice
-        written.add(stem)
-        for i, image in enumerate(images):
-            write_png(a.output / (f"{stem}.png" if len(images) == 1 else f"{stem}-{i:05d}.png"), image)
-        count += len(images)
+    # the bar only on a terminal (disable=None), so piped output and error lines stay clean
+    disable = True if a.no_progress else None
+    with tqdm(total=len(a.files), desc="decompress", unit="file", disable=disable, leave=False) as bar:
+        # Files decode FILE_GROUP at a time: the prior walks their images together (16 per step), and
+        # a group bounds what is held in memory.
+        for start in range(0, len(a.files), FILE_GROUP):
+            paths = a.files[start : start + FILE_GROUP]
+            blobs = [read_vqk(path) for path in paths]
+            decoded = decompress_many(coding, blobs, names=[str(path) for path in paths])
+            for n, (path, images) in enumerate(zip(paths, decoded, strict=True), start=start):
+                stem = path.stem if path.stem not in written else f"{path.stem}_{n:05d}"  # same stem twice
+                written.add(stem)
+                for i, image in enumerate(images):
+                    name = f"{stem}.png" if len(images) == 1 else f"{stem}-{i:05d}.png"
+                    write_png(a.output / name, image)
+                count += len(images)
+            bar.update(len(paths))
     print(f"decompressed {count} images from {len(a.files)} file(s) into {a.output}")
     return 0

@@ -3,6 +3,7 @@
 from vqkit.codec import compress_images, decompress, fit_static_model
 result = compress_images("runs/cifar", images, entropy_model="auto")   # CompressResult
 images = decompress("runs/cifar", result.files[0])
+per_file = decompress_many("runs/cifar", result.files)  # many files decode together, faster
 sharper = compress_images("runs/cifar", images, search=SearchConfig(passes=2))  # slower encoder
 """
 
@@ -11,8 +12,10 @@ from vqkit.codec.api import (
     ImageReport,
     compress_images,
     decode_codes,
+    decode_codes_many,
     decode_grids,
     decompress,
+    decompress_many,
 )
 from vqkit.codec.coding import ENTROPY_CHOICES, Coding
 from vqkit.codec.container import FORMAT_VERSION, CodecError, Container, EntropyModel, Mode, parse
@@ -34,8 +37,10 @@ __all__ = [
     "SearchConfig",
     "compress_images",
     "decode_codes",
+    "decode_codes_many",
     "decode_grids",
     "decompress",
+    "decompress_many",
     "fit_static_model",
     "load_static_table",
     "parse",

@@ -292,21 +292,50 @@ def decode_codes(
     run: Run | str | Path | Coding, data: bytes, *, name: str = "input", prior: nn.Module | None = None
 ) -> tuple[Container, list[np.ndarray]]:
     """Parse and entropy-decode a .vqk: its container and each image's (h, w) int64 code grid."""
+    return decode_codes_many(run, [data], names=[name], prior=prior)[0]
+
+
+def decode_codes_many(
+    run: Run | str | Path | Coding,
+    files: Sequence[bytes],
+    *,
+    names: Sequence[str] | None = None,
+    prior: nn.Module | None = None,
+) -> list[tuple[Container, list[np.ndarray]]]:
+    """`decode_codes` of several files at once: every file is parsed and checked first, then the images
+    of all prior-coded files are decoded together, PRIOR_BATCH per step (docs/format.md: an image's
+    tables do not depend on its batch neighbours), so a folder of one-image files decodes at the speed
+    of an archive instead of one prior pass per file."""
     coding = run if isinstance(run, Coding) else Coding(run, prior)
-    container = _open(coding, data, name)
-    shapes = [coding.grid_shape(r.height, r.width) for r in container.records]
-    codes = [
-        data[o : o + r.codes_length] for o, r in zip(container.offsets(), container.records, strict=True)
-    ]
+    names = list(names) if names is not None else [f"input{i}" for i in range(len(files))]
+    if len(names) != len(files):
+        raise ValueError(f"{len(names)} names for {len(files)} files")
+    containers = [_open(coding, bytes(data), name) for data, name in zip(files, names, strict=True)]
     k = coding.codebook_size
-    if container.entropy_model is EntropyModel.PRIOR:
-        return container, coding.require_prior().decode(codes, shapes)
-    table = coding.static_table() if container.entropy_model is EntropyModel.STATIC else None
-    grids = []
-    for payload, (h, w) in zip(codes, shapes, strict=True):
-        flat = raw_decode(payload, k, h * w) if table is None else range_decode(payload, table, h * w)
-        grids.append(flat.reshape(h, w))
-    return container, grids
+    decoded: list[list[np.ndarray]] = []
+    pending: list[tuple[int, int]] = []  # (file, image) of each prior payload, in decoding order
+    payloads: list[bytes] = []
+    shapes: list[tuple[int, int]] = []
+    for f, (container, data) in enumerate(zip(containers, files, strict=True)):
+        grids: list[np.ndarray] = []
+        table = coding.static_table() if container.entropy_model is EntropyModel.STATIC else None
+        for i, (offset, rec) in enumerate(zip(container.offsets(), container.records, strict=True)):
+            h, w = coding.grid_shape(rec.height, rec.width)
+            payload = bytes(data[offset : offset + rec.codes_length])
+            if container.entropy_model is EntropyModel.PRIOR:
+                pending.append((f, i))
+                payloads.append(payload)
+                shapes.append((h, w))
+                grids.append(np.empty(0))  # filled below
+            elif table is None:
+                grids.append(raw_decode(payload, k, h * w).reshape(h, w))
+            else:
+                grids.append(range_decode(payload, table, h * w).reshape(h, w))
+        decoded.append(grids)
+    if pending:
+        for (f, i), grid in zip(pending, coding.require_prior().decode(payloads, shapes), strict=True):
+            decoded[f][i] = grid
+    return list(zip(containers, decoded, strict=True))
 
 
 def _alpha(blob: bytes, height: int, width: int, name: str, index: int) -> np.ndarray:
@@ -324,16 +353,34 @@ def decompress(
     run: Run | str | Path | Coding, data: bytes, *, name: str = "input", prior: nn.Module | None = None
 ) -> list[np.ndarray]:
     """A .vqk file's bytes -> its images, (H, W, C) uint8 in their original sizes and modes."""
+    return decompress_many(run, [data], names=[name], prior=prior)[0]
+
+
+def decompress_many(
+    run: Run | str | Path | Coding,
+    files: Sequence[bytes],
+    *,
+    names: Sequence[str] | None = None,
+    prior: nn.Module | None = None,
+) -> list[list[np.ndarray]]:
+    """Several .vqk files' bytes -> each file's images. The codes are exactly those `decompress` gives
+    file by file; the prior and the VQ-VAE decoder run over all files together (much faster for many
+    small files), so a pixel may differ by one level from a one-file decode (docs/format.md)."""
     coding = run if isinstance(run, Coding) else Coding(run, prior)
-    container, grids = decode_codes(coding, data, name=name)
-    sizes = [(r.height, r.width) for r in container.records]
-    recons = decode_grids(coding, grids, sizes)
-    out = []
-    for i, (rec, offset) in enumerate(zip(container.records, container.offsets(), strict=True)):
-        image = _finish(recons[i], rec.mode)
-        if rec.mode.has_alpha:
-            start = offset + rec.codes_length
-            alpha = _alpha(data[start : start + rec.alpha_length], rec.height, rec.width, name, i)
-            image = np.concatenate([image, alpha], axis=2)
-        out.append(np.ascontiguousarray(image))
+    names = list(names) if names is not None else [f"input{i}" for i in range(len(files))]
+    parsed = decode_codes_many(coding, files, names=names, prior=prior)
+    records = [rec for container, _ in parsed for rec in container.records]
+    grids = [grid for _, file_grids in parsed for grid in file_grids]
+    recons = iter(decode_grids(coding, grids, [(r.height, r.width) for r in records]))
+    out: list[list[np.ndarray]] = []
+    for (container, _), data, name in zip(parsed, files, names, strict=True):
+        images = []
+        for i, (rec, offset) in enumerate(zip(container.records, container.offsets(), strict=True)):
+            image = _finish(next(recons), rec.mode)
+            if rec.mode.has_alpha:
+                start = offset + rec.codes_length
+                alpha = _alpha(bytes(data[start : start + rec.alpha_length]), rec.height, rec.width, name, i)
+                image = np.concatenate([image, alpha], axis=2)
+            images.append(np.ascontiguousarray(image))
+        out.append(images)
     return out

@@ -34,7 +34,7 @@ from vqkit.training.checkpoint import RunError, model_fingerprint, read_format_j
 STATIC_FILE = "entropy_static.json"
 STATIC_FORMAT = "vqkit-entropy-static"
 STATIC_FORMAT_VERSION = 1
-PRIOR_BATCH = 16  # images per prior evaluation; part of the format (the decoder repeats the chunks)
+PRIOR_BATCH = 16  # rows of every prior evaluation (short chunks padded); part of the format
 
 
 # ---- static code-frequency model ------------------------------------------------------------------
@@ -186,62 +186,69 @@ class PriorCoder:
         out: np.ndarray = logits.double().cpu().numpy()
         return out
 
-    def _stream(self, n: int) -> Any | None:
-        """A position-by-position walk (vqkit.priors.PriorStream) when the prior offers one."""
+    def _stream(self) -> Any | None:
+        """A position-by-position walk (vqkit.priors.PriorStream) over PRIOR_BATCH rows, when the prior
+        offers one."""
         stream = getattr(self.prior, "stream", None)
-        return None if stream is None else stream(n)
+        return None if stream is None else stream(PRIOR_BATCH)
 
-    def _step_tables(self, stream: Any) -> np.ndarray:
-        """(n, K) integer tables of the stream's current position."""
+    def _step_tables(self, stream: Any, n: int) -> np.ndarray:
+        """(n, K) integer tables of the stream's current position, for its first n rows."""
         logits = stream.logits()
         if logits.ndim != 2 or logits.shape[1] != self.codebook_size:
             raise CodecError(
                 f"the prior returned logits {tuple(logits.shape)} for {self.codebook_size} codes"
             )
-        return frequencies_from_logits(logits.double().cpu().numpy())
+        return frequencies_from_logits(logits[:n].double().cpu().numpy())
 
     def tables(self, grids: Sequence[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
         """(position, teacher-forced (h*w, K) integer table) for each grid, chunk by chunk (encoder).
 
-        With a streaming prior the encoder walks each chunk position by position exactly as the
-        decoder will (the same calls on the same batch), so both see bitwise the same logits; that
+        Every evaluation is a batch of exactly PRIOR_BATCH rows (a short chunk is padded with grids of
+        code 0), because BLAS kernels round differently for different batch sizes: with one batch shape,
+        a grid's logits do not depend on how many grids, or which, are coded beside it, so files written
+        together decode alone and vice versa. With a streaming prior the encoder walks each chunk
+        position by position exactly as the decoder will, so both see bitwise the same logits; that
         costs one position's compute per step instead of a whole forward pass per decoded position."""
         for chunk in prior_chunks([g.shape for g in grids]):
             with exact_torch():
-                batch = torch.from_numpy(np.stack([grids[i] for i in chunk]).astype(np.int64))
-                n, h, w = batch.shape
+                n = len(chunk)
+                h, w = grids[chunk[0]].shape
                 if not self.supports((h, w)):
                     raise CodecError(f"the prior models {self.grid} code grids, not {h}x{w}")
-                stream = self._stream(n)
+                batch = torch.zeros((PRIOR_BATCH, h, w), dtype=torch.int64)
+                batch[:n] = torch.from_numpy(np.stack([grids[i] for i in chunk]).astype(np.int64))
+                stream = self._stream()
                 if stream is None:
-                    per_image = [frequencies_from_logits(rows) for rows in self._logits(batch)]
+                    per_image = [frequencies_from_logits(rows) for rows in self._logits(batch)[:n]]
                 else:
-                    flat = batch.view(n, h * w)
+                    flat = batch.view(PRIOR_BATCH, h * w)
                     steps = []
                     for t in range(h * w):
-                        steps.append(self._step_tables(stream))
+                        steps.append(self._step_tables(stream, n))
                         stream.push(flat[:, t])
                     per_image = list(np.stack(steps, axis=1))  # n x (h*w, K)
             for row, i in enumerate(chunk):
                 yield i, per_image[row]
 
     def decode(self, payloads: Sequence[bytes], shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
-        """Decode each payload to an (h, w) grid, one position at a time, in the encoder's chunks."""
+        """Decode each payload to an (h, w) grid, one position at a time, PRIOR_BATCH rows per step (the
+        payloads may come from one file or many: a grid's tables do not depend on its neighbours)."""
         out: list[np.ndarray] = [np.empty(0)] * len(payloads)
         with exact_torch():
             for chunk in prior_chunks(shapes):
-                h, w = shapes[chunk[0]]
+                n, (h, w) = len(chunk), shapes[chunk[0]]
                 if not self.supports((h, w)):
                     raise CodecError(f"the prior models {self.grid} code grids; the file holds {h}x{w}")
                 decoders = [StepDecoder(payloads[i]) for i in chunk]
-                grid = torch.zeros((len(chunk), h, w), dtype=torch.int64)  # future positions: 0
-                flat = grid.view(len(chunk), h * w)
-                stream = self._stream(len(chunk))
+                grid = torch.zeros((PRIOR_BATCH, h, w), dtype=torch.int64)  # future positions, padding: 0
+                flat = grid.view(PRIOR_BATCH, h * w)
+                stream = self._stream()
                 for t in range(h * w):
                     if stream is None:  # a prior without a stream: a whole pass per position
-                        rows = frequencies_from_logits(self._logits(grid)[:, t])
+                        rows = frequencies_from_logits(self._logits(grid)[:n, t])
                     else:
-                        rows = self._step_tables(stream)
+                        rows = self._step_tables(stream, n)
                     for b, decode in enumerate(decoders):
                         flat[b, t] = decode(rows[b])
                     if stream is not None:
