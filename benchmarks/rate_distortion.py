@@ -36,7 +36,7 @@ import torch
 from PIL import Image, features
 
 import common
-from vqkit.codec import Coding, compress_images, decode_grids, decompress
+from vqkit.codec import Coding, compress_images, decode_grids, decompress, decompress_many
 from vqkit.codec.files import read_inputs
 from vqkit.codec.rd import bd_rate, pareto_front
 from vqkit.codec.search import SearchConfig
@@ -157,7 +157,8 @@ def measure_vqkit(
         t1 = time.perf_counter()
         model = result.entropy_model  # what "auto" chose
         n_decode = min(len(images), a.prior_decode_images) if model == "prior" else len(images)
-        decoded = [decompress(coding, f)[0] for f in result.files[:n_decode]]
+        # decoded together, as `vqkit decompress` does (the prior walks 16 files' images per step)
+        decoded = [file_images[0] for file_images in decompress_many(coding, result.files[:n_decode])]
         t2 = time.perf_counter()
         # Quality over every image from the grids written (prior files are slow to decode, so only
         # n_decode of them are), after checking that the files decoded give exactly those images.
@@ -309,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--codecs", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
     p.add_argument("--entropy-models", nargs="*", default=["raw", "static", "prior"])
     p.add_argument("--prior-decode-images", type=int, default=50,
-                   help="decode and time only N prior-coded files (h*w prior calls each)")  # fmt: skip
+                   help="decode and time only N prior-coded files (h*w prior steps per 16)")  # fmt: skip
     p.add_argument("--device", default="cpu", help="vqkit's torch device (the prior always runs on CPU)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="VQ-VAE arithmetic")
     p.add_argument("--search", nargs="*", default=[], metavar="P:C:L",
