@@ -142,6 +142,12 @@ def test_prior_init_from_starts_a_new_schedule_from_saved_weights(run_dir: Path,
     assert main(argv) == 1  # the copy holds a prior now: --overwrite is needed
     assert main([*argv, "--overwrite", "--resume"]) == 1
     assert main([*argv, "--overwrite", "--set", "model.layers=2"]) == 1
+    # dropout is a regulariser, not part of the weights: it may change, and the weights carry over
+    assert main([*argv, "--overwrite", "--set", "model.dropout=0.05"]) == 0
+    doc = json.loads((copy / "prior_config.json").read_text())
+    assert doc["prior"]["dropout"] == 0.05 and load_prior(copy).config.dropout == 0.05
+    tuned = load_prior(copy).state_dict()
+    assert all(torch.allclose(tuned[k], source[k], atol=1e-8) for k in source)
 
 
 def test_prior_train_with_augmented_copies(run_dir: Path, tmp_path: Path) -> None:

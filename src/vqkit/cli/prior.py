@@ -94,7 +94,7 @@ def main(argv: list[str]) -> int:
     t.add_argument("--overwrite", action="store_true", help="replace an existing prior")
     t.add_argument("--init-from", type=Path, metavar="RUN",
                    help="start from the prior saved in this run folder (same VQ-VAE): its weights and "
-                        "architecture, a new schedule (--set train.lr=... etc. apply)")  # fmt: skip
+                        "architecture, a new schedule (--set train.* and model.dropout apply)")  # fmt: skip
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     e = sub.add_parser("eval", help="NLL of a data set's codes against unigram entropy and log2 K")
     e.add_argument("run", type=Path)

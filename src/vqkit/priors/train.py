@@ -85,8 +85,8 @@ def train_prior(
     """Train (or with ``resume`` continue) the prior of the run in ``run_dir`` on ``data_spec`` (default:
     the run's training data; ``data``: its images, when already loaded). ``init_from``: start from the
     weights of the prior saved in that run folder (same VQ-VAE; its architecture, a new optimizer and
-    schedule; ``overrides`` may set ``train.*``). Returns a summary: steps, stop reason, held-out
-    evaluation."""
+    schedule; ``overrides`` may set ``train.*`` and ``model.dropout``). Returns a summary: steps, stop
+    reason, held-out evaluation."""
     run_dir = Path(run_dir)
     run = Run.load(run_dir)
     fingerprint = pck.model_fingerprint(run_dir)
@@ -96,8 +96,10 @@ def train_prior(
     if init_from is not None:
         if resume:
             raise ConfigError("--init-from starts a new schedule; it cannot be combined with --resume")
-        if any(o.strip().startswith("model.") for o in overrides):
-            raise ConfigError("--init-from keeps the saved prior's architecture; only train.* can be set")
+        if any(o.strip().startswith("model.") and _key(o) != "model.dropout" for o in overrides):
+            raise ConfigError(
+                "--init-from keeps the saved prior's architecture; only train.* and model.dropout can be set"
+            )
         if pck.read_prior_doc(init_from).get("model_fingerprint") != fingerprint:
             raise RunError(f"the prior in {init_from} was trained on another VQ-VAE's codes than {run_dir}'s")
         source = pck.load_prior(init_from)  # read before an --overwrite of the same folder removes it
@@ -140,7 +142,12 @@ def train_prior(
         train_set = with_copies(train_set, train_idx, copies, len(codes))
     num_classes = codes.num_classes if train_cfg.conditional else 0  # what the data lets a prior condition on
     if source is not None:
-        model_cfg, prior = source.config, source
+        if any(_key(o) == "model.dropout" for o in overrides):  # a regulariser, not a weight: may change
+            prior = CodePrior(dataclasses.replace(source.config, dropout=model_cfg.dropout))
+            prior.load_state_dict(source.state_dict())
+        else:
+            prior = source
+        model_cfg = prior.config
         if (model_cfg.codebook_size, model_cfg.grid, model_cfg.num_classes) != (
             run.model.codebook_size,
             codes.grid,
@@ -210,6 +217,10 @@ def train_prior(
         write_json(run_dir / pck.PRIOR_EVAL_FILE, ev)
         summary["eval"] = ev
     return summary
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].strip()
 
 
 def saved_split(run: Run, doc: dict[str, Any]) -> tuple[CodeSet, np.ndarray, np.ndarray]:
