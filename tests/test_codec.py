@@ -163,6 +163,31 @@ def test_cli_compress_folder_then_decompress(run: Path, image_folder: Path, tmp_
         assert (back.mode, back.size) == (original.mode, original.size)
 
 
+def test_cli_decompress_groups_files(
+    run: Path, image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files decode in groups bounded by count and bytes; grouped or alone, the images are the same."""
+    from vqkit.cli import compress as cli
+
+    out = tmp_path / "vqk"
+    assert main(["compress", str(run), str(image_folder), "-o", str(out)]) == 0
+    files = sorted(out.glob("*.vqk"))
+    monkeypatch.setattr(cli, "FILE_GROUP", 2)  # two files a group, 5 files: 2 + 2 + 1
+    groups = [(start, [p.name for p in paths]) for start, paths, _ in cli._file_groups(files)]
+    assert [start for start, _ in groups] == [0, 2, 4] and [n for _, g in groups for n in g] == [
+        f.name for f in files
+    ]
+    monkeypatch.setattr(cli, "GROUP_BYTES", 1)  # every file alone
+    assert [len(paths) for _, paths, _ in cli._file_groups(files)] == [1] * len(files)
+    monkeypatch.setattr(cli, "FILE_GROUP", 3)
+    monkeypatch.setattr(cli, "GROUP_BYTES", 1 << 20)  # groups of 3 + 2 files
+    assert main(["decompress", *map(str, files), "-o", str(tmp_path / "png"), "--run", str(run)]) == 0
+    for f in files:
+        alone = decompress(run, f.read_bytes())[0]
+        grouped = np.asarray(Image.open(tmp_path / "png" / f"{f.stem}.png")).reshape(alone.shape)
+        assert np.abs(grouped.astype(int) - alone.astype(int)).max() <= 1
+
+
 def test_cli_archive(run: Path, image_folder: Path, tmp_path: Path) -> None:
     archive = tmp_path / "all.vqk"
     assert main(["compress", str(run), str(image_folder), "-o", str(archive), "--archive"]) == 0

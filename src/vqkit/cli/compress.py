@@ -9,6 +9,7 @@ vqkit decompress FILE.vqk... -o DIR --run RUN     PNGs in the original sizes and
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +24,8 @@ from vqkit.codec.search import SearchConfig
 from vqkit.run import Run
 from vqkit.training.checkpoint import write_json
 
-FILE_GROUP = 64  # files decoded together by `vqkit decompress`
+FILE_GROUP = 64  # at most this many files decoded together by `vqkit decompress`
+GROUP_BYTES = 4 << 20  # ... and this much .vqk data (CIFAR: ~50,000 images; Kodak: ~150)
 
 
 def _print_summary(result: CompressResult, where: Path) -> None:
@@ -121,6 +123,23 @@ def compress_main(argv: list[str]) -> int:
     return 0
 
 
+def _file_groups(files: list[Path]) -> Iterator[tuple[int, list[Path], list[bytes]]]:
+    """(index of the first, paths, bytes) of consecutive files decoded together: at most FILE_GROUP
+    files and GROUP_BYTES of data (a single larger file goes alone). The prior walks a group's images
+    together, 16 per step; the limits bound what is held in memory."""
+    start = 0
+    while start < len(files):
+        paths: list[Path] = []
+        blobs: list[bytes] = []
+        while (
+            start + len(paths) < len(files) and len(paths) < FILE_GROUP and sum(map(len, blobs)) < GROUP_BYTES
+        ):
+            paths.append(files[start + len(paths)])
+            blobs.append(read_vqk(paths[-1]))
+        yield start, paths, blobs
+        start += len(paths)
+
+
 def decompress_main(argv: list[str]) -> int:
     p = parser("decompress", "Decompress .vqk files to PNG images (original sizes and modes).")
     p.add_argument("files", nargs="+", type=Path, help=".vqk files")
@@ -134,11 +153,7 @@ def decompress_main(argv: list[str]) -> int:
     # the bar only on a terminal (disable=None), so piped output and error lines stay clean
     disable = True if a.no_progress else None
     with tqdm(total=len(a.files), desc="decompress", unit="file", disable=disable, leave=False) as bar:
-        # Files decode FILE_GROUP at a time: the prior walks their images together (16 per step), and
-        # a group bounds what is held in memory.
-        for start in range(0, len(a.files), FILE_GROUP):
-            paths = a.files[start : start + FILE_GROUP]
-            blobs = [read_vqk(path) for path in paths]
+        for start, paths, blobs in _file_groups(a.files):
             decoded = decompress_many(coding, blobs, names=[str(path) for path in paths])
             for n, (path, images) in enumerate(zip(paths, decoded, strict=True), start=start):
                 stem = path.stem if path.stem not in written else f"{path.stem}_{n:05d}"  # same stem twice
