@@ -310,7 +310,7 @@ def decode_codes_many(
     names = list(names) if names is not None else [f"input{i}" for i in range(len(files))]
     if len(names) != len(files):
         raise ValueError(f"{len(names)} names for {len(files)} files")
-    containers = [_open(coding, bytes(data), name) for data, name in zip(files, names, strict=True)]
+    containers = [_open(coding, data, name) for data, name in zip(files, names, strict=True)]
     k = coding.codebook_size
     decoded: list[list[np.ndarray]] = []
     pending: list[tuple[int, int]] = []  # (file, image) of each prior payload, in decoding order
