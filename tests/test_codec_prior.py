@@ -80,13 +80,63 @@ def test_prior_estimate_matches_file_payload_within_one_percent(run: Path) -> No
     assert abs(summary["codes_overhead"]) < 0.01, summary  # file payload bits vs sum of -log2 p
 
 
-def test_auto_tries_the_prior_only_for_its_grid(run: Path) -> None:
+def test_auto_tries_the_prior_for_any_grid(run: Path) -> None:
     coding = Coding(run, BigramPrior(16, (4, 4)))
     prior, static, raw = EntropyModel.PRIOR, EntropyModel.STATIC, EntropyModel.RAW
     assert coding.candidates("auto", [(4, 4), (4, 4)]) == [prior, static, raw]
-    assert coding.candidates("auto", [(4, 4), (5, 4)]) == [static, raw]
-    with pytest.raises(CodecError, match="grids"):
-        compress_images(coding, blob_images(1, (20, 16), 6), entropy_model="prior", quality=False)
+    assert coding.candidates("auto", [(4, 4), (5, 4), (2, 9)]) == [prior, static, raw]
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+@pytest.mark.parametrize("archive", [True, False])
+def test_grids_of_any_shape_round_trip_in_tiles(run: Path, streaming: bool, archive: bool) -> None:
+    """Grids larger, smaller and not a multiple of the prior's (4, 4): 5x4, 2x2, 20x16 (20 tiles: two
+    groups), 9x7; decoded alone, together and from an archive, every code comes back."""
+    prior = tiny_prior(16, (4, 4), seed=12) if streaming else BigramPrior(16, (4, 4), seed=2)
+    sizes = [(20, 16), (8, 8), (80, 64), (36, 28), (16, 16)]
+    images = [blob_images(1, size, 20 + n)[0] for n, size in enumerate(sizes)]
+    coding = Coding(run, prior)
+    files = compress_images(coding, images, entropy_model="prior", archive=archive, quality=False).files
+    want = _grids(coding, images[:1]) + [g for im in images[1:] for g in _grids(coding, [im])]
+    assert [g.shape for g in want] == [(5, 4), (2, 2), (20, 16), (9, 7), (4, 4)]
+    together = [g for _, grids in decode_codes_many(Coding(run, prior), files) for g in grids]
+    alone = [g for f in files for g in decode_codes(Coding(run, prior), f)[1]]
+    for a, b, w in zip(together, alone, want, strict=True):
+        np.testing.assert_array_equal(a, w)
+        np.testing.assert_array_equal(b, w)
+
+
+def test_a_big_grid_is_coded_as_independent_tiles() -> None:
+    """An 8x8 grid under a (4, 4) prior is its four 4x4 tiles, each with the tables it gets as a grid
+    of its own, coded position-major across the tiles; a grid of the prior's shape is coded in raster
+    order (as files written before tiling were)."""
+    coder = PriorCoder(tiny_prior(16, (4, 4), seed=13).eval(), 16)
+    grid = np.random.default_rng(1).integers(0, 16, (8, 8))
+    tiles = [grid[y : y + 4, x : x + 4] for y in (0, 4) for x in (0, 4)]
+    [(_, symbols, tabs)] = list(coder.tables([grid]))
+    alone = list(coder.tables(tiles))
+    assert [s.tolist() for _, s, _ in alone] == [t.reshape(-1).tolist() for t in tiles]
+    np.testing.assert_array_equal(symbols, np.stack([t.reshape(-1) for t in tiles], axis=1).reshape(-1))
+    np.testing.assert_array_equal(tabs, np.stack([t for _, _, t in alone], axis=1).reshape(-1, 16))
+
+
+def test_padding_positions_are_not_coded() -> None:
+    """A 5x3 grid under a (4, 4) prior: two tiles, 15 symbols (not 32): position-major across the
+    tiles, each position only where it lies inside the grid."""
+    coder = PriorCoder(tiny_prior(16, (4, 4), seed=14).eval(), 16)
+    grid = np.arange(15).reshape(5, 3)
+    [(_, symbols, tabs)] = list(coder.tables([grid]))
+    assert tabs.shape == (15, 16)
+    top, bottom = grid[:4], grid[4:]
+    want = [
+        int(tile[r, c])
+        for r in range(4)
+        for c in range(4)
+        for tile in (top, bottom)
+        if r < tile.shape[0] and c < tile.shape[1]
+    ]
+    assert symbols.tolist() == want
+    assert want[:6] == [0, 12, 1, 13, 2, 14]
 
 
 def test_another_prior_cannot_decode(run: Path) -> None:
@@ -105,8 +155,20 @@ def test_the_callers_prior_is_left_as_it_was(run: Path) -> None:
 
 def test_chunks_follow_file_order_and_grid_shape() -> None:
     shapes = [(4, 4)] * (PRIOR_BATCH + 1) + [(2, 2), (4, 4)]
-    chunks = prior_chunks(shapes)
-    assert chunks == [list(range(PRIOR_BATCH)), [PRIOR_BATCH], [PRIOR_BATCH + 1], [PRIOR_BATCH + 2]]
+    rows = [[(i, 0) for i in chunk] for chunk in ([*range(PRIOR_BATCH)], [16], [17], [18])]
+    assert prior_chunks(shapes) == rows
+    # with the prior's (4, 4) tiles every grid is one or more tiles of one shape: groups pack together
+    assert prior_chunks(shapes, (4, 4)) == [[(i, 0) for i in range(PRIOR_BATCH)], [(16, 0), (17, 0), (18, 0)]]
+
+
+def test_chunks_never_split_an_images_group_of_tiles() -> None:
+    """20 tiles: a group of 16 and one of 4; the 4 share a chunk with the next image but not the 16."""
+    chunks = prior_chunks([(4, 4), (20, 16), (8, 4)], (4, 4))
+    assert chunks == [
+        [(0, 0)],
+        [(1, j) for j in range(16)],
+        [(1, j) for j in range(16, 20)] + [(2, 0), (2, 1)],
+    ]
 
 
 def test_real_prior_rows_ignore_later_positions_bitwise() -> None:

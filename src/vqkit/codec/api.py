@@ -192,13 +192,12 @@ def encode_grids(
     if model is EntropyModel.RAW:
         return [raw_encode(g, k) for g in grids], [float(g.size * raw_bits(k)) for g in grids]
     if model is EntropyModel.PRIOR:
-        tables: Iterator[tuple[int, np.ndarray]] = coding.require_prior().tables(grids)
+        coded: Iterator[tuple[int, np.ndarray, np.ndarray]] = coding.require_prior().tables(grids)
     else:
-        tables = ((i, coding.static_table()) for i in range(len(grids)))
+        coded = ((i, g.reshape(-1), coding.static_table()) for i, g in enumerate(grids))
     payloads, bits = [b""] * len(grids), [0.0] * len(grids)
-    for i, table in tables:  # one table at a time: prior tables for many images would not fit in memory
-        flat = grids[i].reshape(-1)
-        payloads[i], bits[i] = range_encode(flat, table), code_bits(table, flat)
+    for i, symbols, table in coded:  # one image at a time: prior tables for many would not fit in memory
+        payloads[i], bits[i] = range_encode(symbols, table), code_bits(table, symbols)
     return payloads, bits
 
 

@@ -130,15 +130,51 @@ def load_run_prior(run_dir: Path) -> nn.Module | None:
     return prior
 
 
-def prior_chunks(shapes: Sequence[tuple[int, int]]) -> list[list[int]]:
-    """Image positions split into consecutive runs of equal grid shape, at most PRIOR_BATCH each."""
-    chunks: list[list[int]] = []
+Tile = tuple[int, int, int, int]  # (y, x, valid height, valid width) of a tile in an image's code grid
+
+
+def tile_layout(shape: tuple[int, int], tile: tuple[int, int]) -> list[Tile]:
+    """The tiles covering an (h, w) code grid in raster order: tile-sized windows from the top left,
+    the last row and column of tiles cut short by the grid's edge (their valid extent is smaller)."""
+    h, w = shape
+    th, tw = tile
+    return [(y, x, min(th, h - y), min(tw, w - x)) for y in range(0, h, th) for x in range(0, w, tw)]
+
+
+def prior_chunks(
+    shapes: Sequence[tuple[int, int]], tile: tuple[int, int] | None = None
+) -> list[list[tuple[int, int]]]:
+    """The (image, tile) rows of each PRIOR_BATCH-row evaluation, in coding order.
+
+    Each image is cut into tiles of the prior's grid (``tile``; None: the image's own grid is one tile)
+    and its tiles into consecutive *groups* of at most PRIOR_BATCH. Consecutive groups with the same
+    tile shape share a chunk while it has room; a group is never split, so an image's symbol order
+    (group by group, position-major within a group) depends on its own grid shape alone."""
+    chunks: list[list[tuple[int, int]]] = []
+    chunk_tile: tuple[int, int] | None = None
     for i, shape in enumerate(shapes):
-        if chunks and shapes[chunks[-1][0]] == shape and len(chunks[-1]) < PRIOR_BATCH:
-            chunks[-1].append(i)
-        else:
-            chunks.append([i])
+        t = tile if tile is not None else shape
+        count = len(tile_layout(shape, t))
+        for first in range(0, count, PRIOR_BATCH):
+            rows = [(i, j) for j in range(first, min(count, first + PRIOR_BATCH))]
+            if chunks and chunk_tile == t and len(chunks[-1]) + len(rows) <= PRIOR_BATCH:
+                chunks[-1].extend(rows)
+            else:
+                chunks.append(rows)
+                chunk_tile = t
     return chunks
+
+
+def _padding_sources(tile: tuple[int, int], valid: tuple[int, int]) -> np.ndarray:
+    """(th*tw,) int64: for each position of a tile, the position whose code it holds. A valid position
+    holds its own; one beyond the grid's edge copies the nearest valid position of its row, or below
+    the last valid row, of its column. The source always comes earlier in raster order, so a decoder
+    knows it when it reaches the padding position."""
+    th, tw = tile
+    vh, vw = valid
+    rows = np.minimum(np.arange(th), vh - 1)[:, None]
+    cols = np.minimum(np.arange(tw), vw - 1)[None, :]
+    return (rows * tw + cols).reshape(-1).astype(np.int64)
 
 
 @contextmanager
@@ -172,7 +208,17 @@ class PriorCoder:
         self.grid: tuple[int, int] | None = None if grid is None else (int(grid[0]), int(grid[1]))
 
     def supports(self, shape: tuple[int, int]) -> bool:
-        return self.grid is None or self.grid == shape
+        """Any grid of at least one code: grids other than the prior's are coded tile by tile."""
+        return shape[0] >= 1 and shape[1] >= 1
+
+    def _tile(self, shape: tuple[int, int]) -> tuple[int, int]:
+        return self.grid if self.grid is not None else shape
+
+    def _layouts(self, shapes: Sequence[tuple[int, int]]) -> list[list[Tile]]:
+        for h, w in shapes:
+            if not self.supports((h, w)):
+                raise CodecError(f"the prior cannot model {h}x{w} code grids")
+        return [tile_layout(s, self._tile(s)) for s in shapes]
 
     def _logits(self, grids: torch.Tensor) -> np.ndarray:
         b, h, w = grids.shape
@@ -201,58 +247,93 @@ class PriorCoder:
             )
         return frequencies_from_logits(logits[:n].double().cpu().numpy())
 
-    def tables(self, grids: Sequence[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
-        """(position, teacher-forced (h*w, K) integer table) for each grid, chunk by chunk (encoder).
+    def tables(self, grids: Sequence[np.ndarray]) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """(image, (n,) symbols, (n, K) int32 tables) for each grid, in coding order (encoder).
 
-        Every evaluation is a batch of exactly PRIOR_BATCH rows (a short chunk is padded with grids of
-        code 0), because BLAS kernels round differently for different batch sizes: with one batch shape,
-        a grid's logits do not depend on how many grids, or which, are coded beside it, so files written
-        together decode alone and vice versa. With a streaming prior the encoder walks each chunk
-        position by position exactly as the decoder will, so both see bitwise the same logits; that
-        costs one position's compute per step instead of a whole forward pass per decoded position."""
-        for chunk in prior_chunks([g.shape for g in grids]):
+        A grid is coded in tiles of the prior's grid (``prior_chunks``; positions beyond the grid's
+        edge are padding, filled by ``_padding_sources`` and not coded). Every evaluation is a batch of
+        exactly PRIOR_BATCH rows (a short chunk is padded with tiles of code 0), because BLAS kernels
+        round differently for different batch sizes: with one batch shape, a tile's logits do not depend
+        on how many tiles, or which, are coded beside it, so files written together decode alone and
+        vice versa. With a streaming prior the encoder walks each chunk position by position exactly as
+        the decoder will, so both see bitwise the same logits; that costs one position's compute per
+        step instead of a whole forward pass per decoded position."""
+        shapes = [(int(g.shape[0]), int(g.shape[1])) for g in grids]
+        layouts = self._layouts(shapes)
+        symbols: dict[int, list[np.ndarray]] = {}
+        found: dict[int, list[np.ndarray]] = {}
+        for chunk in prior_chunks(shapes, self.grid):
+            th, tw = self._tile(shapes[chunk[0][0]])
+            n, length = len(chunk), th * tw
+            batch = torch.zeros((PRIOR_BATCH, length), dtype=torch.int64)
+            valid = np.zeros((n, length), dtype=bool)
+            for b, (i, j) in enumerate(chunk):
+                y, x, vh, vw = layouts[i][j]
+                tile = np.zeros((th, tw), dtype=np.int64)
+                tile[:vh, :vw] = grids[i][y : y + vh, x : x + vw]
+                source = _padding_sources((th, tw), (vh, vw))
+                batch[b] = torch.from_numpy(tile.reshape(-1)[source])
+                valid[b] = source == np.arange(length)  # a padding position holds an earlier one's code
             with exact_torch():
-                n = len(chunk)
-                h, w = grids[chunk[0]].shape
-                if not self.supports((h, w)):
-                    raise CodecError(f"the prior models {self.grid} code grids, not {h}x{w}")
-                batch = torch.zeros((PRIOR_BATCH, h, w), dtype=torch.int64)
-                batch[:n] = torch.from_numpy(np.stack([grids[i] for i in chunk]).astype(np.int64))
                 stream = self._stream()
                 if stream is None:
-                    per_image = [frequencies_from_logits(rows) for rows in self._logits(batch)[:n]]
+                    per_row = np.stack(
+                        [frequencies_from_logits(rows) for rows in self._logits(batch.view(-1, th, tw))[:n]]
+                    )
                 else:
-                    flat = batch.view(PRIOR_BATCH, h * w)
                     steps = []
-                    for t in range(h * w):
+                    for t in range(length):
                         steps.append(self._step_tables(stream, n))
-                        stream.push(flat[:, t])
-                    per_image = list(np.stack(steps, axis=1))  # n x (h*w, K)
-            for row, i in enumerate(chunk):
-                yield i, per_image[row]
+                        stream.push(batch[:, t])
+                    per_row = np.stack(steps, axis=1)  # (n, length, K)
+            codes = batch[:n].numpy()
+            b = 0
+            while b < n:  # each image's rows are consecutive: its symbols go position-major
+                i = chunk[b][0]
+                end = b + sum(1 for r in chunk[b:] if r[0] == i)
+                keep = valid[b:end].T.reshape(-1)
+                symbols.setdefault(i, []).append(codes[b:end].T.reshape(-1)[keep])
+                tabs = per_row[b:end].transpose(1, 0, 2).reshape(-1, self.codebook_size)[keep]
+                found.setdefault(i, []).append(tabs.astype(np.int32))
+                if chunk[end - 1][1] == len(layouts[i]) - 1:  # the image's last tile
+                    yield i, np.concatenate(symbols.pop(i)), np.concatenate(found.pop(i))
+                b = end
 
     def decode(self, payloads: Sequence[bytes], shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
-        """Decode each payload to an (h, w) grid, one position at a time, PRIOR_BATCH rows per step (the
-        payloads may come from one file or many: a grid's tables do not depend on its neighbours)."""
-        out: list[np.ndarray] = [np.empty(0)] * len(payloads)
+        """Decode each payload to an (h, w) grid, one position at a time, PRIOR_BATCH tile rows per step
+        (the payloads may come from one file or many: a tile's tables do not depend on its neighbours)."""
+        layouts = self._layouts(shapes)
+        out = [np.zeros(s, dtype=np.int64) for s in shapes]
+        decoders: dict[int, StepDecoder] = {}
         with exact_torch():
-            for chunk in prior_chunks(shapes):
-                n, (h, w) = len(chunk), shapes[chunk[0]]
-                if not self.supports((h, w)):
-                    raise CodecError(f"the prior models {self.grid} code grids; the file holds {h}x{w}")
-                decoders = [StepDecoder(payloads[i]) for i in chunk]
-                grid = torch.zeros((PRIOR_BATCH, h, w), dtype=torch.int64)  # future positions, padding: 0
-                flat = grid.view(PRIOR_BATCH, h * w)
+            for chunk in prior_chunks(shapes, self.grid):
+                th, tw = self._tile(shapes[chunk[0][0]])
+                n, length = len(chunk), th * tw
+                sources, steppers = [], []
+                for i, j in chunk:
+                    _, _, vh, vw = layouts[i][j]
+                    sources.append(_padding_sources((th, tw), (vh, vw)))
+                    steppers.append(decoders.setdefault(i, StepDecoder(payloads[i])))
+                grid = torch.zeros((PRIOR_BATCH, th, tw), dtype=torch.int64)  # future positions: 0
+                flat = grid.view(PRIOR_BATCH, length)
                 stream = self._stream()
-                for t in range(h * w):
-                    if stream is None:  # a prior without a stream: a whole pass per position
-                        rows = frequencies_from_logits(self._logits(grid)[:n, t])
-                    else:
-                        rows = self._step_tables(stream, n)
-                    for b, decode in enumerate(decoders):
-                        flat[b, t] = decode(rows[b])
+                for t in range(length):
+                    rows = None
+                    for b in range(n):
+                        if sources[b][t] != t:  # padding: a copy of an earlier position, not coded
+                            flat[b, t] = flat[b, int(sources[b][t])]
+                            continue
+                        if rows is None:
+                            if stream is None:  # a prior without a stream: a whole pass per position
+                                rows = frequencies_from_logits(self._logits(grid)[:n, t])
+                            else:
+                                rows = self._step_tables(stream, n)
+                        flat[b, t] = steppers[b](rows[b])
                     if stream is not None:
                         stream.push(flat[:, t])
-                for b, i in enumerate(chunk):
-                    out[i] = grid[b].numpy().copy()
+                for b, (i, j) in enumerate(chunk):
+                    y, x, vh, vw = layouts[i][j]
+                    out[i][y : y + vh, x : x + vw] = grid[b, :vh, :vw].numpy()
+                    if j == len(layouts[i]) - 1:
+                        decoders.pop(i, None)
         return out
