@@ -106,6 +106,19 @@ def test_grids_of_any_shape_round_trip_in_tiles(run: Path, streaming: bool, arch
         np.testing.assert_array_equal(b, w)
 
 
+def _coded(coder: PriorCoder, grids: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each grid's (symbols, tables) in coding order, its segments joined."""
+    parts: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+    lasts = []
+    for i, symbols, tabs, last in coder.segments(grids):
+        parts.setdefault(i, []).append((symbols, tabs))
+        lasts += [i] if last else []
+    assert lasts == list(range(len(grids)))  # each image ends once, in order
+    return [
+        (np.concatenate([s for s, _ in parts[i]]), np.concatenate([t for _, t in parts[i]])) for i in lasts
+    ]
+
+
 def test_a_big_grid_is_coded_as_independent_tiles() -> None:
     """An 8x8 grid under a (4, 4) prior is its four 4x4 tiles, each with the tables it gets as a grid
     of its own, coded position-major across the tiles; a grid of the prior's shape is coded in raster
@@ -113,11 +126,11 @@ def test_a_big_grid_is_coded_as_independent_tiles() -> None:
     coder = PriorCoder(tiny_prior(16, (4, 4), seed=13).eval(), 16)
     grid = np.random.default_rng(1).integers(0, 16, (8, 8))
     tiles = [grid[y : y + 4, x : x + 4] for y in (0, 4) for x in (0, 4)]
-    [(_, symbols, tabs)] = list(coder.tables([grid]))
-    alone = list(coder.tables(tiles))
-    assert [s.tolist() for _, s, _ in alone] == [t.reshape(-1).tolist() for t in tiles]
+    [(symbols, tabs)] = _coded(coder, [grid])
+    alone = _coded(coder, tiles)
+    assert [s.tolist() for s, _ in alone] == [t.reshape(-1).tolist() for t in tiles]
     np.testing.assert_array_equal(symbols, np.stack([t.reshape(-1) for t in tiles], axis=1).reshape(-1))
-    np.testing.assert_array_equal(tabs, np.stack([t for _, _, t in alone], axis=1).reshape(-1, 16))
+    np.testing.assert_array_equal(tabs, np.stack([t for _, t in alone], axis=1).reshape(-1, 16))
 
 
 def test_padding_positions_are_not_coded() -> None:
@@ -125,7 +138,7 @@ def test_padding_positions_are_not_coded() -> None:
     tiles, each position only where it lies inside the grid."""
     coder = PriorCoder(tiny_prior(16, (4, 4), seed=14).eval(), 16)
     grid = np.arange(15).reshape(5, 3)
-    [(_, symbols, tabs)] = list(coder.tables([grid]))
+    [(symbols, tabs)] = _coded(coder, [grid])
     assert tabs.shape == (15, 16)
     top, bottom = grid[:4], grid[4:]
     want = [
@@ -217,7 +230,7 @@ def _seen_logits(monkeypatch: pytest.MonkeyPatch, coder: PriorCoder, grids: list
         return tables.frequencies_from_logits(logits)
 
     monkeypatch.setattr(entropy, "frequencies_from_logits", record)
-    list(coder.tables(grids))
+    list(coder.segments(grids))
     monkeypatch.undo()
     return np.stack(seen, axis=1)  # one (n, K) array per position
 

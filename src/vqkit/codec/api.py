@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from vqkit.codec.coder import range_decode, range_encode, raw_bits, raw_decode, raw_encode
+from vqkit.codec.coder import StreamEncoder, range_decode, range_encode, raw_bits, raw_decode, raw_encode
 from vqkit.codec.coding import Coding
 from vqkit.codec.container import (
     CodecError,
@@ -191,13 +191,22 @@ def encode_grids(
     k = coding.codebook_size
     if model is EntropyModel.RAW:
         return [raw_encode(g, k) for g in grids], [float(g.size * raw_bits(k)) for g in grids]
-    if model is EntropyModel.PRIOR:
-        coded: Iterator[tuple[int, np.ndarray, np.ndarray]] = coding.require_prior().tables(grids)
-    else:
-        coded = ((i, g.reshape(-1), coding.static_table()) for i, g in enumerate(grids))
     payloads, bits = [b""] * len(grids), [0.0] * len(grids)
-    for i, symbols, table in coded:  # one image at a time: prior tables for many would not fit in memory
-        payloads[i], bits[i] = range_encode(symbols, table), code_bits(table, symbols)
+    if model is EntropyModel.STATIC:
+        for i, g in enumerate(grids):
+            flat = g.reshape(-1)
+            payloads[i], bits[i] = (
+                range_encode(flat, coding.static_table()),
+                code_bits(coding.static_table(), flat),
+            )
+        return payloads, bits
+    encoders: dict[int, StreamEncoder] = {}
+    # segment by segment: the tables of a big image, or of many, would not fit in memory at once
+    for i, symbols, table, last in coding.require_prior().segments(grids):
+        encoders.setdefault(i, StreamEncoder()).encode(symbols, table)
+        bits[i] += code_bits(table, symbols)
+        if last:
+            payloads[i] = encoders.pop(i).finish()
     return payloads, bits
 
 

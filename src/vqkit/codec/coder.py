@@ -35,23 +35,63 @@ def _words(payload: bytes) -> np.ndarray:
     return np.frombuffer(padded, dtype=">u4").astype(np.uint32)
 
 
-def range_encode(symbols: np.ndarray, freq: np.ndarray) -> bytes:
-    """Symbols (n,) in [0, K) under a shared (K,) table or per-symbol (n, K) tables -> payload bytes."""
-    s = np.ascontiguousarray(symbols, dtype=np.int32).reshape(-1)
-    model, extra = _model(freq)
-    encoder = constriction.stream.queue.RangeEncoder()
-    encoder.encode(s, model, *extra)
-    payload = encoder.get_compressed().astype(">u4").tobytes()
+def _trimmed(payload: bytes, model: object, extra: tuple[np.ndarray, ...], symbols: np.ndarray) -> bytes:
+    """``payload`` without the trailing bytes it can lose and still decode to ``symbols``."""
 
     def decodes(candidate: bytes) -> bool:
         try:
-            return bool(np.array_equal(_decode(candidate, model, extra, len(s)), s))
+            return bool(np.array_equal(_decode(candidate, model, extra, len(symbols)), symbols))
         except Exception:  # constriction signals data invalid for the model with AssertionError
             return False
 
     while payload and decodes(payload[:-1]):
         payload = payload[:-1]
     return payload
+
+
+def range_encode(symbols: np.ndarray, freq: np.ndarray) -> bytes:
+    """Symbols (n,) in [0, K) under a shared (K,) table or per-symbol (n, K) tables -> payload bytes."""
+    s = np.ascontiguousarray(symbols, dtype=np.int32).reshape(-1)
+    model, extra = _model(freq)
+    encoder = constriction.stream.queue.RangeEncoder()
+    encoder.encode(s, model, *extra)
+    return _trimmed(encoder.get_compressed().astype(">u4").tobytes(), model, extra, s)
+
+
+class StreamEncoder:
+    """`range_encode` with per-symbol tables fed in pieces (an image's tiles chunk by chunk), so a big
+    image's tables need not all sit in memory. The payload is trimmed like `range_encode`'s (and then
+    byte-identical to it) while the tables fed stay under ``keep_bytes``; past that they are dropped
+    and the payload keeps its few trailing bytes, which decode just as well."""
+
+    KEEP_BYTES = 1 << 27  # 128 MiB of float64 tables: a 768x512 photo at K = 512 needs 100 MiB
+
+    def __init__(self, keep_bytes: int | None = None) -> None:
+        self._encoder = constriction.stream.queue.RangeEncoder()
+        self._family = constriction.stream.model.Categorical(perfect=False)
+        self._keep_bytes = self.KEEP_BYTES if keep_bytes is None else keep_bytes
+        self._kept: list[tuple[np.ndarray, np.ndarray]] | None = []
+        self._size = 0
+
+    def encode(self, symbols: np.ndarray, freq: np.ndarray) -> None:
+        """Symbols (n,) under their (n, K) integer tables, after everything encoded so far."""
+        s = np.ascontiguousarray(symbols, dtype=np.int32).reshape(-1)
+        probabilities = freq.astype(np.float64) / TOTAL
+        self._encoder.encode(s, self._family, probabilities)
+        if self._kept is not None:
+            self._size += probabilities.nbytes
+            if self._size <= self._keep_bytes:
+                self._kept.append((s, probabilities))
+            else:
+                self._kept = None  # too big to keep: the payload stays untrimmed
+
+    def finish(self) -> bytes:
+        payload: bytes = self._encoder.get_compressed().astype(">u4").tobytes()
+        if not self._kept:
+            return payload
+        symbols = np.concatenate([s for s, _ in self._kept])
+        probabilities = np.concatenate([p for _, p in self._kept])
+        return _trimmed(payload, self._family, (probabilities,), symbols)
 
 
 def _decode(payload: bytes, model: object, extra: tuple[np.ndarray, ...], n: int) -> np.ndarray:

@@ -247,8 +247,9 @@ class PriorCoder:
             )
         return frequencies_from_logits(logits[:n].double().cpu().numpy())
 
-    def tables(self, grids: Sequence[np.ndarray]) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """(image, (n,) symbols, (n, K) int32 tables) for each grid, in coding order (encoder).
+    def segments(self, grids: Sequence[np.ndarray]) -> Iterator[tuple[int, np.ndarray, np.ndarray, bool]]:
+        """(image, (n,) symbols, (n, K) int64 tables, whether it is the image's last segment): each
+        image's symbols in coding order, a chunk's worth at a time (encoder).
 
         A grid is coded in tiles of the prior's grid (``prior_chunks``; positions beyond the grid's
         edge are padding, filled by ``_padding_sources`` and not coded). Every evaluation is a batch of
@@ -260,8 +261,6 @@ class PriorCoder:
         step instead of a whole forward pass per decoded position."""
         shapes = [(int(g.shape[0]), int(g.shape[1])) for g in grids]
         layouts = self._layouts(shapes)
-        symbols: dict[int, list[np.ndarray]] = {}
-        found: dict[int, list[np.ndarray]] = {}
         for chunk in prior_chunks(shapes, self.grid):
             th, tw = self._tile(shapes[chunk[0][0]])
             n, length = len(chunk), th * tw
@@ -292,11 +291,9 @@ class PriorCoder:
                 i = chunk[b][0]
                 end = b + sum(1 for r in chunk[b:] if r[0] == i)
                 keep = valid[b:end].T.reshape(-1)
-                symbols.setdefault(i, []).append(codes[b:end].T.reshape(-1)[keep])
                 tabs = per_row[b:end].transpose(1, 0, 2).reshape(-1, self.codebook_size)[keep]
-                found.setdefault(i, []).append(tabs.astype(np.int32))
-                if chunk[end - 1][1] == len(layouts[i]) - 1:  # the image's last tile
-                    yield i, np.concatenate(symbols.pop(i)), np.concatenate(found.pop(i))
+                last = chunk[end - 1][1] == len(layouts[i]) - 1
+                yield i, codes[b:end].T.reshape(-1)[keep], tabs, last
                 b = end
 
     def decode(self, payloads: Sequence[bytes], shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
