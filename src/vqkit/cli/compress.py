@@ -70,7 +70,7 @@ def compress_main(argv: list[str]) -> int:
     p.add_argument("--search-lambda", type=float, default=SearchConfig.lmbda,
                    help="squared error (8-bit units) one bit is worth; 0 ignores the rate "
                         f"(default {SearchConfig.lmbda:g})")  # fmt: skip
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (for --search)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (for --search and the prior)")
     add_device(p)
     a = p.parse_args(argv)
     search = None

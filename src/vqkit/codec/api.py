@@ -185,9 +185,10 @@ def _record_bytes(r: Record) -> int:
 
 
 def encode_grids(
-    coding: Coding, grids: Sequence[np.ndarray], model: EntropyModel
+    coding: Coding, grids: Sequence[np.ndarray], model: EntropyModel, progress: bool = False
 ) -> tuple[list[bytes], list[float]]:
-    """Entropy-code (h, w) grids: a codes payload per grid and its estimated bits (-log2 p)."""
+    """Entropy-code (h, w) grids: a codes payload per grid and its estimated bits (-log2 p);
+    ``progress`` shows a bar over the codes for the prior (one prior step per code position)."""
     k = coding.codebook_size
     if model is EntropyModel.RAW:
         return [raw_encode(g, k) for g in grids], [float(g.size * raw_bits(k)) for g in grids]
@@ -201,12 +202,15 @@ def encode_grids(
             )
         return payloads, bits
     encoders: dict[int, StreamEncoder] = {}
-    # segment by segment: the tables of a big image, or of many, would not fit in memory at once
-    for i, symbols, table, last in coding.require_prior().segments(grids):
-        encoders.setdefault(i, StreamEncoder()).encode(symbols, table)
-        bits[i] += code_bits(table, symbols)
-        if last:
-            payloads[i] = encoders.pop(i).finish()
+    total = sum(g.size for g in grids)
+    with tqdm(total=total, desc="prior", unit="code", unit_scale=True, disable=not progress) as bar:
+        # segment by segment: the tables of a big image, or of many, would not fit in memory at once
+        for i, symbols, table, last in coding.require_prior().segments(grids):
+            encoders.setdefault(i, StreamEncoder()).encode(symbols, table)
+            bits[i] += code_bits(table, symbols)
+            bar.update(len(symbols))
+            if last:
+                payloads[i] = encoders.pop(i).finish()
     return payloads, bits
 
 
@@ -225,7 +229,7 @@ def compress_images(
     """Encode ``images`` into one .vqk per image (``archive=False``) or one archive; report the rates
     and (``quality=True``) PSNR and SSIM of what decompression gives. ``search`` chooses the codes by
     decoded error and rate (vqkit.codec.search) instead of nearest codes: slower, better; ``progress``
-    shows a progress bar for it."""
+    shows progress bars for it and for coding with the prior (a few seconds per photo)."""
     coding = run if isinstance(run, Coding) else Coding(run, prior)
     if not images:
         raise CodecError("nothing to compress: no images")
@@ -237,7 +241,7 @@ def compress_images(
     shapes = [(int(g.shape[0]), int(g.shape[1])) for g in grids]
     best: tuple[EntropyModel, list[bytes], list[float]] | None = None
     for candidate in coding.candidates(entropy_model, shapes):  # "auto": the smallest payloads win
-        trial_codes, trial_bits = encode_grids(coding, grids, candidate)
+        trial_codes, trial_bits = encode_grids(coding, grids, candidate, progress)
         if best is None or sum(map(len, trial_codes)) < sum(map(len, best[1])):
             best = (candidate, trial_codes, trial_bits)
     assert best is not None  # candidates() always returns at least one model

@@ -310,7 +310,9 @@ class PriorCoder:
                 for i, j in chunk:
                     _, _, vh, vw = layouts[i][j]
                     sources.append(_padding_sources((th, tw), (vh, vw)))
-                    steppers.append(decoders.setdefault(i, StepDecoder(payloads[i])))
+                    if i not in decoders:  # an image's decoder lives from its first tile to its last
+                        decoders[i] = StepDecoder(payloads[i])
+                    steppers.append(decoders[i])
                 grid = torch.zeros((PRIOR_BATCH, th, tw), dtype=torch.int64)  # future positions: 0
                 flat = grid.view(PRIOR_BATCH, length)
                 stream = self._stream()
