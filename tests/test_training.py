@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import signal
+import stat
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from safetensors.torch import load_file
 from vqkit.config import ConfigError
 from vqkit.models import VQVAE
 from vqkit.training import TrainingDiverged, load_model, train
+from vqkit.training.checkpoint import write_text
 from vqkit.training.schedule import Horizon, learning_rate
 
 from .conftest import tiny_run_config
@@ -105,3 +108,15 @@ def test_codebook_stays_healthy_on_real_data(tmp_path: Path) -> None:
     result = train(cfg, tmp_path / "run", progress=False, data=data)
     assert result.holdout["codebook_usage"] >= 0.75
     assert result.holdout["perplexity"] >= 8
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_follow_the_umask(tmp_path: Path, umask: int) -> None:
+    """Atomic writes (checkpoints, configs, .vqk files) get 0666 less the umask, as open() would,
+    not the temporary file's private 0600: a run folder is meant to be shared."""
+    old = os.umask(umask)
+    try:
+        write_text(tmp_path / "a.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o666 & ~umask

@@ -43,9 +43,14 @@ class RunError(ValueError):
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``."""
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``. The file
+    gets the permissions a plain open() would give it (0666 less the umask), not mkstemp's private 0600:
+    runs and .vqk files are meant to be shared."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)  # reading the umask means setting it; put it straight back
+    os.fchmod(fd, 0o666 & ~umask)
     os.close(fd)
     try:
         write(Path(tmp))
