@@ -272,3 +272,15 @@ def test_many_files_decode_together_as_one_by_one(run: Path) -> None:
     for many, data in zip(pixels, files, strict=True):
         for a, b in zip(many, decompress(coding, data), strict=True):
             assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_decode_progress_counts_every_code_once(run: Path) -> None:
+    """The progress callback sees each decoded code once: padding positions and padding rows are not
+    counted, and a grid of 20 tiles reports in more than one step."""
+    prior = tiny_prior(16, (4, 4), seed=15)
+    images = [blob_images(1, size, 40 + n)[0] for n, size in enumerate([(80, 64), (20, 16), (16, 16)])]
+    coding = Coding(run, prior)
+    files = compress_images(coding, images, entropy_model="prior", quality=False).files
+    steps: list[int] = []
+    decompress_many(coding, files, progress=steps.append)
+    assert sum(steps) == 20 * 16 + 5 * 4 + 4 * 4 and len(steps) > 1

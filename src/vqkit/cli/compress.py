@@ -152,9 +152,13 @@ def decompress_main(argv: list[str]) -> int:
     count, written = 0, set()
     # the bar only on a terminal (disable=None), so piped output and error lines stay clean
     disable = True if a.no_progress else None
-    with tqdm(total=len(a.files), desc="decompress", unit="file", disable=disable, leave=False) as bar:
+    with (
+        tqdm(total=len(a.files), desc="decompress", unit="file", disable=disable, leave=False) as bar,
+        tqdm(desc="prior", unit="code", unit_scale=True, disable=disable, leave=False, position=1) as codes,
+    ):
         for start, paths, blobs in _file_groups(a.files):
-            decoded = decompress_many(coding, blobs, names=[str(path) for path in paths])
+            names = [str(path) for path in paths]
+            decoded = decompress_many(coding, blobs, names=names, progress=codes.update)
             for n, (path, images) in enumerate(zip(paths, decoded, strict=True), start=start):
                 stem = path.stem if path.stem not in written else f"{path.stem}_{n:05d}"  # same stem twice
                 written.add(stem)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -313,11 +313,13 @@ def decode_codes_many(
     *,
     names: Sequence[str] | None = None,
     prior: nn.Module | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> list[tuple[Container, list[np.ndarray]]]:
     """`decode_codes` of several files at once: every file is parsed and checked first, then the images
     of all prior-coded files are decoded together, PRIOR_BATCH per step (docs/format.md: an image's
     tables do not depend on its batch neighbours), so a folder of one-image files decodes at the speed
-    of an archive instead of one prior pass per file."""
+    of an archive instead of one prior pass per file. ``progress`` gets the number of codes the prior
+    has decoded, batch by batch (a photo takes seconds)."""
     coding = run if isinstance(run, Coding) else Coding(run, prior)
     names = list(names) if names is not None else [f"input{i}" for i in range(len(files))]
     if len(names) != len(files):
@@ -345,7 +347,9 @@ def decode_codes_many(
                 grids.append(range_decode(payload, table, h * w).reshape(h, w))
         decoded.append(grids)
     if pending:
-        for (f, i), grid in zip(pending, coding.require_prior().decode(payloads, shapes), strict=True):
+        for (f, i), grid in zip(
+            pending, coding.require_prior().decode(payloads, shapes, progress), strict=True
+        ):
             decoded[f][i] = grid
     return list(zip(containers, decoded, strict=True))
 
@@ -374,13 +378,15 @@ def decompress_many(
     *,
     names: Sequence[str] | None = None,
     prior: nn.Module | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> list[list[np.ndarray]]:
     """Several .vqk files' bytes -> each file's images. The codes are exactly those `decompress` gives
     file by file; the prior and the VQ-VAE decoder run over all files together (much faster for many
-    small files), so a pixel may differ by one level from a one-file decode (docs/format.md)."""
+    small files), so a pixel may differ by one level from a one-file decode (docs/format.md).
+    ``progress`` as in `decode_codes_many`."""
     coding = run if isinstance(run, Coding) else Coding(run, prior)
     names = list(names) if names is not None else [f"input{i}" for i in range(len(files))]
-    parsed = decode_codes_many(coding, files, names=names, prior=prior)
+    parsed = decode_codes_many(coding, files, names=names, prior=prior, progress=progress)
     records = [rec for container, _ in parsed for rec in container.records]
     grids = [grid for _, file_grids in parsed for grid in file_grids]
     recons = iter(decode_grids(coding, grids, [(r.height, r.width) for r in records]))

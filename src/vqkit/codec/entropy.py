@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import importlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -296,9 +296,15 @@ class PriorCoder:
                 yield i, codes[b:end].T.reshape(-1)[keep], tabs, last
                 b = end
 
-    def decode(self, payloads: Sequence[bytes], shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+    def decode(
+        self,
+        payloads: Sequence[bytes],
+        shapes: Sequence[tuple[int, int]],
+        progress: Callable[[int], object] | None = None,
+    ) -> list[np.ndarray]:
         """Decode each payload to an (h, w) grid, one position at a time, PRIOR_BATCH tile rows per step
-        (the payloads may come from one file or many: a tile's tables do not depend on its neighbours)."""
+        (the payloads may come from one file or many: a tile's tables do not depend on its neighbours).
+        ``progress`` is called after each chunk with the number of codes it decoded."""
         layouts = self._layouts(shapes)
         out = [np.zeros(s, dtype=np.int64) for s in shapes]
         decoders: dict[int, StepDecoder] = {}
@@ -335,4 +341,6 @@ class PriorCoder:
                     out[i][y : y + vh, x : x + vw] = grid[b, :vh, :vw].numpy()
                     if j == len(layouts[i]) - 1:
                         decoders.pop(i, None)
+                if progress is not None:
+                    progress(sum(layouts[i][j][2] * layouts[i][j][3] for i, j in chunk))
         return out
