@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from vqkit.codec import (
     entropy,
     tables,
 )
+from vqkit.codec.container import Mode, Record, build
 from vqkit.codec.entropy import PRIOR_BATCH, PriorCoder, exact_torch, prior_chunks
 from vqkit.priors import CodePrior, PriorConfig
 
@@ -169,14 +171,17 @@ def test_the_callers_prior_is_left_as_it_was(run: Path) -> None:
 def test_chunks_follow_file_order_and_grid_shape() -> None:
     shapes = [(4, 4)] * (PRIOR_BATCH + 1) + [(2, 2), (4, 4)]
     rows = [[(i, 0) for i in chunk] for chunk in ([*range(PRIOR_BATCH)], [16], [17], [18])]
-    assert prior_chunks(shapes) == rows
+    assert list(prior_chunks(shapes)) == rows
     # with the prior's (4, 4) tiles every grid is one or more tiles of one shape: groups pack together
-    assert prior_chunks(shapes, (4, 4)) == [[(i, 0) for i in range(PRIOR_BATCH)], [(16, 0), (17, 0), (18, 0)]]
+    assert list(prior_chunks(shapes, (4, 4))) == [
+        [(i, 0) for i in range(PRIOR_BATCH)],
+        [(16, 0), (17, 0), (18, 0)],
+    ]
 
 
 def test_chunks_never_split_an_images_group_of_tiles() -> None:
     """20 tiles: a group of 16 and one of 4; the 4 share a chunk with the next image but not the 16."""
-    chunks = prior_chunks([(4, 4), (20, 16), (8, 4)], (4, 4))
+    chunks = list(prior_chunks([(4, 4), (20, 16), (8, 4)], (4, 4)))
     assert chunks == [
         [(0, 0)],
         [(1, j) for j in range(16)],
@@ -284,3 +289,17 @@ def test_decode_progress_counts_every_code_once(run: Path) -> None:
     steps: list[int] = []
     decompress_many(coding, files, progress=steps.append)
     assert sum(steps) == 20 * 16 + 5 * 4 + 4 * 4 and len(steps) > 1
+
+
+def test_a_header_claiming_huge_prior_images_fails_fast(run: Path) -> None:
+    """300 images of 4096x4096 pixels (65,536 tiles each) with empty payloads: the first image's codes
+    run out and decoding stops with a CodecError, without listing every tile or allocating every grid
+    first (that would be 20 million rows and 2.5 GB)."""
+    prior = tiny_prior(16, (4, 4), seed=16)
+    coding = Coding(run, prior)
+    records = [Record(4096, 4096, Mode.RGB, 0)] * 300
+    data = build(EntropyModel.PRIOR, coding.fingerprint(EntropyModel.PRIOR), records, [b""] * 300)
+    start = time.perf_counter()
+    with pytest.raises(CodecError, match="corrupt codes payload"):
+        decompress(coding, data)
+    assert time.perf_counter() - start < 10

@@ -133,36 +133,45 @@ def load_run_prior(run_dir: Path) -> nn.Module | None:
 Tile = tuple[int, int, int, int]  # (y, x, valid height, valid width) of a tile in an image's code grid
 
 
-def tile_layout(shape: tuple[int, int], tile: tuple[int, int]) -> list[Tile]:
-    """The tiles covering an (h, w) code grid in raster order: tile-sized windows from the top left,
-    the last row and column of tiles cut short by the grid's edge (their valid extent is smaller)."""
-    h, w = shape
-    th, tw = tile
-    return [(y, x, min(th, h - y), min(tw, w - x)) for y in range(0, h, th) for x in range(0, w, tw)]
+def tile_count(shape: tuple[int, int], tile: tuple[int, int]) -> int:
+    """How many tiles cover an (h, w) code grid."""
+    return -(-shape[0] // tile[0]) * -(-shape[1] // tile[1])
+
+
+def tile_at(shape: tuple[int, int], tile: tuple[int, int], j: int) -> Tile:
+    """Tile ``j`` of an (h, w) code grid, in raster order of tile-sized windows from the top left; the
+    last row and column of tiles are cut short by the grid's edge (their valid extent is smaller)."""
+    (h, w), (th, tw) = shape, tile
+    columns = -(-w // tw)
+    y, x = (j // columns) * th, (j % columns) * tw
+    return y, x, min(th, h - y), min(tw, w - x)
 
 
 def prior_chunks(
     shapes: Sequence[tuple[int, int]], tile: tuple[int, int] | None = None
-) -> list[list[tuple[int, int]]]:
-    """The (image, tile) rows of each PRIOR_BATCH-row evaluation, in coding order.
+) -> Iterator[list[tuple[int, int]]]:
+    """The (image, tile) rows of each PRIOR_BATCH-row evaluation, in coding order, made as they are
+    needed (a corrupt header may claim millions of tiles: decoding fails on the first ones instead of
+    listing them all).
 
     Each image is cut into tiles of the prior's grid (``tile``; None: the image's own grid is one tile)
     and its tiles into consecutive *groups* of at most PRIOR_BATCH. Consecutive groups with the same
     tile shape share a chunk while it has room; a group is never split, so an image's symbol order
     (group by group, position-major within a group) depends on its own grid shape alone."""
-    chunks: list[list[tuple[int, int]]] = []
+    chunk: list[tuple[int, int]] = []
     chunk_tile: tuple[int, int] | None = None
     for i, shape in enumerate(shapes):
         t = tile if tile is not None else shape
-        count = len(tile_layout(shape, t))
+        count = tile_count(shape, t)
         for first in range(0, count, PRIOR_BATCH):
             rows = [(i, j) for j in range(first, min(count, first + PRIOR_BATCH))]
-            if chunks and chunk_tile == t and len(chunks[-1]) + len(rows) <= PRIOR_BATCH:
-                chunks[-1].extend(rows)
-            else:
-                chunks.append(rows)
-                chunk_tile = t
-    return chunks
+            if chunk and (chunk_tile != t or len(chunk) + len(rows) > PRIOR_BATCH):
+                yield chunk
+                chunk = []
+            chunk.extend(rows)
+            chunk_tile = t
+    if chunk:
+        yield chunk
 
 
 def _padding_sources(tile: tuple[int, int], valid: tuple[int, int]) -> np.ndarray:
@@ -214,11 +223,10 @@ class PriorCoder:
     def _tile(self, shape: tuple[int, int]) -> tuple[int, int]:
         return self.grid if self.grid is not None else shape
 
-    def _layouts(self, shapes: Sequence[tuple[int, int]]) -> list[list[Tile]]:
+    def _check(self, shapes: Sequence[tuple[int, int]]) -> None:
         for h, w in shapes:
             if not self.supports((h, w)):
                 raise CodecError(f"the prior cannot model {h}x{w} code grids")
-        return [tile_layout(s, self._tile(s)) for s in shapes]
 
     def _logits(self, grids: torch.Tensor) -> np.ndarray:
         b, h, w = grids.shape
@@ -260,14 +268,14 @@ class PriorCoder:
         the decoder will, so both see bitwise the same logits; that costs one position's compute per
         step instead of a whole forward pass per decoded position."""
         shapes = [(int(g.shape[0]), int(g.shape[1])) for g in grids]
-        layouts = self._layouts(shapes)
+        self._check(shapes)
         for chunk in prior_chunks(shapes, self.grid):
             th, tw = self._tile(shapes[chunk[0][0]])
             n, length = len(chunk), th * tw
             batch = torch.zeros((PRIOR_BATCH, length), dtype=torch.int64)
             valid = np.zeros((n, length), dtype=bool)
             for b, (i, j) in enumerate(chunk):
-                y, x, vh, vw = layouts[i][j]
+                y, x, vh, vw = tile_at(shapes[i], (th, tw), j)
                 tile = np.zeros((th, tw), dtype=np.int64)
                 tile[:vh, :vw] = grids[i][y : y + vh, x : x + vw]
                 source = _padding_sources((th, tw), (vh, vw))
@@ -292,7 +300,7 @@ class PriorCoder:
                 end = b + sum(1 for r in chunk[b:] if r[0] == i)
                 keep = valid[b:end].T.reshape(-1)
                 tabs = per_row[b:end].transpose(1, 0, 2).reshape(-1, self.codebook_size)[keep]
-                last = chunk[end - 1][1] == len(layouts[i]) - 1
+                last = chunk[end - 1][1] == tile_count(shapes[i], (th, tw)) - 1
                 yield i, codes[b:end].T.reshape(-1)[keep], tabs, last
                 b = end
 
@@ -305,8 +313,8 @@ class PriorCoder:
         """Decode each payload to an (h, w) grid, one position at a time, PRIOR_BATCH tile rows per step
         (the payloads may come from one file or many: a tile's tables do not depend on its neighbours).
         ``progress`` is called after each chunk with the number of codes it decoded."""
-        layouts = self._layouts(shapes)
-        out = [np.zeros(s, dtype=np.int64) for s in shapes]
+        self._check(shapes)
+        out: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(shapes)  # each made at its first tile
         decoders: dict[int, StepDecoder] = {}
         with exact_torch():
             for chunk in prior_chunks(shapes, self.grid):
@@ -314,10 +322,11 @@ class PriorCoder:
                 n, length = len(chunk), th * tw
                 sources, steppers = [], []
                 for i, j in chunk:
-                    _, _, vh, vw = layouts[i][j]
+                    _, _, vh, vw = tile_at(shapes[i], (th, tw), j)
                     sources.append(_padding_sources((th, tw), (vh, vw)))
-                    if i not in decoders:  # an image's decoder lives from its first tile to its last
+                    if j == 0:  # an image's decoder and grid live from its first tile to its last
                         decoders[i] = StepDecoder(payloads[i])
+                        out[i] = np.zeros(shapes[i], dtype=np.int64)
                     steppers.append(decoders[i])
                 grid = torch.zeros((PRIOR_BATCH, th, tw), dtype=torch.int64)  # future positions: 0
                 flat = grid.view(PRIOR_BATCH, length)
@@ -336,11 +345,13 @@ class PriorCoder:
                         flat[b, t] = steppers[b](rows[b])
                     if stream is not None:
                         stream.push(flat[:, t])
+                done = 0
                 for b, (i, j) in enumerate(chunk):
-                    y, x, vh, vw = layouts[i][j]
+                    y, x, vh, vw = tile_at(shapes[i], (th, tw), j)
                     out[i][y : y + vh, x : x + vw] = grid[b, :vh, :vw].numpy()
-                    if j == len(layouts[i]) - 1:
-                        decoders.pop(i, None)
+                    done += vh * vw
+                    if j == tile_count(shapes[i], (th, tw)) - 1:
+                        del decoders[i]
                 if progress is not None:
-                    progress(sum(layouts[i][j][2] * layouts[i][j][3] for i, j in chunk))
+                    progress(done)
         return out
