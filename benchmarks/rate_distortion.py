@@ -147,11 +147,8 @@ def measure_vqkit(
     for model in a.entropy_models if search is None else ["auto"]:
         if model == "static" and not coding.has_static():
             continue
-        if model == "prior":
-            grids = {coding.grid_shape(*im.shape[:2]) for im in images}
-            prior = coding.prior()
-            if prior is None or not all(prior.supports(g) for g in grids):
-                continue
+        if model == "prior" and coding.prior() is None:
+            continue
         t0 = time.perf_counter()
         result = compress_images(coding, images, entropy_model=model, quality=False, search=search)
         t1 = time.perf_counter()

@@ -82,11 +82,11 @@ def test_prior_estimate_matches_file_payload_within_one_percent(run: Path) -> No
     assert abs(summary["codes_overhead"]) < 0.01, summary  # file payload bits vs sum of -log2 p
 
 
-def test_auto_tries_the_prior_for_any_grid(run: Path) -> None:
+def test_auto_tries_the_prior_first_when_the_run_has_one(run: Path) -> None:
     coding = Coding(run, BigramPrior(16, (4, 4)))
     prior, static, raw = EntropyModel.PRIOR, EntropyModel.STATIC, EntropyModel.RAW
-    assert coding.candidates("auto", [(4, 4), (4, 4)]) == [prior, static, raw]
-    assert coding.candidates("auto", [(4, 4), (5, 4), (2, 9)]) == [prior, static, raw]
+    assert coding.candidates("auto") == [prior, static, raw]
+    assert Coding(run).candidates("auto") == [static, raw]  # no prior
 
 
 @pytest.mark.parametrize("streaming", [True, False])

@@ -194,12 +194,9 @@ def encode_grids(
         return [raw_encode(g, k) for g in grids], [float(g.size * raw_bits(k)) for g in grids]
     payloads, bits = [b""] * len(grids), [0.0] * len(grids)
     if model is EntropyModel.STATIC:
+        table = coding.static_table()
         for i, g in enumerate(grids):
-            flat = g.reshape(-1)
-            payloads[i], bits[i] = (
-                range_encode(flat, coding.static_table()),
-                code_bits(coding.static_table(), flat),
-            )
+            payloads[i], bits[i] = range_encode(g.reshape(-1), table), code_bits(table, g.reshape(-1))
         return payloads, bits
     encoders: dict[int, StreamEncoder] = {}
     total = sum(g.size for g in grids)
@@ -238,9 +235,8 @@ def compress_images(
         raise ValueError(f"{len(names)} names for {len(images)} images")
     split = [_split(im, coding.run.channels, i) for i, im in enumerate(images)]
     grids = _encode(coding, [s[1] for s in split], search, progress)
-    shapes = [(int(g.shape[0]), int(g.shape[1])) for g in grids]
     best: tuple[EntropyModel, list[bytes], list[float]] | None = None
-    for candidate in coding.candidates(entropy_model, shapes):  # "auto": the smallest payloads win
+    for candidate in coding.candidates(entropy_model):  # "auto": the smallest payloads win
         trial_codes, trial_bits = encode_grids(coding, grids, candidate, progress)
         if best is None or sum(map(len, trial_codes)) < sum(map(len, best[1])):
             best = (candidate, trial_codes, trial_bits)

@@ -64,7 +64,7 @@ class StreamEncoder:
     byte-identical to it) while the tables fed stay under ``keep_bytes``; past that they are dropped
     and the payload keeps its few trailing bytes, which decode just as well."""
 
-    KEEP_BYTES = 1 << 27  # 128 MiB of float64 tables: a 768x512 photo at K = 512 needs 100 MiB
+    KEEP_BYTES = 1 << 27  # 128 MiB of float64 tables: a 768x512 photo at K = 512 needs 96 MiB
 
     def __init__(self, keep_bytes: int | None = None) -> None:
         self._encoder = constriction.stream.queue.RangeEncoder()

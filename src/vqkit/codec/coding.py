@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -75,9 +74,9 @@ class Coding:
             params = self.require_prior().digest
         return hashlib.sha256(self.digest + bytes([int(entropy_model)]) + params).digest()[:FINGERPRINT_BYTES]
 
-    def candidates(self, requested: str, shapes: Sequence[tuple[int, int]]) -> list[EntropyModel]:
-        """Entropy models to try for images with these grid shapes: the requested one, or for "auto"
-        every available one (prior if its grid fits, static if fitted, raw), best guess first."""
+    def candidates(self, requested: str) -> list[EntropyModel]:
+        """Entropy models to try: the requested one, or for "auto" every available one (the prior, which
+        codes any grid shape, tile by tile; static if fitted; raw), best guess first."""
         if requested not in ENTROPY_CHOICES:
             raise CodecError(f"entropy model must be one of {', '.join(ENTROPY_CHOICES)}, got {requested!r}")
         if requested == "raw":
@@ -86,15 +85,10 @@ class Coding:
             self.static_table()
             return [EntropyModel.STATIC]
         if requested == "prior":
-            coder = self.require_prior()
-            bad = [s for s in shapes if not coder.supports(s)]
-            if bad:
-                raise CodecError(f"the prior models {coder.grid} code grids; these images give {bad[0]}")
+            self.require_prior()
             return [EntropyModel.PRIOR]
-        prior = self.prior()
-        usable = prior is not None and all(prior.supports(s) for s in shapes)
         return [
-            *([EntropyModel.PRIOR] if usable else []),
+            *([EntropyModel.PRIOR] if self.prior() is not None else []),
             *([EntropyModel.STATIC] if self._static is not None else []),
             EntropyModel.RAW,
         ]

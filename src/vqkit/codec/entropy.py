@@ -216,17 +216,8 @@ class PriorCoder:
         grid = getattr(config, "grid", None)
         self.grid: tuple[int, int] | None = None if grid is None else (int(grid[0]), int(grid[1]))
 
-    def supports(self, shape: tuple[int, int]) -> bool:
-        """Any grid of at least one code: grids other than the prior's are coded tile by tile."""
-        return shape[0] >= 1 and shape[1] >= 1
-
     def _tile(self, shape: tuple[int, int]) -> tuple[int, int]:
         return self.grid if self.grid is not None else shape
-
-    def _check(self, shapes: Sequence[tuple[int, int]]) -> None:
-        for h, w in shapes:
-            if not self.supports((h, w)):
-                raise CodecError(f"the prior cannot model {h}x{w} code grids")
 
     def _logits(self, grids: torch.Tensor) -> np.ndarray:
         b, h, w = grids.shape
@@ -268,7 +259,6 @@ class PriorCoder:
         the decoder will, so both see bitwise the same logits; that costs one position's compute per
         step instead of a whole forward pass per decoded position."""
         shapes = [(int(g.shape[0]), int(g.shape[1])) for g in grids]
-        self._check(shapes)
         for chunk in prior_chunks(shapes, self.grid):
             th, tw = self._tile(shapes[chunk[0][0]])
             n, length = len(chunk), th * tw
@@ -313,7 +303,6 @@ class PriorCoder:
         """Decode each payload to an (h, w) grid, one position at a time, PRIOR_BATCH tile rows per step
         (the payloads may come from one file or many: a tile's tables do not depend on its neighbours).
         ``progress`` is called after each chunk with the number of codes it decoded."""
-        self._check(shapes)
         out: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(shapes)  # each made at its first tile
         decoders: dict[int, StepDecoder] = {}
         with exact_torch():
