@@ -131,7 +131,10 @@ def measure_classic(codec: str, setting: float, images: list[np.ndarray]) -> dic
 
 
 def search_label(search: SearchConfig | None) -> str:
-    return "" if search is None else f"+search{search.passes}x{search.candidates}l{search.lmbda:g}"
+    if search is None:
+        return ""
+    # results before the prior rate existed have no "-rate" suffix: they used the static table
+    return f"+search{search.passes}x{search.candidates}l{search.lmbda:g}-{search.rate}"
 
 
 def measure_vqkit(
@@ -310,9 +313,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="decode and time only N prior-coded files (h*w prior steps per 16)")  # fmt: skip
     p.add_argument("--device", default="cpu", help="vqkit's torch device (the prior always runs on CPU)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="VQ-VAE arithmetic")
-    p.add_argument("--search", nargs="*", default=[], metavar="P:C:L",
-                   help="also measure these encoder searches (passes:candidates:lambda, vqkit compress "
-                        "--search) on --search-runs")  # fmt: skip
+    p.add_argument("--search", nargs="*", default=[], metavar="P:C:L[:RATE]",
+                   help="also measure these encoder searches (passes:candidates:lambda[:auto|static], "
+                        "vqkit compress --search) on --search-runs")  # fmt: skip
     p.add_argument("--search-runs", nargs="*", type=Path, default=[], help="runs to search (default: none)")
     p.add_argument("--search-datasets", nargs="*", default=["cifar10-val"], choices=list(DATASETS),
                    help="data sets to search on (default cifar10-val: a sweep costs h*w window decodes "
@@ -321,9 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", type=Path, metavar="JSON", help="only redraw tables and plot from a JSON")
     a = p.parse_args(argv)
     try:
-        searches = [SearchConfig(int(x), int(y), float(z)) for x, y, z in (t.split(":") for t in a.search)]
-    except ValueError as e:
-        p.error(f"--search takes passes:candidates:lambda, e.g. 2:4:2000 ({e})")
+        specs = [t.split(":") for t in a.search]
+        searches = [SearchConfig(int(t[0]), int(t[1]), float(t[2]), *t[3:]) for t in specs]
+    except (ValueError, IndexError, TypeError) as e:
+        p.error(f"--search takes passes:candidates:lambda[:rate], e.g. 2:4:2000 or 2:4:2000:static ({e})")
     if a.report:
         doc = json.loads(a.report.read_text())
         out = a.report

@@ -16,7 +16,7 @@ from vqkit.data import to_float
 from vqkit.run import Run
 from vqkit.training.checkpoint import load_model, save_model
 
-from .golden.make_golden import blob_images, build_tiny_run
+from .golden.make_golden import blob_images, build_tiny_run, tiny_prior
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +110,43 @@ def test_the_rate_term_trades_error_for_bits(run: Run) -> None:
     assert bits[costly].sum() < bits[free].sum()
 
 
+def test_with_a_prior_the_rate_is_the_priors_given_the_codes_before(run: Run) -> None:
+    """A huge lambda with the prior as the rate: at each position the search keeps the candidate the
+    prior, walked over the codes chosen before it, finds most likely."""
+    images = np.stack(blob_images(5, (16, 16), 15))
+    prior = tiny_prior(run.model.codebook_size, (4, 4), seed=3).eval()
+    with torch.no_grad():
+        for p in prior.parameters():
+            p.normal_(0.0, 0.5)  # a peaked prior, far from uniform, so the choice is the prior's
+    chosen = torch.from_numpy(search_grids(run, images, SearchConfig(1, 4, 1e9), None, None, prior))
+    with run.inference():
+        x = to_float(torch.from_numpy(images))
+        cand = run.model.quantizer.candidates(run.model.encode_latents(x), 4).flatten(1, 2)  # (B, 16, 4)
+        stream = prior.stream(len(images))
+        flat = chosen.flatten(1)
+        for t in range(16):
+            likes = stream.logits().float().gather(1, cand[:, t])  # (B, 4)
+            assert torch.equal(flat[:, t], cand[torch.arange(len(images)), t, likes.argmax(1)]), t
+            stream.push(flat[:, t])
+
+
+def test_compress_searches_with_the_prior_rate_when_the_prior_codes(run_dir: Path) -> None:
+    run = Run.load(run_dir, precision="fp32")
+    coding = Coding(run, tiny_prior(run.model.codebook_size, (4, 4), seed=4))
+    images = blob_images(3, (16, 16), 16)
+    config = SearchConfig(1, 4, 5000.0)
+    stacked, bits = np.stack(images), coding.static_bits()
+    with_prior = search_grids(run, stacked, config, bits, None, coding.search_prior())
+    with_table = search_grids(run, stacked, config, bits)
+    assert not np.array_equal(with_prior, with_table)  # the two rates pick differently here
+    auto = compress_images(coding, images, search=config, quality=False)
+    static_rate = compress_images(coding, images, search=SearchConfig(1, 4, 5000.0, "static"), quality=False)
+    np.testing.assert_array_equal(np.stack(auto.grids), with_prior)
+    np.testing.assert_array_equal(np.stack(static_rate.grids), with_table)
+
+
 def test_config_is_checked() -> None:
-    for bad in ({"passes": 0}, {"candidates": 1}, {"lmbda": -1.0}, {"lmbda": float("nan")}):
+    for bad in ({"passes": 0}, {"candidates": 1}, {"lmbda": -1.0}, {"lmbda": float("nan")}, {"rate": "x"}):
         with pytest.raises(ValueError, match="search"):
             SearchConfig(**bad)  # type: ignore[arg-type]
 
@@ -142,7 +177,7 @@ def test_cli_search_flags(run_dir: Path, tmp_path: Path) -> None:
     searched = json.loads((tmp_path / "s.json").read_text())["summary"]
     assert searched["psnr"] > plain["psnr"]
     doc = json.loads((tmp_path / "s.json").read_text())
-    assert doc["search"] == {"passes": 2, "candidates": 4, "lmbda": 0.0}
+    assert doc["search"] == {"passes": 2, "candidates": 4, "lmbda": 0.0, "rate": "auto"}
     with pytest.raises(SystemExit) as e:
         main([*argv, "--search", "1", "--search-candidates", "1"])
     assert e.value.code == 2

@@ -20,7 +20,7 @@ from vqkit.cli.common import add_device, parser
 from vqkit.codec import ENTROPY_CHOICES, CodecError, Coding, CompressResult, compress_images, decompress_many
 from vqkit.codec.entropy import fit_static_model
 from vqkit.codec.files import output_stems, read_inputs, read_vqk, write_bytes, write_png
-from vqkit.codec.search import SearchConfig
+from vqkit.codec.search import RATES, SearchConfig
 from vqkit.run import Run
 from vqkit.training.checkpoint import write_json
 
@@ -70,13 +70,16 @@ def compress_main(argv: list[str]) -> int:
     p.add_argument("--search-lambda", type=float, default=SearchConfig.lmbda,
                    help="squared error (8-bit units) one bit is worth; 0 ignores the rate "
                         f"(default {SearchConfig.lmbda:g})")  # fmt: skip
+    p.add_argument("--search-rate", choices=RATES, default=SearchConfig.rate,
+                   help="the bits the search charges: auto (default) the prior's, given the codes "
+                        "before, when the prior codes the file; static: the static table's")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for --search and the prior)")
     add_device(p)
     a = p.parse_args(argv)
     search = None
     if a.search:
         try:
-            search = SearchConfig(a.search, a.search_candidates, a.search_lambda)
+            search = SearchConfig(a.search, a.search_candidates, a.search_lambda, a.search_rate)
         except ValueError as e:
             p.error(str(e))
     if a.fit_static:

@@ -146,7 +146,11 @@ def _groups(sizes: Sequence[tuple[int, ...]]) -> list[tuple[int, int]]:
 
 
 def _encode(
-    coding: Coding, inputs: Sequence[np.ndarray], search: SearchConfig | None, progress: bool
+    coding: Coding,
+    inputs: Sequence[np.ndarray],
+    search: SearchConfig | None,
+    progress: bool,
+    entropy_model: str = "auto",
 ) -> list[np.ndarray]:
     grids: list[np.ndarray] = []
     if search is None:
@@ -154,10 +158,13 @@ def _encode(
             grids.extend(coding.run.encode(list(inputs[start:end]), batch_size=end - start))
         return grids
     bits = coding.static_bits()
+    # the prior as the rate when it will code the file ("auto" prefers it, and it takes any grid)
+    prior = coding.search_prior() if search.rate == "auto" and entropy_model in ("auto", "prior") else None
     total = search.passes * sum(math.prod(coding.grid_shape(*im.shape[:2])) for im in inputs)
     with tqdm(total=total, desc="search", unit="code", unit_scale=True, disable=not progress) as bar:
         for start, end in _groups([im.shape for im in inputs]):
-            grids.extend(search_grids(coding.run, np.stack(inputs[start:end]), search, bits, bar.update))
+            images = np.stack(inputs[start:end])
+            grids.extend(search_grids(coding.run, images, search, bits, bar.update, prior))
     return grids
 
 
@@ -234,7 +241,7 @@ def compress_images(
     if len(names) != len(images):
         raise ValueError(f"{len(names)} names for {len(images)} images")
     split = [_split(im, coding.run.channels, i) for i, im in enumerate(images)]
-    grids = _encode(coding, [s[1] for s in split], search, progress)
+    grids = _encode(coding, [s[1] for s in split], search, progress, entropy_model)
     best: tuple[EntropyModel, list[bytes], list[float]] | None = None
     for candidate in coding.candidates(entropy_model):  # "auto": the smallest payloads win
         trial_codes, trial_bits = encode_grids(coding, grids, candidate, progress)

@@ -3,6 +3,7 @@ the choice of entropy model for a set of images."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 from pathlib import Path
@@ -30,6 +31,7 @@ class Coding:
         self._static = load_static_table(self.run.path, self.codebook_size, self.digest)
         self._prior_module = prior
         self._prior: PriorCoder | None = None
+        self._search_prior: nn.Module | None = None
 
     @property
     def downsample(self) -> int:
@@ -54,10 +56,20 @@ class Coding:
 
     def prior(self) -> PriorCoder | None:
         if self._prior is None:
-            module = self._prior_module if self._prior_module is not None else load_run_prior(self.run.path)
-            if module is not None:
-                self._prior = PriorCoder(module, self.codebook_size)
+            if self._prior_module is None:
+                self._prior_module = load_run_prior(self.run.path)
+            if self._prior_module is not None:
+                self._prior = PriorCoder(self._prior_module, self.codebook_size)
         return self._prior
+
+    def search_prior(self) -> nn.Module | None:
+        """The prior as the encoder search's rate model: a float32 copy on the run's device, eval mode
+        (an estimate of each code's bits, not the coder's exact float64 walk). None without a prior."""
+        if self._search_prior is None and self.prior() is not None:
+            assert self._prior_module is not None
+            module = copy.deepcopy(self._prior_module).float().eval()
+            self._search_prior = module.to(self.run.device)
+        return self._search_prior
 
     def require_prior(self) -> PriorCoder:
         prior = self.prior()

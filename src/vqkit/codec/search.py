@@ -7,8 +7,11 @@ nearest codes (``candidates``), keeping the one that lowers
 
     J = squared error (8-bit units, summed over pixels and channels) + lmbda * bits,
 
-where bits is the code's cost under the run's static entropy table (a proxy when a file is coded
-with the prior; no rate term when the run has no table). ``passes`` repeats the sweep. The decoder,
+where bits is the code's cost under the entropy model that will code the file: with the run's prior
+(``rate="auto"``, when the grid is the prior's shape), -log2 p(code | the codes before it) from a
+prior walked along the sweep; otherwise the static table (no rate term when the run has no table).
+The prior's rate is greedy: a choice's effect on the bits of later positions is not counted.
+``passes`` repeats the sweep. The decoder,
 the file format and decoding speed are untouched: this only chooses better indices, at an encoding
 cost of about passes x candidates x h x w decodes of a window per image.
 
@@ -20,15 +23,20 @@ over the reachable pixels only: exact, and independent of the image size.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import torch
+from torch import nn
 
 from vqkit.config import ModelConfig
 from vqkit.data import to_float
 from vqkit.run import Run
+
+RATES = ("auto", "static")
 
 
 @dataclass(frozen=True)
@@ -36,8 +44,11 @@ class SearchConfig:
     passes: int = 2  # raster sweeps over all positions
     candidates: int = 4  # nearest codes tried per position (the nearest included)
     lmbda: float = 2000.0  # squared error (8-bit units) a bit is worth
+    rate: str = "auto"  # "auto": the prior's bits when the file is prior-coded, else static; "static"
 
     def __post_init__(self) -> None:
+        if self.rate not in RATES:
+            raise ValueError(f"search rate must be one of {', '.join(RATES)}, got {self.rate!r}")
         if self.passes < 1:
             raise ValueError(f"search passes must be >= 1, got {self.passes}")
         if self.candidates < 2:
@@ -81,11 +92,14 @@ def search_grids(
     config: SearchConfig,
     code_bits: np.ndarray | None = None,
     progress: Callable[[int], object] | None = None,
+    prior: nn.Module | None = None,
 ) -> np.ndarray:
     """(B, H, W, C) uint8 images of one size -> (B, h, w) int64 grids chosen by the search.
 
-    ``code_bits`` (K,) is the rate of each code in bits (None: distortion only). ``progress(n)`` is
-    told of every n image-positions done (B per position; all passes' worth by the end)."""
+    ``code_bits`` (K,) is the rate of each code in bits (None: distortion only). ``prior`` (a CodePrior
+    on the run's device, or None) replaces it with the prior's conditional bits when the grid has the
+    prior's shape. ``progress(n)`` is told of every n image-positions done (B per position; all
+    passes' worth by the end)."""
     model = run.model
     with run.inference():
         x = to_float(torch.from_numpy(np.ascontiguousarray(images)).to(run.device))
@@ -97,16 +111,25 @@ def search_grids(
         x = x.float()
         rows = torch.arange(len(idx), device=x.device)
         b, h, w = idx.shape
+        grid = getattr(getattr(prior, "config", None), "grid", None)
+        use_prior = prior is not None and grid is not None and tuple(grid) == (h, w)
         for done in range(config.passes):
             changed = 0
+            # Walked along the sweep: at (i, j) the codes before it are this pass's final choices.
+            stream = cast(Any, prior).stream(b) if use_prior else None
             for i in range(h):
                 for j in range(w):
                     cost = window_sse(run, x, idx, cand[:, i, j], i, j)  # (B, k)
-                    if bits is not None:
+                    if stream is not None:
+                        nats = -torch.log_softmax(stream.logits().float(), dim=-1).gather(1, cand[:, i, j])
+                        cost = cost + config.lmbda * nats / math.log(2)
+                    elif bits is not None:
                         cost = cost + config.lmbda * bits[cand[:, i, j]]
                     best = cand[rows, i, j, cost.argmin(1)]
                     changed += int((best != idx[:, i, j]).sum())
                     idx[:, i, j] = best
+                    if stream is not None:
+                        stream.push(best)
                     if progress is not None:
                         progress(b)
             if not changed:  # a fixed point: further passes would change nothing
