@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import importlib
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -219,6 +220,14 @@ class PriorCoder:
     def _tile(self, shape: tuple[int, int]) -> tuple[int, int]:
         return self.grid if self.grid is not None else shape
 
+    def _layout(
+        self, chunk: list[tuple[int, int]], shapes: Sequence[tuple[int, int]]
+    ) -> tuple[tuple[int, int], list[Tile], list[np.ndarray]]:
+        """A chunk's tile shape, and per row its tile and its ``_padding_sources``."""
+        tile = self._tile(shapes[chunk[0][0]])
+        tiles = [tile_at(shapes[i], tile, j) for i, j in chunk]
+        return tile, tiles, [_padding_sources(tile, (vh, vw)) for _, _, vh, vw in tiles]
+
     def _logits(self, grids: torch.Tensor) -> np.ndarray:
         b, h, w = grids.shape
         logits_fn: Any = self.prior.logits  # the prior's interface: (B, h, w) int64 -> (B, h*w, K)
@@ -260,17 +269,14 @@ class PriorCoder:
         step instead of a whole forward pass per decoded position."""
         shapes = [(int(g.shape[0]), int(g.shape[1])) for g in grids]
         for chunk in prior_chunks(shapes, self.grid):
-            th, tw = self._tile(shapes[chunk[0][0]])
+            (th, tw), tiles, sources = self._layout(chunk, shapes)
             n, length = len(chunk), th * tw
             batch = torch.zeros((PRIOR_BATCH, length), dtype=torch.int64)
-            valid = np.zeros((n, length), dtype=bool)
-            for b, (i, j) in enumerate(chunk):
-                y, x, vh, vw = tile_at(shapes[i], (th, tw), j)
+            for b, ((i, _), (y, x, vh, vw)) in enumerate(zip(chunk, tiles, strict=True)):
                 tile = np.zeros((th, tw), dtype=np.int64)
                 tile[:vh, :vw] = grids[i][y : y + vh, x : x + vw]
-                source = _padding_sources((th, tw), (vh, vw))
-                batch[b] = torch.from_numpy(tile.reshape(-1)[source])
-                valid[b] = source == np.arange(length)  # a padding position holds an earlier one's code
+                batch[b] = torch.from_numpy(tile.reshape(-1)[sources[b]])
+            valid = np.stack(sources) == np.arange(length)  # a padding position holds an earlier one's code
             with exact_torch():
                 stream = self._stream()
                 if stream is None:
@@ -284,15 +290,13 @@ class PriorCoder:
                         stream.push(batch[:, t])
                     per_row = np.stack(steps, axis=1)  # (n, length, K)
             codes = batch[:n].numpy()
-            b = 0
-            while b < n:  # each image's rows are consecutive: its symbols go position-major
-                i = chunk[b][0]
-                end = b + sum(1 for r in chunk[b:] if r[0] == i)
+            for i, group in itertools.groupby(range(n), key=lambda row: chunk[row][0]):
+                rows = list(group)  # an image's rows are consecutive; its symbols go position-major
+                b, end = rows[0], rows[-1] + 1
                 keep = valid[b:end].T.reshape(-1)
                 tabs = per_row[b:end].transpose(1, 0, 2).reshape(-1, self.codebook_size)[keep]
                 last = chunk[end - 1][1] == tile_count(shapes[i], (th, tw)) - 1
                 yield i, codes[b:end].T.reshape(-1)[keep], tabs, last
-                b = end
 
     def decode(
         self,
@@ -307,12 +311,10 @@ class PriorCoder:
         decoders: dict[int, StepDecoder] = {}
         with exact_torch():
             for chunk in prior_chunks(shapes, self.grid):
-                th, tw = self._tile(shapes[chunk[0][0]])
+                (th, tw), tiles, sources = self._layout(chunk, shapes)
                 n, length = len(chunk), th * tw
-                sources, steppers = [], []
+                steppers = []
                 for i, j in chunk:
-                    _, _, vh, vw = tile_at(shapes[i], (th, tw), j)
-                    sources.append(_padding_sources((th, tw), (vh, vw)))
                     if j == 0:  # an image's decoder and grid live from its first tile to its last
                         decoders[i] = StepDecoder(payloads[i])
                         out[i] = np.zeros(shapes[i], dtype=np.int64)
@@ -335,8 +337,7 @@ class PriorCoder:
                     if stream is not None:
                         stream.push(flat[:, t])
                 done = 0
-                for b, (i, j) in enumerate(chunk):
-                    y, x, vh, vw = tile_at(shapes[i], (th, tw), j)
+                for b, ((i, j), (y, x, vh, vw)) in enumerate(zip(chunk, tiles, strict=True)):
                     out[i][y : y + vh, x : x + vw] = grid[b, :vh, :vw].numpy()
                     done += vh * vw
                     if j == tile_count(shapes[i], (th, tw)) - 1:
