@@ -11,6 +11,7 @@ import torch
 
 from vqkit.cli import main
 from vqkit.codec import Coding, compress_images, decompress, fit_static_model, parse
+from vqkit.codec.entropy import padding_sources, tile_at, tile_count
 from vqkit.codec.search import SearchConfig, influence_radius, search_grids, window_sse
 from vqkit.data import to_float
 from vqkit.run import Run
@@ -128,6 +129,40 @@ def test_with_a_prior_the_rate_is_the_priors_given_the_codes_before(run: Run) ->
             likes = stream.logits().float().gather(1, cand[:, t])  # (B, 4)
             assert torch.equal(flat[:, t], cand[torch.arange(len(images)), t, likes.argmax(1)]), t
             stream.push(flat[:, t])
+
+
+def test_on_a_grid_larger_than_the_prior_the_rate_is_each_tiles(run: Run) -> None:
+    """A 6x5 grid under a 4x4 prior is coded as four tiles, three of them cut by the grid's edge
+    (padding copies an earlier code). With a huge lambda each valid position keeps the candidate its
+    tile's prior, walked over the tile's codes before it (padding filled as the coder fills it), finds
+    most likely; a walk over the whole grid, or one that ignores the padding, would pick otherwise."""
+    images = np.stack(blob_images(3, (24, 20), 17))
+    prior = tiny_prior(run.model.codebook_size, (4, 4), seed=5).eval()
+    with torch.no_grad():
+        for p in prior.parameters():
+            p.normal_(0.0, 0.5)
+    chosen = search_grids(run, images, SearchConfig(1, 4, 1e9), None, None, prior)  # (3, 6, 5)
+    assert chosen.shape == (3, 6, 5)
+    with run.inference():
+        x = to_float(torch.from_numpy(images))
+        cand = run.model.quantizer.candidates(run.model.encode_latents(x), 4)  # (3, 6, 5, 4)
+    checked = 0
+    with torch.no_grad():
+        for j in range(tile_count((6, 5), (4, 4))):
+            y, x0, vh, vw = tile_at((6, 5), (4, 4), j)
+            tile = np.zeros((3, 4, 4), dtype=np.int64)
+            tile[:, :vh, :vw] = chosen[:, y : y + vh, x0 : x0 + vw]
+            flat = torch.from_numpy(tile.reshape(3, 16)[:, padding_sources((4, 4), (vh, vw))])
+            stream = prior.stream(3)
+            for t in range(16):
+                li, lj = divmod(t, 4)
+                if li < vh and lj < vw:
+                    options = cand[:, y + li, x0 + lj]  # (3, 4)
+                    likes = stream.logits().float().gather(1, options)
+                    assert torch.equal(flat[:, t], options[torch.arange(3), likes.argmax(1)]), (j, t)
+                    checked += 1
+                stream.push(flat[:, t])
+    assert checked == 30
 
 
 def test_compress_searches_with_the_prior_rate_when_the_prior_codes(run_dir: Path) -> None:

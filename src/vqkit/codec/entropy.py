@@ -175,7 +175,7 @@ def prior_chunks(
         yield chunk
 
 
-def _padding_sources(tile: tuple[int, int], valid: tuple[int, int]) -> np.ndarray:
+def padding_sources(tile: tuple[int, int], valid: tuple[int, int]) -> np.ndarray:
     """(th*tw,) int64: for each position of a tile, the position whose code it holds. A valid position
     holds its own; one beyond the grid's edge copies the nearest valid position of its row, or below
     the last valid row, of its column. The source always comes earlier in raster order, so a decoder
@@ -223,10 +223,10 @@ class PriorCoder:
     def _layout(
         self, chunk: list[tuple[int, int]], shapes: Sequence[tuple[int, int]]
     ) -> tuple[tuple[int, int], list[Tile], list[np.ndarray]]:
-        """A chunk's tile shape, and per row its tile and its ``_padding_sources``."""
+        """A chunk's tile shape, and per row its tile and its ``padding_sources``."""
         tile = self._tile(shapes[chunk[0][0]])
         tiles = [tile_at(shapes[i], tile, j) for i, j in chunk]
-        return tile, tiles, [_padding_sources(tile, (vh, vw)) for _, _, vh, vw in tiles]
+        return tile, tiles, [padding_sources(tile, (vh, vw)) for _, _, vh, vw in tiles]
 
     def _logits(self, grids: torch.Tensor) -> np.ndarray:
         b, h, w = grids.shape
@@ -260,7 +260,7 @@ class PriorCoder:
         image's symbols in coding order, a chunk's worth at a time (encoder).
 
         A grid is coded in tiles of the prior's grid (``prior_chunks``; positions beyond the grid's
-        edge are padding, filled by ``_padding_sources`` and not coded). Every evaluation is a batch of
+        edge are padding, filled by ``padding_sources`` and not coded). Every evaluation is a batch of
         exactly PRIOR_BATCH rows (a short chunk is padded with tiles of code 0), because BLAS kernels
         round differently for different batch sizes: with one batch shape, a tile's logits do not depend
         on how many tiles, or which, are coded beside it, so files written together decode alone and

@@ -2,16 +2,16 @@
 
 The VQ-VAE encoder picks, per position, the code nearest to the encoder output. That code is not
 always the one whose *decoded* image is closest to the input, because the decoder mixes neighbouring
-codes. The search starts from the nearest codes and, in raster order, tries each position's few
-nearest codes (``candidates``), keeping the one that lowers
+codes. The search starts from the nearest codes and, position by position (``_sweep``), tries each
+position's few nearest codes (``candidates``), keeping the one that lowers
 
     J = squared error (8-bit units, summed over pixels and channels) + lmbda * bits,
 
 where bits is the code's cost under the entropy model that will code the file: with the run's prior
-(``rate="auto"``, when the grid is the prior's shape), -log2 p(code | the codes before it) from a
-prior walked along the sweep; otherwise the static table (no rate term when the run has no table).
-The prior's rate is greedy: a choice's effect on the bits of later positions is not counted.
-``passes`` repeats the sweep. The decoder,
+(``rate="auto"``), -log2 p(code | the codes before it in its tile) from a prior walked along the
+sweep, the grid cut into the prior's tiles as the coder cuts it; otherwise the static table (no rate
+term when the run has no table). The prior's rate is greedy: a choice's effect on the bits of later
+positions is not counted. ``passes`` repeats the sweep. The decoder,
 the file format and decoding speed are untouched: this only chooses better indices, at an encoding
 cost of about passes x candidates x h x w decodes of a window per image.
 
@@ -24,7 +24,7 @@ over the reachable pixels only: exact, and independent of the image size.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vqkit.codec.entropy import Tile, padding_sources, tile_at, tile_count
 from vqkit.config import ModelConfig
 from vqkit.data import to_float
 from vqkit.run import Run
@@ -86,6 +87,56 @@ def window_sse(
     return diff.square().sum((2, 3, 4)) * 255.0**2
 
 
+def _sweep(shape: tuple[int, int], tile: tuple[int, int] | None) -> Iterator[list[tuple[int, int, int]]]:
+    """The search's visiting order over an (h, w) grid: per step, a list of (tile, i, j) grid positions.
+
+    Without a prior (``tile`` None) one position per step, in raster order. With a prior the grid is
+    cut into the coder's tiles (``entropy.tile_at``) and step t visits local position t of every tile,
+    tile by tile (padding positions past the grid's edge are skipped): each tile is then walked in its
+    own raster order, as the coder walks it, so when a position is chosen the codes before it in its
+    tile are already this pass's final choices. For an 8x8 grid and an 8x8 prior both orders agree."""
+    h, w = shape
+    if tile is None:
+        for i in range(h):
+            for j in range(w):
+                yield [(0, i, j)]
+        return
+    tiles = [tile_at(shape, tile, n) for n in range(tile_count(shape, tile))]
+    th, tw = tile
+    for t in range(th * tw):
+        li, lj = divmod(t, tw)
+        yield [(n, y + li, x + lj) for n, (y, x, vh, vw) in enumerate(tiles) if li < vh and lj < vw]
+
+
+class _Streams:
+    """``prior.stream(n)``'s interface over n rows split into streams of at most ``rows`` each: a stream's
+    key/value cache grows with its rows (a photo has hundreds of tiles), so memory stays bounded."""
+
+    def __init__(self, prior: nn.Module, n: int, rows: int = 256) -> None:
+        self.rows = rows
+        self.streams = [cast(Any, prior).stream(min(rows, n - start)) for start in range(0, n, rows)]
+
+    def logits(self) -> torch.Tensor:
+        return torch.cat([stream.logits() for stream in self.streams])  # (n, K)
+
+    def push(self, codes: torch.Tensor) -> None:
+        for stream, part in zip(self.streams, codes.split(self.rows), strict=True):
+            stream.push(part)
+
+
+def _held(tiles: list[Tile], tile: tuple[int, int], width: int) -> np.ndarray:
+    """(T, th*tw) int64: per tile, the flat grid position (row * width + column) whose code each of
+    its local positions holds: its own, or for padding past the grid's edge the earlier position the
+    coder copies (``entropy.padding_sources``)."""
+    tw = tile[1]
+    out = [
+        (y + src // tw) * width + x + src % tw
+        for y, x, vh, vw in tiles
+        for src in [padding_sources(tile, (vh, vw))]
+    ]
+    return np.stack(out)
+
+
 def search_grids(
     run: Run,
     images: np.ndarray,
@@ -97,8 +148,8 @@ def search_grids(
     """(B, H, W, C) uint8 images of one size -> (B, h, w) int64 grids chosen by the search.
 
     ``code_bits`` (K,) is the rate of each code in bits (None: distortion only). ``prior`` (a CodePrior
-    on the run's device, or None) replaces it with the prior's conditional bits when the grid has the
-    prior's shape. ``progress(n)`` is told of every n image-positions done (B per position; all
+    on the run's device, or None) replaces it with the prior's conditional bits, tile by tile as the
+    coder cuts the grid. ``progress(n)`` is told of every n image-positions done (B per position; all
     passes' worth by the end)."""
     model = run.model
     with run.inference():
@@ -112,26 +163,31 @@ def search_grids(
         rows = torch.arange(len(idx), device=x.device)
         b, h, w = idx.shape
         grid = getattr(getattr(prior, "config", None), "grid", None)
-        use_prior = prior is not None and grid is not None and tuple(grid) == (h, w)
+        tile = None if prior is None or grid is None else (int(grid[0]), int(grid[1]))
+        tiles = [] if tile is None else [tile_at((h, w), tile, n) for n in range(tile_count((h, w), tile))]
+        held = torch.from_numpy(_held(tiles, tile, w)).to(x.device) if tile is not None else None
         for done in range(config.passes):
             changed = 0
-            # Walked along the sweep: at (i, j) the codes before it are this pass's final choices.
-            stream = cast(Any, prior).stream(b) if use_prior else None
-            for i in range(h):
-                for j in range(w):
+            # Walked along the sweep, one row per (tile, image), tile-major.
+            stream = _Streams(prior, len(tiles) * b) if prior is not None and tile is not None else None
+            nats = None
+            for step, positions in enumerate(_sweep((h, w), tile)):
+                if stream is not None:
+                    nats = -torch.log_softmax(stream.logits().float(), dim=-1).unflatten(0, (len(tiles), b))
+                for n, i, j in positions:
                     cost = window_sse(run, x, idx, cand[:, i, j], i, j)  # (B, k)
-                    if stream is not None:
-                        nats = -torch.log_softmax(stream.logits().float(), dim=-1).gather(1, cand[:, i, j])
-                        cost = cost + config.lmbda * nats / math.log(2)
+                    if nats is not None:
+                        cost = cost + config.lmbda * nats[n].gather(1, cand[:, i, j]) / math.log(2)
                     elif bits is not None:
                         cost = cost + config.lmbda * bits[cand[:, i, j]]
                     best = cand[rows, i, j, cost.argmin(1)]
                     changed += int((best != idx[:, i, j]).sum())
                     idx[:, i, j] = best
-                    if stream is not None:
-                        stream.push(best)
                     if progress is not None:
                         progress(b)
+                if stream is not None and held is not None:
+                    # every tile's code at local position ``step``: (B, T) -> (T * B,) rows
+                    stream.push(idx.flatten(1)[:, held[:, step]].T.reshape(-1))
             if not changed:  # a fixed point: further passes would change nothing
                 if progress is not None:
                     progress(b * h * w * (config.passes - done - 1))
