@@ -87,11 +87,13 @@ def window_sse(
     return diff.square().sum((2, 3, 4)) * 255.0**2
 
 
-def _sweep(shape: tuple[int, int], tile: tuple[int, int] | None) -> Iterator[list[tuple[int, int, int]]]:
+def _sweep(
+    shape: tuple[int, int], tile: tuple[int, int] | None, tiles: list[Tile]
+) -> Iterator[list[tuple[int, int, int]]]:
     """The search's visiting order over an (h, w) grid: per step, a list of (tile, i, j) grid positions.
 
     Without a prior (``tile`` None) one position per step, in raster order. With a prior the grid is
-    cut into the coder's tiles (``entropy.tile_at``) and step t visits local position t of every tile,
+    cut into the coder's ``tiles`` (``entropy.tile_at``) and step t visits local position t of every tile,
     tile by tile (padding positions past the grid's edge are skipped): each tile is then walked in its
     own raster order, as the coder walks it, so when a position is chosen the codes before it in its
     tile are already this pass's final choices. For an 8x8 grid and an 8x8 prior both orders agree."""
@@ -101,7 +103,6 @@ def _sweep(shape: tuple[int, int], tile: tuple[int, int] | None) -> Iterator[lis
             for j in range(w):
                 yield [(0, i, j)]
         return
-    tiles = [tile_at(shape, tile, n) for n in range(tile_count(shape, tile))]
     th, tw = tile
     for t in range(th * tw):
         li, lj = divmod(t, tw)
@@ -171,7 +172,7 @@ def search_grids(
             # Walked along the sweep, one row per (tile, image), tile-major.
             stream = _Streams(prior, len(tiles) * b) if prior is not None and tile is not None else None
             nats = None
-            for step, positions in enumerate(_sweep((h, w), tile)):
+            for step, positions in enumerate(_sweep((h, w), tile, tiles)):
                 if stream is not None:
                     nats = -torch.log_softmax(stream.logits().float(), dim=-1).unflatten(0, (len(tiles), b))
                 for n, i, j in positions:
