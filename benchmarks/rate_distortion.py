@@ -302,6 +302,32 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def merge(docs: list[dict[str, Any]], files: list[Path]) -> dict[str, Any]:
+    """One results document from several runs on the same images: each point keeps the figures of the
+    run that measured it (throughput too, so compare speeds only within one source), and the sources'
+    dates and commands are kept under `merged_from`."""
+    now = datetime.now()
+    out: dict[str, Any] = {"benchmark": "rate_distortion", "date": now.isoformat(timespec="seconds"),
+                           "command": [sys.executable, *sys.argv], "machine": machine(),
+                           "merged_from": [{"file": str(f), "date": d["date"], "command": d["command"]}
+                                           for f, d in zip(files, docs, strict=True)],
+                           "datasets": {}}  # fmt: skip
+    for doc in docs:
+        for name, ds in doc["datasets"].items():
+            into = out["datasets"].setdefault(
+                name, {"images": ds["images"], "source": ds["source"], "points": []}
+            )
+            if ds["images"] != into["images"]:
+                raise SystemExit(
+                    f"--merge: {name} has {ds['images']} images in one file, {into['images']} in another"
+                )
+            seen = {(q["codec"], q["setting"]) for q in into["points"]}
+            into["points"] += [q for q in ds["points"] if (q["codec"], q["setting"]) not in seen]
+    for ds in out["datasets"].values():
+        ds["bd_rate"] = bd_rates(ds["points"])
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", nargs="*", type=Path, help="run folders (default: benchmarks/runs/rd/*)")
@@ -322,13 +348,21 @@ def main(argv: list[str] | None = None) -> int:
                         "per image, minutes per Kodak photo on 2 cores)")  # fmt: skip
     p.add_argument("--out", type=Path, help="results JSON (default: benchmarks/results/rate_distortion-DATE)")
     p.add_argument("--report", type=Path, metavar="JSON", help="only redraw tables and plot from a JSON")
+    p.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
+                   help="join the points of several results JSONs on the same images into --out (first "
+                        "file wins on a repeated codec/setting), BD-rates recomputed")  # fmt: skip
     a = p.parse_args(argv)
     try:
         specs = [t.split(":") for t in a.search]
         searches = [SearchConfig(int(t[0]), int(t[1]), float(t[2]), *t[3:]) for t in specs]
     except (ValueError, IndexError, TypeError) as e:
         p.error(f"--search takes passes:candidates:lambda[:rate], e.g. 2:4:2000 or 2:4:2000:static ({e})")
-    if a.report:
+    if a.merge:
+        if a.out is None:
+            p.error("--merge needs --out")
+        doc, out = merge([json.loads(f.read_text()) for f in a.merge], a.merge), a.out
+        out.write_text(json.dumps(doc, indent=1) + "\n")
+    elif a.report:
         doc = json.loads(a.report.read_text())
         out = a.report
     else:
