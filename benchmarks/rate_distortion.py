@@ -11,6 +11,7 @@ process). BD-rate (codec/rd.py) of vqkit against each classic codec. JSON first
     .venv/bin/python benchmarks/rate_distortion.py                    # the full benchmark
     .venv/bin/python benchmarks/rate_distortion.py --max-images 20 --runs /tmp/rd-smoke/*/   # quick look
     .venv/bin/python benchmarks/rate_distortion.py --report benchmarks/results/rate_distortion-X.json
+    .venv/bin/python benchmarks/rate_distortion.py --merge A.json B.json --out C.json   # one curve, one table
 
 With ``--search P:C:L ... --search-runs RUN ...`` the listed runs are also measured with the encoder
 search (``vqkit compress --search``: codes chosen by decoded error + lambda * bits) on CIFAR-10; those
