@@ -376,3 +376,16 @@ def test_augmented_copies_of_held_out_images_stay_out() -> None:
     assert out.labels is not None and np.array_equal(out.labels, sources)
     with pytest.raises(ValueError, match="whole copies"):
         with_copies(plain.subset(train_idx), train_idx, aug.subset(np.arange(n * copies - 1)), n)
+
+
+def test_capped_evaluation_spreads_over_a_set_ordered_by_source() -> None:
+    # 30 grids of one source, then 10 of another (a base set followed by added crops, say): a capped
+    # evaluation must see both in proportion, not the first N grids of the first source alone.
+    base, added = np.zeros((30, 2, 2), np.int64), np.ones((10, 2, 2), np.int64)
+    codes = CodeSet(np.concatenate([base, added]))
+    part = codes.spread(8)
+    rows = part.indices.reshape(len(part), -1).max(axis=1)
+    assert len(part) == 8 and rows[0] == 0 and rows[-1] == 1 and int(rows.sum()) == 2
+    assert codes.spread(40) is codes and len(codes.spread(1)) == 1
+    with pytest.raises(ValueError):
+        codes.spread(0)

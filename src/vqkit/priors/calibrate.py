@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -79,7 +78,7 @@ def _raw_logits(prior: CodePrior, codes: CodeSet, batch_size: int) -> list[tuple
 def calibrate(
     prior: CodePrior, codes: CodeSet, *, max_grids: int = 2000, batch_size: int = 256
 ) -> Calibration:
-    """Fit ``prior.logit_scale`` on (at most the first ``max_grids`` of) ``codes`` and set it in place.
+    """Fit ``prior.logit_scale`` on (at most ``max_grids``, evenly spaced, of) ``codes`` and set it in place.
 
     ``codes`` should be grids the prior was not trained on. The raw logits of max_grids grids are held
     in memory (max_grids * h * w * K floats: 2000 8x8 grids at K=512 take 262 MB). The scale never
@@ -91,7 +90,7 @@ def calibrate(
         raise ValueError(f"grids are {codes.grid}; the prior models {prior.config.grid}")
     if max_grids < 1:
         raise ValueError(f"max_grids must be >= 1, got {max_grids}")
-    subset = codes.subset(np.arange(min(len(codes), max_grids)))
+    subset = codes.spread(max_grids)  # evenly over the set: it may be ordered by source
     chunks = _raw_logits(prior, subset, batch_size)
     raw, grad, curv = _objective(chunks, 1.0)
     s, scaled, steps = 1.0, raw, 0

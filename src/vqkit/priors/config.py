@@ -84,7 +84,7 @@ class PriorTrainConfig:
     log_every: int = 50
     eval_every: int = 500
     checkpoint_every: int = 500
-    eval_grids: int = 2000  # cap on held-out grids per periodic evaluation
+    eval_grids: int = 2000  # cap on held-out grids per periodic evaluation (evenly spaced over them)
     device: str = "cpu"  # "cpu", "cuda", "auto", ...
     precision: str = "auto"  # training arithmetic (vqkit.precision): bf16 where the hardware has it
     threads: int | None = None  # torch intra-op threads on CPU; None keeps torch's default

@@ -59,6 +59,17 @@ class CodeSet:
         labels = None if self.labels is None else self.labels[idx]
         return CodeSet(self.indices[idx], labels, self.class_names, self.image_size)
 
+    def spread(self, count: int) -> CodeSet:
+        """At most ``count`` grids evenly spaced over the whole set, in order (all when it is smaller).
+
+        For capped evaluations: data sets are often ordered by source (class folders, or a base set
+        followed by added crops), so the first ``count`` grids can all come from one part of it."""
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        if len(self) <= count:
+            return self
+        return self.subset(np.linspace(0, len(self) - 1, count).round().astype(np.int64))
+
 
 def canonical_spec(spec: str) -> str:
     """The spec with paths made absolute, so one data set gets one cache file from any folder."""

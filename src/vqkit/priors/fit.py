@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -116,7 +115,7 @@ def fit_prior(
     def val_bits() -> float | None:
         if val is None or len(val) == 0:
             return None
-        subset = val.subset(np.arange(min(len(val), cfg.eval_grids)))
+        subset = val.spread(cfg.eval_grids)
         return float(grid_bits(prior, subset).mean()) / prior.config.length
 
     per_epoch = steps_per_epoch(len(train), cfg.batch_size)
