@@ -50,7 +50,7 @@ if [ "$DEVICE" = cuda ]; then
     ($PY -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -15 > "$OUT/test_cuda.log") &
 fi
 
-point() {  # recipe: train, prior, pack; everything it prints goes to its own log inside the tar
+point() {  # recipe: train, then its prior; each step logs into the run folder (packed with it)
     local r=$1 run="$WORK/$1"
     rm -rf "$run" && mkdir -p "$run"
     timeout "$(left 200)" $PY -m vqkit train --config "recipes/$r.json" \
