@@ -37,7 +37,7 @@ import torch
 from PIL import Image, features
 
 import common
-from vqkit.codec import Coding, compress_images, decode_grids, decompress, decompress_many
+from vqkit.codec import ENTROPY_CHOICES, Coding, compress_images, decode_grids, decompress, decompress_many
 from vqkit.codec.files import read_inputs
 from vqkit.codec.rd import bd_rate, pareto_front
 from vqkit.codec.search import SearchConfig
@@ -151,13 +151,13 @@ def measure_vqkit(
     for model in a.entropy_models if search is None else ["auto"]:
         if model == "static" and not coding.has_static():
             continue
-        if model == "prior" and coding.prior() is None:
+        if model.startswith("prior") and coding.prior() is None:
             continue
         t0 = time.perf_counter()
         result = compress_images(coding, images, entropy_model=model, quality=False, search=search)
         t1 = time.perf_counter()
         model = result.entropy_model  # what "auto" chose
-        n_decode = min(len(images), a.prior_decode_images) if model == "prior" else len(images)
+        n_decode = min(len(images), a.prior_decode_images) if model.startswith("prior") else len(images)
         # decoded together, as `vqkit decompress` does (the prior walks 16 files' images per step)
         decoded = [file_images[0] for file_images in decompress_many(coding, result.files[:n_decode])]
         t2 = time.perf_counter()
@@ -335,7 +335,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--datasets", nargs="*", default=list(DATASETS), choices=list(DATASETS))
     p.add_argument("--max-images", type=int, help="first N images of each data set (quick checks)")
     p.add_argument("--codecs", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
-    p.add_argument("--entropy-models", nargs="*", default=["raw", "static", "prior"])
+    p.add_argument(
+        "--entropy-models",
+        nargs="*",
+        default=["raw", "static", "prior"],
+        choices=ENTROPY_CHOICES[1:],
+        help="prior: overlapping windows; prior-tiles: independent tiles, as before 2026-11-28",
+    )
     p.add_argument("--prior-decode-images", type=int, default=50,
                    help="decode and time only N prior-coded files (h*w prior steps per 16)")  # fmt: skip
     p.add_argument("--device", default="cpu", help="vqkit's torch device (the prior always runs on CPU)")

@@ -27,7 +27,7 @@ def coding() -> Coding:
     return Coding(GOLDEN / "run")
 
 
-@pytest.mark.parametrize("name", ["raw", "static", "prior"])
+@pytest.mark.parametrize("name", ["raw", "static", "prior", "prior_overlap"])
 def test_golden_file_decodes_to_the_stored_codes(coding: Coding, name: str) -> None:
     data = (GOLDEN / f"{name}.vqk").read_bytes()
     expected = EXPECTED[name]
@@ -40,7 +40,7 @@ def test_golden_file_decodes_to_the_stored_codes(coding: Coding, name: str) -> N
         np.testing.assert_array_equal(grid, np.array(want, dtype=np.int64))
 
 
-@pytest.mark.parametrize("name", ["raw", "static", "prior"])
+@pytest.mark.parametrize("name", ["raw", "static", "prior", "prior_overlap"])
 def test_golden_codes_encode_to_the_same_payloads(coding: Coding, name: str) -> None:
     """The encoder side is frozen too: the stored codes entropy-code to the committed payload bytes."""
     data = (GOLDEN / f"{name}.vqk").read_bytes()

@@ -24,8 +24,8 @@ from vqkit.codec import (
     entropy,
     tables,
 )
-from vqkit.codec.container import Mode, Record, build
-from vqkit.codec.entropy import PRIOR_BATCH, PriorCoder, exact_torch, prior_chunks
+from vqkit.codec.container import Mode, Record, build, parse
+from vqkit.codec.entropy import PRIOR_BATCH, Layout, PriorCoder, Row, exact_torch, prior_chunks
 from vqkit.priors import CodePrior, PriorConfig
 
 from .golden.make_golden import blob_images, build_tiny_run, tiny_prior
@@ -69,6 +69,7 @@ def test_prior_round_trip_is_bit_exact(run: Path, archive: bool) -> None:
     coding = Coding(run, prior)
     result = compress_images(coding, images, entropy_model="prior", archive=archive, quality=False)
     assert result.entropy_model == "prior"
+    assert parse(result.files[0]).entropy_model is EntropyModel.PRIOR_OVERLAP
     decoded = [g for f in result.files for g in decode_codes(Coding(run, prior), f)[1]]
     for got, want in zip(decoded, _grids(coding, images), strict=True):
         np.testing.assert_array_equal(got, want)
@@ -84,21 +85,24 @@ def test_prior_estimate_matches_file_payload_within_one_percent(run: Path) -> No
 
 def test_auto_tries_the_prior_first_when_the_run_has_one(run: Path) -> None:
     coding = Coding(run, BigramPrior(16, (4, 4)))
-    prior, static, raw = EntropyModel.PRIOR, EntropyModel.STATIC, EntropyModel.RAW
+    prior, static, raw = EntropyModel.PRIOR_OVERLAP, EntropyModel.STATIC, EntropyModel.RAW
     assert coding.candidates("auto") == [prior, static, raw]
+    assert coding.candidates("prior-tiles") == [EntropyModel.PRIOR]
     assert Coding(run).candidates("auto") == [static, raw]  # no prior
 
 
+@pytest.mark.parametrize("model", ["prior", "prior-tiles"])
 @pytest.mark.parametrize("streaming", [True, False])
 @pytest.mark.parametrize("archive", [True, False])
-def test_grids_of_any_shape_round_trip_in_tiles(run: Path, streaming: bool, archive: bool) -> None:
+def test_grids_of_any_shape_round_trip(run: Path, streaming: bool, archive: bool, model: str) -> None:
     """Grids larger, smaller and not a multiple of the prior's (4, 4): 5x4, 2x2, 20x16 (20 tiles: two
-    groups), 9x7; decoded alone, together and from an archive, every code comes back."""
+    groups; or 9 x 7 overlapping windows in 15 waves), 9x7; decoded alone, together and from an archive,
+    in tiles or overlapping windows, every code comes back."""
     prior = tiny_prior(16, (4, 4), seed=12) if streaming else BigramPrior(16, (4, 4), seed=2)
     sizes = [(20, 16), (8, 8), (80, 64), (36, 28), (16, 16)]
     images = [blob_images(1, size, 20 + n)[0] for n, size in enumerate(sizes)]
     coding = Coding(run, prior)
-    files = compress_images(coding, images, entropy_model="prior", archive=archive, quality=False).files
+    files = compress_images(coding, images, entropy_model=model, archive=archive, quality=False).files
     want = _grids(coding, images[:1]) + [g for im in images[1:] for g in _grids(coding, [im])]
     assert [g.shape for g in want] == [(5, 4), (2, 2), (20, 16), (9, 7), (4, 4)]
     together = [g for _, grids in decode_codes_many(Coding(run, prior), files) for g in grids]
@@ -168,25 +172,77 @@ def test_the_callers_prior_is_left_as_it_was(run: Path) -> None:
     assert prior.table.dtype == torch.float32
 
 
+def _rows(chunks: list[list[Row]]) -> list[list[tuple[int, int, int]]]:
+    return [[(row.image, row.by, row.bx) for row in chunk] for chunk in chunks]
+
+
 def test_chunks_follow_file_order_and_grid_shape() -> None:
     shapes = [(4, 4)] * (PRIOR_BATCH + 1) + [(2, 2), (4, 4)]
-    rows = [[(i, 0) for i in chunk] for chunk in ([*range(PRIOR_BATCH)], [16], [17], [18])]
-    assert list(prior_chunks(shapes)) == rows
+    rows = [[(i, 0, 0) for i in chunk] for chunk in ([*range(PRIOR_BATCH)], [16], [17], [18])]
+    assert _rows(list(prior_chunks(shapes))) == rows
     # with the prior's (4, 4) tiles every grid is one or more tiles of one shape: groups pack together
-    assert list(prior_chunks(shapes, (4, 4))) == [
-        [(i, 0) for i in range(PRIOR_BATCH)],
-        [(16, 0), (17, 0), (18, 0)],
+    assert _rows(list(prior_chunks(shapes, (4, 4)))) == [
+        [(i, 0, 0) for i in range(PRIOR_BATCH)],
+        [(16, 0, 0), (17, 0, 0), (18, 0, 0)],
     ]
 
 
 def test_chunks_never_split_an_images_group_of_tiles() -> None:
     """20 tiles: a group of 16 and one of 4; the 4 share a chunk with the next image but not the 16."""
     chunks = list(prior_chunks([(4, 4), (20, 16), (8, 4)], (4, 4)))
-    assert chunks == [
-        [(0, 0)],
-        [(1, j) for j in range(16)],
-        [(1, j) for j in range(16, 20)] + [(2, 0), (2, 1)],
+    assert _rows(chunks) == [
+        [(0, 0, 0)],
+        [(1, j // 4, j % 4) for j in range(16)],
+        [(1, 4, j) for j in range(4)] + [(2, 0, 0), (2, 1, 0)],
     ]
+    assert [row.last for row in chunks[2]] == [False, False, False, True, False, True]
+
+
+def test_overlapping_windows_go_by_waves_and_an_image_once_per_chunk() -> None:
+    """A 6x8 grid under a (4, 4) prior with 2 rows and columns of context: windows at a stride of 2,
+    2 x 3 of them, coded by anti-diagonals (a window's context lies above and to its left, in earlier
+    diagonals); a chunk never holds two of an image's groups, so a wave waits for the one before it,
+    while another image's windows may share the chunk."""
+    chunks = list(prior_chunks([(6, 8), (4, 4)], (4, 4), (2, 2)))
+    assert _rows(chunks) == [
+        [(0, 0, 0)],
+        [(0, 0, 1), (0, 1, 0)],
+        [(0, 0, 2), (0, 1, 1)],
+        [(0, 1, 2), (1, 0, 0)],
+    ]
+    assert [row.last for chunk in chunks for row in chunk] == [False] * 5 + [True, True]
+
+
+def test_overlapping_windows_code_each_position_once_with_context() -> None:
+    """Layout of a 6x5 grid, (4, 4) windows, context (2, 2): every grid position is coded by exactly one
+    window; a window's other positions hold codes coded before it (in earlier waves) or padding."""
+    layout = Layout((6, 5), (4, 4), (2, 2))
+    assert layout.counts == (2, 2)
+    owner = np.full(30, -1)
+    order = [(by, bx) for wave in layout.waves() for by, bx in wave]
+    for n, (by, bx) in enumerate(order):
+        sources, coded = layout.window(by, bx)
+        assert (owner[sources[coded]] == -1).all()
+        for t in np.flatnonzero(~coded):  # context coded by an earlier window, or padding: a copy of
+            mine = np.flatnonzero(coded & (sources == sources[t]))  # a code this window coded before
+            assert owner[sources[t]] >= 0 or (len(mine) == 1 and mine[0] < t), (by, bx, t)
+        owner[sources[coded]] = n
+    assert (owner >= 0).all()
+    assert layout.window(1, 1)[0].reshape(4, 4)[0].tolist() == [12, 13, 14, 14]  # row 2, cols 2..4, pad
+
+
+def test_an_overlapping_window_is_predicted_from_the_codes_left_of_it() -> None:
+    """A 4x6 grid, (4, 4) prior, context 2: window (0, 1) covers columns 2..5 and codes columns 4..5
+    after window (0, 0) has coded columns 0..3; its tables are those the prior gives that 4x4 window
+    as a grid of its own (columns 2..3 as context)."""
+    prior = tiny_prior(16, (4, 4), seed=15).eval()
+    grid = np.random.default_rng(2).integers(0, 16, (4, 6))
+    [(symbols, tabs)] = _coded(PriorCoder(prior, 16, overlap=True), [grid])
+    [(_, first)] = _coded(PriorCoder(prior, 16), [np.ascontiguousarray(grid[:, 0:4])])
+    [(_, second)] = _coded(PriorCoder(prior, 16), [np.ascontiguousarray(grid[:, 2:6])])
+    assert symbols.tolist() == grid[:, 0:4].reshape(-1).tolist() + grid[:, 4:6].reshape(-1).tolist()
+    np.testing.assert_array_equal(tabs[:16], first)
+    np.testing.assert_array_equal(tabs[16:], second.reshape(4, 4, 16)[:, 2:].reshape(8, 16))
 
 
 def test_real_prior_rows_ignore_later_positions_bitwise() -> None:

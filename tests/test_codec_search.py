@@ -11,7 +11,6 @@ import torch
 
 from vqkit.cli import main
 from vqkit.codec import Coding, compress_images, decompress, fit_static_model, parse
-from vqkit.codec.entropy import padding_sources, tile_at, tile_count
 from vqkit.codec.search import SearchConfig, influence_radius, search_grids, window_sse
 from vqkit.data import to_float
 from vqkit.run import Run
@@ -131,35 +130,45 @@ def test_with_a_prior_the_rate_is_the_priors_given_the_codes_before(run: Run) ->
             stream.push(flat[:, t])
 
 
-def test_on_a_grid_larger_than_the_prior_the_rate_is_each_tiles(run: Run) -> None:
-    """A 6x5 grid under a 4x4 prior is coded as four tiles, three of them cut by the grid's edge
-    (padding copies an earlier code). With a huge lambda each valid position keeps the candidate its
-    tile's prior, walked over the tile's codes before it (padding filled as the coder fills it), finds
-    most likely; a walk over the whole grid, or one that ignores the padding, would pick otherwise."""
+# A 6x5 grid under a 4x4 prior, by hand: per window in coding order, its origin in the grid and the
+# window rows and columns it codes (the rest of the window is context, or padding past the grid's edge).
+TILES_6X5 = [((0, 0), range(4), range(4)), ((0, 4), range(4), range(1)),
+             ((4, 0), range(2), range(4)), ((4, 4), range(2), range(1))]  # fmt: skip
+OVERLAP_6X5 = [((0, 0), range(4), range(4)), ((0, 2), range(4), range(2, 3)),
+               ((2, 0), range(2, 4), range(4)), ((2, 2), range(2, 4), range(2, 3))]  # fmt: skip
+
+
+@pytest.mark.parametrize(("context", "windows"), [((0, 0), TILES_6X5), ((2, 2), OVERLAP_6X5)])
+def test_on_a_grid_larger_than_the_prior_the_rate_is_each_windows(
+    run: Run, context: tuple[int, int], windows: list[tuple[tuple[int, int], range, range]]
+) -> None:
+    """A 6x5 grid under a 4x4 prior: four tiles, three cut by the grid's edge (padding copies an
+    earlier code), or four windows overlapping by 2 rows and columns (each sees the codes above and
+    left of what it codes). With a huge lambda each coded position keeps the candidate its window's
+    prior, walked over the window's codes before it (context and padding as the coder fills them),
+    finds most likely; a walk over the whole grid, or one that ignores padding or context, would not."""
     images = np.stack(blob_images(3, (24, 20), 17))
     prior = tiny_prior(run.model.codebook_size, (4, 4), seed=5).eval()
     with torch.no_grad():
         for p in prior.parameters():
             p.normal_(0.0, 0.5)
-    chosen = search_grids(run, images, SearchConfig(1, 4, 1e9), None, None, prior)  # (3, 6, 5)
+    chosen = search_grids(run, images, SearchConfig(1, 4, 1e9), None, None, prior, context)
     assert chosen.shape == (3, 6, 5)
     with run.inference():
         x = to_float(torch.from_numpy(images))
         cand = run.model.quantizer.candidates(run.model.encode_latents(x), 4)  # (3, 6, 5, 4)
     checked = 0
     with torch.no_grad():
-        for j in range(tile_count((6, 5), (4, 4))):
-            y, x0, vh, vw = tile_at((6, 5), (4, 4), j)
-            tile = np.zeros((3, 4, 4), dtype=np.int64)
-            tile[:, :vh, :vw] = chosen[:, y : y + vh, x0 : x0 + vw]
-            flat = torch.from_numpy(tile.reshape(3, 16)[:, padding_sources((4, 4), (vh, vw))])
+        for (y, x0), rows, cols in windows:
+            ys, xs = np.minimum(np.arange(y, y + 4), 5), np.minimum(np.arange(x0, x0 + 4), 4)
+            flat = torch.from_numpy(chosen[:, ys][:, :, xs].reshape(3, 16))
             stream = prior.stream(3)
             for t in range(16):
                 li, lj = divmod(t, 4)
-                if li < vh and lj < vw:
+                if li in rows and lj in cols and y + li < 6 and x0 + lj < 5:
                     options = cand[:, y + li, x0 + lj]  # (3, 4)
                     likes = stream.logits().float().gather(1, options)
-                    assert torch.equal(flat[:, t], options[torch.arange(3), likes.argmax(1)]), (j, t)
+                    assert torch.equal(flat[:, t], options[torch.arange(3), likes.argmax(1)]), (y, x0, t)
                     checked += 1
                 stream.push(flat[:, t])
     assert checked == 30

@@ -1,10 +1,11 @@
 """Regenerate the golden .vqk files and the tiny run that wrote them. Only behind an explicit switch:
 
-    VQKIT_MAKE_GOLDEN=1 .venv/bin/python -m tests.golden.make_golden
+    VQKIT_MAKE_GOLDEN=1 .venv/bin/python -m tests.golden.make_golden [NAME ...]
 
 Writes tests/golden/run/ (config.json, model.safetensors, entropy_static.json, prior.safetensors,
-prior_config.json), raw.vqk, static.vqk, prior.vqk and expected.json (each image's code grid). Regenerate
-only on a deliberate format change; tests/test_codec_golden.py then guards the new files.
+prior_config.json), raw.vqk, static.vqk, prior.vqk, prior_overlap.vqk and expected.json (each image's code
+grid); with NAMEs (e.g. prior_overlap), only those files, by the committed run. Regenerate only on a
+deliberate format change; tests/test_codec_golden.py then guards the new files.
 """
 
 from __future__ import annotations
@@ -83,7 +84,14 @@ def golden_images() -> dict[str, list[np.ndarray]]:
     rgb = blob_images(3, (16, 16), 11)
     grey = blob_images(1, (12, 20), 12, channels=1)
     rgba = [np.concatenate([blob_images(1, (10, 6), 13)[0], blob_images(1, (10, 6), 14, 1)[0]], axis=2)]
-    return {"raw": rgb[:1], "static": [rgb[0], grey[0], rgba[0]], "prior": rgb}
+    # a 10x7 grid under the 4x4 prior: overlapping windows with context and padding, then a 4x4 one
+    overlap = [blob_images(1, (40, 28), 15)[0], rgb[1]]
+    return {"raw": rgb[:1], "static": [rgb[0], grey[0], rgba[0]], "prior": rgb, "prior_overlap": overlap}
+
+
+# file name -> the entropy model's name on the command line ("prior" codes overlapping windows now;
+# prior.vqk was written with independent tiles before they existed)
+CHOICE = {"raw": "raw", "static": "static", "prior": "prior-tiles", "prior_overlap": "prior"}
 
 
 def main() -> int:
@@ -92,11 +100,20 @@ def main() -> int:
         return 2
     from vqkit.priors import save_prior
 
-    run = build_tiny_run(GOLDEN / "run")
-    save_prior(run, tiny_prior(16, (4, 4)))
+    # With file names as arguments, only those are (re)written, by the committed run: a new entropy
+    # model gets its golden file without touching the others.
+    only = sys.argv[1:]
     expected: dict[str, dict[str, object]] = {}
+    if only:
+        run = GOLDEN / "run"
+        expected = json.loads((GOLDEN / "expected.json").read_text())
+    else:
+        run = build_tiny_run(GOLDEN / "run")
+        save_prior(run, tiny_prior(16, (4, 4)))
     for name, images in golden_images().items():
-        result = compress_images(run, images, entropy_model=name, archive=True, quality=False)
+        if only and name not in only:
+            continue
+        result = compress_images(run, images, entropy_model=CHOICE[name], archive=True, quality=False)
         data = result.files[0]
         (GOLDEN / f"{name}.vqk").write_bytes(data)
         grids = Run.load(run).encode(as_model_inputs(images, 3))

@@ -50,7 +50,9 @@ def compress_main(argv: list[str]) -> int:
         "--entropy-model",
         choices=ENTROPY_CHOICES,
         default="auto",
-        help="auto (default): whichever of prior (any image size), static, raw gives the smallest files",
+        help="auto (default): whichever of prior (any image size), static, raw gives the smallest files; "
+        "prior codes in overlapping windows, prior-tiles in independent tiles (on photos: ~2.7x faster, "
+        "~5%% bigger)",
     )
     p.add_argument("--json", type=Path, help="write per-image and overall rates and quality here")
     p.add_argument(

@@ -21,7 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from vqkit.codec.coder import StreamEncoder, range_decode, range_encode, raw_bits, raw_decode, raw_encode
-from vqkit.codec.coding import Coding
+from vqkit.codec.coding import CHOICE_MODELS, PRIOR_MODELS, Coding, model_name
 from vqkit.codec.container import (
     CodecError,
     Container,
@@ -158,13 +158,17 @@ def _encode(
             grids.extend(coding.run.encode(list(inputs[start:end]), batch_size=end - start))
         return grids
     bits = coding.static_bits()
-    # the prior as the rate when it will code the file ("auto" prefers it, and it takes any grid)
-    prior = coding.search_prior() if search.rate == "auto" and entropy_model in ("auto", "prior") else None
+    # the prior as the rate when it will code the file ("auto" prefers it, and it takes any grid), cut
+    # into windows as its coder will cut the grid
+    model = CHOICE_MODELS.get(entropy_model, EntropyModel.PRIOR_OVERLAP)
+    uses_prior = search.rate == "auto" and model in PRIOR_MODELS and coding.prior(model) is not None
+    prior = coding.search_prior() if uses_prior else None
+    context = coding.require_prior(model).context if uses_prior else (0, 0)
     total = search.passes * sum(math.prod(coding.grid_shape(*im.shape[:2])) for im in inputs)
     with tqdm(total=total, desc="search", unit="code", unit_scale=True, disable=not progress) as bar:
         for start, end in _groups([im.shape for im in inputs]):
             images = np.stack(inputs[start:end])
-            grids.extend(search_grids(coding.run, images, search, bits, bar.update, prior))
+            grids.extend(search_grids(coding.run, images, search, bits, bar.update, prior, context))
     return grids
 
 
@@ -209,7 +213,7 @@ def encode_grids(
     total = sum(g.size for g in grids)
     with tqdm(total=total, desc="prior", unit="code", unit_scale=True, disable=not progress) as bar:
         # segment by segment: the tables of a big image, or of many, would not fit in memory at once
-        for i, symbols, table, last in coding.require_prior().segments(grids):
+        for i, symbols, table, last in coding.require_prior(model).segments(grids):
             encoders.setdefault(i, StreamEncoder()).encode(symbols, table)
             bits[i] += code_bits(table, symbols)
             bar.update(len(symbols))
@@ -284,7 +288,7 @@ def compress_images(
             codes_bits_estimated=est_bits[i], codes_bytes=rec.codes_length, alpha_bytes=rec.alpha_length,
             psnr=psnr, ssim=ssim,
         ))  # fmt: skip
-    return CompressResult(files, model.name.lower(), header, reports, list(grids))
+    return CompressResult(files, model_name(model), header, reports, list(grids))
 
 
 def _open(coding: Coding, data: bytes, name: str) -> Container:
@@ -292,13 +296,13 @@ def _open(coding: Coding, data: bytes, name: str) -> Container:
     model = container.entropy_model
     if model is EntropyModel.STATIC and not coding.has_static():
         raise CodecError(f"{name} uses the static entropy model, which {coding.run.path} lacks")
-    if model is EntropyModel.PRIOR and coding.prior() is None:
+    if model in PRIOR_MODELS and coding.prior(model) is None:
         raise CodecError(f"{name} uses the prior, which {coding.run.path} lacks")
     if container.fingerprint != coding.fingerprint(model):
         raise CodecError(
             f"{name} was written with another model than {coding.run.path} (file fingerprint "
             f"{container.fingerprint.hex()}, run {coding.fingerprint(model).hex()} with the "
-            f"{model.name.lower()} entropy model): pass the run that compressed it"
+            f"{model_name(model)} entropy model): pass the run that compressed it"
         )
     return container
 
@@ -330,29 +334,26 @@ def decode_codes_many(
     containers = [_open(coding, data, name) for data, name in zip(files, names, strict=True)]
     k = coding.codebook_size
     decoded: list[list[np.ndarray]] = []
-    pending: list[tuple[int, int]] = []  # (file, image) of each prior payload, in decoding order
-    payloads: list[bytes] = []
-    shapes: list[tuple[int, int]] = []
+    # per prior model: (file, image), payload and grid shape of each prior-coded image, in decoding order
+    pending: dict[EntropyModel, list[tuple[int, int, bytes, tuple[int, int]]]] = {}
     for f, (container, data) in enumerate(zip(containers, files, strict=True)):
         grids: list[np.ndarray] = []
         table = coding.static_table() if container.entropy_model is EntropyModel.STATIC else None
         for i, (offset, rec) in enumerate(zip(container.offsets(), container.records, strict=True)):
             h, w = coding.grid_shape(rec.height, rec.width)
             payload = bytes(data[offset : offset + rec.codes_length])
-            if container.entropy_model is EntropyModel.PRIOR:
-                pending.append((f, i))
-                payloads.append(payload)
-                shapes.append((h, w))
+            if container.entropy_model in PRIOR_MODELS:
+                pending.setdefault(container.entropy_model, []).append((f, i, payload, (h, w)))
                 grids.append(np.empty(0))  # filled below
             elif table is None:
                 grids.append(raw_decode(payload, k, h * w).reshape(h, w))
             else:
                 grids.append(range_decode(payload, table, h * w).reshape(h, w))
         decoded.append(grids)
-    if pending:
-        for (f, i), grid in zip(
-            pending, coding.require_prior().decode(payloads, shapes, progress), strict=True
-        ):
+    for model, items in pending.items():
+        coder = coding.require_prior(model)
+        grids = coder.decode([p for _, _, p, _ in items], [s for _, _, _, s in items], progress)
+        for (f, i, _, _), grid in zip(items, grids, strict=True):
             decoded[f][i] = grid
     return list(zip(containers, decoded, strict=True))
 

@@ -17,7 +17,21 @@ from vqkit.codec.tables import check_codebook_size
 from vqkit.run import Run
 from vqkit.training.checkpoint import RunError, model_digest
 
-ENTROPY_CHOICES = ("auto", "raw", "static", "prior")
+ENTROPY_CHOICES = ("auto", "raw", "static", "prior", "prior-tiles")
+PRIOR_MODELS = (EntropyModel.PRIOR_OVERLAP, EntropyModel.PRIOR)
+# what each choice codes with; "prior" is the prior's best (overlapping windows), "prior-tiles" the
+# older independent tiles, which decode about twice as fast on grids bigger than the prior's
+CHOICE_MODELS = {
+    "raw": EntropyModel.RAW,
+    "static": EntropyModel.STATIC,
+    "prior": EntropyModel.PRIOR_OVERLAP,
+    "prior-tiles": EntropyModel.PRIOR,
+}
+
+
+def model_name(model: EntropyModel) -> str:
+    """The entropy model's name in reports and on the command line (``--entropy-model``)."""
+    return next(name for name, m in CHOICE_MODELS.items() if m is model)
 
 
 class Coding:
@@ -30,7 +44,7 @@ class Coding:
         self.digest = model_digest(self.run.path)
         self._static = load_static_table(self.run.path, self.codebook_size, self.digest)
         self._prior_module = prior
-        self._prior: PriorCoder | None = None
+        self._coders: dict[EntropyModel, PriorCoder] = {}
         self._search_prior: nn.Module | None = None
 
     @property
@@ -54,13 +68,19 @@ class Coding:
             return None
         return -np.log2(self._static / float(self._static.sum()))
 
-    def prior(self) -> PriorCoder | None:
-        if self._prior is None:
+    def prior(self, model: EntropyModel = EntropyModel.PRIOR_OVERLAP) -> PriorCoder | None:
+        """The coder of a prior entropy model (PRIOR: tiles, PRIOR_OVERLAP: overlapping windows), or
+        None when the run has no prior."""
+        if model not in PRIOR_MODELS:
+            raise ValueError(f"{model.name} is not a prior entropy model")
+        if model not in self._coders:
             if self._prior_module is None:
                 self._prior_module = load_run_prior(self.run.path)
-            if self._prior_module is not None:
-                self._prior = PriorCoder(self._prior_module, self.codebook_size)
-        return self._prior
+            if self._prior_module is None:
+                return None
+            overlap = model is EntropyModel.PRIOR_OVERLAP
+            self._coders[model] = PriorCoder(self._prior_module, self.codebook_size, overlap)
+        return self._coders[model]
 
     def search_prior(self) -> nn.Module | None:
         """The prior as the encoder search's rate model: a float32 copy on the run's device, eval mode
@@ -71,8 +91,8 @@ class Coding:
             self._search_prior = module.to(self.run.device)
         return self._search_prior
 
-    def require_prior(self) -> PriorCoder:
-        prior = self.prior()
+    def require_prior(self, model: EntropyModel = EntropyModel.PRIOR_OVERLAP) -> PriorCoder:
+        prior = self.prior(model)
         if prior is None:
             raise RunError(f"{self.run.path} has no prior; train one with `vqkit prior train`")
         return prior
@@ -82,25 +102,24 @@ class Coding:
         params = b""
         if entropy_model is EntropyModel.STATIC:
             params = self.static_table().astype("<u4").tobytes()
-        elif entropy_model is EntropyModel.PRIOR:
-            params = self.require_prior().digest
+        elif entropy_model in PRIOR_MODELS:
+            params = self.require_prior(entropy_model).digest
         return hashlib.sha256(self.digest + bytes([int(entropy_model)]) + params).digest()[:FINGERPRINT_BYTES]
 
     def candidates(self, requested: str) -> list[EntropyModel]:
-        """Entropy models to try: the requested one, or for "auto" every available one (the prior, which
-        codes any grid shape, tile by tile; static if fitted; raw), best guess first."""
+        """Entropy models to try: the requested one, or for "auto" every available one (the prior over
+        overlapping windows, which codes any grid shape; static if fitted; raw), best guess first."""
         if requested not in ENTROPY_CHOICES:
             raise CodecError(f"entropy model must be one of {', '.join(ENTROPY_CHOICES)}, got {requested!r}")
-        if requested == "raw":
-            return [EntropyModel.RAW]
-        if requested == "static":
-            self.static_table()
-            return [EntropyModel.STATIC]
-        if requested == "prior":
-            self.require_prior()
-            return [EntropyModel.PRIOR]
+        if requested != "auto":
+            model = CHOICE_MODELS[requested]
+            if model is EntropyModel.STATIC:
+                self.static_table()
+            elif model in PRIOR_MODELS:
+                self.require_prior(model)
+            return [model]
         return [
-            *([EntropyModel.PRIOR] if self.prior() is not None else []),
+            *([EntropyModel.PRIOR_OVERLAP] if self.prior() is not None else []),
             *([EntropyModel.STATIC] if self._static is not None else []),
             EntropyModel.RAW,
         ]

@@ -34,7 +34,8 @@ class EntropyModel(IntEnum):
 
     RAW = 0  # fixed-width ceil(log2 K) bits per code, no model
     STATIC = 1  # one integer code-frequency table per run (entropy_static.json)
-    PRIOR = 2  # the run's autoregressive prior, integer tables from quantized logits
+    PRIOR = 2  # the run's autoregressive prior, integer tables from quantized logits, independent tiles
+    PRIOR_OVERLAP = 3  # the same prior over windows that overlap by 2 rows and columns (context)
 
 
 class Mode(IntEnum):

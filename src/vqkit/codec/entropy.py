@@ -17,9 +17,10 @@ import importlib
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ STATIC_FILE = "entropy_static.json"
 STATIC_FORMAT = "vqkit-entropy-static"
 STATIC_FORMAT_VERSION = 1
 PRIOR_BATCH = 16  # rows of every prior evaluation (short chunks padded); part of the format
+CONTEXT = 2  # rows and columns of overlap between the windows of EntropyModel.PRIOR_OVERLAP; format
 
 
 # ---- static code-frequency model ------------------------------------------------------------------
@@ -131,60 +133,108 @@ def load_run_prior(run_dir: Path) -> nn.Module | None:
     return prior
 
 
-Tile = tuple[int, int, int, int]  # (y, x, valid height, valid width) of a tile in an image's code grid
+Tile = tuple[int, int]  # (th, tw): the prior's grid, the shape of every window
 
 
-def tile_count(shape: tuple[int, int], tile: tuple[int, int]) -> int:
-    """How many tiles cover an (h, w) code grid."""
+class Row(NamedTuple):
+    """One window of one image in a chunk: the image, the window's block (row, column), and whether
+    it is the image's last window in coding order."""
+
+    image: int
+    by: int
+    bx: int
+    last: bool
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the coder cuts one image's (h, w) code grid into windows of the prior's grid ``tile``.
+
+    Windows sit at a stride of ``tile - context`` from the top left. Window (by, bx) codes its block:
+    the positions not coded by the windows above or to its left, i.e. all of the first window, else
+    all but its first ``context`` rows (when by > 0) and columns (when bx > 0). So every window
+    but the first sees already coded codes above and to the left of what it codes. With context (0, 0)
+    the windows are independent tiles. A window position past the grid's edge is *padding*: it holds
+    the code of the nearest grid position of its row (or, below the last row, of its column), which
+    comes earlier in the window's raster order, and is never coded."""
+
+    shape: tuple[int, int]
+    tile: Tile
+    context: tuple[int, int] = (0, 0)
+
+    @property
+    def stride(self) -> tuple[int, int]:
+        return self.tile[0] - self.context[0], self.tile[1] - self.context[1]
+
+    @property
+    def counts(self) -> tuple[int, int]:
+        """Windows per column and per row of the grid."""
+        return (
+            1 + max(0, -(-(self.shape[0] - self.tile[0]) // self.stride[0])),
+            1 + max(0, -(-(self.shape[1] - self.tile[1]) // self.stride[1])),
+        )
+
+    def window(self, by: int, bx: int) -> tuple[np.ndarray, np.ndarray]:
+        """Window (by, bx): ``sources`` (th*tw,) int64, the flat grid position (row * w + column) whose
+        code each window position holds, and ``coded`` (th*tw,) bool, the positions this window codes."""
+        (h, w), (th, tw), (cy, cx), (sy, sx) = self.shape, self.tile, self.context, self.stride
+        rows, cols = by * sy + np.arange(th), bx * sx + np.arange(tw)
+        sources = np.minimum(rows, h - 1)[:, None] * w + np.minimum(cols, w - 1)[None, :]
+        keep_rows = (rows < h) & (np.arange(th) >= (cy if by else 0))
+        keep_cols = (cols < w) & (np.arange(tw) >= (cx if bx else 0))
+        return sources.reshape(-1).astype(np.int64), (keep_rows[:, None] & keep_cols[None, :]).reshape(-1)
+
+    def waves(self) -> Iterator[list[tuple[int, int]]]:
+        """The windows in coding order, as waves of windows that do not depend on each other: all
+        tiles in raster order when there is no context, else the anti-diagonals by + bx = d in turn
+        (a window's context lies in windows above and to the left, i.e. in earlier diagonals), top
+        first within one."""
+        ny, nx = self.counts
+        if self.context == (0, 0):
+            yield [(by, bx) for by in range(ny) for bx in range(nx)]
+            return
+        for d in range(ny + nx - 1):
+            yield [(by, d - by) for by in range(max(0, d - nx + 1), min(d, ny - 1) + 1)]
+
+
+def tile_count(shape: tuple[int, int], tile: Tile) -> int:
+    """How many tiles (independent windows) cover an (h, w) code grid."""
     return -(-shape[0] // tile[0]) * -(-shape[1] // tile[1])
 
 
-def tile_at(shape: tuple[int, int], tile: tuple[int, int], j: int) -> Tile:
-    """Tile ``j`` of an (h, w) code grid, in raster order of tile-sized windows from the top left; the
-    last row and column of tiles are cut short by the grid's edge (their valid extent is smaller)."""
-    (h, w), (th, tw) = shape, tile
-    columns = -(-w // tw)
-    y, x = (j // columns) * th, (j % columns) * tw
-    return y, x, min(th, h - y), min(tw, w - x)
-
-
 def prior_chunks(
-    shapes: Sequence[tuple[int, int]], tile: tuple[int, int] | None = None
-) -> Iterator[list[tuple[int, int]]]:
-    """The (image, tile) rows of each PRIOR_BATCH-row evaluation, in coding order, made as they are
-    needed (a corrupt header may claim millions of tiles: decoding fails on the first ones instead of
-    listing them all).
+    shapes: Sequence[tuple[int, int]], tile: Tile | None = None, context: tuple[int, int] = (0, 0)
+) -> Iterator[list[Row]]:
+    """The rows of each PRIOR_BATCH-row evaluation, in coding order, made as they are needed (a
+    corrupt header may claim millions of windows: decoding fails on the first ones instead of listing
+    them all).
 
-    Each image is cut into tiles of the prior's grid (``tile``; None: the image's own grid is one tile)
-    and its tiles into consecutive *groups* of at most PRIOR_BATCH. Consecutive groups with the same
-    tile shape share a chunk while it has room; a group is never split, so an image's symbol order
-    (group by group, position-major within a group) depends on its own grid shape alone."""
-    chunk: list[tuple[int, int]] = []
-    chunk_tile: tuple[int, int] | None = None
+    Each image is cut into windows (``Layout``; ``tile`` None: the image's own grid is one window),
+    each wave of its windows into consecutive *groups* of at most PRIOR_BATCH. Consecutive groups of
+    the same window shape share a chunk while it has room, but never two groups of one image (the
+    second may need the first's codes as context); a group is never split, so an image's symbol
+    order (group by group, position-major within a group) depends on its own grid shape alone."""
+    chunk: list[Row] = []
+    chunk_tile: Tile | None = None
     for i, shape in enumerate(shapes):
         t = tile if tile is not None else shape
-        count = tile_count(shape, t)
-        for first in range(0, count, PRIOR_BATCH):
-            rows = [(i, j) for j in range(first, min(count, first + PRIOR_BATCH))]
-            if chunk and (chunk_tile != t or len(chunk) + len(rows) > PRIOR_BATCH):
-                yield chunk
-                chunk = []
-            chunk.extend(rows)
-            chunk_tile = t
+        layout = Layout(shape, t, context if tile is not None else (0, 0))
+        ny, nx = layout.counts
+        for wave in layout.waves():
+            for first in range(0, len(wave), PRIOR_BATCH):
+                rows = [
+                    Row(i, by, bx, (by, bx) == (ny - 1, nx - 1))
+                    for by, bx in wave[first : first + PRIOR_BATCH]
+                ]
+                if chunk and (
+                    chunk_tile != t or len(chunk) + len(rows) > PRIOR_BATCH or chunk[-1].image == i
+                ):
+                    yield chunk
+                    chunk = []
+                chunk.extend(rows)
+                chunk_tile = t
     if chunk:
         yield chunk
-
-
-def padding_sources(tile: tuple[int, int], valid: tuple[int, int]) -> np.ndarray:
-    """(th*tw,) int64: for each position of a tile, the position whose code it holds. A valid position
-    holds its own; one beyond the grid's edge copies the nearest valid position of its row, or below
-    the last valid row, of its column. The source always comes earlier in raster order, so a decoder
-    knows it when it reaches the padding position."""
-    th, tw = tile
-    vh, vw = valid
-    rows = np.minimum(np.arange(th), vh - 1)[:, None]
-    cols = np.minimum(np.arange(tw), vw - 1)[None, :]
-    return (rows * tw + cols).reshape(-1).astype(np.int64)
 
 
 @contextmanager
@@ -200,9 +250,13 @@ def exact_torch() -> Iterator[None]:
 
 
 class PriorCoder:
-    """Integer coding tables from a causal prior, computed identically by encoder and decoder."""
+    """Integer coding tables from a causal prior, computed identically by encoder and decoder.
 
-    def __init__(self, prior: nn.Module, codebook_size: int) -> None:
+    ``overlap``: False, the grid is coded in independent tiles of the prior's grid (EntropyModel.PRIOR);
+    True, in windows overlapping by CONTEXT rows and columns (EntropyModel.PRIOR_OVERLAP), so each
+    window's codes are predicted from the codes above and to the left of it too."""
+
+    def __init__(self, prior: nn.Module, codebook_size: int, overlap: bool = False) -> None:
         self.codebook_size = codebook_size
         digest = hashlib.sha256()
         for key, tensor in sorted(prior.state_dict().items()):
@@ -215,18 +269,22 @@ class PriorCoder:
         self.prior = copy.deepcopy(prior).cpu().double().eval()  # a copy: the caller's stays as it was
         config = getattr(prior, "config", None)
         grid = getattr(config, "grid", None)
-        self.grid: tuple[int, int] | None = None if grid is None else (int(grid[0]), int(grid[1]))
+        self.grid: Tile | None = None if grid is None else (int(grid[0]), int(grid[1]))
+        self.context = (0, 0)
+        if overlap and self.grid is not None:  # a window of 1 row (column) has no room for context
+            self.context = (min(CONTEXT, self.grid[0] - 1), min(CONTEXT, self.grid[1] - 1))
 
-    def _tile(self, shape: tuple[int, int]) -> tuple[int, int]:
-        return self.grid if self.grid is not None else shape
+    def layout(self, shape: tuple[int, int]) -> Layout:
+        """How this coder cuts an (h, w) grid into windows."""
+        return Layout(shape, self.grid if self.grid is not None else shape, self.context)
 
-    def _layout(
-        self, chunk: list[tuple[int, int]], shapes: Sequence[tuple[int, int]]
-    ) -> tuple[tuple[int, int], list[Tile], list[np.ndarray]]:
-        """A chunk's tile shape, and per row its tile and its ``padding_sources``."""
-        tile = self._tile(shapes[chunk[0][0]])
-        tiles = [tile_at(shapes[i], tile, j) for i, j in chunk]
-        return tile, tiles, [padding_sources(tile, (vh, vw)) for _, _, vh, vw in tiles]
+    def _windows(
+        self, chunk: list[Row], shapes: Sequence[tuple[int, int]]
+    ) -> tuple[Tile, list[tuple[np.ndarray, np.ndarray]]]:
+        """A chunk's window shape, and per row its window's (sources, coded) (``Layout.window``)."""
+        layouts = {i: self.layout(shapes[i]) for i in {row.image for row in chunk}}
+        tile = layouts[chunk[0].image].tile
+        return tile, [layouts[row.image].window(row.by, row.bx) for row in chunk]
 
     def _logits(self, grids: torch.Tensor) -> np.ndarray:
         b, h, w = grids.shape
@@ -259,24 +317,23 @@ class PriorCoder:
         """(image, (n,) symbols, (n, K) int64 tables, whether it is the image's last segment): each
         image's symbols in coding order, a chunk's worth at a time (encoder).
 
-        A grid is coded in tiles of the prior's grid (``prior_chunks``; positions beyond the grid's
-        edge are padding, filled by ``padding_sources`` and not coded). Every evaluation is a batch of
-        exactly PRIOR_BATCH rows (a short chunk is padded with tiles of code 0), because BLAS kernels
-        round differently for different batch sizes: with one batch shape, a tile's logits do not depend
-        on how many tiles, or which, are coded beside it, so files written together decode alone and
-        vice versa. With a streaming prior the encoder walks each chunk position by position exactly as
+        A grid is coded in windows of the prior's grid (``prior_chunks``, ``Layout``); a window
+        position that another window codes (context) or that lies past the grid's edge (padding) is
+        fed to the prior but not coded. Every evaluation is a batch of exactly PRIOR_BATCH rows (a
+        short chunk is padded with windows of code 0), because BLAS kernels round differently for
+        different batch sizes: with one batch shape, a window's logits do not depend on how many
+        windows, or which, are coded beside it, so files written together decode alone and vice
+        versa. With a streaming prior the encoder walks each chunk position by position exactly as
         the decoder will, so both see bitwise the same logits; that costs one position's compute per
         step instead of a whole forward pass per decoded position."""
         shapes = [(int(g.shape[0]), int(g.shape[1])) for g in grids]
-        for chunk in prior_chunks(shapes, self.grid):
-            (th, tw), tiles, sources = self._layout(chunk, shapes)
+        for chunk in prior_chunks(shapes, self.grid, self.context):
+            (th, tw), windows = self._windows(chunk, shapes)
             n, length = len(chunk), th * tw
             batch = torch.zeros((PRIOR_BATCH, length), dtype=torch.int64)
-            for b, ((i, _), (y, x, vh, vw)) in enumerate(zip(chunk, tiles, strict=True)):
-                tile = np.zeros((th, tw), dtype=np.int64)
-                tile[:vh, :vw] = grids[i][y : y + vh, x : x + vw]
-                batch[b] = torch.from_numpy(tile.reshape(-1)[sources[b]])
-            valid = np.stack(sources) == np.arange(length)  # a padding position holds an earlier one's code
+            for b, (row, (sources, _)) in enumerate(zip(chunk, windows, strict=True)):
+                batch[b] = torch.from_numpy(grids[row.image].reshape(-1)[sources].astype(np.int64))
+            coded = np.stack([c for _, c in windows])  # (n, length)
             with exact_torch():
                 stream = self._stream()
                 if stream is None:
@@ -290,13 +347,12 @@ class PriorCoder:
                         stream.push(batch[:, t])
                     per_row = np.stack(steps, axis=1)  # (n, length, K)
             codes = batch[:n].numpy()
-            for i, group in itertools.groupby(range(n), key=lambda row: chunk[row][0]):
+            for i, group in itertools.groupby(range(n), key=lambda b: chunk[b].image):
                 rows = list(group)  # an image's rows are consecutive; its symbols go position-major
                 b, end = rows[0], rows[-1] + 1
-                keep = valid[b:end].T.reshape(-1)
+                keep = coded[b:end].T.reshape(-1)
                 tabs = per_row[b:end].transpose(1, 0, 2).reshape(-1, self.codebook_size)[keep]
-                last = chunk[end - 1][1] == tile_count(shapes[i], (th, tw)) - 1
-                yield i, codes[b:end].T.reshape(-1)[keep], tabs, last
+                yield i, codes[b:end].T.reshape(-1)[keep], tabs, chunk[end - 1].last
 
     def decode(
         self,
@@ -304,44 +360,43 @@ class PriorCoder:
         shapes: Sequence[tuple[int, int]],
         progress: Callable[[int], object] | None = None,
     ) -> list[np.ndarray]:
-        """Decode each payload to an (h, w) grid, one position at a time, PRIOR_BATCH tile rows per step
-        (the payloads may come from one file or many: a tile's tables do not depend on its neighbours).
-        ``progress`` is called after each chunk with the number of codes it decoded."""
-        out: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(shapes)  # each made at its first tile
+        """Decode each payload to an (h, w) grid, one position at a time, PRIOR_BATCH window rows per
+        step (the payloads may come from one file or many: a window's tables do not depend on its
+        batch neighbours). ``progress`` is called after each chunk with the number of codes it decoded."""
+        out: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(shapes)  # each made at its first window
         decoders: dict[int, StepDecoder] = {}
         with exact_torch():
-            for chunk in prior_chunks(shapes, self.grid):
-                (th, tw), tiles, sources = self._layout(chunk, shapes)
+            for chunk in prior_chunks(shapes, self.grid, self.context):
+                (th, tw), windows = self._windows(chunk, shapes)
                 n, length = len(chunk), th * tw
                 steppers = []
-                for i, j in chunk:
-                    if j == 0:  # an image's decoder and grid live from its first tile to its last
-                        decoders[i] = StepDecoder(payloads[i])
-                        out[i] = np.zeros(shapes[i], dtype=np.int64)
-                    steppers.append(decoders[i])
-                grid = torch.zeros((PRIOR_BATCH, th, tw), dtype=torch.int64)  # future positions: 0
-                flat = grid.view(PRIOR_BATCH, length)
+                for row in chunk:
+                    if (row.by, row.bx) == (0, 0):  # an image's decoder and grid live until its last window
+                        decoders[row.image] = StepDecoder(payloads[row.image])
+                        out[row.image] = np.zeros(shapes[row.image], dtype=np.int64)
+                    steppers.append(decoders[row.image])
+                grids = [out[row.image].reshape(-1) for row in chunk]  # views: decoded codes land in out
+                flat = torch.zeros((PRIOR_BATCH, length), dtype=torch.int64)  # future positions: 0
                 stream = self._stream()
+                done = 0
                 for t in range(length):
                     rows = None
-                    for b in range(n):
-                        if sources[b][t] != t:  # padding: a copy of an earlier position, not coded
-                            flat[b, t] = flat[b, int(sources[b][t])]
+                    for b, (sources, coded) in enumerate(windows):
+                        if not coded[t]:  # context or padding: a code decoded before, not coded here
+                            flat[b, t] = int(grids[b][sources[t]])
                             continue
                         if rows is None:
                             if stream is None:  # a prior without a stream: a whole pass per position
-                                rows = frequencies_from_logits(self._logits(grid)[:n, t])
+                                rows = frequencies_from_logits(self._logits(flat.view(-1, th, tw))[:n, t])
                             else:
                                 rows = self._step_tables(stream, n)
-                        flat[b, t] = steppers[b](rows[b])
+                        flat[b, t] = grids[b][sources[t]] = steppers[b](rows[b])
+                        done += 1
                     if stream is not None:
                         stream.push(flat[:, t])
-                done = 0
-                for b, ((i, j), (y, x, vh, vw)) in enumerate(zip(chunk, tiles, strict=True)):
-                    out[i][y : y + vh, x : x + vw] = grid[b, :vh, :vw].numpy()
-                    done += vh * vw
-                    if j == tile_count(shapes[i], (th, tw)) - 1:
-                        del decoders[i]
+                for row in chunk:
+                    if row.last:
+                        del decoders[row.image]
                 if progress is not None:
                     progress(done)
         return out

@@ -8,8 +8,8 @@ position's few nearest codes (``candidates``), keeping the one that lowers
     J = squared error (8-bit units, summed over pixels and channels) + lmbda * bits,
 
 where bits is the code's cost under the entropy model that will code the file: with the run's prior
-(``rate="auto"``), -log2 p(code | the codes before it in its tile) from a prior walked along the
-sweep, the grid cut into the prior's tiles as the coder cuts it; otherwise the static table (no rate
+(``rate="auto"``), -log2 p(code | the codes before it in its window) from a prior walked along the
+sweep, the grid cut into the prior's windows as the coder cuts it; otherwise the static table (no rate
 term when the run has no table). The prior's rate is greedy: a choice's effect on the bits of later
 positions is not counted. ``passes`` repeats the sweep. The decoder,
 the file format and decoding speed are untouched: this only chooses better indices, at an encoding
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vqkit.codec.entropy import Tile, padding_sources, tile_at, tile_count
+from vqkit.codec.entropy import Layout
 from vqkit.config import ModelConfig
 from vqkit.data import to_float
 from vqkit.run import Run
@@ -88,25 +88,23 @@ def window_sse(
 
 
 def _sweep(
-    shape: tuple[int, int], tile: tuple[int, int] | None, tiles: list[Tile]
+    shape: tuple[int, int], windows: list[tuple[np.ndarray, np.ndarray]] | None
 ) -> Iterator[list[tuple[int, int, int]]]:
-    """The search's visiting order over an (h, w) grid: per step, a list of (tile, i, j) grid positions.
+    """The search's visiting order over an (h, w) grid: per step, a list of (window, i, j) grid positions.
 
-    Without a prior (``tile`` None) one position per step, in raster order. With a prior the grid is
-    cut into the coder's ``tiles`` (``entropy.tile_at``) and step t visits local position t of every tile,
-    tile by tile (padding positions past the grid's edge are skipped): each tile is then walked in its
-    own raster order, as the coder walks it, so when a position is chosen the codes before it in its
-    tile are already this pass's final choices. For an 8x8 grid and an 8x8 prior both orders agree."""
+    Without a prior (``windows`` None) one position per step, in raster order. With a prior the grid is
+    cut into the coder's windows (``entropy.Layout``: (sources, coded) each) and step t visits local
+    position t of every window of ``windows`` (one wave) that codes it, window by window: each window is
+    then walked in its own raster order, as the coder walks it. For an 8x8 grid and an 8x8 prior both
+    orders agree."""
     h, w = shape
-    if tile is None:
+    if windows is None:
         for i in range(h):
             for j in range(w):
                 yield [(0, i, j)]
         return
-    th, tw = tile
-    for t in range(th * tw):
-        li, lj = divmod(t, tw)
-        yield [(n, y + li, x + lj) for n, (y, x, vh, vw) in enumerate(tiles) if li < vh and lj < vw]
+    for t in range(len(windows[0][0]) if windows else 0):
+        yield [(n, *divmod(int(src[t]), w)) for n, (src, coded) in enumerate(windows) if coded[t]]
 
 
 class _Streams:
@@ -125,19 +123,6 @@ class _Streams:
             stream.push(part)
 
 
-def _held(tiles: list[Tile], tile: tuple[int, int], width: int) -> np.ndarray:
-    """(T, th*tw) int64: per tile, the flat grid position (row * width + column) whose code each of
-    its local positions holds: its own, or for padding past the grid's edge the earlier position the
-    coder copies (``entropy.padding_sources``)."""
-    tw = tile[1]
-    out = [
-        (y + src // tw) * width + x + src % tw
-        for y, x, vh, vw in tiles
-        for src in [padding_sources(tile, (vh, vw))]
-    ]
-    return np.stack(out)
-
-
 def search_grids(
     run: Run,
     images: np.ndarray,
@@ -145,12 +130,14 @@ def search_grids(
     code_bits: np.ndarray | None = None,
     progress: Callable[[int], object] | None = None,
     prior: nn.Module | None = None,
+    context: tuple[int, int] = (0, 0),
 ) -> np.ndarray:
     """(B, H, W, C) uint8 images of one size -> (B, h, w) int64 grids chosen by the search.
 
     ``code_bits`` (K,) is the rate of each code in bits (None: distortion only). ``prior`` (a CodePrior
-    on the run's device, or None) replaces it with the prior's conditional bits, tile by tile as the
-    coder cuts the grid. ``progress(n)`` is told of every n image-positions done (B per position; all
+    on the run's device, or None) replaces it with the prior's conditional bits, window by window as the
+    coder cuts the grid (windows overlapping by ``context`` rows and columns, ``entropy.Layout``).
+    ``progress(n)`` is told of every n image-positions done (B per position; all
     passes' worth by the end)."""
     model = run.model
     with run.inference():
@@ -165,30 +152,38 @@ def search_grids(
         b, h, w = idx.shape
         grid = getattr(getattr(prior, "config", None), "grid", None)
         tile = None if prior is None or grid is None else (int(grid[0]), int(grid[1]))
-        tiles = [] if tile is None else [tile_at((h, w), tile, n) for n in range(tile_count((h, w), tile))]
-        held = torch.from_numpy(_held(tiles, tile, w)).to(x.device) if tile is not None else None
+        # Waves of windows (entropy.Layout.waves), walked one after the other: a window's context then
+        # holds this pass's choices, as the coder will see them. None: no prior, one raster walk.
+        waves: list[list[tuple[np.ndarray, np.ndarray]] | None] = [None]
+        if tile is not None:
+            layout = Layout((h, w), tile, context)
+            waves = [[layout.window(by, bx) for by, bx in wave] for wave in layout.waves()]
         for done in range(config.passes):
             changed = 0
-            # Walked along the sweep, one row per (tile, image), tile-major.
-            stream = _Streams(prior, len(tiles) * b) if prior is not None and tile is not None else None
-            nats = None
-            for step, positions in enumerate(_sweep((h, w), tile, tiles)):
-                if stream is not None:
-                    nats = -torch.log_softmax(stream.logits().float(), dim=-1).unflatten(0, (len(tiles), b))
-                for n, i, j in positions:
-                    cost = window_sse(run, x, idx, cand[:, i, j], i, j)  # (B, k)
-                    if nats is not None:
-                        cost = cost + config.lmbda * nats[n].gather(1, cand[:, i, j]) / math.log(2)
-                    elif bits is not None:
-                        cost = cost + config.lmbda * bits[cand[:, i, j]]
-                    best = cand[rows, i, j, cost.argmin(1)]
-                    changed += int((best != idx[:, i, j]).sum())
-                    idx[:, i, j] = best
-                    if progress is not None:
-                        progress(b)
-                if stream is not None and held is not None:
-                    # every tile's code at local position ``step``: (B, T) -> (T * B,) rows
-                    stream.push(idx.flatten(1)[:, held[:, step]].T.reshape(-1))
+            for wave in waves:
+                # Walked along the sweep, one row per (window, image), window-major.
+                stream, held = None, None
+                if prior is not None and wave is not None:
+                    stream = _Streams(prior, len(wave) * b)
+                    held = torch.from_numpy(np.stack([src for src, _ in wave])).to(x.device)  # (T, th*tw)
+                nats = None
+                for step, positions in enumerate(_sweep((h, w), wave)):
+                    if stream is not None:
+                        nats = -torch.log_softmax(stream.logits().float(), dim=-1).unflatten(0, (-1, b))
+                    for n, i, j in positions:
+                        cost = window_sse(run, x, idx, cand[:, i, j], i, j)  # (B, k)
+                        if nats is not None:
+                            cost = cost + config.lmbda * nats[n].gather(1, cand[:, i, j]) / math.log(2)
+                        elif bits is not None:
+                            cost = cost + config.lmbda * bits[cand[:, i, j]]
+                        best = cand[rows, i, j, cost.argmin(1)]
+                        changed += int((best != idx[:, i, j]).sum())
+                        idx[:, i, j] = best
+                        if progress is not None:
+                            progress(b)
+                    if stream is not None and held is not None:
+                        # every window's code at local position ``step``: (B, T) -> (T * B,) rows
+                        stream.push(idx.flatten(1)[:, held[:, step]].T.reshape(-1))
             if not changed:  # a fixed point: further passes would change nothing
                 if progress is not None:
                     progress(b * h * w * (config.passes - done - 1))
