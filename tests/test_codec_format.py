@@ -16,7 +16,7 @@ from vqkit.codec.tables import TOTAL, code_bits, frequencies_from_counts, freque
 from vqkit.data import DataError
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
-FILES = {name: (GOLDEN / f"{name}.vqk").read_bytes() for name in ("raw", "static", "prior")}
+FILES = {name: (GOLDEN / f"{name}.vqk").read_bytes() for name in ("raw", "static", "prior", "prior_overlap")}
 
 
 @pytest.fixture(scope="module")

@@ -197,10 +197,6 @@ class Layout:
             yield [(by, d - by) for by in range(max(0, d - nx + 1), min(d, ny - 1) + 1)]
 
 
-def tile_count(shape: tuple[int, int], tile: Tile) -> int:
-    """How many tiles (independent windows) cover an (h, w) code grid."""
-    return -(-shape[0] // tile[0]) * -(-shape[1] // tile[1])
-
 
 def prior_chunks(
     shapes: Sequence[tuple[int, int]], tile: Tile | None = None, context: tuple[int, int] = (0, 0)
