@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         nargs="*",
         default=["raw", "static", "prior"],
         choices=ENTROPY_CHOICES[1:],
-        help="prior: overlapping windows; prior-tiles: independent tiles, as before 2026-11-28",
+        help="prior: overlapping windows; prior-tiles: independent tiles, as before 2026-11-27 evening",
     )
     p.add_argument("--prior-decode-images", type=int, default=50,
                    help="decode and time only N prior-coded files (h*w prior steps per 16)")  # fmt: skip
