@@ -197,7 +197,6 @@ class Layout:
             yield [(by, d - by) for by in range(max(0, d - nx + 1), min(d, ny - 1) + 1)]
 
 
-
 def prior_chunks(
     shapes: Sequence[tuple[int, int]], tile: Tile | None = None, context: tuple[int, int] = (0, 0)
 ) -> Iterator[list[Row]]:
