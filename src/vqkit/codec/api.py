@@ -352,8 +352,8 @@ def decode_codes_many(
         decoded.append(grids)
     for model, items in pending.items():
         coder = coding.require_prior(model)
-        grids = coder.decode([p for _, _, p, _ in items], [s for _, _, _, s in items], progress)
-        for (f, i, _, _), grid in zip(items, grids, strict=True):
+        out = coder.decode([p for _, _, p, _ in items], [s for _, _, _, s in items], progress)
+        for (f, i, _, _), grid in zip(items, out, strict=True):
             decoded[f][i] = grid
     return list(zip(containers, decoded, strict=True))
 

@@ -20,7 +20,7 @@ from vqkit.training.checkpoint import RunError, model_digest
 ENTROPY_CHOICES = ("auto", "raw", "static", "prior", "prior-tiles")
 PRIOR_MODELS = (EntropyModel.PRIOR_OVERLAP, EntropyModel.PRIOR)
 # what each choice codes with; "prior" is the prior's best (overlapping windows), "prior-tiles" the
-# older independent tiles, which decode about twice as fast on grids bigger than the prior's
+# older independent tiles: on Kodak photos 5 % bigger, coded 2.7-2.8 times as fast (README)
 CHOICE_MODELS = {
     "raw": EntropyModel.RAW,
     "static": EntropyModel.STATIC,

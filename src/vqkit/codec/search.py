@@ -168,7 +168,7 @@ def search_grids(
                     held = torch.from_numpy(np.stack([src for src, _ in wave])).to(x.device)  # (T, th*tw)
                 nats = None
                 for step, positions in enumerate(_sweep((h, w), wave)):
-                    if stream is not None:
+                    if stream is not None and positions:  # a step of context alone needs no rates
                         nats = -torch.log_softmax(stream.logits().float(), dim=-1).unflatten(0, (-1, b))
                     for n, i, j in positions:
                         cost = window_sse(run, x, idx, cand[:, i, j], i, j)  # (B, k)
