@@ -12,7 +12,9 @@ import torch
 from vqkit.cli import main
 from vqkit.codec import Coding, compress_images, decompress, fit_static_model, parse
 from vqkit.codec.search import SearchConfig, influence_radius, search_grids, window_sse
+from vqkit.config import ModelConfig, QuantizerConfig
 from vqkit.data import to_float
+from vqkit.models import VQVAE
 from vqkit.run import Run
 from vqkit.training.checkpoint import load_model, save_model
 
@@ -50,7 +52,30 @@ def _sse(run: Run, images: np.ndarray, grids: np.ndarray) -> np.ndarray:
         return ((out.double() - x.double()) ** 2).sum((1, 2, 3)).numpy() * 255.0**2
 
 
-def test_a_code_reaches_no_pixel_beyond_the_influence_radius(run: Run) -> None:
+@pytest.mark.parametrize(("f", "blocks"), [(2, 0), (4, 2), (8, 1)])
+def test_a_code_reaches_exactly_the_influence_radius(f: int, blocks: int) -> None:
+    # An untrained decoder of each shape: a code changes pixels up to r cells away, and none beyond.
+    # A radius one too small leaves changed pixels outside; one too large finds the outer ring still.
+    torch.manual_seed(f * 10 + blocks)
+    cfg = ModelConfig(channels=16, res_channels=8, res_blocks=blocks, downsample=f,
+                      quantizer=QuantizerConfig(codebook_size=16, code_dim=4))  # fmt: skip
+    model = VQVAE(cfg).eval()
+    r = influence_radius(cfg)
+    n = 2 * r + 5  # the code in the middle, two spare cells beyond its reach on every side
+    c = n // 2
+    grid = torch.randint(0, 16, (1, n, n))
+    other = grid.clone()
+    other[0, c, c] = (grid[0, c, c] + 1) % 16
+    with torch.no_grad():
+        moved = (model.decode_indices(grid) - model.decode_indices(other)).abs().amax(1)[0]  # (H, W)
+    cells = moved.unflatten(0, (n, f)).unflatten(2, (n, f)).amax((1, 3))  # (n, n): per code cell
+    dist = (torch.arange(n) - c).abs()
+    ring = torch.maximum(dist[:, None], dist[None, :])  # Chebyshev distance from the changed code
+    assert cells[ring > r].max() == 0
+    assert cells[ring == r].max() > 0
+
+
+def test_the_search_scores_every_pixel_a_code_reaches(run: Run) -> None:
     f, r = run.model.downsample, influence_radius(run.model.config)
     grid = torch.randint(0, run.model.codebook_size, (1, 4 * r + 3, 4 * r + 3))
     i = j = 2 * r + 1
