@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -394,3 +395,54 @@ def test_a_header_claiming_huge_prior_images_fails_fast(run: Path) -> None:
     with pytest.raises(CodecError, match="corrupt codes payload"):
         decompress(coding, data)
     assert time.perf_counter() - start < 10
+
+
+def test_threads_change_neither_the_tables_nor_the_decoded_codes(
+    run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The encoder evaluates chunks side by side and the decoder deals images into lanes, one thread
+    each: every table, symbol and decoded code equals the one-thread walk's, and every evaluation in a
+    worker runs on one intra-op thread (what keeps the floats identical on any machine)."""
+    coding = Coding(run, tiny_prior(16, (4, 4), seed=21))
+    rng = np.random.default_rng(21)
+    shapes = [(4, 4), (11, 9), (4, 4), (6, 14), (3, 5), (9, 9)] + [(4, 4)] * PRIOR_BATCH
+    grids = [rng.integers(0, 16, s) for s in shapes]
+    coder = coding.require_prior(EntropyModel.PRIOR_OVERLAP)
+    seen: list[tuple[int, int]] = []  # (thread id, intra-op threads) of every prior step
+    step_tables = PriorCoder._step_tables
+
+    def spy(self: PriorCoder, stream: object, n: int) -> np.ndarray:
+        seen.append((threading.get_ident(), torch.get_num_threads()))
+        return step_tables(self, stream, n)
+
+    monkeypatch.setattr(PriorCoder, "_step_tables", spy)
+    one = list(coder.segments(grids, threads=1))
+    many = list(coder.segments(grids, threads=3))
+    assert len(one) == len(many)
+    for a, b in zip(one, many, strict=True):
+        assert a[0] == b[0] and a[3] == b[3]
+        np.testing.assert_array_equal(a[1], b[1])
+        np.testing.assert_array_equal(a[2], b[2])
+    payloads, _ = encode_grids(coding, grids, EntropyModel.PRIOR_OVERLAP)
+    seen.clear()
+    for threads in (1, 3):
+        back = coder.decode(payloads, shapes, threads=threads)
+        for got, want in zip(back, grids, strict=True):
+            np.testing.assert_array_equal(got, want)
+    assert len({ident for ident, _ in seen}) > 2  # the lanes really ran on threads of their own
+    assert {count for _, count in seen} == {1}
+
+
+def test_a_corrupt_image_in_one_lane_stops_all_lanes(run: Path) -> None:
+    """One empty payload among many decoded in lanes: one CodecError, and the other lanes give
+    up at their next chunk instead of decoding on."""
+    coding = Coding(run, tiny_prior(16, (4, 4), seed=22))
+    rng = np.random.default_rng(22)
+    shapes = [(64, 64)] * 4
+    grids = [rng.integers(0, 16, s) for s in shapes]
+    payloads, _ = encode_grids(coding, grids, EntropyModel.PRIOR_OVERLAP)
+    payloads[1] = b""  # no codes at all
+    steps: list[int] = []
+    with pytest.raises(CodecError, match="corrupt codes payload"):
+        coding.require_prior(EntropyModel.PRIOR_OVERLAP).decode(payloads, shapes, steps.append, threads=2)
+    assert sum(steps) < 64 * 64  # not even one of the good images (a lane holds two)

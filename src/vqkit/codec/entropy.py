@@ -4,9 +4,10 @@ Static: ``entropy_static.json`` in the run folder holds integer code counts from
 images; the coding table is ``tables.frequencies_from_counts`` of them (add-one smoothing).
 
 Prior: the run's prior (``vqkit.priors``; any module with ``logits(indices (B, h, w)) -> (B, h*w, K)``
-whose row t is bitwise independent of positions >= t). It is evaluated in float64 on one CPU thread,
-images in fixed chunks (``prior_chunks``), and decoding position t repeats the encoder's call on the
-partly decoded grid, so encoder and decoder compute the very same floats.
+whose row t is bitwise independent of positions >= t). It is evaluated in float64, images in fixed
+chunks (``prior_chunks``), each chunk on one CPU thread (several chunks may run side by side, one per
+thread), and decoding position t repeats the encoder's call on the partly decoded grid, so encoder
+and decoder compute the very same floats.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ import copy
 import hashlib
 import importlib
 import itertools
+import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -38,6 +42,8 @@ STATIC_FORMAT = "vqkit-entropy-static"
 STATIC_FORMAT_VERSION = 1
 PRIOR_BATCH = 16  # rows of every prior evaluation (short chunks padded); part of the format
 CONTEXT = 2  # rows and columns of overlap between the windows of EntropyModel.PRIOR_OVERLAP; format
+
+T = TypeVar("T")
 
 
 # ---- static code-frequency model ------------------------------------------------------------------
@@ -233,15 +239,41 @@ def prior_chunks(
 
 
 @contextmanager
-def exact_torch() -> Iterator[None]:
-    """One intra-op thread (fixed reduction order) and no autograd; the old thread count is restored."""
+def exact_torch() -> Iterator[int]:
+    """One intra-op thread (fixed reduction order) and no autograd; yields the thread count it
+    replaced (the cores the caller let torch use), which it restores on exit."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with torch.inference_mode():
-            yield
+            yield threads
     finally:
         torch.set_num_threads(threads)
+
+
+def _in_worker(fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn`` in a worker thread as exact_torch runs the calling one. Grad mode is per thread;
+    so is the OpenMP thread count, which torch.set_num_threads sets for the calling thread (the
+    process-wide value, already 1 under exact_torch, is what a new thread starts from)."""
+    torch.set_num_threads(1)
+    with torch.inference_mode():
+        return fn(*args)
+
+
+def _ordered_map(fn: Callable[[Any], T], items: Iterator[Any], workers: int) -> Iterator[T]:
+    """fn over items in ``workers`` threads, results in the items' order, at most workers + 1 items
+    taken ahead (items may be made lazily and be endless). One worker: a plain loop, no thread."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        ahead: deque[Future[T]] = deque()
+        for item in items:
+            ahead.append(pool.submit(_in_worker, fn, item))
+            if len(ahead) > workers:
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()
 
 
 class PriorCoder:
@@ -308,7 +340,32 @@ class PriorCoder:
             )
         return frequencies_from_logits(logits[:n].double().cpu().numpy())
 
-    def segments(self, grids: Sequence[np.ndarray]) -> Iterator[tuple[int, np.ndarray, np.ndarray, bool]]:
+    def _chunk_tables(
+        self, chunk: list[Row], grids: Sequence[np.ndarray], shapes: Sequence[tuple[int, int]]
+    ) -> tuple[list[Row], np.ndarray, np.ndarray, np.ndarray]:
+        """One chunk's (n, length) codes, (n, length) coded mask and (n, length, K) tables (encoder)."""
+        (th, tw), windows = self._windows(chunk, shapes)
+        n, length = len(chunk), th * tw
+        batch = torch.zeros((PRIOR_BATCH, length), dtype=torch.int64)
+        for b, (row, (sources, _)) in enumerate(zip(chunk, windows, strict=True)):
+            batch[b] = torch.from_numpy(grids[row.image].reshape(-1)[sources].astype(np.int64))
+        coded = np.stack([c for _, c in windows])  # (n, length)
+        stream = self._stream()
+        if stream is None:
+            per_row = np.stack(
+                [frequencies_from_logits(rows) for rows in self._logits(batch.view(-1, th, tw))[:n]]
+            )
+        else:
+            steps = []
+            for t in range(length):
+                steps.append(self._step_tables(stream, n))
+                stream.push(batch[:, t])
+            per_row = np.stack(steps, axis=1)  # (n, length, K)
+        return chunk, batch[:n].numpy(), coded, per_row
+
+    def segments(
+        self, grids: Sequence[np.ndarray], threads: int | None = None
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray, bool]]:
         """(image, (n,) symbols, (n, K) int64 tables, whether it is the image's last segment): each
         image's symbols in coding order, a chunk's worth at a time (encoder).
 
@@ -320,78 +377,112 @@ class PriorCoder:
         windows, or which, are coded beside it, so files written together decode alone and vice
         versa. With a streaming prior the encoder walks each chunk position by position exactly as
         the decoder will, so both see bitwise the same logits; that costs one position's compute per
-        step instead of a whole forward pass per decoded position."""
+        step instead of a whole forward pass per decoded position.
+
+        The encoder knows every code, so chunks do not wait for each other: ``threads`` of them (None:
+        torch's thread count) are evaluated at once, each on one thread, and yielded in order."""
         shapes = [(int(g.shape[0]), int(g.shape[1])) for g in grids]
-        for chunk in prior_chunks(shapes, self.grid, self.context):
-            (th, tw), windows = self._windows(chunk, shapes)
-            n, length = len(chunk), th * tw
-            batch = torch.zeros((PRIOR_BATCH, length), dtype=torch.int64)
-            for b, (row, (sources, _)) in enumerate(zip(chunk, windows, strict=True)):
-                batch[b] = torch.from_numpy(grids[row.image].reshape(-1)[sources].astype(np.int64))
-            coded = np.stack([c for _, c in windows])  # (n, length)
-            with exact_torch():
-                stream = self._stream()
-                if stream is None:
-                    per_row = np.stack(
-                        [frequencies_from_logits(rows) for rows in self._logits(batch.view(-1, th, tw))[:n]]
-                    )
-                else:
-                    steps = []
-                    for t in range(length):
-                        steps.append(self._step_tables(stream, n))
-                        stream.push(batch[:, t])
-                    per_row = np.stack(steps, axis=1)  # (n, length, K)
-            codes = batch[:n].numpy()
-            for i, group in itertools.groupby(range(n), key=lambda b: chunk[b].image):
-                rows = list(group)  # an image's rows are consecutive; its symbols go position-major
-                b, end = rows[0], rows[-1] + 1
-                keep = coded[b:end].T.reshape(-1)
-                tabs = per_row[b:end].transpose(1, 0, 2).reshape(-1, self.codebook_size)[keep]
-                yield i, codes[b:end].T.reshape(-1)[keep], tabs, chunk[end - 1].last
+        with exact_torch() as cores:
+            chunks = prior_chunks(shapes, self.grid, self.context)
+            tables = _ordered_map(lambda c: self._chunk_tables(c, grids, shapes), chunks, threads or cores)
+            for chunk, codes, coded, per_row in tables:
+                n = len(chunk)
+                for i, group in itertools.groupby(range(n), key=lambda b: chunk[b].image):
+                    rows = list(group)  # an image's rows are consecutive; its symbols go position-major
+                    b, end = rows[0], rows[-1] + 1
+                    keep = coded[b:end].T.reshape(-1)
+                    tabs = per_row[b:end].transpose(1, 0, 2).reshape(-1, self.codebook_size)[keep]
+                    yield i, codes[b:end].T.reshape(-1)[keep], tabs, chunk[end - 1].last
 
     def decode(
         self,
         payloads: Sequence[bytes],
         shapes: Sequence[tuple[int, int]],
         progress: Callable[[int], object] | None = None,
+        threads: int | None = None,
     ) -> list[np.ndarray]:
         """Decode each payload to an (h, w) grid, one position at a time, PRIOR_BATCH window rows per
         step (the payloads may come from one file or many: a window's tables do not depend on its
-        batch neighbours). ``progress`` is called after each chunk with the number of codes it decoded."""
+        batch neighbours). ``progress`` is called after each chunk with the number of codes it decoded.
+
+        An image's codes come out of one entropy-decoder stream in order, so its chunks run one after
+        another; different images do not wait for each other. With ``threads`` (None: torch's thread
+        count) above 1 and several images, the images are dealt into that many lanes of about equal
+        code counts, each decoded on its own thread: the chunks then differ from the encoder's, which
+        the batch-independence above allows."""
+        with exact_torch() as cores:
+            workers = min(threads or cores, len(shapes))
+            if workers <= 1:
+                return self._decode_lane(payloads, shapes, progress, threading.Event())
+            lanes: list[list[int]] = [[] for _ in range(workers)]
+            load = [0] * workers
+            for i in sorted(range(len(shapes)), key=lambda i: -shapes[i][0] * shapes[i][1]):
+                lane = load.index(min(load))  # the biggest images first, each to the emptiest lane
+                lanes[lane].append(i)
+                load[lane] += shapes[i][0] * shapes[i][1]
+            stop = threading.Event()  # one lane failed: the others give up at their next chunk
+            out: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(shapes)
+            with ThreadPoolExecutor(workers) as pool:
+                futures = {
+                    pool.submit(
+                        _in_worker, self._decode_lane, [payloads[i] for i in sorted(lane)],
+                        [shapes[i] for i in sorted(lane)], progress, stop,
+                    ): sorted(lane)
+                    for lane in lanes
+                    if lane
+                }  # fmt: skip
+                try:
+                    for future in as_completed(futures):
+                        for i, grid in zip(futures[future], future.result(), strict=True):
+                            out[i] = grid
+                except BaseException:
+                    stop.set()
+                    raise
+            return out
+
+    def _decode_lane(
+        self,
+        payloads: Sequence[bytes],
+        shapes: Sequence[tuple[int, int]],
+        progress: Callable[[int], object] | None,
+        stop: threading.Event,
+    ) -> list[np.ndarray]:
+        """``decode`` on one thread, under exact_torch; returns early (incomplete) once ``stop`` is set."""
         out: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(shapes)  # each made at its first window
         decoders: dict[int, StepDecoder] = {}
-        with exact_torch():
-            for chunk in prior_chunks(shapes, self.grid, self.context):
-                (th, tw), windows = self._windows(chunk, shapes)
-                n, length = len(chunk), th * tw
-                steppers = []
-                for row in chunk:
-                    if (row.by, row.bx) == (0, 0):  # an image's decoder and grid live until its last window
-                        decoders[row.image] = StepDecoder(payloads[row.image])
-                        out[row.image] = np.zeros(shapes[row.image], dtype=np.int64)
-                    steppers.append(decoders[row.image])
-                grids = [out[row.image].reshape(-1) for row in chunk]  # views: decoded codes land in out
-                flat = torch.zeros((PRIOR_BATCH, length), dtype=torch.int64)  # future positions: 0
-                stream = self._stream()
-                done = 0
-                for t in range(length):
-                    rows = None
-                    for b, (sources, coded) in enumerate(windows):
-                        if not coded[t]:  # context or padding: a code decoded before, not coded here
-                            flat[b, t] = int(grids[b][sources[t]])
-                            continue
-                        if rows is None:
-                            if stream is None:  # a prior without a stream: a whole pass per position
-                                rows = frequencies_from_logits(self._logits(flat.view(-1, th, tw))[:n, t])
-                            else:
-                                rows = self._step_tables(stream, n)
-                        flat[b, t] = grids[b][sources[t]] = steppers[b](rows[b])
-                        done += 1
-                    if stream is not None:
-                        stream.push(flat[:, t])
-                for row in chunk:
-                    if row.last:
-                        del decoders[row.image]
-                if progress is not None:
-                    progress(done)
+        for chunk in prior_chunks(shapes, self.grid, self.context):
+            if stop.is_set():
+                break
+            (th, tw), windows = self._windows(chunk, shapes)
+            n, length = len(chunk), th * tw
+            steppers = []
+            for row in chunk:
+                if (row.by, row.bx) == (0, 0):  # an image's decoder and grid live until its last window
+                    decoders[row.image] = StepDecoder(payloads[row.image])
+                    out[row.image] = np.zeros(shapes[row.image], dtype=np.int64)
+                steppers.append(decoders[row.image])
+            grids = [out[row.image].reshape(-1) for row in chunk]  # views: decoded codes land in out
+            flat = torch.zeros((PRIOR_BATCH, length), dtype=torch.int64)  # future positions: 0
+            stream = self._stream()
+            done = 0
+            for t in range(length):
+                rows = None
+                for b, (sources, coded) in enumerate(windows):
+                    if not coded[t]:  # context or padding: a code decoded before, not coded here
+                        flat[b, t] = int(grids[b][sources[t]])
+                        continue
+                    if rows is None:
+                        if stream is None:  # a prior without a stream: a whole pass per position
+                            rows = frequencies_from_logits(self._logits(flat.view(-1, th, tw))[:n, t])
+                        else:
+                            rows = self._step_tables(stream, n)
+                    flat[b, t] = grids[b][sources[t]] = steppers[b](rows[b])
+                    done += 1
+                if stream is not None:
+                    stream.push(flat[:, t])
+            for row in chunk:
+                if row.last:
+                    del decoders[row.image]
+            if progress is not None:
+                progress(done)
         return out
