@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -446,3 +447,53 @@ def test_a_corrupt_image_in_one_lane_stops_all_lanes(run: Path) -> None:
     with pytest.raises(CodecError, match="corrupt codes payload"):
         coding.require_prior(EntropyModel.PRIOR_OVERLAP).decode(payloads, shapes, steps.append, threads=2)
     assert sum(steps) < 64 * 64  # not even one of the good images (a lane holds two)
+
+
+def test_cli_threads_leave_the_files_and_images_unchanged(run: Path, tmp_path: Path) -> None:
+    """`vqkit compress/decompress --threads`: the same archive bytes and the same PNGs from one thread
+    as from three; a count below 1 is refused. (torch's thread count is restored afterwards: the CLI
+    sets it for the whole process.)"""
+    from PIL import Image
+
+    from vqkit.cli import main
+    from vqkit.priors import save_prior
+
+    prior_run = tmp_path / "run"
+    shutil.copytree(run, prior_run)
+    save_prior(prior_run, tiny_prior(16, (4, 4), seed=23))
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for n, image in enumerate(blob_images(5, (40, 36), 23)):
+        Image.fromarray(image).save(folder / f"{n}.png")
+    before = torch.get_num_threads()
+    try:
+        out: dict[int, tuple[bytes, list[bytes]]] = {}
+        for threads in (1, 3):
+            archive, pngs = tmp_path / f"t{threads}.vqk", tmp_path / f"png{threads}"
+            args = ["--threads", str(threads), "--no-progress"]
+            model = ["--entropy-model", "prior"]
+            assert (
+                main(
+                    ["compress", str(prior_run), str(folder), "-o", str(archive), "--archive", *model, *args]
+                )
+                == 0
+            )
+            assert main(["decompress", str(archive), "-o", str(pngs), "--run", str(prior_run), *args]) == 0
+            out[threads] = archive.read_bytes(), [p.read_bytes() for p in sorted(pngs.iterdir())]
+        assert parse(out[1][0]).entropy_model is EntropyModel.PRIOR_OVERLAP
+        assert out[1] == out[3] and len(out[1][1]) == 5
+        with pytest.raises(SystemExit):
+            main(
+                [
+                    "decompress",
+                    str(archive),
+                    "-o",
+                    str(tmp_path / "x"),
+                    "--run",
+                    str(prior_run),
+                    "--threads",
+                    "0",
+                ]
+            )
+    finally:
+        torch.set_num_threads(before)

@@ -6,6 +6,8 @@ import argparse
 import sys
 from collections.abc import Callable
 
+import torch
+
 from vqkit.config import ConfigError
 from vqkit.data import DataError
 from vqkit.training.checkpoint import RunError
@@ -36,6 +38,24 @@ def run_safely(fn: Callable[[], int]) -> int:
 
 def parser(prog: str, description: str) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(prog=f"vqkit {prog}", description=description)
+
+
+def add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads (default: torch's, one per core); prior coding runs this many batches or "
+        "images side by side, each on one thread, so the files do not depend on it",
+    )
+
+
+def apply_threads(p: argparse.ArgumentParser, threads: int | None) -> None:
+    """Set torch's thread count from --threads (None: leave torch's default)."""
+    if threads is None:
+        return
+    if threads < 1:
+        p.error("--threads must be >= 1")
+    torch.set_num_threads(threads)
 
 
 def add_device(p: argparse.ArgumentParser) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vqkit.cli.common import add_device, parser
+from vqkit.cli.common import add_device, add_threads, apply_threads, parser
 from vqkit.codec import ENTROPY_CHOICES, CodecError, Coding, CompressResult, compress_images, decompress_many
 from vqkit.codec.entropy import fit_static_model
 from vqkit.codec.files import output_stems, read_inputs, read_vqk, write_bytes, write_png
@@ -76,8 +76,10 @@ def compress_main(argv: list[str]) -> int:
                    help="the bits the search charges: auto (default) the prior's, given the codes "
                         "before, when the prior codes the file; static: the static table's")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for --search and the prior)")
+    add_threads(p)
     add_device(p)
     a = p.parse_args(argv)
+    apply_threads(p, a.threads)
     search = None
     if a.search:
         try:
@@ -151,8 +153,10 @@ def decompress_main(argv: list[str]) -> int:
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     p.add_argument("--run", type=Path, required=True, help="the run that compressed the files")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_threads(p)
     add_device(p)
     a = p.parse_args(argv)
+    apply_threads(p, a.threads)
     coding = Coding(Run.load(a.run, a.device, a.precision))
     count, written = 0, set()
     # the bar only on a terminal (disable=None), so piped output and error lines stay clean
