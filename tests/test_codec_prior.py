@@ -497,3 +497,21 @@ def test_cli_threads_leave_the_files_and_images_unchanged(run: Path, tmp_path: P
             )
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_stream_skips_the_output_layer_where_no_logits_are_asked() -> None:
+    """Context and padding positions are pushed without their logits: the stream then runs no output
+    layer there, and the logits asked for later are bitwise those of a walk that asked at every step."""
+    prior = tiny_prior(16, (4, 4), seed=24).double().eval()
+    codes = torch.randint(0, 16, (3, 16), generator=torch.Generator().manual_seed(24))
+    heads: list[int] = []
+    prior.head.register_forward_hook(lambda *_: heads.append(1))
+    with exact_torch():
+        every, some = prior.stream(3), prior.stream(3)
+        for t in range(16):
+            full = every.logits()
+            if t % 3 == 0:
+                assert torch.equal(some.logits(), full)
+            every.push(codes[:, t])
+            some.push(codes[:, t])
+    assert len(heads) == 16 + 6  # every step of the first walk, steps 0, 3, ..., 15 of the second

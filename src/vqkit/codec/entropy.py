@@ -356,11 +356,11 @@ class PriorCoder:
                 [frequencies_from_logits(rows) for rows in self._logits(batch.view(-1, th, tw))[:n]]
             )
         else:
-            steps = []
+            per_row = np.zeros((n, length, self.codebook_size), dtype=np.int64)
             for t in range(length):
-                steps.append(self._step_tables(stream, n))
+                if coded[:, t].any():  # else context or padding in every row: as the decoder, no tables
+                    per_row[:, t] = self._step_tables(stream, n)
                 stream.push(batch[:, t])
-            per_row = np.stack(steps, axis=1)  # (n, length, K)
         return chunk, batch[:n].numpy(), coded, per_row
 
     def segments(

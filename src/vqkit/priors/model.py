@@ -127,23 +127,34 @@ class PriorStream:
         ]
         self._x = prior.start(start_ids.to(weight.device))[:, None]  # (n, 1, C): input at position 0
         self._logits: Tensor | None = None
+        self._h: Tensor | None = None  # (n, 1, C): the current position after the last block
 
-    def logits(self) -> Tensor:
-        """(n, K) logits of the current position given the codes pushed so far."""
+    def _advance(self) -> Tensor:
+        """The current position through every block, its keys and values now in the caches."""
         if self.pos >= self.prior.config.length:
             raise IndexError("the grid is complete")
-        if self._logits is None:
+        if self._h is None:
             h = self._x + self.prior.position.weight[self.pos]
             for block, cache in zip(self.prior.blocks, self.caches, strict=True):
                 h = cast(Block, block).step(h, cache, self.pos)
+            self._h = h
+        return self._h
+
+    def logits(self) -> Tensor:
+        """(n, K) logits of the current position given the codes pushed so far."""
+        if self._logits is None:
+            h = self._advance()
             self._logits = self.prior.head(self.prior.ln_f(h[:, 0])) * self.prior.logit_scale
         return self._logits
 
     def push(self, codes: Tensor) -> None:
-        """Feed the (n,) int64 codes at the current position and advance to the next one."""
-        self.logits()  # the cache must hold this position before the next one attends to it
+        """Feed the (n,) int64 codes at the current position and advance to the next one. A position
+        whose logits were not asked for skips the output layer (a quarter of a step's compute at
+        width 256, K 4,096): later positions attend to its keys and values only, and those are the
+        same either way."""
+        self._advance()  # the cache must hold this position before the next one attends to it
         self._x = self.prior.token(codes.to(self._x.device))[:, None]
-        self.pos, self._logits = self.pos + 1, None
+        self.pos, self._logits, self._h = self.pos + 1, None, None
 
 
 class CodePrior(nn.Module):
