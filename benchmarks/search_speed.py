@@ -3,9 +3,10 @@
 Each trial of the search (``vqkit.codec.search``) decodes the window of codes that the changed code's
 pixels depend on: 4r + 1 codes square, r = ``influence_radius``. r used to count one code cell per
 upsampling layer (5 at f = 4); a pixel is reached from at most one cell away through all of them
-together (4 at f = 4). This times the search both ways on the same images and checks that both
-choose the very same codes (the scored differences are exact either way). Prints a table; writes JSON
-(machine, command, date) to benchmarks/results/search_speed-DATE.json.
+together (4 at f = 4). This times the search both ways on the same images and counts the codes
+they choose differently (the scored differences are exact either way up to float rounding, so only
+near-ties can differ). Prints a table; writes JSON (machine, command, date) to
+benchmarks/results/search_speed-DATE.json.
 
     .venv/bin/python benchmarks/search_speed.py --run benchmarks/runs/gpu-photo/photo-f4-k4096 \\
         --data ../shared/data/kodak --max-images 2 --passes 1
@@ -65,20 +66,23 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"radius": name, "r": r, "window_codes": 4 * r + 1, "seconds": seconds,
                      "s_per_image": seconds / len(images)})  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
-    same = all(np.array_equal(x, y) for x, y in zip(*grids.values(), strict=True))
-    if not same:
-        raise SystemExit("the two radii chose different codes")
+    # Exact in arithmetic, not in floats: the windows differ in size, so the decoder runs other kernel
+    # shapes and a near-tie between two candidates may fall the other way.
+    differ = sum(int((x != y).sum()) for x, y in zip(*grids.values(), strict=True))
+    total = sum(g.size for g in grids["exact"])
+    same = differ == 0
     ratio = rows[0]["seconds"] / rows[1]["seconds"]
     print("\n| radius | r | window (codes) | s/image |\n|---|---|---|---|")
     for row in rows:
         print(f"| {row['radius']} | {row['r']} | {row['window_codes']}x{row['window_codes']} "
               f"| {row['s_per_image']:.1f} |")  # fmt: skip
-    print(f"\nformer / exact: {ratio:.2f}x; codes identical")
+    print(f"\nformer / exact: {ratio:.2f}x; {differ} of {total} codes chosen differently")
     now = datetime.now()
     doc = {"benchmark": "search_speed", "date": now.isoformat(timespec="seconds"),
            "command": [sys.executable, *sys.argv], "machine": common.machine(), "run": str(a.run),
            "data": a.data, "images": len(images), "passes": a.passes, "candidates": a.candidates,
-           "lmbda": a.lmbda, "rows": rows, "speedup": ratio, "codes_identical": same}  # fmt: skip
+           "lmbda": a.lmbda, "rows": rows, "speedup": ratio, "codes_identical": same,
+           "codes_differing": differ, "codes": total}  # fmt: skip
     common.write_result(doc, "search_speed", now, a.out)
     return 0
 

@@ -65,7 +65,7 @@ def influence_radius(cfg: ModelConfig) -> int:
     m-1 and m, output 2m+1 from m and m+1: one of its input pixels either way, which is half a code
     cell or less, so log2(f) of them widen the reach by under one cell in all. (One cell per
     upsampling layer, counted before, decoded 21x21-code windows per trial at f = 4 where 17x17
-    give the same numbers.)"""
+    give the same errors, up to float rounding: the smaller window runs other kernel shapes.)"""
     return 1 + cfg.res_blocks + 1
 
 

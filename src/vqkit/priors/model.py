@@ -149,9 +149,9 @@ class PriorStream:
 
     def push(self, codes: Tensor) -> None:
         """Feed the (n,) int64 codes at the current position and advance to the next one. A position
-        whose logits were not asked for skips the output layer (a quarter of a step's compute at
-        width 256, K 4,096): later positions attend to its keys and values only, and those are the
-        same either way."""
+        whose logits were not asked for skips the output layer (about a quarter of a step's
+        multiply-adds at width 256, K 4,096): later positions attend to its keys and values only,
+        and those are the same either way."""
         self._advance()  # the cache must hold this position before the next one attends to it
         self._x = self.prior.token(codes.to(self._x.device))[:, None]
         self.pos, self._logits, self._h = self.pos + 1, None, None
