@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -36,3 +37,28 @@ def write_result(doc: dict[str, Any], name: str, when: datetime, out: Path | Non
     path.write_text(json.dumps(doc, indent=1, default=lambda x: np.asarray(x).tolist()) + "\n")
     print(f"wrote {path}")
     return path
+
+
+def prior_bench_args(doc: str | None, data: str, max_images: int) -> argparse.ArgumentParser:
+    """The arguments every prior-coding benchmark takes: --run (with a prior), --data, --max-images, --out."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", type=Path, required=True, help="run folder with a prior")
+    p.add_argument("--data", default=str(SHARED_DATA / data), help=f"images to code (default {data})")
+    p.add_argument(
+        "--max-images", type=int, default=max_images, help=f"the first N images (default {max_images})"
+    )
+    p.add_argument("--out", type=Path, help="the JSON's path (default benchmarks/results/NAME-DATE.json)")
+    return p
+
+
+def load_prior_bench(a: argparse.Namespace) -> tuple[Any, list[Any]]:
+    """(Coding of --run on the CPU, the first --max-images images of --data); exits without a prior."""
+    from vqkit.codec import Coding
+    from vqkit.codec.files import read_inputs
+    from vqkit.run import Run
+
+    images, _ = read_inputs([a.data], a.max_images)
+    coding = Coding(Run.load(a.run, "cpu"))
+    if coding.prior() is None:
+        raise SystemExit(f"{a.run} has no prior")
+    return coding, images

@@ -15,24 +15,20 @@ writes JSON (machine, command, date) to benchmarks/results/prior_context_steps-D
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 import common
-from vqkit.codec import Coding, EntropyModel
+from vqkit.codec import EntropyModel
 from vqkit.codec import entropy as codec_entropy
 from vqkit.codec.api import encode_grids
-from vqkit.codec.files import read_inputs
 from vqkit.priors import model as prior_model
-from vqkit.run import Run
 
 
 def former_push(self: Any, codes: torch.Tensor) -> None:
@@ -59,16 +55,8 @@ def former_chunk_tables(self: Any, chunk: Any, grids: Any, shapes: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", type=Path, required=True, help="run folder with a prior")
-    p.add_argument("--data", default=str(common.SHARED_DATA / "kodak"), help="images whose codes to code")
-    p.add_argument("--max-images", type=int, default=2, help="the first N images (default 2)")
-    p.add_argument("--out", type=Path)
-    a = p.parse_args(argv)
-    images, _ = read_inputs([a.data], a.max_images)
-    coding = Coding(Run.load(a.run, "cpu"))
-    if coding.prior() is None:
-        raise SystemExit(f"{a.run} has no prior")
+    a = common.prior_bench_args(__doc__, "kodak", 2).parse_args(argv)
+    coding, images = common.load_prior_bench(a)
     coder = coding.require_prior(EntropyModel.PRIOR_OVERLAP)
     grids = coding.run.encode(images, batch_size=1)
     shapes = [g.shape for g in grids]

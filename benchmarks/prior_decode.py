@@ -9,33 +9,21 @@ table; writes JSON (machine, command, date) to benchmarks/results/prior_decode-D
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import common
-from vqkit.codec import Coding, compress_images, decode_codes, decode_codes_many, decompress, decompress_many
-from vqkit.codec.files import read_inputs
-from vqkit.run import Run
+from vqkit.codec import compress_images, decode_codes, decode_codes_many, decompress, decompress_many
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", type=Path, required=True, help="run folder with a prior")
-    p.add_argument("--data", default=str(common.SHARED_DATA / "cifar10/val"), help="images to code")
-    p.add_argument("--max-images", type=int, default=200, help="code the first N images (default 200)")
-    p.add_argument("--out", type=Path)
-    a = p.parse_args(argv)
-    images, _ = read_inputs([a.data], a.max_images)
-    coding = Coding(Run.load(a.run, "cpu"))
-    if coding.prior() is None:
-        raise SystemExit(f"{a.run} has no prior")
+    a = common.prior_bench_args(__doc__, "cifar10/val", 200).parse_args(argv)
+    coding, images = common.load_prior_bench(a)
     t0 = time.perf_counter()
     result = compress_images(coding, images, entropy_model="prior", quality=False)
     t1 = time.perf_counter()

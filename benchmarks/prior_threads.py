@@ -15,36 +15,25 @@ benchmarks/results/prior_threads-DATE.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 import common
-from vqkit.codec import Coding, compress_images, decode_codes_many
-from vqkit.codec.files import read_inputs
-from vqkit.run import Run
+from vqkit.codec import compress_images, decode_codes_many
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", type=Path, required=True, help="run folder with a prior")
-    p.add_argument("--data", default=str(common.SHARED_DATA / "kodak"), help="images to code")
-    p.add_argument("--max-images", type=int, default=4, help="the first N images (default 4)")
+    p = common.prior_bench_args(__doc__, "kodak", 4)
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="default: torch's count")
     p.add_argument("--entropy-model", default="prior", choices=["prior", "prior-tiles"])
-    p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
-    images, _ = read_inputs([a.data], a.max_images)
-    coding = Coding(Run.load(a.run, "cpu"))
-    if coding.prior() is None:
-        raise SystemExit(f"{a.run} has no prior")
+    coding, images = common.load_prior_bench(a)
     grids = coding.run.encode(images, batch_size=1)  # the codes once: both ways code the same grids
     rows: list[dict[str, Any]] = []
     files: dict[int, list[bytes]] = {}
