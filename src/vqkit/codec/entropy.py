@@ -420,16 +420,16 @@ class PriorCoder:
                 lane = load.index(min(load))  # the biggest images first, each to the emptiest lane
                 lanes[lane].append(i)
                 load[lane] += shapes[i][0] * shapes[i][1]
+            lanes = [sorted(lane) for lane in lanes if lane]  # each lane in file order
             stop = threading.Event()  # one lane failed: the others give up at their next chunk
             out: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(shapes)
             with ThreadPoolExecutor(workers) as pool:
                 futures = {
                     pool.submit(
-                        _in_worker, self._decode_lane, [payloads[i] for i in sorted(lane)],
-                        [shapes[i] for i in sorted(lane)], progress, stop,
-                    ): sorted(lane)
+                        _in_worker, self._decode_lane, [payloads[i] for i in lane], [shapes[i] for i in lane],
+                        progress, stop,
+                    ): lane
                     for lane in lanes
-                    if lane
                 }  # fmt: skip
                 try:
                     for future in as_completed(futures):
