@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--entropy-model", default="prior", choices=["prior", "prior-tiles"])
     a = p.parse_args(argv)
     coding, images = common.load_prior_bench(a)
-    grids = coding.run.encode(images, batch_size=1)  # the codes once: both ways code the same grids
+    grids = coding.run.encode(images, batch_size=1)  # what both ways must decode to
     rows: list[dict[str, Any]] = []
     files: dict[int, list[bytes]] = {}
     for threads in (1, a.threads):
