@@ -15,7 +15,10 @@ process). BD-rate (codec/rd.py) of vqkit against each classic codec. JSON first
 
 With ``--search P:C:L ... --search-runs RUN ...`` the listed runs are also measured with the encoder
 search (``vqkit compress --search``: codes chosen by decoded error + lambda * bits) on CIFAR-10; those
-points are named RUN+searchPxCl.../MODEL and count as their own curve point in the BD-rates.
+points are named RUN+searchPxCl.../MODEL and count as their own curve point in the BD-rates. With
+``--scales S ...`` every vqkit point is measured with the images coded at each scale (``vqkit compress
+--scale``: resampled by S before encoding and back after decoding; rates per original pixel), named
+RUN@S/MODEL.
 """
 
 from __future__ import annotations
@@ -37,7 +40,16 @@ import torch
 from PIL import Image, features
 
 import common
-from vqkit.codec import ENTROPY_CHOICES, Coding, compress_images, decode_grids, decompress, decompress_many
+from vqkit.codec import (
+    ENTROPY_CHOICES,
+    Coding,
+    coded_size,
+    compress_images,
+    decode_grids,
+    decompress,
+    decompress_many,
+    resample,
+)
 from vqkit.codec.files import read_inputs
 from vqkit.codec.rd import bd_rate, pareto_front
 from vqkit.codec.search import SearchConfig
@@ -139,10 +151,14 @@ def search_label(search: SearchConfig | None) -> str:
 
 
 def measure_vqkit(
-    run_dir: Path, images: list[np.ndarray], a: argparse.Namespace, search: SearchConfig | None = None
+    run_dir: Path,
+    images: list[np.ndarray],
+    a: argparse.Namespace,
+    search: SearchConfig | None = None,
+    scale: float = 1.0,
 ) -> list[dict[str, Any]]:
     coding = Coding(Run.load(run_dir, a.device, a.precision))
-    variant = run_dir.name + search_label(search)
+    variant = run_dir.name + (f"@{scale:g}" if scale != 1 else "") + search_label(search)
     trained = provenance(run_dir)
     warm = compress_images(coding, images[:4], entropy_model="raw", quality=False)  # first-call costs
     decompress(coding, warm.files[0])
@@ -154,7 +170,9 @@ def measure_vqkit(
         if model.startswith("prior") and coding.prior() is None:
             continue
         t0 = time.perf_counter()
-        result = compress_images(coding, images, entropy_model=model, quality=False, search=search)
+        result = compress_images(
+            coding, images, entropy_model=model, quality=False, search=search, scale=scale
+        )
         t1 = time.perf_counter()
         model = result.entropy_model  # what "auto" chose
         n_decode = min(len(images), a.prior_decode_images) if model.startswith("prior") else len(images)
@@ -163,7 +181,11 @@ def measure_vqkit(
         t2 = time.perf_counter()
         # Quality over every image from the grids written (prior files are slow to decode, so only
         # n_decode of them are), after checking that the files decoded give exactly those images.
-        expected = decode_grids(coding, result.grids, [im.shape[:2] for im in images])
+        coded = [coded_size(*im.shape[:2], scale) for im in images]
+        expected = [
+            resample(x, im.shape[:2])
+            for x, im in zip(decode_grids(coding, result.grids, coded), images, strict=True)
+        ]
         if not all(np.array_equal(x, y) for x, y in zip(decoded, expected, strict=False)):
             raise SystemExit(f"{run_dir}: the {model} files decode to other images than their codes")
         psnr, ssim = quality(images, expected)
@@ -171,7 +193,7 @@ def measure_vqkit(
         points.append({
             "codec": "vqkit", "setting": f"{variant}/{model}", "run": str(run_dir), "variant": variant,
             "entropy_model": model, "trained": trained,
-            "search": None if search is None else dataclasses.asdict(search),
+            "search": None if search is None else dataclasses.asdict(search), "scale": scale,
             "bpp": bpp([len(f) for f in result.files], images), "psnr": psnr, "ssim": ssim,
             "compress_ips": len(images) / (t1 - t0), "decompress_ips": n_decode / (t2 - t1),
             "images": len(images), "decoded_images": n_decode,
@@ -353,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--search-datasets", nargs="*", default=["cifar10-val"], choices=list(DATASETS),
                    help="data sets to search on (default cifar10-val: a sweep costs h*w window decodes "
                         "per image, minutes per Kodak photo on 2 cores)")  # fmt: skip
+    p.add_argument("--scales", nargs="+", type=float, default=[1.0],
+                   help="code at these scales (vqkit compress --scale) (default 1)")  # fmt: skip
     p.add_argument("--out", type=Path, help="results JSON (default: benchmarks/results/rate_distortion-DATE)")
     p.add_argument("--report", type=Path, metavar="JSON", help="only redraw tables and plot from a JSON")
     p.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
@@ -385,10 +409,15 @@ def main(argv: list[str] | None = None) -> int:
         for name in a.datasets:
             images, _ = read_inputs([str(DATASETS[name])], a.max_images)
             print(f"{name}: {len(images)} images", flush=True)
-            points = [pt for run in runs for pt in measure_vqkit(run, images, a)]
+            points = [
+                pt for run in runs for scale in a.scales for pt in measure_vqkit(run, images, a, scale=scale)
+            ]
             if name in a.search_datasets:
                 for run in a.search_runs:
-                    points += [pt for search in searches for pt in measure_vqkit(run, images, a, search)]
+                    for search in searches:
+                        points += [
+                            pt for scale in a.scales for pt in measure_vqkit(run, images, a, search, scale)
+                        ]
             for codec in a.codecs:
                 for setting in SETTINGS[codec]:
                     points.append(measure_classic(codec, setting, images))

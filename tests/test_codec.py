@@ -21,6 +21,7 @@ from vqkit.codec import (
     fit_static_model,
     parse,
 )
+from vqkit.codec.api import coded_size, resample
 from vqkit.codec.entropy import as_model_inputs
 from vqkit.training.checkpoint import RunError
 
@@ -65,6 +66,45 @@ def test_round_trip_restores_codes_sizes_modes_and_alpha(
             np.testing.assert_array_equal(back[:, :, -1], image[:, :, -1])  # alpha is lossless
     np.testing.assert_array_equal(out[-1][:, :, :3], recon)
     assert [r.mode for r in result.reports] == ["RGB", "RGB", "L", "LA", "RGBA"]
+
+
+@pytest.mark.parametrize("scale", [0.5, 1.5])
+def test_a_scaled_image_is_coded_at_its_coded_size_and_restored_to_its_own(
+    coding: Coding, scale: float
+) -> None:
+    images = mixed_images()
+    result = compress_images(coding, images, entropy_model="static", archive=True, scale=scale)
+    container, grids = decode_codes(coding, result.files[0])
+    out = decompress(coding, result.files[0])
+    assert container.version == 2
+    for image, rec, grid, back, report in zip(
+        images, container.records, grids, out, result.reports, strict=True
+    ):
+        size = coded_size(*image.shape[:2], scale)
+        assert rec.coded_size == size and grid.shape == coding.grid_shape(*size) == report.grid
+        # the codes are those of the resampled image, and decoding resamples their picture back
+        want = coding.run.encode(
+            as_model_inputs([resample(image[:, :, : rec.mode.color_channels], size)], 3)
+        )[0]
+        np.testing.assert_array_equal(grid, want)
+        picture = resample(coding.run.decode(grid[None], size)[0], image.shape[:2])
+        assert back.shape == image.shape
+        if rec.mode.name == "RGB":
+            np.testing.assert_array_equal(back, picture)
+        if image.shape[2] in (2, 4):
+            np.testing.assert_array_equal(back[:, :, -1], image[:, :, -1])  # alpha stays at full size
+        assert report.bpp_nominal == pytest.approx(
+            4 * grid.size / (image.shape[0] * image.shape[1])
+        )  # per original pixel
+
+
+def test_scale_one_writes_the_unscaled_file_and_bad_scales_are_refused(coding: Coding) -> None:
+    images = mixed_images()
+    assert compress_images(coding, images, scale=1.0).files == compress_images(coding, images).files
+    assert parse(compress_images(coding, images, scale=1.0).files[0]).version == 1
+    for bad in (0.0, 0.2, 5.0):
+        with pytest.raises(ValueError, match="scale"):
+            compress_images(coding, images, scale=bad)
 
 
 def test_report_has_the_three_rates_and_quality(coding: Coding) -> None:
@@ -186,6 +226,24 @@ def test_cli_decompress_groups_files(
         alone = decompress(run, f.read_bytes())[0]
         grouped = np.asarray(Image.open(tmp_path / "png" / f"{f.stem}.png")).reshape(alone.shape)
         assert np.abs(grouped.astype(int) - alone.astype(int)).max() <= 1
+
+
+def test_cli_scale_round_trip_and_refusal(
+    run: Path, image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "vqk"
+    assert main(["compress", str(run), str(image_folder), "-o", str(out), "--scale", "1.5"]) == 0
+    files = sorted(out.glob("*.vqk"))
+    assert all(parse(f.read_bytes()).records[0].resampled for f in files)
+    pngs = tmp_path / "png"
+    assert main(["decompress", *map(str, files), "-o", str(pngs), "--run", str(run)]) == 0
+    for f in files:
+        original = Image.open(image_folder / (f.stem.replace("sub_", "sub/") + ".png"))
+        back = Image.open(pngs / f"{f.stem}.png")
+        assert (back.mode, back.size) == (original.mode, original.size)
+    with pytest.raises(SystemExit):
+        main(["compress", str(run), str(image_folder), "-o", str(out), "--scale", "9"])
+    assert "--scale must lie in" in capsys.readouterr().err
 
 
 def test_cli_archive(run: Path, image_folder: Path, tmp_path: Path) -> None:

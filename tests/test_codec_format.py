@@ -48,6 +48,24 @@ def test_container_index_addresses_each_payload() -> None:
     ]
 
 
+def test_resampled_images_carry_their_coded_size_in_version_2() -> None:
+    plain = [Record(5, 7, Mode.RGB, 3), Record(9, 2, Mode.RGBA, 2, 4, coded=(9, 2))]  # equal: not resampled
+    payloads = [b"abc", b"de" + b"ALPH"]
+    data = build(EntropyModel.STATIC, b"123456", plain, payloads)
+    assert data[2] == 1 and parse(data).version == 1  # readable by every vqkit
+    assert [r.coded_size for r in parse(data).records] == [(5, 7), (9, 2)]
+    resampled = [Record(5, 7, Mode.RGB, 3, coded=(10, 14)), Record(9, 2, Mode.RGBA, 2, 4, coded=(4, 1))]
+    data = build(EntropyModel.STATIC, b"123456", resampled, payloads)
+    c = parse(data)
+    assert data[2] == 2 and c.version == 2 and c.records == tuple(resampled)
+    assert [r.coded_size for r in c.records] == [(10, 14), (4, 1)]
+    assert [data[o : o + r.codes_length] for o, r in zip(c.offsets(), c.records, strict=True)] == [
+        b"abc",
+        b"de",
+    ]
+    assert len(data) == len(build(EntropyModel.STATIC, b"123456", plain, payloads)) + 4  # two varints each
+
+
 # ---- integer tables ------------------------------------------------------------------------------
 
 
@@ -145,7 +163,7 @@ def test_every_truncation_is_refused(coding: Coding, name: str) -> None:
     ("data", "message"),
     [
         (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "not a .vqk file"),
-        (b"VQ\x02" + FILES["raw"][3:], "format version 2"),
+        (b"VQ\x03" + FILES["raw"][3:], "format version 3"),
         (b"VQ\x00" + FILES["raw"][3:], "version 0"),
         (FILES["raw"][:3] + b"\x07" + FILES["raw"][4:], "unknown entropy model id 7"),
         (FILES["raw"] + b"\0", "unexpected bytes"),
@@ -153,6 +171,8 @@ def test_every_truncation_is_refused(coding: Coding, name: str) -> None:
         (FILES["raw"][:11] + write_varint(MAX_SIDE + 1) + bytes(8), "image 0 height"),
         (FILES["raw"][:11] + b"\x80\x00" + bytes(8), "minimally"),
         (FILES["raw"][:11] + b"\x10\x10\x09" + bytes(8), "unknown mode 9"),
+        (FILES["raw"][:11] + b"\x10\x10\x81\x20\x20" + bytes(8), "unknown mode 129"),  # flag: version 2 only
+        (b"VQ\x02" + FILES["raw"][3:11] + b"\x10\x10\x81\x00\x20" + bytes(8), "coded at 0x32"),
         (FILES["raw"][:11] + b"\x10\x10\x01\x7f" + bytes(8), "truncated: image 0 codes needs 127 bytes"),
     ],
 )

@@ -4,6 +4,7 @@ vqkit compress RUN INPUT... -o OUT_DIR            one .vqk per image (-o X.vqk f
 vqkit compress RUN INPUT... -o FILE.vqk --archive one archive holding every image
 vqkit compress RUN --fit-static TRAIN_DATA        fit the run's static code-frequency model
 vqkit compress RUN INPUT... -o OUT --search 2     codes chosen by decoded error + rate (slower encoder)
+vqkit compress RUN INPUT... -o OUT --scale 1.25   code each image resampled 1.25x (more codes: higher rate)
 vqkit decompress FILE.vqk... -o DIR --run RUN     PNGs in the original sizes and modes
 """
 
@@ -18,6 +19,7 @@ from tqdm import tqdm
 
 from vqkit.cli.common import add_device, add_threads, apply_threads, parser
 from vqkit.codec import ENTROPY_CHOICES, CodecError, Coding, CompressResult, compress_images, decompress_many
+from vqkit.codec.api import SCALE_RANGE
 from vqkit.codec.entropy import fit_static_model
 from vqkit.codec.files import output_stems, read_inputs, read_vqk, write_bytes, write_png
 from vqkit.codec.search import RATES, SearchConfig
@@ -75,11 +77,20 @@ def compress_main(argv: list[str]) -> int:
     p.add_argument("--search-rate", choices=RATES, default=SearchConfig.rate,
                    help="the bits the search charges: auto (default) the prior's, given the codes "
                         "before, when the prior codes the file; static: the static table's")  # fmt: skip
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="code each image resampled by this factor and resample back when decoding: above 1 more "
+        "codes (higher rate and quality), below 1 fewer; a rate control for any run (default 1)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for --search and the prior)")
     add_threads(p)
     add_device(p)
     a = p.parse_args(argv)
     apply_threads(p, a.threads)
+    if not SCALE_RANGE[0] <= a.scale <= SCALE_RANGE[1]:
+        p.error(f"--scale must lie in [{SCALE_RANGE[0]:g}, {SCALE_RANGE[1]:g}]")
     search = None
     if a.search:
         try:
@@ -107,6 +118,7 @@ def compress_main(argv: list[str]) -> int:
         names=names,
         search=search,
         progress=not a.no_progress,
+        scale=a.scale,
     )
     if a.archive or (a.output.suffix == ".vqk" and len(images) == 1):
         out = a.output if a.output.suffix == ".vqk" else a.output.with_suffix(".vqk")
@@ -123,6 +135,7 @@ def compress_main(argv: list[str]) -> int:
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "run": str(a.run),
             "search": None if search is None else asdict(search),
+            "scale": a.scale,
             **result.to_json(),
         }
         write_json(a.json, doc)

@@ -5,17 +5,20 @@ result = compress_images("runs/cifar", images, entropy_model="auto")   # Compres
 images = decompress("runs/cifar", result.files[0])
 per_file = decompress_many("runs/cifar", result.files)  # many files decode together, faster
 sharper = compress_images("runs/cifar", images, search=SearchConfig(passes=2))  # slower encoder
+higher = compress_images("runs/cifar", images, scale=1.25)  # coded at 1.25x the size: a higher rate
 """
 
 from vqkit.codec.api import (
     CompressResult,
     ImageReport,
+    coded_size,
     compress_images,
     decode_codes,
     decode_codes_many,
     decode_grids,
     decompress,
     decompress_many,
+    resample,
 )
 from vqkit.codec.coding import ENTROPY_CHOICES, Coding
 from vqkit.codec.container import FORMAT_VERSION, CodecError, Container, EntropyModel, Mode, parse
@@ -35,6 +38,7 @@ __all__ = [
     "ImageReport",
     "Mode",
     "SearchConfig",
+    "coded_size",
     "compress_images",
     "decode_codes",
     "decode_codes_many",
@@ -44,4 +48,5 @@ __all__ = [
     "fit_static_model",
     "load_static_table",
     "parse",
+    "resample",
 ]

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
@@ -41,6 +42,7 @@ from vqkit.run import Run
 
 PSNR_CAP = 100.0
 BATCH_PIXELS = 1 << 22
+SCALE_RANGE = (0.25, 4.0)  # coding scales accepted by compress_images
 
 
 @dataclass
@@ -122,11 +124,35 @@ def _split(image: np.ndarray, channels: int, index: int) -> tuple[Mode, np.ndarr
     return mode, np.ascontiguousarray(color), alpha
 
 
+def coded_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """The (height, width) an image is coded at for ``scale`` (rounded, at least one pixel)."""
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def resample(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, C) uint8 -> (size[0], size[1], C) uint8 by Pillow's Lanczos filter, channel by channel
+    (Pillow works in integers: the same pixels on every machine). Unchanged when the size is equal."""
+    if image.shape[:2] == size:
+        return image
+    planes = [
+        np.asarray(
+            Image.fromarray(np.ascontiguousarray(image[:, :, c])).resize(size[::-1], Image.Resampling.LANCZOS)
+        )
+        for c in range(image.shape[2])
+    ]
+    return np.stack(planes, axis=2)
+
+
 def _finish(recon: np.ndarray, mode: Mode) -> np.ndarray:
     """A decoded (H, W, run channels) image -> the colour channels of ``mode``."""
     if mode.color_channels == 1 and recon.shape[2] == 3:
         return _to_grey(recon)
     return recon
+
+
+def _restore(recon: np.ndarray, rec: Record) -> np.ndarray:
+    """A decoded image at the record's coded size -> the original size."""
+    return resample(recon, (rec.height, rec.width))
 
 
 def _groups(sizes: Sequence[tuple[int, ...]]) -> list[tuple[int, int]]:
@@ -233,19 +259,28 @@ def compress_images(
     quality: bool = True,
     search: SearchConfig | None = None,
     progress: bool = False,
+    scale: float = 1.0,
 ) -> CompressResult:
     """Encode ``images`` into one .vqk per image (``archive=False``) or one archive; report the rates
     and (``quality=True``) PSNR and SSIM of what decompression gives. ``search`` chooses the codes by
     decoded error and rate (vqkit.codec.search) instead of nearest codes: slower, better; ``progress``
-    shows progress bars for it and for coding with the prior (a few seconds per photo)."""
+    shows progress bars for it and for coding with the prior (a few seconds per photo). ``scale``
+    codes each image resampled to ``coded_size(H, W, scale)`` (more codes above 1, fewer below: a
+    rate control for any run); decoding resamples back to H x W, and the rates count original pixels."""
     coding = run if isinstance(run, Coding) else Coding(run, prior)
     if not images:
         raise CodecError("nothing to compress: no images")
+    if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
+        raise ValueError(f"scale must lie in [{SCALE_RANGE[0]}, {SCALE_RANGE[1]}], got {scale}")
     names = list(names) if names is not None else [f"image{i}" for i in range(len(images))]
     if len(names) != len(images):
         raise ValueError(f"{len(names)} names for {len(images)} images")
     split = [_split(im, coding.run.channels, i) for i, im in enumerate(images)]
-    grids = _encode(coding, [s[1] for s in split], search, progress, entropy_model)
+    coded = [coded_size(color.shape[0], color.shape[1], scale) for _, color, _ in split]
+    for i, size in enumerate(coded):
+        check_size(*size, f"image {i} at scale {scale:g}")
+    inputs = [resample(color, size) for (_, color, _), size in zip(split, coded, strict=True)]
+    grids = _encode(coding, inputs, search, progress, entropy_model)
     best: tuple[EntropyModel, list[bytes], list[float]] | None = None
     for candidate in coding.candidates(entropy_model):  # "auto": the smallest payloads win
         trial_codes, trial_bits = encode_grids(coding, grids, candidate, progress)
@@ -255,9 +290,11 @@ def compress_images(
     model, codes, est_bits = best
     fingerprint = coding.fingerprint(model)
     records, payloads = [], []
-    for (mode, color, alpha), payload in zip(split, codes, strict=True):
+    for (mode, color, alpha), size, payload in zip(split, coded, codes, strict=True):
         alpha_blob = b"" if alpha is None else zlib.compress(alpha.tobytes(), 9)
-        records.append(Record(color.shape[0], color.shape[1], mode, len(payload), len(alpha_blob)))
+        height, width = color.shape[:2]
+        resized = size if size != (height, width) else None
+        records.append(Record(height, width, mode, len(payload), len(alpha_blob), resized))
         payloads.append(payload + alpha_blob)
 
     if archive:
@@ -269,7 +306,7 @@ def compress_images(
         header = sum(len(f) - len(p) for f, p in zip(files, payloads, strict=True))
         per_image_bytes = [len(f) for f in files]
 
-    recons = decode_grids(coding, grids, [(r.height, r.width) for r in records]) if quality else []
+    recons = decode_grids(coding, grids, [r.coded_size for r in records]) if quality else []
     reports = []
     for i, (rec, grid) in enumerate(zip(records, grids, strict=True)):
         pixels = rec.height * rec.width
@@ -278,7 +315,7 @@ def compress_images(
             original = np.ascontiguousarray(
                 images[i].reshape(rec.height, rec.width, -1)[:, :, : rec.mode.color_channels]
             )
-            psnr, ssim = _quality(original, _finish(recons[i], rec.mode))
+            psnr, ssim = _quality(original, _finish(_restore(recons[i], rec), rec.mode))
         reports.append(ImageReport(
             index=i, name=names[i], height=rec.height, width=rec.width, mode=rec.mode.name,
             grid=(int(grid.shape[0]), int(grid.shape[1])),
@@ -340,7 +377,7 @@ def decode_codes_many(
         grids: list[np.ndarray] = []
         table = coding.static_table() if container.entropy_model is EntropyModel.STATIC else None
         for i, (offset, rec) in enumerate(zip(container.offsets(), container.records, strict=True)):
-            h, w = coding.grid_shape(rec.height, rec.width)
+            h, w = coding.grid_shape(*rec.coded_size)
             payload = bytes(data[offset : offset + rec.codes_length])
             if container.entropy_model in PRIOR_MODELS:
                 pending.setdefault(container.entropy_model, []).append((f, i, payload, (h, w)))
@@ -393,12 +430,12 @@ def decompress_many(
     parsed = decode_codes_many(coding, files, names=names, prior=prior, progress=progress)
     records = [rec for container, _ in parsed for rec in container.records]
     grids = [grid for _, file_grids in parsed for grid in file_grids]
-    recons = iter(decode_grids(coding, grids, [(r.height, r.width) for r in records]))
+    recons = iter(decode_grids(coding, grids, [r.coded_size for r in records]))
     out: list[list[np.ndarray]] = []
     for (container, _), data, name in zip(parsed, files, names, strict=True):
         images = []
         for i, (rec, offset) in enumerate(zip(container.records, container.offsets(), strict=True)):
-            image = _finish(next(recons), rec.mode)
+            image = _finish(_restore(next(recons), rec), rec.mode)
             if rec.mode.has_alpha:
                 start = offset + rec.codes_length
                 alpha = _alpha(bytes(data[start : start + rec.alpha_length]), rec.height, rec.width, name, i)

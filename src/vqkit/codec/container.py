@@ -1,7 +1,8 @@
 """The .vqk container: header, per-image records, payloads (docs/format.md gives it byte by byte).
 
     magic "VQ" | version u8 | entropy model u8 | fingerprint 6 bytes | image count varint
-    per image: height varint | width varint | mode u8 | codes length varint [| alpha length varint]
+    per image: height varint | width varint | mode u8 [| coded height varint | coded width varint]
+               | codes length varint [| alpha length varint]
     per image, in order: codes payload [then alpha payload]
 
 Parsing checks every count and length against fixed limits and against the bytes that remain before
@@ -16,7 +17,8 @@ from enum import IntEnum
 from vqkit.data import DataError
 
 MAGIC = b"VQ"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest this vqkit reads; it writes 1 unless an image is coded at another size
+RESAMPLED = 0x80  # mode byte flag (version 2): the coded height and width follow the mode
 FINGERPRINT_BYTES = 6
 
 MAX_SIDE = 1 << 15  # pixels per image side
@@ -65,11 +67,21 @@ class Mode(IntEnum):
 
 @dataclass(frozen=True)
 class Record:
-    height: int
+    height: int  # the original image's, which decoding restores
     width: int
     mode: Mode
     codes_length: int
     alpha_length: int = 0
+    coded: tuple[int, int] | None = None  # (height, width) the codes describe when not the original's
+
+    @property
+    def coded_size(self) -> tuple[int, int]:
+        """(height, width) of the image the codes were computed from (the grid covers it)."""
+        return self.coded if self.coded is not None else (self.height, self.width)
+
+    @property
+    def resampled(self) -> bool:
+        return self.coded is not None and self.coded != (self.height, self.width)
 
 
 @dataclass(frozen=True)
@@ -78,7 +90,7 @@ class Container:
     fingerprint: bytes
     records: tuple[Record, ...]
     payload_offset: int  # where the first image's codes payload starts
-    version: int = FORMAT_VERSION
+    version: int = 1
 
     def offsets(self) -> list[int]:
         """Byte offset of each image's codes payload: the index that makes images addressable."""
@@ -113,11 +125,22 @@ def build(
         raise ValueError(f"fingerprint must be {FINGERPRINT_BYTES} bytes")
     if not 1 <= len(records) <= MAX_IMAGES:
         raise CodecError(f"a .vqk file holds 1 to {MAX_IMAGES} images, got {len(records)}")
-    head = bytearray(MAGIC + bytes([FORMAT_VERSION, int(entropy_model)]) + fingerprint)
+    # version 1 while no image is resampled, so such files stay readable by every vqkit
+    version = 2 if any(r.resampled for r in records) else 1
+    head = bytearray(MAGIC + bytes([version, int(entropy_model)]) + fingerprint)
     head += write_varint(len(records))
     for r in records:
         check_size(r.height, r.width, "image")
-        head += write_varint(r.height) + write_varint(r.width) + bytes([int(r.mode)])
+        head += write_varint(r.height) + write_varint(r.width)
+        if r.resampled:
+            check_size(*r.coded_size, "coded image")
+            head += (
+                bytes([int(r.mode) | RESAMPLED])
+                + write_varint(r.coded_size[0])
+                + write_varint(r.coded_size[1])
+            )
+        else:
+            head += bytes([int(r.mode)])
         head += write_varint(r.codes_length)
         if r.mode.has_alpha:
             head += write_varint(r.alpha_length)
@@ -202,12 +225,21 @@ def parse(data: bytes, name: str = "input") -> Container:
         if height == 0 or width == 0 or height * width > MAX_PIXELS:
             raise r.fail(f"corrupt: image {i} is {height}x{width}")
         mode_id = r.byte(f"image {i} mode")
-        if mode_id > max(Mode):
+        flags = mode_id & RESAMPLED if version >= 2 else 0
+        if mode_id ^ flags > max(Mode):
             raise r.fail(f"corrupt: image {i} has unknown mode {mode_id}")
-        mode = Mode(mode_id)
+        mode = Mode(mode_id ^ flags)
+        coded = None
+        if flags:
+            coded = (
+                r.varint(f"image {i} coded height", MAX_SIDE),
+                r.varint(f"image {i} coded width", MAX_SIDE),
+            )
+            if 0 in coded or coded[0] * coded[1] > MAX_PIXELS:
+                raise r.fail(f"corrupt: image {i} is coded at {coded[0]}x{coded[1]}")
         codes_length = r.length(f"image {i} codes")
         alpha_length = r.length(f"image {i} alpha") if mode.has_alpha else 0
-        records.append(Record(height, width, mode, codes_length, alpha_length))
+        records.append(Record(height, width, mode, codes_length, alpha_length, coded))
     payload_offset = r.pos
     total = sum(rec.codes_length + rec.alpha_length for rec in records)
     if total > r.left:
