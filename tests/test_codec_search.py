@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vqkit.cli import main
-from vqkit.codec import Coding, compress_images, decompress, fit_static_model, parse
+from vqkit.codec import Coding, compress_images, decompress, fit_static_model, parse, resample
 from vqkit.codec.search import SearchConfig, influence_radius, search_grids, window_sse
 from vqkit.config import ModelConfig, QuantizerConfig
 from vqkit.data import to_float
@@ -212,6 +212,21 @@ def test_compress_searches_with_the_prior_rate_when_the_prior_codes(run_dir: Pat
     static_rate = compress_images(coding, images, search=SearchConfig(1, 4, 5000.0, "static"), quality=False)
     np.testing.assert_array_equal(np.stack(auto.grids), with_prior)
     np.testing.assert_array_equal(np.stack(static_rate.grids), with_table)
+
+
+def test_a_scaled_search_weighs_errors_per_original_pixel(run_dir: Path) -> None:
+    """Coded at scale 2 the picture has 4 pixels per original pixel: lambda is scaled by 4 with it."""
+    run = Run.load(run_dir, precision="fp32")
+    coding = Coding(run)
+    images = blob_images(3, (12, 12), 17)
+    stacked, bits = np.stack([resample(im, (24, 24)) for im in images]), coding.static_bits()
+    lmbda = 3000.0
+    scaled = search_grids(run, stacked, SearchConfig(1, 4, 4 * lmbda, "static"), bits)
+    assert not np.array_equal(scaled, search_grids(run, stacked, SearchConfig(1, 4, lmbda, "static"), bits))
+    result = compress_images(
+        coding, images, search=SearchConfig(1, 4, lmbda, "static"), quality=False, scale=2.0
+    )
+    np.testing.assert_array_equal(np.stack(result.grids), scaled)
 
 
 def test_config_is_checked() -> None:

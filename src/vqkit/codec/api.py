@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -280,6 +280,10 @@ def compress_images(
     for i, size in enumerate(coded):
         check_size(*size, f"image {i} at scale {scale:g}")
     inputs = [resample(color, size) for (_, color, _), size in zip(split, coded, strict=True)]
+    if search is not None and scale != 1:
+        # the search weighs squared errors of the coded picture, which has scale^2 pixels per original
+        # pixel: lambda per original pixel's error stays the user's by scaling it alike
+        search = replace(search, lmbda=search.lmbda * scale**2)
     grids = _encode(coding, inputs, search, progress, entropy_model)
     best: tuple[EntropyModel, list[bytes], list[float]] | None = None
     for candidate in coding.candidates(entropy_model):  # "auto": the smallest payloads win
