@@ -22,25 +22,36 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 EXPECTED = json.loads((GOLDEN / "expected.json").read_text())
 
 
+MODELS = {  # golden file -> the entropy model that wrote it
+    "raw": EntropyModel.RAW,
+    "static": EntropyModel.STATIC,
+    "prior": EntropyModel.PRIOR,
+    "prior_overlap": EntropyModel.PRIOR_OVERLAP,
+    "scaled": EntropyModel.STATIC,  # images coded at 1.5 times their size (format version 2)
+}
+NAMES = list(MODELS)
+
+
 @pytest.fixture(scope="module")
 def coding() -> Coding:
     return Coding(GOLDEN / "run")
 
 
-@pytest.mark.parametrize("name", ["raw", "static", "prior", "prior_overlap"])
+@pytest.mark.parametrize("name", NAMES)
 def test_golden_file_decodes_to_the_stored_codes(coding: Coding, name: str) -> None:
     data = (GOLDEN / f"{name}.vqk").read_bytes()
     expected = EXPECTED[name]
     assert hashlib.sha256(data).hexdigest() == expected["sha256"], "the committed file itself changed"
     container, grids = decode_codes(coding, data, name=name)
-    assert container.entropy_model is EntropyModel[name.upper()]
+    assert container.entropy_model is MODELS[name]
+    assert container.version == (2 if name == "scaled" else 1)
     assert len(grids) == len(expected["indices"])
     for grid, want in zip(grids, expected["indices"], strict=True):
         assert grid.dtype == np.int64
         np.testing.assert_array_equal(grid, np.array(want, dtype=np.int64))
 
 
-@pytest.mark.parametrize("name", ["raw", "static", "prior", "prior_overlap"])
+@pytest.mark.parametrize("name", NAMES)
 def test_golden_codes_encode_to_the_same_payloads(coding: Coding, name: str) -> None:
     """The encoder side is frozen too: the stored codes entropy-code to the committed payload bytes."""
     data = (GOLDEN / f"{name}.vqk").read_bytes()
@@ -59,6 +70,17 @@ def test_golden_decodes_to_images_of_the_original_sizes_and_modes(coding: Coding
         assert image.dtype == np.uint8
         if alpha_sha is not None:  # alpha is lossless
             assert hashlib.sha256(image[:, :, -1].tobytes()).hexdigest() == alpha_sha
+
+
+def test_golden_scaled_file_decodes_to_the_original_sizes_from_its_coded_sizes(coding: Coding) -> None:
+    data = (GOLDEN / "scaled.vqk").read_bytes()
+    expected = EXPECTED["scaled"]
+    container = parse(data)
+    # 16x16, 12x20 and 10x6 images coded at 1.5 times their size
+    assert [r.coded_size for r in container.records] == [(24, 24), (18, 30), (15, 9)]
+    images = decompress(coding, data)
+    assert [list(im.shape) for im in images] == expected["sizes"]
+    assert hashlib.sha256(images[2][:, :, -1].tobytes()).hexdigest() == expected["alpha_sha256"][2]
 
 
 def test_golden_decoding_ignores_the_callers_thread_count(coding: Coding) -> None:

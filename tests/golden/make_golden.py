@@ -3,8 +3,9 @@
     VQKIT_MAKE_GOLDEN=1 .venv/bin/python -m tests.golden.make_golden [NAME ...]
 
 Writes tests/golden/run/ (config.json, model.safetensors, entropy_static.json, prior.safetensors,
-prior_config.json), raw.vqk, static.vqk, prior.vqk, prior_overlap.vqk and expected.json (each image's code
-grid); with NAMEs (e.g. prior_overlap), only those files, by the committed run. Regenerate only on a
+prior_config.json), raw.vqk, static.vqk, prior.vqk, prior_overlap.vqk, scaled.vqk (format version 2: images
+coded at 1.5 times their size) and expected.json (each image's code grid); with NAMEs (e.g.
+prior_overlap), only those files, by the committed run. Regenerate only on a
 deliberate format change; tests/test_codec_golden.py then guards the new files.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vqkit.codec import compress_images, decode_codes, fit_static_model
+from vqkit.codec import coded_size, compress_images, decode_codes, fit_static_model, resample
 from vqkit.codec.entropy import as_model_inputs
 from vqkit.config import ModelConfig, QuantizerConfig, RunConfig
 from vqkit.data import to_float
@@ -86,12 +87,25 @@ def golden_images() -> dict[str, list[np.ndarray]]:
     rgba = [np.concatenate([blob_images(1, (10, 6), 13)[0], blob_images(1, (10, 6), 14, 1)[0]], axis=2)]
     # a 10x7 grid under the 4x4 prior: overlapping windows with context and padding, then a 4x4 one
     overlap = [blob_images(1, (40, 28), 15)[0], rgb[1]]
-    return {"raw": rgb[:1], "static": [rgb[0], grey[0], rgba[0]], "prior": rgb, "prior_overlap": overlap}
+    return {
+        "raw": rgb[:1],
+        "static": [rgb[0], grey[0], rgba[0]],
+        "prior": rgb,
+        "prior_overlap": overlap,
+        "scaled": [rgb[2], grey[0], rgba[0]],
+    }
 
 
 # file name -> the entropy model's name on the command line ("prior" codes overlapping windows now;
 # prior.vqk was written with independent tiles before they existed)
-CHOICE = {"raw": "raw", "static": "static", "prior": "prior-tiles", "prior_overlap": "prior"}
+CHOICE = {
+    "raw": "raw",
+    "static": "static",
+    "prior": "prior-tiles",
+    "prior_overlap": "prior",
+    "scaled": "static",
+}
+SCALE = {"scaled": 1.5}  # the others are coded at their own size
 
 
 def main() -> int:
@@ -113,10 +127,14 @@ def main() -> int:
     for name, images in golden_images().items():
         if only and name not in only:
             continue
-        result = compress_images(run, images, entropy_model=CHOICE[name], archive=True, quality=False)
+        scale = SCALE.get(name, 1.0)
+        result = compress_images(
+            run, images, entropy_model=CHOICE[name], archive=True, quality=False, scale=scale
+        )
         data = result.files[0]
         (GOLDEN / f"{name}.vqk").write_bytes(data)
-        grids = Run.load(run).encode(as_model_inputs(images, 3))
+        inputs = [resample(x, coded_size(*x.shape[:2], scale)) for x in as_model_inputs(images, 3)]
+        grids = [Run.load(run).encode([x])[0] for x in inputs]
         _, decoded = decode_codes(run, data)
         assert all(np.array_equal(a, b) for a, b in zip(grids, decoded, strict=True)), name
         expected[name] = {
