@@ -187,6 +187,15 @@ def image_folder(tmp_path: Path) -> Path:
     return folder
 
 
+def decompress_restores_modes_and_sizes(run: Path, files: list[Path], image_folder: Path, pngs: Path) -> None:
+    """`vqkit decompress` of image_folder's .vqk files gives PNGs of the originals' modes and sizes."""
+    assert main(["decompress", *map(str, files), "-o", str(pngs), "--run", str(run)]) == 0
+    for f in files:
+        original = Image.open(image_folder / (f.stem.replace("sub_", "sub/") + ".png"))
+        back = Image.open(pngs / f"{f.stem}.png")
+        assert (back.mode, back.size) == (original.mode, original.size)
+
+
 def test_cli_compress_folder_then_decompress(run: Path, image_folder: Path, tmp_path: Path) -> None:
     out, report = tmp_path / "vqk", tmp_path / "report.json"
     assert main(["compress", str(run), str(image_folder), "-o", str(out), "--json", str(report)]) == 0
@@ -195,12 +204,7 @@ def test_cli_compress_folder_then_decompress(run: Path, image_folder: Path, tmp_
     doc = json.loads(report.read_text())
     assert doc["summary"]["images"] == 5 and doc["summary"]["entropy_model"] == "static"
     assert {"bpp_nominal", "bpp_estimated", "bpp_actual", "psnr", "ssim"} <= set(doc["images"][0])
-    pngs = tmp_path / "png"
-    assert main(["decompress", *map(str, files), "-o", str(pngs), "--run", str(run)]) == 0
-    for f in files:
-        original = Image.open(image_folder / (f.stem.replace("sub_", "sub/") + ".png"))
-        back = Image.open(pngs / f"{f.stem}.png")
-        assert (back.mode, back.size) == (original.mode, original.size)
+    decompress_restores_modes_and_sizes(run, files, image_folder, tmp_path / "png")
 
 
 def test_cli_decompress_groups_files(
@@ -235,12 +239,7 @@ def test_cli_scale_round_trip_and_refusal(
     assert main(["compress", str(run), str(image_folder), "-o", str(out), "--scale", "1.5"]) == 0
     files = sorted(out.glob("*.vqk"))
     assert all(parse(f.read_bytes()).records[0].resampled for f in files)
-    pngs = tmp_path / "png"
-    assert main(["decompress", *map(str, files), "-o", str(pngs), "--run", str(run)]) == 0
-    for f in files:
-        original = Image.open(image_folder / (f.stem.replace("sub_", "sub/") + ".png"))
-        back = Image.open(pngs / f"{f.stem}.png")
-        assert (back.mode, back.size) == (original.mode, original.size)
+    decompress_restores_modes_and_sizes(run, files, image_folder, tmp_path / "png")
     with pytest.raises(SystemExit):
         main(["compress", str(run), str(image_folder), "-o", str(out), "--scale", "9"])
     assert "--scale must lie in" in capsys.readouterr().err
