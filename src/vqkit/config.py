@@ -111,10 +111,20 @@ class TrainConfig:
     compile: bool = False  # torch.compile the encoder and decoder
     threads: int | None = None  # torch intra-op threads on CPU; None keeps torch's default
     eval_images: int = 2048  # cap on held-out images per periodic evaluation
+    # Start from another run's weights (its model section must equal this one's) instead of random.
+    init_from: str | None = None
+    # "all", or "decoder": encoder and codebook stay frozen, so every image keeps its codes and the
+    # run inherits init_from's entropy models (static table, prior); only the picture improves.
+    trainable: str = "all"
 
     def __post_init__(self) -> None:
         _require(self.batch_size >= 1, "train.batch_size must be >= 1")
         _require(self.lr > 0, "train.lr must be > 0")
+        _require(self.trainable in ("all", "decoder"), "train.trainable must be all or decoder")
+        _require(
+            self.trainable == "all" or self.init_from is not None,
+            "train.trainable=decoder needs train.init_from (the run whose codes it keeps)",
+        )
         _require(self.precision in ("auto", "fp32", "bf16"), "train.precision must be auto, fp32 or bf16")
 
 

@@ -13,7 +13,7 @@ import torch.distributed as dist
 
 from vqkit import distributed as vdist
 from vqkit.cli.common import parser
-from vqkit.config import load_config
+from vqkit.config import RunConfig, apply_overrides, load_config
 from vqkit.training.checkpoint import RunError, load_run_config
 from vqkit.training.loop import override_for_resume, train
 
@@ -41,6 +41,13 @@ def main(argv: list[str]) -> int:
     p.add_argument("--max-steps", type=int, help="optimizer steps")
     p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the config's, auto)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--init-from", type=Path, metavar="RUN",
+                   help="start from this run's weights; its model section is taken unless --config "
+                        "gives one (which must then be the same)")  # fmt: skip
+    p.add_argument("--decoder-only", action="store_true",
+                   help="with --init-from: train the decoder alone; every image keeps its codes, "
+                        "and the run inherits RUN's static table and prior (sharper pictures, same "
+                        "rate)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
 
@@ -48,14 +55,24 @@ def main(argv: list[str]) -> int:
     if a.resume:
         if a.out is None:
             raise RunError("--resume needs --out RUN_DIR (the run to continue)")
-        if a.config or a.data or a.overrides:
-            raise RunError("--resume continues a run as configured; --config/--data/--set not allowed")
+        if a.config or a.data or a.overrides or a.init_from or a.decoder_only:
+            raise RunError(
+                "--resume continues a run as configured; --config/--data/--set/--init-from not allowed"
+            )
         cfg = override_for_resume(load_run_config(a.out), device=a.device, **stop)
     else:
-        cfg = load_config(a.config, a.overrides)
+        if a.decoder_only and a.init_from is None:
+            raise RunError("--decoder-only needs --init-from RUN (the run whose codes it keeps)")
+        if a.init_from is not None and a.config is None:
+            cfg = apply_overrides(RunConfig(model=load_run_config(a.init_from).model), a.overrides)
+        else:
+            cfg = load_config(a.config, a.overrides)
         if a.data:
             cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, spec=a.data))
         train_changes: dict[str, Any] = {"device": a.device} if a.device else {}
+        if a.init_from is not None:
+            train_changes["init_from"] = str(a.init_from)
+            train_changes["trainable"] = "decoder" if a.decoder_only else "all"
         if any(v is not None for v in stop.values()):
             # Stopping criteria on the command line replace the config's, not add to them.
             train_changes.update(stop)

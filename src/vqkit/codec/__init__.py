@@ -22,7 +22,13 @@ from vqkit.codec.api import (
 )
 from vqkit.codec.coding import ENTROPY_CHOICES, Coding
 from vqkit.codec.container import FORMAT_VERSION, CodecError, Container, EntropyModel, Mode, parse
-from vqkit.codec.entropy import PRIOR_BATCH, STATIC_FILE, fit_static_model, load_static_table
+from vqkit.codec.entropy import (
+    PRIOR_BATCH,
+    STATIC_FILE,
+    carry_entropy_models,
+    fit_static_model,
+    load_static_table,
+)
 from vqkit.codec.search import SearchConfig
 
 __all__ = [
@@ -38,6 +44,7 @@ __all__ = [
     "ImageReport",
     "Mode",
     "SearchConfig",
+    "carry_entropy_models",
     "coded_size",
     "compress_images",
     "decode_codes",

@@ -16,6 +16,7 @@ import copy
 import hashlib
 import importlib
 import itertools
+import shutil
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +29,8 @@ from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
 from vqkit.codec.coder import StepDecoder
@@ -35,7 +38,13 @@ from vqkit.codec.container import CodecError
 from vqkit.codec.tables import frequencies_from_counts, frequencies_from_logits
 from vqkit.data import ImageSet, load_dataset
 from vqkit.run import Run
-from vqkit.training.checkpoint import RunError, model_fingerprint, read_format_json, write_json
+from vqkit.training.checkpoint import (
+    MODEL_FILE,
+    RunError,
+    model_fingerprint,
+    read_format_json,
+    write_json,
+)
 
 STATIC_FILE = "entropy_static.json"
 STATIC_FORMAT = "vqkit-entropy-static"
@@ -121,6 +130,59 @@ def load_static_table(run_dir: Path, codebook_size: int, digest: bytes) -> np.nd
     ):
         raise RunError(f"{path}: 'counts' must be {codebook_size} non-negative integers")
     return frequencies_from_counts(np.array(counts, dtype=np.int64))
+
+
+def carry_entropy_models(source: str | Path, run_dir: str | Path) -> list[Path]:
+    """Give ``run_dir`` the static table and the prior of ``source`` (those it has), re-stamped with
+    ``run_dir``'s model fingerprint, and return the files written. Only for runs that compute the
+    same codes: every tensor outside the decoder must be bitwise equal (a decoder fine-tune,
+    ``train.trainable=decoder``), else RunError. Entropy models describe codes, not pictures, so
+    they hold unchanged; files compressed before still need the run that wrote them."""
+    source, run_dir = Path(source), Path(run_dir)
+    theirs, ours = (_load_weights(d) for d in (source, run_dir))
+    shared = sorted(k for k in theirs if not k.startswith("decoder."))
+    if shared != sorted(k for k in ours if not k.startswith("decoder.")) or not all(
+        theirs[k].dtype == ours[k].dtype and torch.equal(theirs[k], ours[k]) for k in shared
+    ):
+        raise RunError(
+            f"{run_dir} does not compute the codes of {source} (its encoder or codebook differ), "
+            "so that run's entropy models do not hold for it"
+        )
+    fingerprint = model_fingerprint(run_dir)
+    carried = {"from": str(source), "model_fingerprint": model_fingerprint(source)}
+    written: list[Path] = []
+    static = source / STATIC_FILE
+    if static.is_file():
+        doc = read_format_json(static, STATIC_FORMAT, STATIC_FORMAT_VERSION, "static entropy model")
+        if doc.get("model_fingerprint") != carried["model_fingerprint"]:
+            raise RunError(f"{static} was fitted for another model than {source}'s; refit it first")
+        write_json(run_dir / STATIC_FILE, {**doc, "model_fingerprint": fingerprint, "carried_from": carried})
+        written.append(run_dir / STATIC_FILE)
+    prior = load_run_prior(source)  # checks that the prior belongs to source's model
+    if prior is not None:
+        priors: Any = importlib.import_module("vqkit.priors")
+        doc = priors.read_prior_doc(source)
+        # What write_prior_doc sets anew stays out; the prior's own training command goes along.
+        fresh = ("format", "format_version", "vqkit_version", "saved", "argv", "model_fingerprint", "prior")
+        info = {k: v for k, v in doc.items() if k not in fresh}
+        info["carried_from"] = {**carried, "argv": doc.get("argv")}
+        priors.save_prior(run_dir, prior, info=info, fingerprint=fingerprint)
+        written += [run_dir / "prior.safetensors", run_dir / "prior_config.json"]
+        evaluation = source / "prior_eval.json"
+        if evaluation.is_file():  # an evaluation of codes, which are the same here
+            shutil.copyfile(evaluation, run_dir / evaluation.name)
+            written.append(run_dir / evaluation.name)
+    return written
+
+
+def _load_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    path = run_dir / MODEL_FILE
+    if not path.is_file():
+        raise RunError(f"{run_dir} has no trained weights ({MODEL_FILE} is missing)")
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError) as e:
+        raise RunError(f"cannot read {path}: {e}") from e
 
 
 # ---- autoregressive prior -------------------------------------------------------------------------

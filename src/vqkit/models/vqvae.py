@@ -23,7 +23,9 @@ from vqkit.quantizers import QuantizerOutput, VectorQuantizer
 class VQVAEOutput:
     reconstruction: torch.Tensor  # (B, C, H, W), unclamped
     indices: torch.Tensor  # (B, h, w) int64; -1 everywhere when quantization is disabled
-    losses: dict[str, torch.Tensor]  # "reconstruction", "commitment", ["codebook"], "total"
+    # "reconstruction", "commitment", ["codebook"], "total"; "reconstruction" and "total" alone with
+    # frozen codes
+    losses: dict[str, torch.Tensor]
     stats: dict[str, float]
 
 
@@ -114,14 +116,30 @@ class VQVAE(nn.Module):
         z = self.encode_latents(images)
         return self.decode(self.quantize(z).quantized).clamp(0, 1)[..., :h, :w]
 
-    def forward(self, images: torch.Tensor, target: torch.Tensor | None = None) -> VQVAEOutput:
+    def forward(
+        self, images: torch.Tensor, target: torch.Tensor | None = None, *, frozen_codes: bool = False
+    ) -> VQVAEOutput:
         """Training/evaluation pass. Loss = w_rec * MSE(reconstruction, target) + quantizer terms
-        (VQ-VAE eq. 3). ``target`` defaults to ``images``; a denoiser passes the clean images."""
+        (VQ-VAE eq. 3). ``target`` defaults to ``images``; a denoiser passes the clean images.
+        ``frozen_codes``: encoder and quantizer run without gradients and the loss is the
+        reconstruction term alone (decoder fine-tuning; the caller keeps them in eval mode)."""
         target = images if target is None else target
         h, w = images.shape[-2:]
-        q = self.quantize(self.encode_latents(images))
+        if frozen_codes:
+            # The codes and vectors the codec decodes (no straight-through, no EMA or restarts,
+            # whatever mode the quantizer is in): every image keeps its codes.
+            with torch.no_grad():
+                z = self.encode_latents(images)
+                if self.config.quantizer.enabled:
+                    idx = self.quantizer.encode(z)
+                    with torch.autocast(z.device.type, enabled=False):
+                        q = QuantizerOutput(quantized=self.quantizer.indices_to_codes(idx), indices=idx)
+                else:
+                    q = self.quantize(z)
+        else:
+            q = self.quantize(self.encode_latents(images))
         recon = self.decode(q.quantized)[..., :h, :w]
-        losses = dict(q.losses)
+        losses = {} if frozen_codes else dict(q.losses)
         losses["reconstruction"] = self.config.reconstruction_weight * F.mse_loss(
             recon.float(), target.float()
         )

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from vqkit import distributed as vdist
 from vqkit import precision
-from vqkit.config import RunConfig
+from vqkit.config import ConfigError, RunConfig, to_dict
 from vqkit.data import ImageSet, load_dataset, random_crop_flip, split_holdout, to_float
 from vqkit.data.corruptions import parse_corruption
 from vqkit.models import VQVAE
@@ -186,7 +186,7 @@ def train(
         channels = cfg.model.in_channels if resume else None
         data = load_dataset(cfg.data.spec, channels=channels, max_images=cfg.data.max_images, progress=main)
     if data.channels != cfg.model.in_channels:
-        if resume:
+        if resume or tc.init_from:
             raise ValueError(f"data has {data.channels} channels; the run expects {cfg.model.in_channels}")
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, in_channels=data.channels))
     td = prepare_data(cfg, data)
@@ -199,7 +199,14 @@ def train(
     model = VQVAE(cfg.model).to(device)
     memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)  # type: ignore[call-overload]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    if tc.init_from and not resume:
+        model.load_state_dict(start_weights(cfg, run_dir).state_dict())
+    frozen_codes = tc.trainable == "decoder"
+    if frozen_codes:  # the encoder and codebook only compute codes; the optimizer never sees them
+        model.encoder.requires_grad_(False)
+        model.quantizer.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
 
     step, elapsed = 0, 0.0
     if resume:
@@ -286,12 +293,12 @@ def train(
             x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
             noisy = noisy.to(device, non_blocking=True).contiguous(memory_format=memory_format)
             with precision.autocast(device, tc.precision):
-                out = net(noisy, x)
+                out = net(noisy, x, frozen_codes=frozen_codes)
             loss = out.losses["total"]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if tc.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
             optimizer.step()
             step += 1
             elapsed, agreed_stop = _agree(time.perf_counter() - t_start, flag.requested, device)
@@ -364,15 +371,48 @@ def train(
         _append_metrics(run_dir, {"type": "eval", "step": step, "elapsed_s": elapsed, **final})
     save(final if stopped == "finished" else None)
     if main and stopped == "finished" and cfg.model.quantizer.enabled:
-        # The codec's static entropy model: code frequencies over (a deterministic part of) the
-        # training split, so `vqkit compress` works on a fresh run. Imported here because the
-        # codec builds on training, not the other way round.
-        from vqkit.codec import fit_static_model
+        # Imported here because the codec builds on training, not the other way round.
+        from vqkit.codec import carry_entropy_models, fit_static_model
 
-        part = td.train[:STATIC_FIT_IMAGES].permute(0, 2, 3, 1).numpy()
-        fit_static_model(run_dir, list(part), device=str(device))
+        if frozen_codes:
+            # Same codes as init_from: its static table and prior hold for this run unchanged.
+            carry_entropy_models(Path(str(tc.init_from)), run_dir)
+        else:
+            # The codec's static entropy model: code frequencies over (a deterministic part of)
+            # the training split, so `vqkit compress` works on a fresh run.
+            part = td.train[:STATIC_FIT_IMAGES].permute(0, 2, 3, 1).numpy()
+            fit_static_model(run_dir, list(part), device=str(device))
     vdist.barrier()
     return TrainResult(run_dir=run_dir, step=step, stopped=stopped, holdout=final)
+
+
+def start_weights(cfg: RunConfig, run_dir: Path) -> VQVAE:
+    """The model of ``cfg.train.init_from``, checked to have exactly ``cfg``'s model section."""
+    source = Path(str(cfg.train.init_from))
+    if source.resolve() == run_dir.resolve():
+        raise ckpt.RunError(
+            f"train.init_from is this run's own folder {run_dir}; use --resume to continue it"
+        )
+    saved = ckpt.load_run_config(source).model
+    if saved != cfg.model:
+        theirs, ours = to_dict(saved), to_dict(cfg.model)
+        keys = ", ".join(_differences(theirs, ours, "model."))
+        raise ConfigError(
+            f"train.init_from={source}: its model section differs at {keys}; "
+            "a run that starts from its weights needs the same model"
+        )
+    return ckpt.load_model(source)
+
+
+def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str) -> list[str]:
+    """Dotted keys whose values differ between two nested config dicts of the same shape."""
+    out: list[str] = []
+    for key in sorted(a):
+        if isinstance(a[key], dict) and isinstance(b.get(key), dict):
+            out += _differences(a[key], b[key], f"{prefix}{key}.")
+        elif a[key] != b.get(key):
+            out.append(prefix + key)
+    return out
 
 
 def override_for_resume(saved: RunConfig, **train_fields: Any) -> RunConfig:
