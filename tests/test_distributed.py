@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from safetensors.torch import load_file
 
 from vqkit.data import ImageSet
 from vqkit.models import VQVAE
@@ -114,3 +115,38 @@ def test_ctrl_c_on_one_rank_stops_every_rank_at_the_same_step(tmp_path: Path) ->
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert r0 == r1 and r0["stopped"] == "interrupted" and 4 <= r0["step"] < STEPS
     assert (tmp_path / "run" / "train_state.pt").is_file()  # rank 0 saved the checkpoint to resume from
+
+
+def _decoder_worker(rank: int, world: int, init_file: str, out_dir: str, source: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    try:
+        cfg = _config()
+        cfg = dataclasses.replace(
+            cfg, train=dataclasses.replace(cfg.train, init_from=source, trainable="decoder")
+        )
+        state: dict[str, torch.Tensor] = {}
+        train(cfg, Path(out_dir) / "tuned", progress=False, data=_images(), on_step=_capture(state))
+        torch.save(state, Path(out_dir) / f"tuned{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_fine_tune_the_decoder_alone(tmp_path: Path) -> None:
+    """Decoder fine-tuning under DDP: the frozen encoder and codebook stay bitwise the source's on
+    every rank (no EMA, no restarts, no gradients), the decoders agree, and rank 0 carries the
+    source's static table into the finished run."""
+    source = tmp_path / "source"
+    torch.set_num_threads(1)
+    train(_config(), source, progress=False, data=_images())
+    mp.spawn(
+        _decoder_worker, args=(2, str(tmp_path / "init"), str(tmp_path), str(source)), nprocs=2, join=True
+    )
+    r0, r1 = (torch.load(tmp_path / f"tuned{r}.pt", weights_only=True) for r in (0, 1))
+    before = load_file(source / "model.safetensors")
+    for key in r0:
+        assert torch.equal(r0[key], r1[key]), key
+        if not key.startswith("decoder."):
+            assert torch.equal(r0[key], before[key]), key
+    assert any(not torch.equal(r0[k], before[k]) for k in r0 if k.startswith("decoder."))
+    assert "carried_from" in (tmp_path / "tuned" / "entropy_static.json").read_text()
