@@ -121,8 +121,9 @@ class VQVAE(nn.Module):
     ) -> VQVAEOutput:
         """Training/evaluation pass. Loss = w_rec * MSE(reconstruction, target) + quantizer terms
         (VQ-VAE eq. 3). ``target`` defaults to ``images``; a denoiser passes the clean images.
-        ``frozen_codes``: encoder and quantizer run without gradients and the loss is the
-        reconstruction term alone (decoder fine-tuning; the caller keeps them in eval mode)."""
+        ``frozen_codes``: encoder and quantizer run without gradients and without updating any
+        state, whatever their mode, and the loss is the reconstruction term alone (decoder
+        fine-tuning)."""
         target = images if target is None else target
         h, w = images.shape[-2:]
         if frozen_codes:
