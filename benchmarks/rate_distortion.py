@@ -210,7 +210,8 @@ def provenance(run_dir: Path) -> dict[str, Any]:
     """How a run was trained, read from its own files, so each operating point can be retrained:
     the recipes in recipes/ whose model section equals the run's, the device, the seconds trained and
     optimizer steps (from its metrics: a resumed run's config keeps its first budget), the images
-    seen and the training data."""
+    seen, the training data, and the run it started from (``train.init_from``: its minutes and steps
+    come on top; ``trainable`` says what learned)."""
     doc = read_config_doc(run_dir)
     cfg = load_run_config(run_dir)
     model = to_dict(dataclasses.replace(cfg.model, in_channels=3))
@@ -228,6 +229,8 @@ def provenance(run_dir: Path) -> dict[str, Any]:
         "images_seen": steps * cfg.train.batch_size,
         "train_seconds": max((r["elapsed_s"] for r in train), default=0.0),
         "data": cfg.data.spec,
+        "init_from": cfg.train.init_from,
+        "trainable": cfg.train.trainable,
         "argv": doc.get("argv"),
     }
 
@@ -279,16 +282,20 @@ def report(doc: dict[str, Any]) -> str:
             rate = f"{p['bpp']:.4f} | {p['psnr']:.2f} | {p['ssim']:.4f}"
             speed = f"{p['compress_ips']:.1f} | {p['decompress_ips']:.1f}"
             lines.append(f"| {p['codec']} | {p['setting']} | {rate} | {speed} |")
-        lines += ["", "| vqkit run | recipe(s) | device | trained min | steps | images seen |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += ["", "| vqkit run | recipe(s) | device | trained min | steps | images seen | started from |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
         seen: set[str] = set()
         for p in ds["points"]:
             t = p.get("trained")
             if p["codec"] != "vqkit" or t is None or p["run"] in seen:
                 continue
             seen.add(p["run"])
+            start = (
+                "-" if not t.get("init_from") else f"{Path(t['init_from']).name} ({t['trainable']} trained)"
+            )
             lines.append(f"| {Path(p['run']).name} | {', '.join(t['recipes']) or '-'} | {t['device']} | "
-                         f"{t['train_seconds'] / 60:.1f} | {t['steps']} | {t['images_seen']} |")  # fmt: skip
+                         f"{t['train_seconds'] / 60:.1f} | {t['steps']} | {t['images_seen']} | "
+                         f"{start} |")  # fmt: skip
         lines += ["", "| BD-rate of vqkit vs | % | PSNR range dB |", "|---|---|---|"]
         for codec, r in ds["bd_rate"].items():
             if codec != "vqkit_curve":
