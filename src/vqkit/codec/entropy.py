@@ -160,18 +160,18 @@ def carry_entropy_models(source: str | Path, run_dir: str | Path) -> list[Path]:
         written.append(run_dir / STATIC_FILE)
     prior = load_run_prior(source)  # checks that the prior belongs to source's model
     if prior is not None:
-        priors: Any = importlib.import_module("vqkit.priors")
-        doc = priors.read_prior_doc(source)
+        files: Any = importlib.import_module("vqkit.priors.checkpoint")
+        doc = files.read_prior_doc(source)
         # What write_prior_doc sets anew stays out; the prior's own training command goes along.
         fresh = ("format", "format_version", "vqkit_version", "saved", "argv", "model_fingerprint", "prior")
         info = {k: v for k, v in doc.items() if k not in fresh}
         info["carried_from"] = {**carried, "argv": doc.get("argv")}
-        priors.save_prior(run_dir, prior, info=info, fingerprint=fingerprint)
-        written += [run_dir / "prior.safetensors", run_dir / "prior_config.json"]
-        evaluation = source / "prior_eval.json"
+        files.save_prior(run_dir, prior, info=info, fingerprint=fingerprint)
+        written += [run_dir / files.PRIOR_FILE, run_dir / files.PRIOR_CONFIG_FILE]
+        evaluation = source / files.PRIOR_EVAL_FILE
         if evaluation.is_file():  # an evaluation of codes, which are the same here
-            shutil.copyfile(evaluation, run_dir / evaluation.name)
-            written.append(run_dir / evaluation.name)
+            shutil.copyfile(evaluation, run_dir / files.PRIOR_EVAL_FILE)
+            written.append(run_dir / files.PRIOR_EVAL_FILE)
     return written
 
 
