@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -43,3 +44,9 @@ def tiny_run_config(spec: str, **train: object) -> RunConfig:
         data=DataConfig(spec=spec, image_size=16, holdout=0.1),
         train=TrainConfig(**t),  # type: ignore[arg-type]
     )
+
+
+def decoder_only(cfg: RunConfig, source: Path | str, **train: object) -> RunConfig:
+    """``cfg`` fine-tuning the decoder of the run in ``source`` (train.init_from, trainable=decoder)."""
+    t = dataclasses.replace(cfg.train, init_from=str(source), trainable="decoder", **train)  # type: ignore[arg-type]
+    return dataclasses.replace(cfg, train=t)

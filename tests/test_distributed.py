@@ -17,7 +17,7 @@ from vqkit.data import ImageSet
 from vqkit.models import VQVAE
 from vqkit.training import train
 
-from .conftest import smooth_images, tiny_run_config
+from .conftest import decoder_only, smooth_images, tiny_run_config
 
 STEPS = 10
 
@@ -121,10 +121,7 @@ def _decoder_worker(rank: int, world: int, init_file: str, out_dir: str, source:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     torch.set_num_threads(1)
     try:
-        cfg = _config()
-        cfg = dataclasses.replace(
-            cfg, train=dataclasses.replace(cfg.train, init_from=source, trainable="decoder")
-        )
+        cfg = decoder_only(_config(), source)
         state: dict[str, torch.Tensor] = {}
         train(cfg, Path(out_dir) / "tuned", progress=False, data=_images(), on_step=_capture(state))
         torch.save(state, Path(out_dir) / f"tuned{rank}.pt")

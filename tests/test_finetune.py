@@ -17,20 +17,15 @@ from safetensors.torch import load_file
 from vqkit.cli import main
 from vqkit.codec import CodecError, carry_entropy_models, compress_images, decompress
 from vqkit.codec.container import FINGERPRINT_BYTES, MAGIC
-from vqkit.config import ConfigError, RunConfig
+from vqkit.config import ConfigError
 from vqkit.models import VQVAE
 from vqkit.run import Run
 from vqkit.training import train
 from vqkit.training.checkpoint import RunError, model_fingerprint
 
-from .conftest import smooth_images, tiny_run_config
+from .conftest import decoder_only, smooth_images, tiny_run_config
 from .test_prior_cli import TINY_PRIOR
 from .test_training import losses
-
-
-def decoder_only(cfg: RunConfig, source: Path, **train_fields: object) -> RunConfig:
-    t = dataclasses.replace(cfg.train, init_from=str(source), trainable="decoder", **train_fields)
-    return dataclasses.replace(cfg, train=t)
 
 
 @pytest.fixture(scope="module")
