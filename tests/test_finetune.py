@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from vqkit.cli import main
-from vqkit.codec import CodecError, carry_entropy_models, compress_images, decompress
+from vqkit.codec import CodecError, carry_entropy_models, compress_images, decode_codes, decompress
 from vqkit.codec.container import FINGERPRINT_BYTES, MAGIC
 from vqkit.config import ConfigError
 from vqkit.models import VQVAE
@@ -192,3 +192,44 @@ def test_cli_decoder_only(
            "--out", str(tmp_path / "y"), "--max-steps", "1", "--no-progress", *tiny]  # fmt: skip
     assert main(bad) == 1
     assert "model.res_blocks" in capsys.readouterr().err
+
+
+def test_cli_prior_carry_after_the_fact(
+    source: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fine-tune that began before its source had a prior gets it later with `vqkit prior carry`;
+    the fine-tuned run then writes prior files (entropy id 3) that decode to the codes it encoded."""
+    data, run = source
+    bare = tmp_path / "bare"  # the source as it was before its prior was trained
+    bare.mkdir()
+    for f in run.iterdir():
+        if f.is_file() and not f.name.startswith("prior"):
+            (bare / f.name).write_bytes(f.read_bytes())
+    tuned = tmp_path / "tuned"
+    train(decoder_only(tiny_run_config(str(data)), bare, max_steps=3), tuned, progress=False)
+    assert not (tuned / "prior.safetensors").exists() and (tuned / "entropy_static.json").is_file()
+    images = list(smooth_images(3, size=24, seed=5))
+    with pytest.raises(RunError, match="no prior"):
+        compress_images(tuned, images, entropy_model="prior", quality=False)
+    capsys.readouterr()
+    assert main(["prior", "carry", str(run), str(tuned)]) == 0
+    assert "prior.safetensors" in capsys.readouterr().out
+    doc = json.loads((tuned / "prior_config.json").read_text())
+    assert doc["model_fingerprint"] == model_fingerprint(tuned)
+    assert doc["carried_from"]["from"] == str(run)
+    result = compress_images(tuned, images, entropy_model="prior", quality=False)
+    assert all(f[len(MAGIC) + 1] == 3 for f in result.files)  # the prior in overlapping windows
+    for f, codes in zip(result.files, result.grids, strict=True):
+        np.testing.assert_array_equal(decode_codes(tuned, f)[1][0], codes)
+        assert decompress(tuned, f)[0].shape == (24, 24, 3)
+    # A second carry would replace the prior: refused without --overwrite; other codes refused.
+    assert main(["prior", "carry", str(run), str(tuned)]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["prior", "carry", str(run), str(tuned), "--overwrite"]) == 0
+    other = tmp_path / "other"
+    train(tiny_run_config(str(data), max_steps=2, seed=1), other, progress=False)
+    capsys.readouterr()
+    assert main(["prior", "carry", str(run), str(other)]) == 1
+    err = capsys.readouterr().err
+    assert "does not compute the codes" in err and "Traceback" not in err
+    assert main(["prior", "carry", str(tmp_path / "nothing"), str(tuned)]) == 1

@@ -16,7 +16,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "decode": ("vqkit.cli.codes", "decode_main", "decode index grids (.npz) to PNG images"),
     "compress": ("vqkit.cli.compress", "compress_main", "compress images into .vqk files"),
     "decompress": ("vqkit.cli.compress", "decompress_main", "decompress .vqk files to PNG images"),
-    "prior": ("vqkit.cli.prior", "main", "train, calibrate or evaluate the autoregressive prior over codes"),
+    "prior": (
+        "vqkit.cli.prior",
+        "main",
+        "train, calibrate, evaluate or carry the autoregressive prior over codes",
+    ),
     "sample": ("vqkit.cli.sample", "sample_main", "sample new images from the prior"),
     "complete": ("vqkit.cli.sample", "complete_main", "keep the top code rows of an image, sample the rest"),
     "denoise": ("vqkit.cli.denoise", "main", "denoise images with a run trained on corrupted inputs"),

@@ -1,4 +1,4 @@
-"""vqkit prior train | eval | calibrate: the autoregressive prior over a run's code grids."""
+"""vqkit prior train | eval | calibrate | carry: the autoregressive prior over a run's code grids."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from vqkit.cli.common import add_device, parser
 from vqkit.priors import calibrate_run, evaluate_prior, load_codes, load_prior, train_prior
 from vqkit.priors.evaluate import check_codes
 from vqkit.run import Run
-from vqkit.training.checkpoint import write_json
+from vqkit.training.checkpoint import RunError, write_json
 
 ROWS = [
     ("num_grids", "grids", "{:d}"),
@@ -79,9 +79,28 @@ def _eval(a: argparse.Namespace) -> int:
     return 0
 
 
+def _carry(a: argparse.Namespace) -> int:
+    from vqkit.codec import carry_entropy_models
+    from vqkit.codec.entropy import STATIC_FILE
+    from vqkit.priors.checkpoint import PRIOR_FILE, prior_exists
+
+    if not (prior_exists(a.source) or (a.source / STATIC_FILE).is_file()):
+        raise RunError(f"{a.source} has neither a prior nor a static table to carry")
+    if prior_exists(a.run) and not a.overwrite:
+        raise RunError(f"{a.run} already has a prior; pass --overwrite to replace it with {a.source}'s")
+    written = carry_entropy_models(a.source, a.run)
+    names = ", ".join(p.name for p in written)
+    print(f"carried {names} from {a.source} to {a.run} (re-stamped with {a.run}'s model fingerprint)")
+    if not any(p.name == PRIOR_FILE for p in written):
+        print(f"{a.source} has no prior: only its static table was carried")
+    return 0
+
+
 def main(argv: list[str]) -> int:
-    p = parser("prior", "Train, calibrate or evaluate the autoregressive prior over a run's code grids.")
-    sub = p.add_subparsers(dest="action", required=True, metavar="{train,eval,calibrate}")
+    p = parser(
+        "prior", "Train, calibrate, evaluate or carry the autoregressive prior over a run's code grids."
+    )
+    sub = p.add_subparsers(dest="action", required=True, metavar="{train,eval,calibrate,carry}")
     t = sub.add_parser("train", help="train (or --resume) the prior of a run")
     t.add_argument("run", type=Path)
     t.add_argument("--data", help="data spec (default: the run's training data)")
@@ -106,5 +125,13 @@ def main(argv: list[str]) -> int:
     c.add_argument("run", type=Path)
     c.add_argument("--data", help="data spec to fit on (default: the grids held out from training)")
     c.add_argument("--max-grids", type=int, default=2000, help="fit on at most this many grids")
+    k = sub.add_parser(
+        "carry",
+        help="give a decoder fine-tune (train --init-from SOURCE --decoder-only) SOURCE's prior and "
+        "static table, e.g. a prior trained after the fine-tune began",
+    )
+    k.add_argument("source", type=Path, help="the run the fine-tune started from")
+    k.add_argument("run", type=Path, help="the fine-tuned run: its encoder and codebook must equal SOURCE's")
+    k.add_argument("--overwrite", action="store_true", help="replace a prior RUN already has")
     a = p.parse_args(argv)
-    return {"train": _train, "eval": _eval, "calibrate": _calibrate}[a.action](a)
+    return {"train": _train, "eval": _eval, "calibrate": _calibrate, "carry": _carry}[a.action](a)
