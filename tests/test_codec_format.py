@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal, localcontext
 from pathlib import Path
 
 import numpy as np
@@ -241,3 +242,31 @@ def test_garbage_payloads_decode_or_raise_codec_error(
     coding: Coding, name: str, flips: list[tuple[int, int]]
 ) -> None:
     check_decodes_or_codec_error(coding, _mutate(FILES[name], [(3, pos, mask) for pos, mask in flips], 0))
+
+
+def _reference_frequencies(logits: np.ndarray) -> np.ndarray:
+    """docs/format.md's integer softmax, element by element in Python integers: the parity target."""
+    with localcontext() as ctx:  # 40 digits, ties to even (Decimal's round)
+        ctx.prec = 40
+        whole = [round(Decimal(-a).exp() * (1 << 30)) for a in range(24)]
+        frac = [round((Decimal(-b) / 4096).exp() * (1 << 30)) for b in range(4096)]
+    out = []
+    for row in np.asarray(logits, dtype=np.float64):
+        q = [int(np.rint(v * 4096)) for v in row]
+        top, k = max(q), len(q)
+        w = [(whole[(top - v) >> 12] * frac[(top - v) & 4095]) >> 30 if top - v < 24 * 4096 else 0 for v in q]
+        freq = [1 + x * ((1 << 20) - k) // sum(w) for x in w]
+        freq[w.index(max(w))] += (1 << 20) - sum(freq)
+        out.append(freq)
+    return np.array(out, dtype=np.int64)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 300), st.integers(1, 6), st.floats(0.1, 12), st.integers(0, 2**32 - 1))
+def test_logit_tables_match_the_documented_formula(k: int, n: int, spread: float, seed: int) -> None:
+    """The vectorised tables (one tabulated weight per distance below the maximum) equal the formula
+    of docs/format.md computed one logit at a time, including distances at and past 24 nats."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, spread, (n, k))
+    logits[0, : min(k, 3)] = logits[0].max() - np.array([24.0, 24.0 - 2**-12, 24.0 + 2**-12])[: min(k, 3)]
+    np.testing.assert_array_equal(frequencies_from_logits(logits), _reference_frequencies(logits))
