@@ -233,3 +233,7 @@ def test_cli_prior_carry_after_the_fact(
     err = capsys.readouterr().err
     assert "does not compute the codes" in err and "Traceback" not in err
     assert main(["prior", "carry", str(tmp_path / "nothing"), str(tuned)]) == 1
+    assert "is not a run folder" in capsys.readouterr().err
+    assert main(["prior", "carry", str(bare / "config.json"), str(tuned)]) == 1  # a file, not a folder
+    assert main(["prior", "carry", str(tuned), str(tuned), "--overwrite"]) == 1
+    assert "name the fine-tuned run second" in capsys.readouterr().err

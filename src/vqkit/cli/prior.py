@@ -84,6 +84,11 @@ def _carry(a: argparse.Namespace) -> int:
     from vqkit.codec.entropy import STATIC_FILE
     from vqkit.priors.checkpoint import PRIOR_FILE, prior_exists
 
+    for folder in (a.source, a.run):
+        if not folder.is_dir():
+            raise RunError(f"{folder} is not a run folder")
+    if a.source.resolve() == a.run.resolve():
+        raise RunError(f"{a.run} is the run to carry from; name the fine-tuned run second")
     if not (prior_exists(a.source) or (a.source / STATIC_FILE).is_file()):
         raise RunError(f"{a.source} has neither a prior nor a static table to carry")
     if prior_exists(a.run) and not a.overwrite:
