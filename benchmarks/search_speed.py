@@ -1,49 +1,74 @@
-"""Encoder-side code search: the exact influence radius against the former, wider bound, same run.
+"""Encoder-side code search: this checkout's search against the search of an earlier commit, same run,
+same images, same process, one after the other.
 
-Each trial of the search (``vqkit.codec.search``) decodes the window of codes that the changed code's
-pixels depend on: 4r + 1 codes square, r = ``influence_radius``. r used to count one code cell per
-upsampling layer (5 at f = 4); a pixel is reached from at most one cell away through all of them
-together (4 at f = 4). This times the search both ways on the same images and counts the codes
-they choose differently (the scored differences are exact either way up to float rounding, so only
-near-ties can differ). Prints a table; writes JSON (machine, command, date) to
-benchmarks/results/search_speed-DATE.json.
+The baseline's ``vqkit/codec/search.py`` is read from git (``--baseline``) and swapped into the codec
+for its turn, so everything else (prior coding, decoder) is the same code. Each variant compresses the
+images with the search (`compress_images(..., search=...)`, prior-coded files); the table gives the
+seconds spent in the search alone, the actual bits per pixel and PSNR of the files, and how many codes
+the two chose differently.
 
-    .venv/bin/python benchmarks/search_speed.py --run benchmarks/runs/gpu-photo/photo-f4-k4096 \\
-        --data ../shared/data/kodak --max-images 2 --passes 1
+History: at 97c1da1 (2026-11-27) this script timed the exact influence radius against the former,
+wider bound (benchmarks/results/search_speed-20261127-2356.json); d5e918f is the last search that
+decoded each position's whole (4r + 1)^2 window alone, one position after another, before windows
+dropped the rings of cells they no longer need and far-apart positions were scored in one batch
+(the visiting order within a sweep step changed with it, so near-ties can fall either way).
+
+Prints a table; writes JSON (machine, command, date) to benchmarks/results/search_speed-DATE.json.
+
+    .venv/bin/python benchmarks/search_speed.py --run benchmarks/runs/cpu-photo/photo-f4-k4096 \\
+        --data ../shared/data/kodak --max-images 2 --passes 2
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib.util
+import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 import common
-from vqkit.codec import Coding
+from vqkit.codec import Coding, compress_images
 from vqkit.codec import api as codec_api
 from vqkit.codec import search as codec_search
 from vqkit.codec.files import read_inputs
-from vqkit.config import ModelConfig
 from vqkit.run import Run
 
+ROOT = Path(__file__).resolve().parent.parent
 
-def former_radius(cfg: ModelConfig) -> int:
-    """The bound used before: one code cell per upsampling layer."""
-    return 1 + cfg.res_blocks + int(np.log2(cfg.downsample))
+
+def baseline_module(revision: str) -> ModuleType:
+    """vqkit/codec/search.py as it was at ``revision``, imported under another name."""
+    source = subprocess.run(
+        ["git", "show", f"{revision}:src/vqkit/codec/search.py"],
+        cwd=ROOT, check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    folder = Path(tempfile.mkdtemp(prefix="vqkit-search-"))
+    path = folder / "search_baseline.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("search_baseline", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", type=Path, required=True, help="run folder (its prior gives the rate, if any)")
+    p.add_argument("--run", type=Path, required=True, help="run folder with a prior")
     p.add_argument("--data", default=str(common.SHARED_DATA / "kodak"), help="images to search")
     p.add_argument("--max-images", type=int, default=2, help="the first N images (default 2)")
-    p.add_argument("--passes", type=int, default=1)
+    p.add_argument("--baseline", default="d5e918f", help="git revision whose search to compare with")
+    p.add_argument("--passes", type=int, default=2)
     p.add_argument("--candidates", type=int, default=4)
     p.add_argument("--lmbda", type=float, default=500.0)
     p.add_argument("--out", type=Path)
@@ -51,38 +76,51 @@ def main(argv: list[str] | None = None) -> int:
     images, _ = read_inputs([a.data], a.max_images)
     coding = Coding(Run.load(a.run, "cpu"))
     config = codec_search.SearchConfig(a.passes, a.candidates, a.lmbda)
-    exact = codec_search.influence_radius
+    variants: dict[str, Callable[..., Any]] = {
+        f"baseline {a.baseline}": baseline_module(a.baseline).search_grids,
+        "this checkout": codec_search.search_grids,
+    }
     rows: list[dict[str, Any]] = []
-    grids: dict[str, list[np.ndarray]] = {}
-    for name, radius in (("former bound", former_radius), ("exact", exact)):
-        codec_search.influence_radius = radius  # what window_sse reads
+    grids: list[list[np.ndarray]] = []
+    for name, search_grids in variants.items():
+        spent = [0.0]
+
+        def timed(*args: Any, fn: Callable[..., Any] = search_grids, spent: list[float] = spent,
+                  **kwargs: Any) -> Any:  # fmt: skip
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - start
+
+        codec_api.search_grids = timed  # type: ignore[assignment]  # what _encode calls
         try:
-            t0 = time.perf_counter()
-            grids[name] = codec_api._encode(coding, images, config, progress=False, entropy_model="prior")
-            seconds = time.perf_counter() - t0
+            start = time.perf_counter()
+            result = compress_images(coding, images, entropy_model="prior", search=config)
+            total = time.perf_counter() - start
         finally:
-            codec_search.influence_radius = exact
-        r = radius(coding.run.model.config)
-        rows.append({"radius": name, "r": r, "window_codes": 4 * r + 1, "seconds": seconds,
-                     "s_per_image": seconds / len(images)})  # fmt: skip
-        print(json.dumps(rows[-1]), flush=True)
-    # Exact in arithmetic, not in floats: the windows differ in size, so the decoder runs other kernel
-    # shapes and a near-tie between two candidates may fall the other way.
-    differ = sum(int((x != y).sum()) for x, y in zip(*grids.values(), strict=True))
-    total = sum(g.size for g in grids["exact"])
-    same = differ == 0
-    ratio = rows[0]["seconds"] / rows[1]["seconds"]
-    print("\n| radius | r | window (codes) | s/image |\n|---|---|---|---|")
+            codec_api.search_grids = codec_search.search_grids
+        summary = result.summary()
+        grids.append(result.grids)
+        rows.append({"search": name, "search_s_per_image": spent[0] / len(images),
+                     "compress_s_per_image": total / len(images), "bpp": summary["bpp_actual"],
+                     "psnr": summary["psnr"]})  # fmt: skip
+        print(rows[-1], flush=True)
+    differ = sum(int((x != y).sum()) for x, y in zip(*grids, strict=True))
+    codes = sum(g.size for g in grids[0])
+    speedup = rows[0]["search_s_per_image"] / rows[1]["search_s_per_image"]
+    print(f"\n{len(images)} image(s) of {a.data}; search {a.passes}:{a.candidates}:{a.lmbda:g}")
+    print("| search | s/image in the search | s/image compressing | bpp | PSNR dB |\n|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['radius']} | {row['r']} | {row['window_codes']}x{row['window_codes']} "
-              f"| {row['s_per_image']:.1f} |")  # fmt: skip
-    print(f"\nformer / exact: {ratio:.2f}x; {differ} of {total} codes chosen differently")
+        print(f"| {row['search']} | {row['search_s_per_image']:.1f} | {row['compress_s_per_image']:.1f} "
+              f"| {row['bpp']:.4f} | {row['psnr']:.2f} |")  # fmt: skip
+    print(f"\nsearch time, baseline / this checkout: {speedup:.2f}x; {differ} of {codes} codes differ")
     now = datetime.now()
     doc = {"benchmark": "search_speed", "date": now.isoformat(timespec="seconds"),
            "command": [sys.executable, *sys.argv], "machine": common.machine(), "run": str(a.run),
-           "data": a.data, "images": len(images), "passes": a.passes, "candidates": a.candidates,
-           "lmbda": a.lmbda, "rows": rows, "speedup": ratio, "codes_identical": same,
-           "codes_differing": differ, "codes": total}  # fmt: skip
+           "data": a.data, "images": len(images), "baseline": a.baseline, "passes": a.passes,
+           "candidates": a.candidates, "lmbda": a.lmbda, "rows": rows, "speedup": speedup,
+           "codes_differing": differ, "codes": codes}  # fmt: skip
     common.write_result(doc, "search_speed", now, a.out)
     return 0
 

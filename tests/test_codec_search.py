@@ -11,9 +11,16 @@ import torch
 
 from vqkit.cli import main
 from vqkit.codec import Coding, compress_images, decompress, fit_static_model, parse, resample
-from vqkit.codec.search import SearchConfig, influence_radius, search_grids, window_sse
-from vqkit.config import ModelConfig, QuantizerConfig
-from vqkit.data import to_float
+from vqkit.codec.search import (
+    SearchConfig,
+    independent_groups,
+    influence_radius,
+    search_grids,
+    window_sse,
+    window_sse_many,
+)
+from vqkit.config import ModelConfig, QuantizerConfig, RunConfig
+from vqkit.data import to_float, to_uint8_hwc
 from vqkit.models import VQVAE
 from vqkit.run import Run
 from vqkit.training.checkpoint import load_model, save_model
@@ -265,3 +272,65 @@ def test_cli_search_flags(run_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as e:
         main([*argv, "--search", "1", "--search-candidates", "1"])
     assert e.value.code == 2
+
+
+def test_positions_far_apart_score_in_one_batch_as_one_by_one(run: Run) -> None:
+    """window_sse_many decodes same-shaped windows together (and clipped ones apart): each position's
+    errors equal those of scoring it alone, up to float rounding."""
+    r = influence_radius(run.model.config)
+    images = np.stack(blob_images(2, (120, 116), 9))
+    with run.inference():
+        x = to_float(torch.from_numpy(images))
+        idx = torch.randint(0, run.model.codebook_size, (2, 30, 29))
+        spots = [(15, 14), (0, 0), (15, 14 - 2 * r - 1), (29, 28), (2 * r + 1, 28), (15 - 2 * r - 1, 14)]
+        trials = [(i, j, torch.randint(0, run.model.codebook_size, (2, 3))) for i, j in spots]
+        together = window_sse_many(run, x, idx, trials)
+        for (i, j, options), got in zip(trials, together, strict=True):
+            torch.testing.assert_close(got, window_sse(run, x, idx, options, i, j), atol=0.5, rtol=1e-5)
+
+
+def test_independent_groups_keep_their_members_out_of_each_others_windows() -> None:
+    positions = [(n, 6 * n, 60 - 6 * n) for n in range(11)]  # one anti-diagonal wave, stride 6
+    groups = independent_groups(positions, reach=8)
+    assert sorted(p for g in groups for p in g) == positions  # every position once
+    for g in groups:
+        assert g == sorted(g)  # members keep the sweep's order
+        for a in g:
+            assert all(max(abs(a[1] - b[1]), abs(a[2] - b[2])) > 8 for b in g if b is not a)
+    assert [len(g) for g in groups] == [6, 5]  # every other window: 12 cells apart
+    assert independent_groups(positions, reach=100) == [[p] for p in positions]
+
+
+@pytest.mark.parametrize(("f", "blocks"), [(4, 2), (8, 1), (2, 3)])
+def test_cropped_windows_score_like_whole_images_with_residual_blocks(f: int, blocks: int) -> None:
+    """The window decode drops one ring of cells per residual block on sides cut inside the grid (the
+    codec's tiny run has none): scored errors still differ between options exactly as whole-image
+    errors do, in the middle, at edges and corners, for untrained decoders of three shapes."""
+    torch.manual_seed(f + blocks)
+    cfg = ModelConfig(channels=16, res_channels=8, res_blocks=blocks, downsample=f,
+                      quantizer=QuantizerConfig(codebook_size=32, code_dim=4))  # fmt: skip
+    model = VQVAE(cfg).eval()
+    run = Run(Path("."), RunConfig(model=cfg), model, torch.device("cpu"), {}, precision="fp32")
+    r = influence_radius(cfg)
+    h, w = 4 * r + 7, 4 * r + 6
+    idx = torch.randint(0, 32, (2, h, w))
+    with torch.inference_mode():
+        # The images the current codes decode to (cropped: not a multiple of f), so that errors are
+        # small and float32 sums keep the options' differences to a small fraction.
+        out = run.fast_decoder(idx).clamp(0, 1)[..., : h * f - 3, : w * f - 2]
+        x = to_float(torch.from_numpy(to_uint8_hwc(out)))
+        for i, j in [(h // 2, w // 2), (0, 0), (h - 1, w - 1), (2 * r, w - 2), (h // 2, 1)]:
+            options = torch.randint(0, 32, (2, 4))
+            window = window_sse(run, x, idx, options, i, j).double()
+            whole = []
+            for c in range(4):
+                trial = idx.clone()
+                trial[:, i, j] = options[:, c]
+                out = run.fast_decoder(trial).clamp(0, 1)[..., : x.shape[2], : x.shape[3]]
+                whole.append(((out.double() - x.double()) ** 2).sum((1, 2, 3)) * 255.0**2)
+            whole_t = torch.stack(whole, 1)
+            spread = float((whole_t - whole_t[:, :1]).abs().max())
+            assert spread > 100  # the options do differ
+            torch.testing.assert_close(
+                window - window[:, :1], whole_t - whole_t[:, :1], atol=1e-4 * spread, rtol=0
+            )

@@ -35,6 +35,7 @@ from torch import nn
 from vqkit.codec.entropy import Layout
 from vqkit.config import ModelConfig
 from vqkit.data import to_float
+from vqkit.networks.conv import ResidualBlock
 from vqkit.run import Run
 
 RATES = ("auto", "static")
@@ -69,27 +70,100 @@ def influence_radius(cfg: ModelConfig) -> int:
     return 1 + cfg.res_blocks + 1
 
 
+def _decode_window(run: Run, trials: torch.Tensor, cuts: tuple[int, int, int, int]) -> torch.Tensor:
+    """trials (N, ph, pw) codes -> (N, C, H', W') decoded pixels of the cells the scoring needs.
+
+    ``cuts`` (top, bottom, left, right) is 1 where the window was cut inside the grid and 0 where it
+    ends at the grid's edge. Each latent-grid layer reaches one cell, so on a cut side its outer ring
+    is wrong (zero padding stands in for codes outside the window) and, moving inwards, no longer
+    needed: one ring is dropped there before each residual block and once more before the upsampling
+    layers (which reach under a cell together). At the grid's edge nothing is dropped: the zero
+    padding is the whole image's. The upsampling, the costliest part, then runs on the (2r + 3)^2
+    cells around the trial's code instead of (4r + 1)^2 (r = influence_radius)."""
+    fast = run.fast_decoder
+    if not any(cuts):  # the whole grid fits the window: nothing to drop
+        return fast(trials)
+    top, bottom, left, right = cuts
+    dev = trials.device.type
+    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else torch.float32
+
+    def drop_ring(z: torch.Tensor) -> torch.Tensor:
+        return z[:, :, top : z.shape[2] - bottom, left : z.shape[3] - right]
+
+    h = fast.first_layer(trials, dtype)
+    layers = list(fast.body)
+    while layers and isinstance(layers[0], ResidualBlock):
+        h = layers.pop(0)(drop_ring(h))
+    h = drop_ring(h)
+    for layer in layers:
+        h = layer(h)
+    return h + fast.offset
+
+
+def window_sse_many(
+    run: Run, x: torch.Tensor, idx: torch.Tensor, trials: list[tuple[int, int, torch.Tensor]]
+) -> list[torch.Tensor]:
+    """Squared error (8-bit units) of the pixels code (i, j) reaches, for each option at (i, j), for
+    each (i, j, options) of ``trials``: options (B, k) codes to try there, the result (B, k).
+
+    x (B, C, H, W) float images; idx (B, h, w) current codes. Each trial decodes the window of codes
+    that its scored pixels depend on, apart from the others: the positions must not change each
+    other's window (the caller passes positions more than 2r cells apart). Windows of the same shape
+    (all of them away from the grid's edges) are decoded in one batch. Differences between options
+    equal those of whole-image errors (up to float rounding): no other pixel depends on code (i, j),
+    and the scored pixels depend only on the decoded window."""
+    f, r = run.model.downsample, influence_radius(run.model.config)
+    blocks = run.model.config.res_blocks
+    (h, w), (height, width) = idx.shape[1:], x.shape[2:]
+    groups: dict[tuple[int, ...], list[tuple[int, torch.Tensor, tuple[int, int, int, int]]]] = {}
+    for n, (i, j, options) in enumerate(trials):
+        # Window of codes decoded (p, q) and of code cells scored (e, g), clipped to the grid.
+        p0, p1, q0, q1 = max(0, i - 2 * r), min(h, i + 2 * r + 1), max(0, j - 2 * r), min(w, j + 2 * r + 1)
+        e0, e1, g0, g1 = max(0, i - r), min(h, i + r + 1), max(0, j - r), min(w, j + r + 1)
+        y0, y1, x0, x1 = e0 * f, min(e1 * f, height), g0 * f, min(g1 * f, width)  # scored pixels
+        cuts = (int(p0 > 0), int(p1 < h), int(q0 > 0), int(q1 < w))
+        oy, ox = (p0 + (blocks + 1) * cuts[0]) * f, (q0 + (blocks + 1) * cuts[2]) * f  # decoded origin
+        codes = idx[:, None, p0:p1, q0:q1].repeat(1, options.shape[1], 1, 1)  # (B, k, ph, pw)
+        codes[:, :, i - p0, j - q0] = options
+        key = (*codes.shape[1:], *cuts, y0 - oy, y1 - oy, x0 - ox, x1 - ox)
+        groups.setdefault(key, []).append((n, codes, (y0, y1, x0, x1)))
+    out: list[torch.Tensor] = [torch.empty(0)] * len(trials)
+    for key, members in groups.items():
+        k, (ry0, ry1, rx0, rx1) = key[0], key[7:]
+        side = (key[3], key[4], key[5], key[6])
+        stacked = [c.flatten(0, 1) for _, c, _ in members]
+        decoded = _decode_window(run, stacked[0] if len(stacked) == 1 else torch.cat(stacked), side)
+        decoded = decoded[..., ry0:ry1, rx0:rx1].clamp(0, 1).float()  # (G*B*k, C, sh, sw)
+        pixels = [x[:, :, y0:y1, x0:x1] for _, _, (y0, y1, x0, x1) in members]
+        target = pixels[0][None] if len(pixels) == 1 else torch.stack(pixels)  # (G, B, C, sh, sw)
+        diff = decoded.unflatten(0, (len(members), -1, k)) - target[:, :, None]
+        sse = diff.square().sum((3, 4, 5)) * 255.0**2  # (G, B, k)
+        for g, (n, _, _) in enumerate(members):
+            out[n] = sse[g]
+    return out
+
+
 def window_sse(
     run: Run, x: torch.Tensor, idx: torch.Tensor, options: torch.Tensor, i: int, j: int
 ) -> torch.Tensor:
-    """Squared error (8-bit units) of the pixels code (i, j) reaches, for each option at (i, j).
+    """`window_sse_many` for one position: (B, k) errors of the options (B, k) at (i, j)."""
+    return window_sse_many(run, x, idx, [(i, j, options)])[0]
 
-    x (B, C, H, W) float images; idx (B, h, w) current codes; options (B, k) codes to try at (i, j).
-    Returns (B, k). Differences between options equal those of whole-image errors: no other pixel
-    depends on code (i, j), and the scored pixels depend only on the decoded window."""
-    f, r = run.model.downsample, influence_radius(run.model.config)
-    b, k = options.shape
-    (h, w), (height, width) = idx.shape[1:], x.shape[2:]
-    # Window of codes decoded (p, q) and of code cells scored (e, g), clipped to the grid.
-    p0, p1, q0, q1 = max(0, i - 2 * r), min(h, i + 2 * r + 1), max(0, j - 2 * r), min(w, j + 2 * r + 1)
-    e0, e1, g0, g1 = max(0, i - r), min(h, i + r + 1), max(0, j - r), min(w, j + r + 1)
-    y0, y1, x0, x1 = e0 * f, min(e1 * f, height), g0 * f, min(g1 * f, width)  # scored pixels
-    trials = idx[:, None, p0:p1, q0:q1].repeat(1, k, 1, 1)  # (B, k, ph, pw)
-    trials[:, :, i - p0, j - q0] = options
-    out = run.fast_decoder(trials.flatten(0, 1)).clamp(0, 1)  # (B*k, C, ph*f, pw*f)
-    out = out[..., y0 - p0 * f : y1 - p0 * f, x0 - q0 * f : x1 - q0 * f].float()
-    diff = out.unflatten(0, (b, k)) - x[:, None, :, y0:y1, x0:x1]
-    return diff.square().sum((2, 3, 4)) * 255.0**2
+
+def independent_groups(positions: list[tuple[int, int, int]], reach: int) -> list[list[tuple[int, int, int]]]:
+    """Split one sweep step's (window, i, j) positions, in order, into groups whose members lie more than
+    ``reach`` cells apart (Chebyshev): each position joins the first group it is far enough from all
+    of. With reach = 2r no member's window holds another member, so a group is scored in one batch
+    and gives what visiting its members one by one gives; the step then visits the groups in turn."""
+    groups: list[list[tuple[int, int, int]]] = []
+    for pos in positions:
+        for group in groups:
+            if all(max(abs(pos[1] - o[1]), abs(pos[2] - o[2])) > reach for o in group):
+                group.append(pos)
+                break
+        else:
+            groups.append([pos])
+    return groups
 
 
 def _sweep(
@@ -154,6 +228,7 @@ def search_grids(
         bits = None if code_bits is None else torch.as_tensor(code_bits, dtype=torch.float32, device=x.device)
         x = x.float()
         rows = torch.arange(len(idx), device=x.device)
+        reach = influence_radius(model.config)
         b, h, w = idx.shape
         grid = getattr(getattr(prior, "config", None), "grid", None)
         tile = None if prior is None or grid is None else (int(grid[0]), int(grid[1]))
@@ -175,17 +250,18 @@ def search_grids(
                 for step, positions in enumerate(_sweep((h, w), wave)):
                     if stream is not None and positions:  # a step of context alone needs no rates
                         nats = -torch.log_softmax(stream.logits().float(), dim=-1).unflatten(0, (-1, b))
-                    for n, i, j in positions:
-                        cost = window_sse(run, x, idx, cand[:, i, j], i, j)  # (B, k)
-                        if nats is not None:
-                            cost = cost + config.lmbda * nats[n].gather(1, cand[:, i, j]) / math.log(2)
-                        elif bits is not None:
-                            cost = cost + config.lmbda * bits[cand[:, i, j]]
-                        best = cand[rows, i, j, cost.argmin(1)]
-                        changed += int((best != idx[:, i, j]).sum())
-                        idx[:, i, j] = best
-                        if progress is not None:
-                            progress(b)
+                    for group in independent_groups(positions, 2 * reach):
+                        costs = window_sse_many(run, x, idx, [(i, j, cand[:, i, j]) for _, i, j in group])
+                        for (n, i, j), cost in zip(group, costs, strict=True):  # cost (B, k)
+                            if nats is not None:
+                                cost = cost + config.lmbda * nats[n].gather(1, cand[:, i, j]) / math.log(2)
+                            elif bits is not None:
+                                cost = cost + config.lmbda * bits[cand[:, i, j]]
+                            best = cand[rows, i, j, cost.argmin(1)]
+                            changed += int((best != idx[:, i, j]).sum())
+                            idx[:, i, j] = best
+                            if progress is not None:
+                                progress(b)
                     if stream is not None and held is not None:
                         # every window's code at local position ``step``: (B, T) -> (T * B,) rows
                         stream.push(idx.flatten(1)[:, held[:, step]].T.reshape(-1))
