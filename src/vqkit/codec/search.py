@@ -18,7 +18,9 @@ cost of about passes x candidates x h x w decodes of a window per image.
 A code reaches the output pixels within ``influence_radius`` code cells of it, and those depend only
 on codes within twice that radius, so each trial decodes that window alone (clipped at the image
 border, where the decoder's zero padding then matches the full decode), and the error is summed
-over the reachable pixels only: exact, and independent of the image size.
+over the reachable pixels only: exact, and independent of the image size. Inside the window each
+layer runs only on the cells the scored pixels still need (``_decode_window``), and positions of one
+sweep step too far apart to share a window are scored in one batch (``independent_groups``).
 """
 
 from __future__ import annotations
