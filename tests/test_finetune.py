@@ -226,6 +226,13 @@ def test_cli_prior_carry_after_the_fact(
     assert main(["prior", "carry", str(run), str(tuned)]) == 1
     assert "--overwrite" in capsys.readouterr().err
     assert main(["prior", "carry", str(run), str(tuned), "--overwrite"]) == 0
+    # Training the fine-tune's prior from the source's is refused (another model's codes, by the
+    # fingerprint), and the message points to the carry.
+    capsys.readouterr()
+    argv = ["prior", "train", str(tuned), "--init-from", str(run), "--overwrite", "--max-steps", "1"]
+    assert main([*argv, "--no-progress"]) == 1
+    assert "vqkit prior carry" in capsys.readouterr().err
+    assert (tuned / "prior.safetensors").is_file()  # refused before --overwrite removed anything
     other = tmp_path / "other"
     train(tiny_run_config(str(data), max_steps=2, seed=1), other, progress=False)
     capsys.readouterr()

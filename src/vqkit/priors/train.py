@@ -101,7 +101,11 @@ def train_prior(
                 "--init-from keeps the saved prior's architecture; only train.* and model.dropout can be set"
             )
         if pck.read_prior_doc(init_from).get("model_fingerprint") != fingerprint:
-            raise RunError(f"the prior in {init_from} was trained on another VQ-VAE's codes than {run_dir}'s")
+            raise RunError(
+                f"the prior in {init_from} was trained on another VQ-VAE's codes than {run_dir}'s (for a "
+                f"decoder fine-tune of that run, `vqkit prior carry {init_from} {run_dir}` gives it that "
+                "prior as it is)"
+            )
         source = pck.load_prior(init_from)  # read before an --overwrite of the same folder removes it
     if resume:
         if overrides:
