@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -102,6 +102,15 @@ def _decode_window(run: Run, trials: torch.Tensor, cuts: tuple[int, int, int, in
     return h + fast.offset
 
 
+class _Shape(NamedTuple):
+    """What trials must share to be decoded and scored in one batch."""
+
+    options: int  # k, codes tried at the position
+    cuts: tuple[int, int, int, int]  # (top, bottom, left, right): 1 where cut inside the grid
+    scored: tuple[int, int, int, int]  # (y0, y1, x0, x1) scored pixels within the decoded window
+    window: tuple[int, ...]  # (ph, pw) codes decoded
+
+
 def window_sse_many(
     run: Run, x: torch.Tensor, idx: torch.Tensor, trials: list[tuple[int, int, torch.Tensor]]
 ) -> list[torch.Tensor]:
@@ -117,7 +126,7 @@ def window_sse_many(
     f, r = run.model.downsample, influence_radius(run.model.config)
     blocks = run.model.config.res_blocks
     (h, w), (height, width) = idx.shape[1:], x.shape[2:]
-    groups: dict[tuple[int, ...], list[tuple[int, torch.Tensor, tuple[int, int, int, int]]]] = {}
+    groups: dict[_Shape, list[tuple[int, torch.Tensor, tuple[int, int, int, int]]]] = {}
     for n, (i, j, options) in enumerate(trials):
         # Window of codes decoded (p, q) and of code cells scored (e, g), clipped to the grid.
         p0, p1, q0, q1 = max(0, i - 2 * r), min(h, i + 2 * r + 1), max(0, j - 2 * r), min(w, j + 2 * r + 1)
@@ -127,14 +136,13 @@ def window_sse_many(
         oy, ox = (p0 + (blocks + 1) * cuts[0]) * f, (q0 + (blocks + 1) * cuts[2]) * f  # decoded origin
         codes = idx[:, None, p0:p1, q0:q1].repeat(1, options.shape[1], 1, 1)  # (B, k, ph, pw)
         codes[:, :, i - p0, j - q0] = options
-        key = (*codes.shape[1:], *cuts, y0 - oy, y1 - oy, x0 - ox, x1 - ox)
+        key = _Shape(codes.shape[1], cuts, (y0 - oy, y1 - oy, x0 - ox, x1 - ox), tuple(codes.shape[2:]))
         groups.setdefault(key, []).append((n, codes, (y0, y1, x0, x1)))
     out: list[torch.Tensor] = [torch.empty(0)] * len(trials)
     for key, members in groups.items():
-        k, (ry0, ry1, rx0, rx1) = key[0], key[7:]
-        side = (key[3], key[4], key[5], key[6])
+        k, (ry0, ry1, rx0, rx1) = key.options, key.scored
         stacked = [c.flatten(0, 1) for _, c, _ in members]
-        decoded = _decode_window(run, stacked[0] if len(stacked) == 1 else torch.cat(stacked), side)
+        decoded = _decode_window(run, stacked[0] if len(stacked) == 1 else torch.cat(stacked), key.cuts)
         decoded = decoded[..., ry0:ry1, rx0:rx1].clamp(0, 1).float()  # (G*B*k, C, sh, sw)
         pixels = [x[:, :, y0:y1, x0:x1] for _, _, (y0, y1, x0, x1) in members]
         target = pixels[0][None] if len(pixels) == 1 else torch.stack(pixels)  # (G, B, C, sh, sw)
