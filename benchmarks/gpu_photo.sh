@@ -95,8 +95,11 @@ tune_sets() { for s in $TRAIN_SETS; do case $s in train.*) printf -- '--set %s '
 point() {  # recipe: train; then its prior and the decoder fine-tune side by side; then the carry
     local r=$1 run="$WORK/$1" dec="$WORK/$1-dec" tune=""
     rm -rf "$run" "$dec" && mkdir -p "$run"
+    # The training keeps 170 s for what follows: the prior (PRIOR_MIN plus about 60 s of encoding,
+    # calibrating and evaluating) beside the fine-tune (TUNE_MIN plus its start and evaluation), then
+    # the carry and the packing. With the defaults: about 60 s of data, 270 + 40 s of training.
     # shellcheck disable=SC2046  # sets expands to separate words on purpose
-    timeout "$(left 240)" $PY -m vqkit train --config "recipes/$r.json" $(sets) \
+    timeout "$(left 170)" $PY -m vqkit train --config "recipes/$r.json" $(sets) \
         --data "$WORK/mix.npz" --out "$run" --no-progress --time-budget "$TRAIN_MIN" --device "$DEVICE" \
         > "$run/train.log" 2>&1
     echo "train exit $?" >> "$run/train.log"
