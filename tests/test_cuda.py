@@ -1,7 +1,8 @@
 """The CUDA and mixed-precision paths. Skipped without a GPU (CI has none); run on a lent GPU machine
 with ``pytest tests/test_cuda.py``. What a wrong implementation would break: a quantizer that lets
 bf16 into its distances, training data or batches left on the wrong device, a run trained on a GPU
-that cannot be read, encoded or decompressed on the CPU, GPU encodes that disagree with CPU encodes.
+that cannot be read, encoded or decompressed on the CPU, GPU encodes that disagree with CPU encodes,
+a prior trained on the GPU whose training images are encoded on the CPU.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ import torch
 from vqkit.codec import compress_images, decompress
 from vqkit.data import load_dataset
 from vqkit.models import VQVAE
+from vqkit.priors import data as prior_data
+from vqkit.priors import load_codes, train_prior
 from vqkit.run import Run
 from vqkit.training import load_model, train
 
 from .conftest import tiny_model_config, tiny_run_config
+from .test_prior_cli import TINY_PRIOR
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 CUDA = torch.device("cuda")
@@ -74,3 +78,26 @@ def test_train_on_cuda_then_use_on_cpu(tiny_npz: Path, tmp_path: Path) -> None:
     back = decompress(on_cpu, packed.files[0])
     ref = on_cpu.decode(grids_gpu[:1])[0]
     assert np.abs(back[0].astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_prior_on_cuda_encodes_its_images_on_cuda(
+    tiny_npz: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The prior's training grids come from the GPU (minutes of CPU otherwise, see priors/train.py), in
+    fp32, and agree with a CPU encode but for near-ties (cuDNN's TF32 convolutions move a few)."""
+    train(tiny_run_config(str(tiny_npz), max_steps=4), tmp_path / "run", progress=False)
+    devices: list[tuple[str, str]] = []
+    encode = prior_data.encode_images
+
+    def spy(run: Run, images: list[np.ndarray], progress: bool = False) -> np.ndarray:
+        devices.append((run.device.type, run.precision))
+        return encode(run, images, progress)
+
+    monkeypatch.setattr(prior_data, "encode_images", spy)
+    sets = [TINY_PRIOR[i + 1] for i in range(0, len(TINY_PRIOR), 2)]
+    train_prior(tmp_path / "run", max_steps=3, progress=False,
+                overrides=[*sets, "train.device=cuda", "train.augment=1"])  # fmt: skip
+    assert devices and set(devices) == {("cuda", "fp32")}  # the plain grids and the augmented copy
+    cached = load_codes(Run.load(tmp_path / "run"), str(tiny_npz))  # the cache the GPU wrote
+    fresh = load_codes(Run.load(tmp_path / "run", "cpu", "fp32"), str(tiny_npz), cache=False)
+    assert (cached.indices == fresh.indices).mean() >= 0.95
