@@ -12,7 +12,8 @@
 # PACK holds train.zip (CIFAR-10 training images, <class>/<name>.webp under train/: the first 3,000 of
 # each class, what fits the 64 MiB a lent machine is sent; .gpu/ is git-ignored, so name it in the
 # device tool's carry) and photos/ (the five colour photos bundled
-# with scikit-image, whose crops are mixed in, see benchmarks/photo_mix.py); `pack` writes both. The
+# with scikit-image, whose crops are mixed in, see benchmarks/photo_mix.py) and whl/ (constriction's
+# wheel for the lent machine's Python, which lacks it); `pack` writes all three. The
 # runs come back as one tar (weights, configs, metrics, static table, prior and logs; no optimizer
 # state, no cached codes) cut into OUT/runs.tar.part-* of 15 MB, the lent machine's limit on a returned
 # file; rejoin with `cat OUT/runs.tar.part-* | tar x`. Each recipe RECIPE gives RECIPE and, with
@@ -57,7 +58,12 @@ photos = {"astronaut": data.astronaut(), "coffee": data.coffee(), "chelsea": dat
 for name, pixels in photos.items():
     Image.fromarray(pixels).save(Path(sys.argv[1]) / f"{name}.png")
 EOF
-    du -sh "$DEST" && ls -la "$DEST" "$DEST/photos"
+    # The lent machine's image lacks the range coder that `vqkit prior carry` checks files with, and
+    # cannot download: bring the wheel of the version installed here, for its Python 3.12.
+    rm -rf "$DEST/whl" && $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+        --implementation cp --platform manylinux2014_x86_64 -d "$DEST/whl" \
+        "constriction==$($PY -c "import importlib.metadata as m; print(m.version('constriction'))")" || exit 1
+    du -sh "$DEST" && ls -la "$DEST" "$DEST/photos" "$DEST/whl"
     exit 0
 fi
 PACK=${PACK:-.gpu/pack}
@@ -79,6 +85,11 @@ left() {  # seconds left, keeping $1 in reserve; at least 1 (timeout 0 would mea
 export PYTHONUNBUFFERED=1 PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH}
 mkdir -p "$OUT" "$WORK"
 OUT=$(cd "$OUT" && pwd) PACK=$(cd "$PACK" && pwd)  # absolute: the steps below change folders
+if ! $PY -c "import constriction" 2>/dev/null; then  # the lent machine: the pack's wheel (see pack)
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" \
+        "$PACK"/whl/*.whl || exit 1
+    export PYTHONPATH=$PYTHONPATH:$WORK/site
+fi
 log() { echo "== $(date -u +%H:%M:%S) $*"; }
 sets() { for s in $TRAIN_SETS; do printf -- '--set %s ' "$s"; done; }
 
