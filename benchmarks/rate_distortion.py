@@ -272,6 +272,12 @@ def bd_rates(points: list[dict[str, Any]]) -> dict[str, Any]:
 # ---- report (from the JSON only) -----------------------------------------------------------------
 
 
+def _speed(ips: float) -> str:
+    """Images per second; below one, with seconds per image (a prior-coded photo takes tens of seconds,
+    which ``.1f`` showed as 0.0)."""
+    return f"{ips:.1f}" if ips >= 1 else f"{ips:.3f} ({1 / ips:.1f} s/img)"
+
+
 def report(doc: dict[str, Any]) -> str:
     lines = [f"rate-distortion, {doc['date']}, {doc['machine']['platform']}"]
     for name, ds in doc["datasets"].items():
@@ -280,7 +286,7 @@ def report(doc: dict[str, Any]) -> str:
                   "|---|---|---|---|---|---|---|"]  # fmt: skip
         for p in sorted(ds["points"], key=lambda p: (p["codec"], p["bpp"])):
             rate = f"{p['bpp']:.4f} | {p['psnr']:.2f} | {p['ssim']:.4f}"
-            speed = f"{p['compress_ips']:.1f} | {p['decompress_ips']:.1f}"
+            speed = f"{_speed(p['compress_ips'])} | {_speed(p['decompress_ips'])}"
             lines.append(f"| {p['codec']} | {p['setting']} | {rate} | {speed} |")
         lines += ["", "| vqkit run | recipe(s) | device | trained min | steps | images seen | started from |",
                   "|---|---|---|---|---|---|---|"]  # fmt: skip
