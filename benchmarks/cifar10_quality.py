@@ -20,7 +20,9 @@ from pathlib import Path
 from common import ROOT, SHARED_DATA, machine
 from vqkit.config import load_config
 from vqkit.data import load_dataset
-from vqkit.training import evaluate, load_model, load_run_config, train
+from vqkit.pipeline import train
+from vqkit.runs import load_model, load_run_config
+from vqkit.training import evaluate
 from vqkit.training.loop import override_for_resume
 
 SHARED = SHARED_DATA / "cifar10"

@@ -55,7 +55,7 @@ def load_prior_bench(a: argparse.Namespace) -> tuple[Any, list[Any]]:
     """(Coding of --run on the CPU, the first --max-images images of --data); exits without a prior."""
     from vqkit.codec import Coding
     from vqkit.codec.files import read_inputs
-    from vqkit.run import Run
+    from vqkit.runs import Run
 
     images, _ = read_inputs([a.data], a.max_images)
     coding = Coding(Run.load(a.run, "cpu"))

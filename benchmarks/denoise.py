@@ -37,10 +37,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from cifar10_quality import SHARED, machine  # noqa: E402
 from vqkit.config import load_config  # noqa: E402
 from vqkit.data import ImageSet, load_dataset  # noqa: E402
-from vqkit.run import Run  # noqa: E402
+from vqkit.pipeline import train  # noqa: E402
+from vqkit.runs import Run  # noqa: E402
 from vqkit.tasks import artifacts  # noqa: E402
 from vqkit.tasks.denoise import add_noise, denoise_images, quality, save_examples  # noqa: E402
-from vqkit.training import train  # noqa: E402
 
 KODAK = SHARED.parent / "kodak"
 CLASSICAL = ("nl_means", "wavelet", "tv", "bm3d")

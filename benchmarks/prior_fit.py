@@ -29,7 +29,7 @@ from vqkit.priors.data import CodeSet, load_codes
 from vqkit.priors.evaluate import grid_bits
 from vqkit.priors.model import CodePrior
 from vqkit.priors.train import saved_split
-from vqkit.run import Run
+from vqkit.runs import Run
 
 
 def bits_per_code(prior: CodePrior, codes: CodeSet) -> float:

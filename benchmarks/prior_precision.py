@@ -24,7 +24,7 @@ from vqkit.priors.config import PriorTrainConfig
 from vqkit.priors.data import load_codes
 from vqkit.priors.evaluate import grid_bits
 from vqkit.priors.fit import fit_prior
-from vqkit.run import Run
+from vqkit.runs import Run
 from vqkit.training.schedule import Horizon
 
 

@@ -38,7 +38,7 @@ from vqkit.priors.quality import (
     load_inception,
     train_feature_net,
 )
-from vqkit.run import Run
+from vqkit.runs import Run
 from vqkit.visual import image_grid, save_png
 
 SHARED = SHARED_DATA / "cifar10"

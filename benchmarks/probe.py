@@ -30,10 +30,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from cifar10_quality import SHARED, machine  # noqa: E402
 from vqkit.config import load_config  # noqa: E402
 from vqkit.data import ImageSet, load_dataset  # noqa: E402
-from vqkit.run import Run  # noqa: E402
+from vqkit.pipeline import train  # noqa: E402
+from vqkit.runs import Run  # noqa: E402
 from vqkit.tasks import artifacts  # noqa: E402
 from vqkit.tasks.probe import ProbeSettings, run_probes  # noqa: E402
-from vqkit.training import evaluate, train  # noqa: E402
+from vqkit.training import evaluate  # noqa: E402
 
 
 def train_recipe(recipe: Path, out: Path, train_set: ImageSet, a: argparse.Namespace) -> Path:

@@ -56,8 +56,7 @@ from vqkit.codec.search import SearchConfig
 from vqkit.config import load_config, to_dict
 from vqkit.data import to_float
 from vqkit.metrics import psnr_per_image, ssim_per_image
-from vqkit.run import Run
-from vqkit.training.checkpoint import load_run_config, read_config_doc
+from vqkit.runs import Run, load_run_config, read_config_doc
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

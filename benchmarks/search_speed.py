@@ -40,7 +40,7 @@ from vqkit.codec import Coding, compress_images
 from vqkit.codec import api as codec_api
 from vqkit.codec import search as codec_search
 from vqkit.codec.files import read_inputs
-from vqkit.run import Run
+from vqkit.runs import Run
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -40,8 +40,9 @@ from vqkit.data import load_dataset, to_float
 from vqkit.metrics import psnr_per_image
 from vqkit.models import VQVAE
 from vqkit.networks import Decoder, Encoder
-from vqkit.run import Run
-from vqkit.training import evaluate, load_model, train
+from vqkit.pipeline import train
+from vqkit.runs import Run, load_model
+from vqkit.training import evaluate
 
 RECIPE = ROOT / "recipes" / "cifar10.json"
 SHARED = SHARED_DATA / "cifar10"

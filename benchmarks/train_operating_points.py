@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from vqkit.cli import main as vqkit
-from vqkit.codec import STATIC_FILE, fit_static_model
+from vqkit.codec import STATIC_TABLE_FILE, fit_static_model
 from vqkit.data import load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +56,7 @@ def train_point(recipe: Path, run: Path, data: Path, a: argparse.Namespace) -> d
     if not (run / "model.safetensors").exists():
         argv = ["train", "--config", str(recipe), "--data", str(data), "--out", str(run), "--no-progress"]
         _call(argv + stop + (["--device", a.device] if a.device else []))
-    if not (run / STATIC_FILE).exists():
+    if not (run / STATIC_TABLE_FILE).exists():
         print(f"+ fit_static_model({run}, {data})", flush=True)
         fit_static_model(run, str(data), device=a.device or "cpu")
     if (a.prior_budget or a.prior_max_steps) and not (run / "prior.safetensors").exists():

@@ -14,10 +14,10 @@ from PIL import Image
 
 from vqkit.cli import main
 from vqkit.data import load_dataset
+from vqkit.pipeline import train
 from vqkit.priors import CodePrior, PriorConfig, save_prior
-from vqkit.run import Run
+from vqkit.runs import Run
 from vqkit.tasks.codebook import code_tiles
-from vqkit.training import train
 
 from .conftest import smooth_images, tiny_run_config
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from vqkit.cli import main
-from vqkit.run import Run
+from vqkit.runs import Run
 
 
 @pytest.fixture(scope="module")

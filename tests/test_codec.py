@@ -12,7 +12,7 @@ from PIL import Image
 
 from vqkit.cli import main
 from vqkit.codec import (
-    STATIC_FILE,
+    STATIC_TABLE_FILE,
     CodecError,
     Coding,
     compress_images,
@@ -23,7 +23,7 @@ from vqkit.codec import (
 )
 from vqkit.codec.api import coded_size, resample
 from vqkit.codec.entropy import as_model_inputs
-from vqkit.training.checkpoint import RunError
+from vqkit.runs import RunError
 
 from .golden.make_golden import blob_images, build_tiny_run
 
@@ -135,7 +135,7 @@ def test_auto_picks_static_then_raw(run: Path, tmp_path: Path) -> None:
     assert compress_images(run, images, quality=False).entropy_model == "static"
     bare = tmp_path / "bare"
     shutil.copytree(run, bare)
-    (bare / STATIC_FILE).unlink()
+    (bare / STATIC_TABLE_FILE).unlink()
     assert compress_images(bare, images, quality=False).entropy_model == "raw"
     with pytest.raises(RunError, match="--fit-static"):
         compress_images(bare, images, entropy_model="static")
@@ -144,9 +144,9 @@ def test_auto_picks_static_then_raw(run: Path, tmp_path: Path) -> None:
 def test_auto_keeps_the_smallest_payload(run: Path, tmp_path: Path) -> None:
     skewed = tmp_path / "skewed"
     shutil.copytree(run, skewed)
-    doc = json.loads((skewed / STATIC_FILE).read_text())
+    doc = json.loads((skewed / STATIC_TABLE_FILE).read_text())
     doc["counts"] = [10**9] + [0] * 15  # a table that makes every code but 0 expensive
-    (skewed / STATIC_FILE).write_text(json.dumps(doc))
+    (skewed / STATIC_TABLE_FILE).write_text(json.dumps(doc))
     images = blob_images(8, (16, 16), 16)
     auto = compress_images(skewed, images, quality=False)
     raw = compress_images(skewed, images, entropy_model="raw", quality=False)
@@ -259,11 +259,11 @@ def test_cli_archive(run: Path, image_folder: Path, tmp_path: Path) -> None:
 def test_cli_fit_static(run: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
-    (copy / STATIC_FILE).unlink()
+    (copy / STATIC_TABLE_FILE).unlink()
     data = tmp_path / "train.npz"
     np.savez(data, images=np.stack(blob_images(16, (16, 16), 14)))
     assert main(["compress", str(copy), "--fit-static", str(data)]) == 0
-    assert json.loads((copy / STATIC_FILE).read_text())["images"] == 16
+    assert json.loads((copy / STATIC_TABLE_FILE).read_text())["images"] == 16
 
 
 @pytest.mark.parametrize("problem", ["foreign", "truncated", "wrong_model", "bad_image"])

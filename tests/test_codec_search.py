@@ -22,8 +22,7 @@ from vqkit.codec.search import (
 from vqkit.config import ModelConfig, QuantizerConfig, RunConfig
 from vqkit.data import to_float, to_uint8_hwc
 from vqkit.models import VQVAE
-from vqkit.run import Run
-from vqkit.training.checkpoint import load_model, save_model
+from vqkit.runs import Run, load_model, save_model
 
 from .golden.make_golden import blob_images, build_tiny_run, tiny_prior
 

@@ -10,7 +10,7 @@ import torch
 
 from vqkit.data import DataError
 from vqkit.data.corruptions import parse_corruption
-from vqkit.training import train
+from vqkit.pipeline import train
 
 from .conftest import tiny_run_config
 
@@ -53,7 +53,8 @@ def test_bad_specs(spec: str) -> None:
 
 def test_denoising_scores_against_clean_images(tiny_npz: Path, tmp_path: Path) -> None:
     from vqkit.models import VQVAE
-    from vqkit.training import evaluate, load_model
+    from vqkit.runs import load_model
+    from vqkit.training import evaluate
 
     model = VQVAE(tiny_run_config("x").model)
     clean, noisy = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)

@@ -17,10 +17,10 @@ import torch
 from vqkit.codec import compress_images, decompress
 from vqkit.data import load_dataset
 from vqkit.models import VQVAE
+from vqkit.pipeline import train
 from vqkit.priors import data as prior_data
 from vqkit.priors import load_codes, train_prior
-from vqkit.run import Run
-from vqkit.training import load_model, train
+from vqkit.runs import Run, load_model
 
 from .conftest import tiny_model_config, tiny_run_config
 from .test_prior_cli import TINY_PRIOR

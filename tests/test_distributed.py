@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from vqkit.data import ImageSet
 from vqkit.models import VQVAE
-from vqkit.training import train
+from vqkit.pipeline import train
 
 from .conftest import decoder_only, smooth_images, tiny_run_config
 

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from vqkit import VQVAE
+from vqkit import runs as ckpt
 from vqkit.config import ModelConfig, QuantizerConfig, RunConfig
-from vqkit.networks.inference import FastDecoder, ParityConvTranspose2d
-from vqkit.run import Run
-from vqkit.training import checkpoint as ckpt
+from vqkit.models.inference import FastDecoder, ParityConvTranspose2d
+from vqkit.runs import Run
 
 from .conftest import tiny_model_config
 

@@ -19,9 +19,8 @@ from vqkit.codec import CodecError, carry_entropy_models, compress_images, decod
 from vqkit.codec.container import FINGERPRINT_BYTES, MAGIC
 from vqkit.config import ConfigError
 from vqkit.models import VQVAE
-from vqkit.run import Run
-from vqkit.training import train
-from vqkit.training.checkpoint import RunError, model_fingerprint
+from vqkit.pipeline import train
+from vqkit.runs import Run, RunError, model_fingerprint
 
 from .conftest import decoder_only, smooth_images, tiny_run_config
 from .test_prior_cli import TINY_PRIOR

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from vqkit import VQVAE
+from vqkit import runs as ckpt
 from vqkit.config import ModelConfig, RunConfig
-from vqkit.training import checkpoint as ckpt
-from vqkit.training.checkpoint import RunError
+from vqkit.runs import RunError
 
 from .conftest import smooth_images, tiny_model_config
 

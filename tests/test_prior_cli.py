@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from vqkit.cli import main
+from vqkit.pipeline import train
 from vqkit.priors import load_prior, prior_exists
 from vqkit.priors.checkpoint import model_fingerprint
-from vqkit.training import train
 
 from .conftest import smooth_images, tiny_run_config
 
@@ -68,7 +68,7 @@ def test_prior_train_writes_its_files(run_dir: Path, capsys: pytest.CaptureFixtu
 
 def test_codes_are_cached_per_model(run_dir: Path) -> None:
     from vqkit.priors import load_codes
-    from vqkit.run import Run
+    from vqkit.runs import Run
 
     (cache,) = run_dir.glob("codes_*.npz")
     stamp = cache.stat().st_mtime_ns
@@ -155,7 +155,7 @@ def test_prior_train_with_augmented_copies(run_dir: Path, tmp_path: Path) -> Non
 
     from vqkit.priors import load_codes
     from vqkit.priors.data import augmented_copy, load_augmented_codes
-    from vqkit.run import Run
+    from vqkit.runs import Run
 
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)

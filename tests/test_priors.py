@@ -20,7 +20,7 @@ from vqkit.priors.calibrate import calibrate
 from vqkit.priors.config import apply_prior_overrides
 from vqkit.priors.evaluate import grid_bits, unigram_entropy_bits
 from vqkit.priors.model import draw
-from vqkit.training.checkpoint import RunError
+from vqkit.runs import RunError
 from vqkit.training.schedule import Horizon
 
 

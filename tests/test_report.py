@@ -14,11 +14,11 @@ import pytest
 from PIL import Image
 
 from vqkit.cli import main
+from vqkit.pipeline import train
 from vqkit.reports.browser import check_page, find_chromium
-from vqkit.run import Run
+from vqkit.runs import Run
 from vqkit.tasks import artifacts
 from vqkit.tasks.denoise import evaluate_denoising, save_examples
-from vqkit.training import train
 
 from .conftest import smooth_images, tiny_run_config
 

@@ -13,12 +13,12 @@ from PIL import Image
 
 from vqkit.cli import main
 from vqkit.data import load_dataset, to_float
-from vqkit.run import Run
+from vqkit.pipeline import train
+from vqkit.runs import Run
 from vqkit.tasks.denoise import add_noise, denoise_images, quality
 from vqkit.tasks.features import code_histograms, extract_features
 from vqkit.tasks.probe import ProbeSettings, run_probes
 from vqkit.tasks.retrieval import rank
-from vqkit.training import train
 
 from .conftest import smooth_images, tiny_run_config
 

@@ -15,8 +15,9 @@ from safetensors.torch import load_file
 
 from vqkit.config import ConfigError
 from vqkit.models import VQVAE
-from vqkit.training import TrainingDiverged, load_model, train
-from vqkit.training.checkpoint import write_text
+from vqkit.pipeline import train
+from vqkit.runs import load_model, write_text
+from vqkit.training import TrainingDiverged
 from vqkit.training.schedule import Horizon, learning_rate
 
 from .conftest import tiny_run_config

@@ -1,11 +1,11 @@
 """vqkit: train vector-quantized autoencoders on images, then compress, generate, denoise, analyse."""
 
-__version__ = "0.1.0"
-
+from vqkit._version import __version__
 from vqkit.config import ModelConfig, QuantizerConfig, RunConfig, load_config
 from vqkit.models import VQVAE, VQVAEOutput
-from vqkit.run import Run
-from vqkit.training import evaluate, load_model, train
+from vqkit.pipeline import train
+from vqkit.runs import Run, load_model
+from vqkit.training import evaluate
 
 __all__ = [
     "VQVAE",

@@ -25,8 +25,8 @@ from vqkit.codec.entropy import as_model_inputs
 from vqkit.config import ModelConfig, QuantizerConfig, RunConfig
 from vqkit.data import to_float
 from vqkit.models import VQVAE
-from vqkit.run import Run
-from vqkit.training.checkpoint import CONFIG_FILE, save_config, save_model, write_json
+from vqkit.runs import Run, save_config, save_model, write_json
+from vqkit.runs.layout import CONFIG_FILE
 
 GOLDEN = Path(__file__).resolve().parent
 SWITCH = "VQKIT_MAKE_GOLDEN"

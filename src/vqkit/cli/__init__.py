@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0 if args else 2
     if args[0] == "--version":
-        from vqkit import __version__
+        from vqkit._version import __version__
 
         print(f"vqkit {__version__}")
         return 0

@@ -13,9 +13,8 @@ import numpy as np
 
 from vqkit.cli.common import add_device, parser
 from vqkit.data import DataError, load_dataset
-from vqkit.run import Run
+from vqkit.runs import Run, RunError, write_json
 from vqkit.tasks import artifacts
-from vqkit.training.checkpoint import RunError, write_json
 from vqkit.visual import image_grid, save_png
 
 

@@ -14,8 +14,7 @@ import numpy as np
 
 from vqkit.cli.common import add_device, parser
 from vqkit.data import DataError, load_dataset
-from vqkit.run import Run
-from vqkit.training.checkpoint import model_fingerprint
+from vqkit.runs import Run, model_fingerprint
 from vqkit.visual import save_png
 
 

@@ -10,7 +10,7 @@ import torch
 
 from vqkit.config import ConfigError
 from vqkit.data import DataError
-from vqkit.training.checkpoint import RunError
+from vqkit.runs import RunError
 from vqkit.training.loop import TrainingDiverged
 
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (

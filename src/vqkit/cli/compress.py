@@ -23,8 +23,7 @@ from vqkit.codec.api import SCALE_RANGE
 from vqkit.codec.entropy import fit_static_model
 from vqkit.codec.files import output_stems, read_inputs, read_vqk, write_bytes, write_png
 from vqkit.codec.search import RATES, SearchConfig
-from vqkit.run import Run
-from vqkit.training.checkpoint import write_json
+from vqkit.runs import Run, write_json
 
 FILE_GROUP = 64  # at most this many files decoded together by `vqkit decompress`
 GROUP_BYTES = 4 << 20  # ... and this much .vqk data (CIFAR: ~50,000 images; Kodak: ~150)

@@ -18,7 +18,7 @@ import numpy as np
 
 from vqkit.cli.common import add_device, parser
 from vqkit.data import IMAGE_EXTENSIONS, DataError, load_dataset
-from vqkit.run import Run
+from vqkit.runs import Run
 from vqkit.tasks.denoise import MAX_PIXELS, denoise_images
 from vqkit.visual import save_png
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from vqkit.cli.common import add_device, parser
 from vqkit.data import load_dataset
-from vqkit.run import Run
+from vqkit.runs import Run
 from vqkit.training.evaluate import evaluate
 
 ROWS = [

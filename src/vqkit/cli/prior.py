@@ -9,8 +9,7 @@ from typing import Any
 from vqkit.cli.common import add_device, parser
 from vqkit.priors import calibrate_run, evaluate_prior, load_codes, load_prior, train_prior
 from vqkit.priors.evaluate import check_codes
-from vqkit.run import Run
-from vqkit.training.checkpoint import RunError, write_json
+from vqkit.runs import Run, RunError, write_json
 
 ROWS = [
     ("num_grids", "grids", "{:d}"),
@@ -81,7 +80,7 @@ def _eval(a: argparse.Namespace) -> int:
 
 def _carry(a: argparse.Namespace) -> int:
     from vqkit.codec import carry_entropy_models
-    from vqkit.codec.entropy import STATIC_FILE
+    from vqkit.codec.entropy import STATIC_TABLE_FILE
     from vqkit.priors.checkpoint import PRIOR_FILE, prior_exists
 
     for folder in (a.source, a.run):
@@ -89,7 +88,7 @@ def _carry(a: argparse.Namespace) -> int:
             raise RunError(f"{folder} is not a run folder")
     if a.source.resolve() == a.run.resolve():
         raise RunError(f"{a.run} is the run to carry from; name the fine-tuned run second")
-    if not (prior_exists(a.source) or (a.source / STATIC_FILE).is_file()):
+    if not (prior_exists(a.source) or (a.source / STATIC_TABLE_FILE).is_file()):
         raise RunError(f"{a.source} has neither a prior nor a static table to carry")
     if prior_exists(a.run) and not a.overwrite:
         raise RunError(f"{a.run} already has a prior; pass --overwrite to replace it with {a.source}'s")

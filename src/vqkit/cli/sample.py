@@ -13,7 +13,7 @@ import torch
 from vqkit.cli.common import add_device, parser
 from vqkit.data import DataError, load_dataset
 from vqkit.priors import CodePrior, load_prior, read_prior_doc
-from vqkit.run import Run
+from vqkit.runs import Run
 from vqkit.visual import image_grid, save_png
 
 

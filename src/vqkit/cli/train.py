@@ -14,8 +14,9 @@ import torch.distributed as dist
 from vqkit import distributed as vdist
 from vqkit.cli.common import parser
 from vqkit.config import RunConfig, apply_overrides, load_config
-from vqkit.training.checkpoint import RunError, load_run_config
-from vqkit.training.loop import override_for_resume, train
+from vqkit.pipeline import train
+from vqkit.runs import RunError, layout, load_run_config
+from vqkit.training.loop import override_for_resume
 
 
 def _init_distributed(device: str) -> bool:
@@ -78,7 +79,7 @@ def main(argv: list[str]) -> int:
             train_changes.update(stop)
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train_changes))
     out = a.out or Path("runs") / datetime.now().strftime("vqkit-%Y%m%d-%H%M%S")
-    if not a.resume and (out / "model.safetensors").exists():
+    if not a.resume and (out / layout.MODEL_FILE).exists():
         raise RunError(f"{out} already holds a trained run; use --resume or another --out")
 
     distributed = _init_distributed(cfg.train.device)

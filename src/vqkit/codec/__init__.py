@@ -24,7 +24,7 @@ from vqkit.codec.coding import ENTROPY_CHOICES, Coding
 from vqkit.codec.container import FORMAT_VERSION, CodecError, Container, EntropyModel, Mode, parse
 from vqkit.codec.entropy import (
     PRIOR_BATCH,
-    STATIC_FILE,
+    STATIC_TABLE_FILE,
     carry_entropy_models,
     fit_static_model,
     load_static_table,
@@ -35,7 +35,7 @@ __all__ = [
     "ENTROPY_CHOICES",
     "FORMAT_VERSION",
     "PRIOR_BATCH",
-    "STATIC_FILE",
+    "STATIC_TABLE_FILE",
     "CodecError",
     "Coding",
     "CompressResult",

@@ -38,7 +38,7 @@ from vqkit.codec.search import SearchConfig, search_grids
 from vqkit.codec.tables import code_bits
 from vqkit.data import to_float
 from vqkit.metrics import psnr_per_image, ssim_per_image
-from vqkit.run import Run
+from vqkit.runs import Run
 
 PSNR_CAP = 100.0
 BATCH_PIXELS = 1 << 22

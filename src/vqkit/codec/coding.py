@@ -14,8 +14,7 @@ from torch import nn
 from vqkit.codec.container import FINGERPRINT_BYTES, CodecError, EntropyModel
 from vqkit.codec.entropy import PriorCoder, load_run_prior, load_static_table
 from vqkit.codec.tables import check_codebook_size
-from vqkit.run import Run
-from vqkit.training.checkpoint import RunError, model_digest
+from vqkit.runs import Run, RunError, model_digest
 
 ENTROPY_CHOICES = ("auto", "raw", "static", "prior", "prior-tiles")
 PRIOR_MODELS = (EntropyModel.PRIOR_OVERLAP, EntropyModel.PRIOR)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib
 import itertools
 import shutil
 import threading
@@ -37,16 +36,17 @@ from vqkit.codec.coder import StepDecoder
 from vqkit.codec.container import CodecError
 from vqkit.codec.tables import frequencies_from_counts, frequencies_from_logits
 from vqkit.data import ImageSet, load_dataset
-from vqkit.run import Run
-from vqkit.training.checkpoint import (
-    MODEL_FILE,
+from vqkit.priors.checkpoint import load_prior, prior_exists, read_prior_doc, save_prior
+from vqkit.priors.model import CodePrior
+from vqkit.runs import (
+    Run,
     RunError,
     model_fingerprint,
     read_format_json,
     write_json,
 )
+from vqkit.runs.layout import MODEL_FILE, PRIOR_CONFIG_FILE, PRIOR_EVAL_FILE, PRIOR_FILE, STATIC_TABLE_FILE
 
-STATIC_FILE = "entropy_static.json"
 STATIC_FORMAT = "vqkit-entropy-static"
 STATIC_FORMAT_VERSION = 1
 PRIOR_BATCH = 16  # rows of every prior evaluation (short chunks padded); part of the format
@@ -107,14 +107,14 @@ def fit_static_model(
         "source": str(images) if isinstance(images, str | Path) else f"{len(arrays)} images",
         "counts": counts.tolist(),
     }
-    path = run.path / STATIC_FILE
+    path = run.path / STATIC_TABLE_FILE
     write_json(path, doc)
     return path
 
 
 def load_static_table(run_dir: Path, codebook_size: int, digest: bytes) -> np.ndarray | None:
     """The run's (K,) integer coding table, or None when the run has no static model."""
-    path = Path(run_dir) / STATIC_FILE
+    path = Path(run_dir) / STATIC_TABLE_FILE
     if not path.is_file():
         return None
     doc = read_format_json(path, STATIC_FORMAT, STATIC_FORMAT_VERSION, "static entropy model")
@@ -151,27 +151,28 @@ def carry_entropy_models(source: str | Path, run_dir: str | Path) -> list[Path]:
     fingerprint = model_fingerprint(run_dir)
     carried = {"from": str(source), "model_fingerprint": model_fingerprint(source)}
     written: list[Path] = []
-    static = source / STATIC_FILE
+    static = source / STATIC_TABLE_FILE
     if static.is_file():
         doc = read_format_json(static, STATIC_FORMAT, STATIC_FORMAT_VERSION, "static entropy model")
         if doc.get("model_fingerprint") != carried["model_fingerprint"]:
             raise RunError(f"{static} was fitted for another model than {source}'s; refit it first")
-        write_json(run_dir / STATIC_FILE, {**doc, "model_fingerprint": fingerprint, "carried_from": carried})
-        written.append(run_dir / STATIC_FILE)
+        write_json(
+            run_dir / STATIC_TABLE_FILE, {**doc, "model_fingerprint": fingerprint, "carried_from": carried}
+        )
+        written.append(run_dir / STATIC_TABLE_FILE)
     prior = load_run_prior(source)  # checks that the prior belongs to source's model
     if prior is not None:
-        files: Any = importlib.import_module("vqkit.priors.checkpoint")
-        doc = files.read_prior_doc(source)
+        doc = read_prior_doc(source)
         # What write_prior_doc sets anew stays out; the prior's own training command goes along.
         fresh = ("format", "format_version", "vqkit_version", "saved", "argv", "model_fingerprint", "prior")
         info = {k: v for k, v in doc.items() if k not in fresh}
         info["carried_from"] = {**carried, "argv": doc.get("argv")}
-        files.save_prior(run_dir, prior, info=info, fingerprint=fingerprint)
-        written += [run_dir / files.PRIOR_FILE, run_dir / files.PRIOR_CONFIG_FILE]
-        evaluation = source / files.PRIOR_EVAL_FILE
+        save_prior(run_dir, prior, info=info, fingerprint=fingerprint)
+        written += [run_dir / PRIOR_FILE, run_dir / PRIOR_CONFIG_FILE]
+        evaluation = source / PRIOR_EVAL_FILE
         if evaluation.is_file():  # an evaluation of codes, which are the same here
-            shutil.copyfile(evaluation, run_dir / files.PRIOR_EVAL_FILE)
-            written.append(run_dir / files.PRIOR_EVAL_FILE)
+            shutil.copyfile(evaluation, run_dir / PRIOR_EVAL_FILE)
+            written.append(run_dir / PRIOR_EVAL_FILE)
     return written
 
 
@@ -188,17 +189,12 @@ def _load_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 # ---- autoregressive prior -------------------------------------------------------------------------
 
 
-def load_run_prior(run_dir: Path) -> nn.Module | None:
-    """The run's prior through ``vqkit.priors`` (when installed and trained), else None."""
-    try:
-        priors: Any = importlib.import_module("vqkit.priors")
-        exists, load = priors.prior_exists, priors.load_prior
-    except (ImportError, AttributeError):
+def load_run_prior(run_dir: Path) -> CodePrior | None:
+    """The run's prior when it has one, else None. A prior that exists but cannot be read (or belongs
+    to another model) is an error, never silently "no prior"."""
+    if not prior_exists(run_dir):
         return None
-    if not exists(run_dir):
-        return None
-    prior: nn.Module = load(run_dir)
-    return prior
+    return load_prior(run_dir)
 
 
 Tile = tuple[int, int]  # (th, tw): the prior's grid, the shape of every window

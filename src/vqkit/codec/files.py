@@ -12,7 +12,7 @@ from PIL import Image
 
 from vqkit.codec.container import CodecError
 from vqkit.data import IMAGE_EXTENSIONS, DataError, load_dataset, read_image
-from vqkit.training.checkpoint import atomic_write
+from vqkit.runs import atomic_write
 
 MAX_FILE_BYTES = 1 << 30  # a .vqk larger than this is refused before reading it
 

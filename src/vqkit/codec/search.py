@@ -38,7 +38,7 @@ from vqkit.codec.entropy import Layout
 from vqkit.config import ModelConfig
 from vqkit.data import to_float
 from vqkit.networks.conv import ResidualBlock
-from vqkit.run import Run
+from vqkit.runs import Run
 
 RATES = ("auto", "static")
 

@@ -23,7 +23,8 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-from vqkit.data.datasets import DataError, ImageSet
+from vqkit.data.errors import DataError
+from vqkit.data.imageset import ImageSet
 
 CROP_SIZE = 32
 WINDOWS = (32, 64, 128)  # crop windows in source pixels; each is box-filtered down to CROP_SIZE

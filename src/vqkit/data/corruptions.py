@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vqkit.data.datasets import DataError
+from vqkit.data.errors import DataError
 
 CorruptFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 

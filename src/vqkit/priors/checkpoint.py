@@ -22,11 +22,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from vqkit import __version__
+from vqkit._version import __version__
 from vqkit.config import ConfigError
 from vqkit.priors.config import PriorConfig, prior_config_from_dict, prior_config_to_dict
 from vqkit.priors.model import CodePrior
-from vqkit.training.checkpoint import (
+from vqkit.runs import (
     RunError,
     atomic_write,
     load_train_state,
@@ -36,14 +36,14 @@ from vqkit.training.checkpoint import (
     save_train_state,
     write_json,
 )
+from vqkit.runs.layout import (
+    PRIOR_CONFIG_FILE,
+    PRIOR_FILE,
+    PRIOR_STATE_FILE,
+)
 
 PRIOR_FORMAT = "vqkit-prior"
 PRIOR_FORMAT_VERSION = 1
-PRIOR_FILE = "prior.safetensors"
-PRIOR_CONFIG_FILE = "prior_config.json"
-PRIOR_STATE_FILE = "prior_train_state.pt"
-PRIOR_METRICS_FILE = "prior_metrics.jsonl"
-PRIOR_EVAL_FILE = "prior_eval.json"
 
 
 def prior_exists(run_dir: str | Path) -> bool:

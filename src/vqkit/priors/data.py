@@ -17,8 +17,7 @@ from tqdm import tqdm
 
 from vqkit.data import DataError, ImageSet, load_dataset
 from vqkit.priors.checkpoint import model_fingerprint
-from vqkit.run import Run
-from vqkit.training.checkpoint import atomic_write
+from vqkit.runs import Run, atomic_write
 
 ENCODE_CHUNK = 2048  # images per progress-bar tick
 

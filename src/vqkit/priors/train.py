@@ -19,8 +19,7 @@ from vqkit.priors.data import CodeSet, canonical_spec, codes_path, load_augmente
 from vqkit.priors.evaluate import check_codes, evaluate_prior
 from vqkit.priors.fit import fit_prior, steps_per_epoch
 from vqkit.priors.model import CodePrior
-from vqkit.run import Run
-from vqkit.training.checkpoint import RunError, write_json, write_text
+from vqkit.runs import Run, RunError, layout, write_json, write_text
 from vqkit.training.loop import resolve_device
 from vqkit.training.schedule import Horizon
 
@@ -192,9 +191,13 @@ def train_prior(
         "stop": stop,
         "init_from": None if init_from is None else str(init_from),
     }  # fmt: skip
-    metrics = run_dir / pck.PRIOR_METRICS_FILE
+    metrics = run_dir / layout.PRIOR_METRICS_FILE
     if state is None:
-        for name in (pck.PRIOR_FILE, pck.PRIOR_STATE_FILE, pck.PRIOR_EVAL_FILE):  # --overwrite: the old
+        for name in (
+            layout.PRIOR_FILE,
+            layout.PRIOR_STATE_FILE,
+            layout.PRIOR_EVAL_FILE,
+        ):  # --overwrite: the old
             (run_dir / name).unlink(missing_ok=True)  # prior must not pair with the new config
         pck.write_prior_doc(run_dir, model_cfg, info={**info, "step": 0}, fingerprint=fingerprint)
         write_text(metrics, "")
@@ -226,7 +229,7 @@ def train_prior(
         pck.save_prior(run_dir, result.prior, info={**info, "step": result.step}, fingerprint=fingerprint)
     if len(val_set) and result.stopped == "finished":
         ev = {"data": "holdout", "spec": spec, "step": result.step, **evaluate_prior(result.prior, val_set)}
-        write_json(run_dir / pck.PRIOR_EVAL_FILE, ev)
+        write_json(run_dir / layout.PRIOR_EVAL_FILE, ev)
         summary["eval"] = ev
     return summary
 

@@ -14,11 +14,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from vqkit import __version__
+from vqkit._version import __version__
 from vqkit.reports.plots import training_curves_png, xy_plot_png
 from vqkit.reports.tables import denoise_table, dict_table, probe_table, records_table
+from vqkit.runs import RunError, read_config_doc, write_text
+from vqkit.runs.layout import CONFIG_FILE, METRICS_FILE
 from vqkit.tasks import artifacts
-from vqkit.training.checkpoint import CONFIG_FILE, METRICS_FILE, RunError, read_config_doc, write_text
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 STYLE = """

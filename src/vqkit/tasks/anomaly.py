@@ -17,9 +17,9 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from vqkit.data import DataError, ImageSet
-from vqkit.run import Run
+from vqkit.priors import load_prior, prior_exists
+from vqkit.runs import Run, RunError
 from vqkit.tasks.features import iter_encoded
-from vqkit.training.checkpoint import RunError
 
 SCORES = {
     "reconstruction_mse": "mean squared error of the 8-bit reconstruction (0-255 scale)",
@@ -32,10 +32,6 @@ def load_prior_if_any(run: Run) -> tuple[Any | None, str | None]:
     """(the run's prior, None), or (None, the reason there is none)."""
     if not run.model.config.quantizer.enabled:
         return None, "quantization is disabled in this run: no codes, no prior"
-    try:
-        from vqkit.priors import load_prior, prior_exists
-    except ImportError as e:  # the priors package is optional for this task
-        return None, f"priors are unavailable in this installation ({e})"
     if not prior_exists(run.path):
         return None, "the run has no prior (`vqkit prior train RUN` adds one)"
     try:

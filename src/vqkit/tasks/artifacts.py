@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vqkit.training.checkpoint import write_json
+from vqkit.runs import write_json
 
 PROBE_FILE = "probe.json"  # vqkit probe: linear / k-NN accuracy per feature kind
 CODEBOOK_FILE = "codebook.json"  # vqkit codebook: per-code counts, order, health, per-class counts

@@ -19,9 +19,8 @@ import numpy as np
 
 from vqkit.data import ImageSet
 from vqkit.metrics import CodebookUsage
-from vqkit.run import Run
+from vqkit.runs import Run, RunError
 from vqkit.tasks.features import iter_encoded
-from vqkit.training.checkpoint import RunError
 from vqkit.visual import image_grid
 
 

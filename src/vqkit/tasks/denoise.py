@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from vqkit.data import to_float, to_uint8_hwc
+from vqkit.data import iter_batches, to_float, to_uint8_hwc
 from vqkit.data.corruptions import parse_corruption
 from vqkit.metrics import psnr_per_image, ssim_per_image
-from vqkit.run import Run
-from vqkit.training.evaluate import PSNR_CAP, iter_batches
+from vqkit.runs import Run
+from vqkit.training.evaluate import PSNR_CAP
 from vqkit.visual import image_grid, save_png
 
 MAX_PIXELS = 1 << 20  # pixels per inference batch: bounds activation memory for large photos

@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vqkit.data import DataError, ImageSet, load_dataset, split_holdout, to_float, to_uint8_hwc
-from vqkit.run import Run
-from vqkit.training.evaluate import iter_batches
+from vqkit.data import DataError, ImageSet, iter_batches, load_dataset, split_holdout, to_float, to_uint8_hwc
+from vqkit.runs import Run
 
 
 @dataclass

@@ -21,10 +21,9 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from vqkit.data import DataError, ImageSet, to_float
-from vqkit.run import Run
+from vqkit.data import DataError, ImageSet, iter_batches, to_float
+from vqkit.runs import Run
 from vqkit.tasks.features import Features, extract_features, sample_images
-from vqkit.training.evaluate import iter_batches
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,6 @@
-"""Training: the loop, checkpoints, schedules and evaluation."""
+"""Training: the loop, schedules and evaluation. Checkpoints live in :mod:`vqkit.runs`."""
 
-from vqkit.training.checkpoint import RunError, load_model, load_run_config
 from vqkit.training.evaluate import evaluate
 from vqkit.training.loop import TrainingDiverged, TrainResult, train
 
-__all__ = [
-    "RunError",
-    "TrainResult",
-    "TrainingDiverged",
-    "evaluate",
-    "load_model",
-    "load_run_config",
-    "train",
-]
+__all__ = ["TrainResult", "TrainingDiverged", "evaluate", "train"]

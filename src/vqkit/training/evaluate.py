@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
-from vqkit.data import to_float, to_uint8_hwc
+from vqkit.data import iter_batches, to_float, to_uint8_hwc
 from vqkit.data.corruptions import Corruption
 from vqkit.metrics import CodebookUsage, nominal_bpp, psnr_per_image, ssim_per_image
 from vqkit.models import VQVAE
 
 PSNR_CAP = 100.0  # identical images have infinite PSNR; cap so the mean stays finite
-
-
-def iter_batches(images: list[np.ndarray], batch_size: int) -> Iterator[list[np.ndarray]]:
-    """Consecutive batches of equal-sized images (a new batch starts whenever the size changes)."""
-    batch: list[np.ndarray] = []
-    for im in images:
-        if batch and (im.shape != batch[0].shape or len(batch) == batch_size):
-            yield batch
-            batch = []
-        batch.append(im)
-    if batch:
-        yield batch
 
 
 @torch.no_grad()

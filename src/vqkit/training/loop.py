@@ -28,17 +28,16 @@ from tqdm import tqdm
 
 from vqkit import distributed as vdist
 from vqkit import precision
+from vqkit import runs as ckpt
 from vqkit.config import ConfigError, RunConfig, to_dict
 from vqkit.data import ImageSet, load_dataset, random_crop_flip, split_holdout, to_float
 from vqkit.data.corruptions import parse_corruption
 from vqkit.models import VQVAE
-from vqkit.training import checkpoint as ckpt
 from vqkit.training.evaluate import evaluate
 from vqkit.training.schedule import Horizon, learning_rate
 from vqkit.visual import save_reconstruction_grid
 
 FIXED_BATCH = 8  # images in the reconstruction picture saved with each checkpoint
-STATIC_FIT_IMAGES = 20_000  # training images whose codes fit the codec's static frequency table
 
 
 class TrainingDiverged(RuntimeError):
@@ -51,6 +50,9 @@ class TrainResult:
     step: int
     stopped: str  # "finished" or "interrupted"
     holdout: dict[str, Any]  # evaluation on the held-out split at the end (empty if none)
+    config: RunConfig  # as trained (in_channels follows the data)
+    device: torch.device
+    train_images: torch.Tensor  # (N, C, S, S) uint8: the training split, for steps that follow
 
 
 def resolve_device(name: str) -> torch.device:
@@ -142,13 +144,13 @@ def _agree(local_elapsed: float, stop_requested: bool, device: torch.device) -> 
 
 
 def _append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
-    with open(run_dir / ckpt.METRICS_FILE, "a") as f:
+    with open(run_dir / ckpt.layout.METRICS_FILE, "a") as f:
         f.write(json.dumps(record) + "\n")
 
 
 def _truncate_metrics(run_dir: Path, step: int) -> None:
     """On resume drop records written after the checkpoint (a crash may have left some)."""
-    path = run_dir / ckpt.METRICS_FILE
+    path = run_dir / ckpt.layout.METRICS_FILE
     if not path.exists():
         return
     keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
@@ -223,7 +225,7 @@ def train(
     elif main:
         run_dir.mkdir(parents=True, exist_ok=True)
         ckpt.save_config(run_dir, cfg, meta={"class_names": td.class_names, "channels": td.channels})
-        (run_dir / ckpt.METRICS_FILE).write_text("")
+        (run_dir / ckpt.layout.METRICS_FILE).write_text("")
 
     if tc.compile:
         model.encoder.compile()
@@ -254,9 +256,9 @@ def train(
         if device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(device)
         ckpt.save_train_state(run_dir, state)
-        save_reconstruction_grid(model, fixed, run_dir / "reconstructions.png", device)
+        save_reconstruction_grid(model, fixed, run_dir / ckpt.layout.RECONSTRUCTIONS_FILE, device)
         if final_eval is not None:
-            ckpt.write_json(run_dir / "eval.json", {"data": "holdout", **final_eval})
+            ckpt.write_json(run_dir / ckpt.layout.EVAL_FILE, {"data": "holdout", **final_eval})
 
     def run_eval() -> dict[str, Any]:
         if not td.holdout:
@@ -370,20 +372,8 @@ def train(
     if main and final:
         _append_metrics(run_dir, {"type": "eval", "step": step, "elapsed_s": elapsed, **final})
     save(final if stopped == "finished" else None)
-    if main and stopped == "finished" and cfg.model.quantizer.enabled:
-        # Imported here because the codec builds on training, not the other way round.
-        from vqkit.codec import carry_entropy_models, fit_static_model
-
-        if frozen_codes:
-            # Same codes as init_from: its static table and prior hold for this run unchanged.
-            carry_entropy_models(Path(str(tc.init_from)), run_dir)
-        else:
-            # The codec's static entropy model: code frequencies over (a deterministic part of)
-            # the training split, so `vqkit compress` works on a fresh run.
-            part = td.train[:STATIC_FIT_IMAGES].permute(0, 2, 3, 1).numpy()
-            fit_static_model(run_dir, list(part), device=str(device))
     vdist.barrier()
-    return TrainResult(run_dir=run_dir, step=step, stopped=stopped, holdout=final)
+    return TrainResult(run_dir, step, stopped, final, cfg, device, td.train)
 
 
 def start_weights(cfg: RunConfig, run_dir: Path) -> VQVAE:

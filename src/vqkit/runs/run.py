@@ -17,11 +17,10 @@ import torch
 
 from vqkit import precision
 from vqkit.config import RunConfig
-from vqkit.data import to_float, to_uint8_hwc
+from vqkit.data import iter_batches, to_float, to_uint8_hwc
 from vqkit.models import VQVAE
-from vqkit.networks.inference import FastDecoder
-from vqkit.training.checkpoint import load_model, load_run_config, read_config_doc
-from vqkit.training.evaluate import iter_batches
+from vqkit.models.inference import FastDecoder
+from vqkit.runs.checkpoint import load_model, load_run_config, read_config_doc
 
 
 @dataclass
@@ -71,7 +70,7 @@ class Run:
 
     @property
     def fast_decoder(self) -> FastDecoder:
-        """The decoder in its inference form (vqkit.networks.inference), built on first use from the
+        """The decoder in its inference form (vqkit.models.inference), built on first use from the
         weights as they are then: a Run is for inference, its model is not trained further."""
         if self._fast is None:
             self.model._require_quantizer()

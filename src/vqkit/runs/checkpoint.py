@@ -1,23 +1,18 @@
-"""Run folders: self-describing, atomic checkpoints (safetensors + JSON, no pickle for weights).
+"""Checkpoints in a run folder: self-describing, atomic (safetensors + JSON, no pickle for weights).
 
-A run folder holds
   config.json        format name/version, package version, the resolved RunConfig, bookkeeping
   model.safetensors  weights and buffers (codebook, EMA statistics); the config rides in its metadata
   train_state.pt     optimizer, step, RNG states, elapsed time; tensors and plain containers only,
                      loaded with ``torch.load(weights_only=True)``
-  metrics.jsonl      one JSON record per logging step / evaluation
-Every file is written to a temporary name and renamed, so a crash never leaves half a checkpoint.
+File names live in :mod:`vqkit.runs.layout`; every write goes through :mod:`vqkit.runs.files`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
-import tempfile
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,49 +21,14 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from vqkit import __version__
+from vqkit._version import __version__
 from vqkit.config import ConfigError, RunConfig, from_dict, to_dict
 from vqkit.models import VQVAE
+from vqkit.runs.files import RunError, atomic_write, read_format_json, write_json
+from vqkit.runs.layout import CONFIG_FILE, MODEL_FILE, STATE_FILE
 
 RUN_FORMAT = "vqkit-run"
 RUN_FORMAT_VERSION = 1
-CONFIG_FILE = "config.json"
-MODEL_FILE = "model.safetensors"
-STATE_FILE = "train_state.pt"
-METRICS_FILE = "metrics.jsonl"
-
-
-class RunError(ValueError):
-    """A run folder is missing, incomplete or from an incompatible version."""
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``. The file
-    gets the permissions a plain open() would give it (0666 less the umask), not mkstemp's private 0600:
-    runs and .vqk files are meant to be shared."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)  # reading the umask means setting it; put it straight back
-    os.fchmod(fd, 0o666 & ~umask)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_text(path: Path, text: str) -> None:
-    def write(tmp: Path) -> None:
-        tmp.write_text(text)
-
-    atomic_write(path, write)
-
-
-def write_json(path: Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def _git_info() -> dict[str, Any]:
@@ -105,22 +65,6 @@ def save_config(run_dir: Path, cfg: RunConfig, meta: dict[str, Any] | None = Non
         "config": to_dict(cfg),
     }
     write_json(run_dir / CONFIG_FILE, doc)
-
-
-def read_format_json(path: Path, fmt: str, max_version: int, what: str) -> dict[str, Any]:
-    """A self-describing JSON file of vqkit's: parsed, its ``format`` name and ``format_version``
-    checked. RunError for broken JSON, another format (``what`` names the expected one) or a newer
-    version."""
-    try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise RunError(f"{path} is not valid JSON: {e}") from e
-    if not isinstance(doc, dict) or doc.get("format") != fmt:
-        raise RunError(f"{path} is not a vqkit {what}")
-    if int(doc.get("format_version", -1)) > max_version:
-        version = doc["format_version"]
-        raise RunError(f"{path} was written by a newer vqkit ({what} format {version}); upgrade")
-    return doc
 
 
 def read_config_doc(run_dir: Path) -> dict[str, Any]:

@@ -1,0 +1,46 @@
+"""The run folder: its layout, atomic reads and writes, format checks, the model fingerprint, and
+:class:`Run`, the inference face of a trained model.
+
+A run folder is the unit every stage consumes (training writes it; the prior, the codec, the tasks
+and the report read and extend it). This package owns it, and imports none of those stages.
+"""
+
+from vqkit.runs import layout
+from vqkit.runs.checkpoint import (
+    RUN_FORMAT,
+    RUN_FORMAT_VERSION,
+    load_model,
+    load_run_config,
+    load_train_state,
+    model_digest,
+    model_fingerprint,
+    model_state,
+    read_config_doc,
+    save_config,
+    save_model,
+    save_train_state,
+)
+from vqkit.runs.files import RunError, atomic_write, read_format_json, write_json, write_text
+from vqkit.runs.run import Run
+
+__all__ = [
+    "RUN_FORMAT",
+    "RUN_FORMAT_VERSION",
+    "Run",
+    "RunError",
+    "atomic_write",
+    "layout",
+    "load_model",
+    "load_run_config",
+    "load_train_state",
+    "model_digest",
+    "model_fingerprint",
+    "model_state",
+    "read_config_doc",
+    "read_format_json",
+    "save_config",
+    "save_model",
+    "save_train_state",
+    "write_json",
+    "write_text",
+]
