@@ -108,36 +108,36 @@ def test_max_images_keeps_first_in_sorted_order(tmp_path: Path) -> None:
 
 
 def test_read_image_keeps_mode_channels(tmp_path: Path) -> None:
-    rgba = np.arange(3 * 4 * 4, dtype=np.uint8).reshape(3, 4, 4)
+    rgba = np.arange(4 * 5 * 4, dtype=np.uint8).reshape(4, 5, 4)
     _save(tmp_path / "rgba.png", rgba)
     _save(tmp_path / "la.png", rgba[:, :, :2], mode="LA")
     _save(tmp_path / "l.png", rgba[:, :, 0])
     assert np.array_equal(read_image(tmp_path / "rgba.png"), rgba)
     assert np.array_equal(read_image(tmp_path / "la.png"), rgba[:, :, :2])
-    assert read_image(tmp_path / "l.png").shape == (3, 4, 1)
-    wide = np.array([[0, 65535, 257 * 128]], dtype=np.uint16)
+    assert read_image(tmp_path / "l.png").shape == (4, 5, 1)
+    wide = np.tile(np.array([[0, 65535, 257 * 128]], dtype=np.uint16), (4, 2))  # 4x6: above the minimum
     Image.fromarray(wide).save(tmp_path / "wide.png")
-    assert read_image(tmp_path / "wide.png")[0, :, 0].tolist() == [0, 255, 128]
+    assert read_image(tmp_path / "wide.png")[0, :3, 0].tolist() == [0, 255, 128]
     with pytest.raises(DataError, match="cannot decode"):
         (tmp_path / "x.png").write_bytes(b"")
         read_image(tmp_path / "x.png")
 
 
 def test_channel_inference_and_conversion(tmp_path: Path) -> None:
-    grey = np.array([[0, 77, 255]], np.uint8)
+    grey = np.tile(np.array([[0, 77, 255]], np.uint8), (4, 2))  # images need 4 pixels a side
     _save(tmp_path / "g" / "a.png", grey)
     ds = load_dataset(tmp_path / "g")
     assert ds.channels == 1 and ds.images[0][:, :, 0].tolist() == grey.tolist()
     rgb = load_dataset(tmp_path / "g", channels=3)
     assert np.array_equal(rgb.images[0], np.repeat(grey[:, :, None], 3, axis=2))
     # BT.601: 0.299*200 + 0.587*100 + 0.114*50 = 124.2 -> 124; pure green 255 -> 149.685 -> 150.
-    colour = np.array([[[200, 100, 50], [0, 255, 0]]], np.uint8)
+    colour = np.tile(np.array([[[200, 100, 50], [0, 255, 0]]], np.uint8), (4, 2, 1))
     _save(tmp_path / "c" / "a.png", colour)
     _save(tmp_path / "c" / "b.png", grey)  # mixed grey + RGB infers 3 channels
     assert load_dataset(tmp_path / "c").channels == 3
     luma = load_dataset(tmp_path / "c", channels=1).images[0][0, :, 0].tolist()
-    assert luma == [124, 150]
-    alpha = np.dstack([colour, np.full((1, 2), 9, np.uint8)])
+    assert luma == [124, 150, 124, 150]
+    alpha = np.dstack([colour, np.full((4, 4), 9, np.uint8)])
     _save(tmp_path / "a" / "x.png", alpha)
     assert np.array_equal(load_dataset(tmp_path / "a").images[0], colour)  # alpha dropped
 
@@ -328,12 +328,14 @@ def test_imageset_mixed_sizes_subset_and_patches() -> None:
     assert ds.uniform_size is None
     with pytest.raises(DataError, match="differ in size"):
         ds.as_array()
-    tiles = ds.patches(32)
+    with pytest.warns(UserWarning, match="1 of 4 images .* left out: d"):
+        tiles = ds.patches(32)
     assert tiles.shape == (2 * 6 + 1, 32, 32, 3)  # 2x3 tiles per large image, the 32x32 as-is
     assert (tiles[:6] == 0).all() and (tiles[6:12] == 1).all()
-    random = ds.patches(32, per_image=5, seed=3)
-    assert random.shape == (11, 32, 32, 3)
-    assert np.array_equal(random, ds.patches(32, per_image=5, seed=3))
+    with pytest.warns(UserWarning, match="left out"):
+        random = ds.patches(32, per_image=5, seed=3)
+        assert random.shape == (11, 32, 32, 3)
+        assert np.array_equal(random, ds.patches(32, per_image=5, seed=3))
     sub = ds.subset([2, 0])
     assert sub.names == ("c", "a") and sub.labels is not None and sub.labels.tolist() == [2, 0]
     with pytest.raises(DataError):

@@ -29,12 +29,19 @@ def psnr_per_image(reference: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
 
 
 def ssim_per_image(reference: np.ndarray, test: np.ndarray) -> np.ndarray:
-    """SSIM (Wang et al. 2004, 7x7 uniform window as scikit-image defaults) for uint8 (B, H, W, C)."""
+    """SSIM (Wang et al. 2004, 7x7 uniform window as scikit-image defaults) for uint8 (B, H, W, C).
+
+    Images smaller than 7x7 use the largest odd window that fits; below 3x3 SSIM is undefined (its
+    sample covariance divides by window pixels - 1) and the image gets NaN. The data loaders refuse
+    such images (vqkit.data.datasets.MIN_IMAGE_SIDE), so NaN appears only for arrays passed in."""
     out = np.empty(len(reference))
     for i, (a, b) in enumerate(zip(reference, test, strict=True)):
         h, w = a.shape[:2]
         win = min(7, h, w)
         win -= 1 - win % 2  # odd
+        if win < 3:
+            out[i] = np.nan
+            continue
         out[i] = structural_similarity(a, b, channel_axis=2, data_range=255, win_size=win)
     return out
 

@@ -36,6 +36,50 @@ IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
 )
 
+# One rule for every command (train, eval, compress, ...): an image whose shorter side is below
+# MIN_IMAGE_SIDE pixels is refused (skipped and named inside a data set, an error on its own).
+# Such an image is less than one code cell at the default downsampling factor 4, and SSIM's
+# smallest window (3x3, with a sample covariance over its pixels) does not fit a side of 1 or 2.
+# Anything larger is accepted: the model pads it to its grid and crops the result back.
+MIN_IMAGE_SIDE = 4
+
+# Pixels per image above which a file is refused from its header, before it is decoded: a few KB
+# of PNG can hold a 12000x12000 image (1.9 GB once decoded in memory). 64 megapixels keeps every
+# current camera photo (a 48 MP RGB image is 144 MB decoded) and bounds one image's memory at
+# 192 MB (RGB, uint8). `--max-image-pixels` raises it. PIL's own decompression-bomb guard stays
+# behind ours (it refuses above twice its limit, which is raised when ours goes above it).
+DEFAULT_MAX_IMAGE_PIXELS = 64_000_000
+_PIL_DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 0
+_max_pixels = DEFAULT_MAX_IMAGE_PIXELS
+
+
+def max_image_pixels() -> int:
+    """The current per-image pixel limit (see DEFAULT_MAX_IMAGE_PIXELS)."""
+    return _max_pixels
+
+
+def set_max_image_pixels(limit: int) -> None:
+    """Set the per-image pixel limit for every later read (the CLI's --max-image-pixels)."""
+    global _max_pixels
+    if limit < MIN_IMAGE_SIDE**2:
+        raise DataError(f"the image pixel limit must be at least {MIN_IMAGE_SIDE**2}, got {limit}")
+    _max_pixels = int(limit)
+    if Image.MAX_IMAGE_PIXELS is not None and _max_pixels > _PIL_DEFAULT_MAX_PIXELS:
+        Image.MAX_IMAGE_PIXELS = _max_pixels  # else PIL would still refuse what the user allowed
+
+
+def check_image_size(name: str, h: int, w: int) -> None:
+    """DataError for an image outside the size rules above (tiny, or above the pixel limit)."""
+    if min(h, w) < MIN_IMAGE_SIDE:
+        raise DataError(
+            f"{name}: image is {w}x{h}; vqkit needs at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels"
+        )
+    if h * w > _max_pixels:
+        raise DataError(
+            f"{name}: image is {w}x{h} ({h * w / 1e6:.1f} megapixels), above the limit of "
+            f"{_max_pixels / 1e6:g} megapixels; raise it with --max-image-pixels if you trust the file"
+        )
+
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Decode one image file to (H, W, C) uint8, keeping its mode's channels.
@@ -47,6 +91,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     try:
         with Image.open(path) as opened:
             img: Image.Image = opened
+            check_image_size(os.fspath(path), opened.height, opened.width)  # from the header alone
             if opened.getexif().get(0x0112, 1) != 1:  # 0x0112: EXIF Orientation
                 img = ImageOps.exif_transpose(opened)
             img.load()
@@ -66,6 +111,8 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
                 raise DataError(f"{path}: unsupported image mode {mode!r} (use 8/16-bit L or RGB)")
     except DataError:
         raise
+    except Image.DecompressionBombError as err:  # more than twice the limit: PIL's own refusal
+        raise DataError(f"{path}: {err}; raise the limit with --max-image-pixels") from err
     except Exception as err:  # any decoder failure on untrusted bytes is a data problem
         raise DataError(f"cannot decode image {path}: {err}") from err
     if arr.ndim == 2:
@@ -153,6 +200,26 @@ def _finish(loaded: Loaded, channels: int | None, max_images: int | None) -> Ima
     if max_images is not None and len(images) > max_images:
         images, names = images[:max_images], names[:max_images]
         labels = None if labels is None else labels[:max_images]
+    # Arrays from CIFAR/MNIST/npz (and anything else that skipped read_image) meet the same rule.
+    keep, refused = [], []
+    for i, (img, name) in enumerate(zip(images, names, strict=True)):
+        try:
+            check_image_size(name, img.shape[0], img.shape[1])
+            keep.append(i)
+        except DataError as err:
+            refused.append((name, str(err)))
+    skipped = loaded.skipped
+    if refused:
+        if not keep:
+            raise DataError(f"{loaded.source}: no usable image ({refused[0][1]})")
+        listed = ", ".join(n for n, _ in refused[:5]) + (" ..." if len(refused) > 5 else "")
+        warnings.warn(
+            f"skipped {len(refused)} of {len(images)} images in {loaded.source}: {listed} ({refused[0][1]})",
+            stacklevel=3,
+        )
+        images, names = [images[i] for i in keep], tuple(names[i] for i in keep)
+        labels = None if labels is None else np.asarray(labels)[keep]
+        skipped = (*skipped, *(n for n, _ in refused))
     if channels is None:
         channels = 1 if all(img.shape[2] <= 2 for img in images) else 3
     return ImageSet(
@@ -162,7 +229,7 @@ def _finish(loaded: Loaded, channels: int | None, max_images: int | None) -> Ima
         channels=channels,
         source=loaded.source,
         names=tuple(names),
-        skipped=loaded.skipped,
+        skipped=skipped,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -81,7 +82,8 @@ class ImageSet:
     def patches(self, size: int, per_image: int | None = None, seed: int = 0) -> np.ndarray:
         """(M, size, size, C) uint8 crops, deterministic for a given `seed`.
 
-        An image of exactly size x size is taken once as-is; one smaller in either side is skipped.
+        An image of exactly size x size is taken once as-is; one smaller in either side is skipped,
+        and a warning names the skipped images.
         `per_image=None` tiles each image with non-overlapping crops on a grid centred in the image
         (leftover margins split evenly); an integer draws that many uniform random positions.
         """
@@ -89,9 +91,11 @@ class ImageSet:
             raise DataError(f"patches needs size >= 1 and per_image >= 1 (got {size}, {per_image})")
         rng = np.random.default_rng(seed)
         crops: list[np.ndarray] = []
-        for img in self.images:
+        too_small: list[str] = []
+        for img, name in zip(self.images, self.names, strict=True):
             h, w = img.shape[:2]
             if h < size or w < size:
+                too_small.append(name)
                 continue
             if h == size and w == size:
                 crops.append(img)
@@ -107,4 +111,11 @@ class ImageSet:
             crops.extend(img[y : y + size, x : x + size] for y, x in zip(ys, xs, strict=True))
         if not crops:
             raise DataError(f"{self.source}: no image is at least {size}x{size}")
+        if too_small:
+            listed = ", ".join(too_small[:5]) + (" ..." if len(too_small) > 5 else "")
+            warnings.warn(
+                f"{len(too_small)} of {len(self.images)} images in {self.source} are smaller than the "
+                f"{size}x{size} crop and were left out: {listed}",
+                stacklevel=2,
+            )
         return np.stack(crops)
