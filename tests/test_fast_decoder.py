@@ -13,6 +13,7 @@ from vqkit import VQVAE
 from vqkit import runs as ckpt
 from vqkit.config import ModelConfig, QuantizerConfig, RunConfig
 from vqkit.models.inference import FastDecoder, ParityConvTranspose2d
+from vqkit.quantizers import NoCodesError
 from vqkit.runs import Run
 
 from .conftest import tiny_model_config
@@ -101,3 +102,9 @@ def test_run_decode_and_reconstruct_match_the_model(tmp_path: Path) -> None:
     assert np.abs(got.astype(int) - want.numpy().astype(int)).max() <= 1  # rounding ties only
     rec = np.stack(run.reconstruct(images))
     assert np.abs(rec.astype(int) - want_rec.numpy().astype(int)).max() <= 1
+
+
+def test_a_plain_autoencoder_has_no_fast_decoder() -> None:
+    model = VQVAE(tiny_model_config(enabled=False))
+    with pytest.raises(NoCodesError, match="no codes"):
+        FastDecoder.from_model(model)

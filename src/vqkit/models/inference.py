@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vqkit.networks.conv import Decoder
+from vqkit.quantizers import NoCodesError
 
 if TYPE_CHECKING:
     from vqkit.models import VQVAE
@@ -131,7 +132,9 @@ class FastDecoder(nn.Module):
         """Build from a trained VQVAE; ``parity`` defaults to True on CPU, where it was measured."""
         quantizer = model.quantizer
         k = quantizer.codebook_size
-        dev = quantizer.codebook.device
+        if k is None:
+            raise NoCodesError("a plain autoencoder has no codes to decode (quantization disabled)")
+        dev = next(model.decoder.parameters()).device
         with torch.no_grad(), torch.autocast(dev.type, enabled=False):
             codes = quantizer.indices_to_codes(torch.arange(k, device=dev).view(k, 1, 1))[:, :, 0, 0]
         if parity is None:
