@@ -22,7 +22,7 @@ from vqkit.codec import (
     parse,
 )
 from vqkit.codec.api import coded_size, resample
-from vqkit.codec.entropy import as_model_inputs
+from vqkit.codec.fitting import as_model_inputs
 from vqkit.runs import RunError
 
 from .golden.make_golden import blob_images, build_tiny_run

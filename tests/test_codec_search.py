@@ -14,7 +14,6 @@ from vqkit.codec import Coding, compress_images, decompress, fit_static_model, p
 from vqkit.codec.search import (
     SearchConfig,
     independent_groups,
-    influence_radius,
     search_grids,
     window_sse,
     window_sse_many,
@@ -58,31 +57,8 @@ def _sse(run: Run, images: np.ndarray, grids: np.ndarray) -> np.ndarray:
         return ((out.double() - x.double()) ** 2).sum((1, 2, 3)).numpy() * 255.0**2
 
 
-@pytest.mark.parametrize(("f", "blocks"), [(2, 0), (4, 2), (8, 1)])
-def test_a_code_reaches_exactly_the_influence_radius(f: int, blocks: int) -> None:
-    # An untrained decoder of each shape: a code changes pixels up to r cells away, and none beyond.
-    # A radius one too small leaves changed pixels outside; one too large finds the outer ring still.
-    torch.manual_seed(f * 10 + blocks)
-    cfg = ModelConfig(channels=16, res_channels=8, res_blocks=blocks, downsample=f,
-                      quantizer=QuantizerConfig(codebook_size=16, code_dim=4))  # fmt: skip
-    model = VQVAE(cfg).eval()
-    r = influence_radius(cfg)
-    n = 2 * r + 5  # the code in the middle, two spare cells beyond its reach on every side
-    c = n // 2
-    grid = torch.randint(0, 16, (1, n, n))
-    other = grid.clone()
-    other[0, c, c] = (grid[0, c, c] + 1) % 16
-    with torch.no_grad():
-        moved = (model.decode_indices(grid) - model.decode_indices(other)).abs().amax(1)[0]  # (H, W)
-    cells = moved.unflatten(0, (n, f)).unflatten(2, (n, f)).amax((1, 3))  # (n, n): per code cell
-    dist = (torch.arange(n) - c).abs()
-    ring = torch.maximum(dist[:, None], dist[None, :])  # Chebyshev distance from the changed code
-    assert cells[ring > r].max() == 0
-    assert cells[ring == r].max() > 0
-
-
 def test_the_search_scores_every_pixel_a_code_reaches(run: Run) -> None:
-    f, r = run.model.downsample, influence_radius(run.model.config)
+    f, r = run.model.downsample, run.fast_decoder.reach
     grid = torch.randint(0, run.model.codebook_size, (1, 4 * r + 3, 4 * r + 3))
     i = j = 2 * r + 1
     other = grid.clone()
@@ -276,7 +252,7 @@ def test_cli_search_flags(run_dir: Path, tmp_path: Path) -> None:
 def test_positions_far_apart_score_in_one_batch_as_one_by_one(run: Run) -> None:
     """window_sse_many decodes same-shaped windows together (and clipped ones apart): each position's
     errors equal those of scoring it alone, up to float rounding."""
-    r = influence_radius(run.model.config)
+    r = run.fast_decoder.reach
     images = np.stack(blob_images(2, (120, 116), 9))
     with run.inference():
         x = to_float(torch.from_numpy(images))
@@ -310,7 +286,7 @@ def test_cropped_windows_score_like_whole_images_with_residual_blocks(f: int, bl
                       quantizer=QuantizerConfig(codebook_size=32, code_dim=4))  # fmt: skip
     model = VQVAE(cfg).eval()
     run = Run(Path("."), RunConfig(model=cfg), model, torch.device("cpu"), {}, precision="fp32")
-    r = influence_radius(cfg)
+    r = run.fast_decoder.reach
     h, w = 4 * r + 7, 4 * r + 6
     idx = torch.randint(0, 32, (2, h, w))
     with torch.inference_mode():

@@ -13,6 +13,7 @@ from vqkit import VQVAE
 from vqkit import runs as ckpt
 from vqkit.config import ModelConfig, QuantizerConfig, RunConfig
 from vqkit.models.inference import FastDecoder, ParityConvTranspose2d
+from vqkit.quantizers import NoCodesError
 from vqkit.runs import Run
 
 from .conftest import tiny_model_config
@@ -101,3 +102,74 @@ def test_run_decode_and_reconstruct_match_the_model(tmp_path: Path) -> None:
     assert np.abs(got.astype(int) - want.numpy().astype(int)).max() <= 1  # rounding ties only
     rec = np.stack(run.reconstruct(images))
     assert np.abs(rec.astype(int) - want_rec.numpy().astype(int)).max() <= 1
+
+
+def _untrained(f: int, blocks: int, seed: int) -> FastDecoder:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(channels=16, res_channels=8, res_blocks=blocks, downsample=f,
+                      quantizer=QuantizerConfig(codebook_size=16, code_dim=4, kmeans_init=False))  # fmt: skip
+    return FastDecoder.from_model(VQVAE(cfg).eval())
+
+
+@pytest.mark.parametrize(("f", "blocks"), [(2, 0), (4, 2), (8, 1), (4, 3)])
+def test_a_code_reaches_exactly_the_decoders_reach(f: int, blocks: int) -> None:
+    # An untrained decoder of each shape: a code changes pixels up to ``reach`` cells away, and none
+    # beyond. A reach one too small leaves changed pixels outside; one too large finds the outer ring
+    # unchanged.
+    fast = _untrained(f, blocks, f * 10 + blocks)
+    r = fast.reach
+    assert r == 1 + blocks + 1  # the first 3x3 convolution, one per residual block, the upsampling
+    n = 2 * r + 5  # the code in the middle, two spare cells beyond its reach on every side
+    c = n // 2
+    grid = torch.randint(0, 16, (1, n, n))
+    other = grid.clone()
+    other[0, c, c] = (grid[0, c, c] + 1) % 16
+    with torch.no_grad():
+        moved = (fast(grid) - fast(other)).abs().amax(1)[0]  # (H, W)
+    cells = moved.unflatten(0, (n, f)).unflatten(2, (n, f)).amax((1, 3))  # (n, n): per code cell
+    dist = (torch.arange(n) - c).abs()
+    ring = torch.maximum(dist[:, None], dist[None, :])  # Chebyshev distance from the changed code
+    assert cells[ring > r].max() == 0
+    assert cells[ring == r].max() > 0
+
+
+CUTS = [(True, True, True, True), (False, True, True, False), (True, False, False, True),
+        (False, False, True, False), (True, True, False, False)]  # fmt: skip
+
+
+@pytest.mark.parametrize(("f", "blocks"), [(2, 0), (4, 2), (8, 1)])
+@pytest.mark.parametrize("cut", CUTS)
+def test_a_window_decodes_what_the_whole_grid_decodes_there(
+    f: int, blocks: int, cut: tuple[bool, bool, bool, bool]
+) -> None:
+    """A window cut out of a grid decodes, on the cells at least ``reach`` cells in from its cut sides
+    (all of it towards the grid's edges), the pixels of the whole grid's decode, and nothing more."""
+    fast = _untrained(f, blocks, f + blocks)
+    r = fast.reach
+    h, w = 4 * r + 6, 4 * r + 5
+    grid = torch.randint(0, 16, (3, h, w))
+    # The window: to the grid's edge on uncut sides, 1 and 2 cells short of it on cut ones.
+    y0, y1 = (1 if cut[0] else 0), (h - 2 if cut[1] else h)
+    x0, x1 = (2 if cut[2] else 0), (w - 1 if cut[3] else w)
+    with torch.no_grad():
+        whole = fast(grid)
+        got = fast.decode_window(grid[:, y0:y1, x0:x1], cut)
+    # Cells kept: r in from each cut side.
+    cy0, cy1 = y0 + r * cut[0], y1 - r * cut[1]
+    cx0, cx1 = x0 + r * cut[2], x1 - r * cut[3]
+    want = whole[..., cy0 * f : cy1 * f, cx0 * f : cx1 * f]
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_a_window_too_small_for_its_cuts_is_refused() -> None:
+    fast = _untrained(4, 1, 0)
+    r = fast.reach
+    with pytest.raises(ValueError, match="leaves no cell"):
+        fast.decode_window(torch.zeros((1, 2 * r, 9), dtype=torch.long), (True, True, False, False))
+
+
+def test_a_plain_autoencoder_has_no_fast_decoder() -> None:
+    model = VQVAE(tiny_model_config(enabled=False))
+    with pytest.raises(NoCodesError, match="no codes"):
+        FastDecoder.from_model(model)

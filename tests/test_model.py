@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from vqkit import VQVAE
 from vqkit import runs as ckpt
 from vqkit.config import ModelConfig, RunConfig
+from vqkit.quantizers import NO_CODE, NoCodesError, VectorQuantizer
 from vqkit.runs import RunError
 
 from .conftest import smooth_images, tiny_model_config
@@ -64,10 +66,42 @@ def test_loss_terms_and_weights() -> None:
 
 def test_plain_autoencoder_option() -> None:
     model = VQVAE(tiny_model_config(enabled=False))
-    out = model(torch.rand(2, 3, 16, 16))
+    assert not model.quantizer.discrete and model.quantizer.codebook_size is None
+    x = torch.rand(2, 3, 16, 16)
+    out = model(x)
     assert set(out.losses) == {"reconstruction", "total"}
-    with pytest.raises(RuntimeError, match="quantization disabled"):
+    assert bool((out.indices == NO_CODE).all()) and out.indices.shape == (2, 4, 4)
+    # The decoder sees the encoder output itself: no codes in between.
+    torch.testing.assert_close(out.reconstruction, model.decode(model.encode_latents(x)))
+    out.losses["total"].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
+    frozen = model(x, frozen_codes=True)
+    torch.testing.assert_close(frozen.reconstruction, out.reconstruction)
+    with pytest.raises(NoCodesError, match="quantization disabled"):
         model.encode(torch.rand(1, 3, 16, 16))
+    with pytest.raises(NoCodesError, match="quantization disabled"):
+        model.decode_indices(torch.zeros((1, 4, 4), dtype=torch.long))
+
+
+def test_a_plain_autoencoder_saved_with_an_unused_codebook_loads(tmp_path: Path) -> None:
+    """Plain autoencoders used to carry an unused vector quantizer, whose tensors their weights files
+    hold: such a file still loads, and gives the same reconstructions."""
+    torch.manual_seed(0)
+    cfg = tiny_model_config(enabled=False)
+    model = VQVAE(cfg).eval()
+    old = {
+        **model.state_dict(),
+        **{f"quantizer.{k}": v for k, v in VectorQuantizer(cfg.quantizer).state_dict().items()},
+    }
+    ckpt.save_config(tmp_path, RunConfig(model=cfg))
+    save_file(old, str(tmp_path / "model.safetensors"))
+    loaded = ckpt.load_model(tmp_path)
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.equal(loaded.reconstruct(x), model.reconstruct(x))
+    # A key the model does not know outside the quantizer is still refused.
+    save_file({**old, "decoder.extra": torch.zeros(1)}, str(tmp_path / "model.safetensors"))
+    with pytest.raises(RunError, match="does not match"):
+        ckpt.load_model(tmp_path)
 
 
 def test_save_load_gives_identical_outputs(tmp_path: Path) -> None:

@@ -1,13 +1,22 @@
-"""The vector quantizer: nearest codes, straight-through gradients, EMA, k-means, restarts."""
+"""The quantizers: nearest codes, straight-through gradients, EMA, k-means, restarts; the identity."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from vqkit.config import QuantizerConfig
 from vqkit.metrics import CodebookUsage
-from vqkit.quantizers import VectorQuantizer, kmeans, nearest_code
+from vqkit.quantizers import (
+    NO_CODE,
+    IdentityQuantizer,
+    NoCodesError,
+    VectorQuantizer,
+    build_quantizer,
+    kmeans,
+    nearest_code,
+)
 
 
 def make(**kw: object) -> VectorQuantizer:
@@ -130,3 +139,36 @@ def test_codebook_usage_metrics() -> None:
     assert abs(u.perplexity - 2.0) < 1e-9
     u.update(torch.tensor([2, 3, 2, 3]))
     assert u.usage == 1.0 and abs(u.perplexity - 4.0) < 1e-9
+
+
+def test_frozen_gives_the_codes_without_touching_any_state() -> None:
+    # In training mode forward moves the EMA codebook; frozen gives encode's codes and their vectors
+    # (what the codec decodes), no loss terms, and leaves every buffer as it was.
+    q = make(restart_dead=True, restart_every=1).train()
+    z = torch.randn(2, 4, 3, 3, requires_grad=True)
+    before = {k: v.clone() for k, v in q.state_dict().items()}
+    out = q.frozen(z)
+    assert all(torch.equal(v, q.state_dict()[k]) for k, v in before.items())
+    assert torch.equal(out.indices, q.encode(z)) and out.losses == {}
+    assert torch.equal(out.quantized, q.indices_to_codes(out.indices)) and not out.quantized.requires_grad
+
+
+def test_the_config_chooses_the_quantizer() -> None:
+    vq = build_quantizer(QuantizerConfig(codebook_size=8, code_dim=4))
+    assert isinstance(vq, VectorQuantizer) and vq.discrete and vq.codebook_size == 8
+    plain = build_quantizer(QuantizerConfig(codebook_size=8, code_dim=4, enabled=False))
+    assert isinstance(plain, IdentityQuantizer) and not plain.discrete and plain.codebook_size is None
+
+
+def test_the_identity_quantizer_meets_the_contract_without_codes() -> None:
+    q = IdentityQuantizer().train()
+    z = torch.randn(2, 4, 3, 5, requires_grad=True)
+    out = q(z)
+    assert out.quantized is z and out.losses == {}  # z unchanged, gradients reach it as they are
+    assert out.indices.shape == (2, 3, 5) and out.indices.dtype == torch.long
+    assert bool((out.indices == NO_CODE).all())
+    assert q.frozen(z).quantized is z
+    assert list(q.state_dict()) == [] and list(q.parameters()) == []  # nothing to save or train
+    for ask in (lambda: q.encode(z), lambda: q.candidates(z, 2), lambda: q.indices_to_codes(out.indices)):
+        with pytest.raises(NoCodesError, match="quantization disabled"):
+            ask()

@@ -22,13 +22,8 @@ from vqkit.codec.api import (
 )
 from vqkit.codec.coding import ENTROPY_CHOICES, Coding
 from vqkit.codec.container import FORMAT_VERSION, CodecError, Container, EntropyModel, Mode, parse
-from vqkit.codec.entropy import (
-    PRIOR_BATCH,
-    STATIC_TABLE_FILE,
-    carry_entropy_models,
-    fit_static_model,
-    load_static_table,
-)
+from vqkit.codec.entropy import PRIOR_BATCH
+from vqkit.codec.fitting import STATIC_TABLE_FILE, carry_entropy_models, fit_static_model, load_static_table
 from vqkit.codec.search import SearchConfig
 
 __all__ = [

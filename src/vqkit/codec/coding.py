@@ -12,7 +12,8 @@ import numpy as np
 from torch import nn
 
 from vqkit.codec.container import FINGERPRINT_BYTES, CodecError, EntropyModel
-from vqkit.codec.entropy import PriorCoder, load_run_prior, load_static_table
+from vqkit.codec.entropy import PriorCoder
+from vqkit.codec.fitting import load_run_prior, load_static_table
 from vqkit.codec.tables import check_codebook_size
 from vqkit.runs import Run, RunError, model_digest
 

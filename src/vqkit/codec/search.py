@@ -15,12 +15,13 @@ positions is not counted. ``passes`` repeats the sweep. The decoder,
 the file format and decoding speed are untouched: this only chooses better indices, at an encoding
 cost of about passes x candidates x h x w decodes of a window per image.
 
-A code reaches the output pixels within ``influence_radius`` code cells of it, and those depend only
-on codes within twice that radius, so each trial decodes that window alone (clipped at the image
-border, where the decoder's zero padding then matches the full decode), and the error is summed
-over the reachable pixels only: exact, and independent of the image size. Inside the window each
-layer runs only on the cells the scored pixels still need (``_decode_window``), and positions of one
-sweep step too far apart to share a window are scored in one batch (``independent_groups``).
+A code reaches the output pixels within r code cells of it (r = the decoder's ``reach``,
+vqkit.models.inference.FastDecoder), and those depend only on codes within twice that radius, so each
+trial decodes that window alone (clipped at the image border, where the decoder's zero padding then
+matches the full decode), and the error is summed over the reachable pixels only: exact, and
+independent of the image size. Inside the window each layer runs only on the cells the scored pixels
+still need (``FastDecoder.decode_window``), and positions of one sweep step too far apart to share a
+window are scored in one batch (``independent_groups``).
 """
 
 from __future__ import annotations
@@ -35,9 +36,7 @@ import torch
 from torch import nn
 
 from vqkit.codec.entropy import Layout
-from vqkit.config import ModelConfig
 from vqkit.data import to_float
-from vqkit.networks.conv import ResidualBlock
 from vqkit.runs import Run
 
 RATES = ("auto", "static")
@@ -61,52 +60,11 @@ class SearchConfig:
             raise ValueError(f"search lambda must be >= 0, got {self.lmbda}")
 
 
-def influence_radius(cfg: ModelConfig) -> int:
-    """Code cells a code reaches in the decoded image, exactly (networks.conv.Decoder): one per 3x3
-    convolution at the latent grid (the first layer and one per residual block), and one for all the
-    upsampling layers together. A ConvTranspose2d(4, stride 2, padding 1) makes output 2m from inputs
-    m-1 and m, output 2m+1 from m and m+1: one of its input pixels either way, which is half a code
-    cell or less, so log2(f) of them widen the reach by under one cell in all. (One cell per
-    upsampling layer, counted before, decoded 21x21-code windows per trial at f = 4 where 17x17
-    give the same errors, up to float rounding: the smaller window runs other kernel shapes.)"""
-    return 1 + cfg.res_blocks + 1
-
-
-def _decode_window(run: Run, trials: torch.Tensor, cuts: tuple[int, int, int, int]) -> torch.Tensor:
-    """trials (N, ph, pw) codes -> (N, C, H', W') decoded pixels of the cells the scoring needs.
-
-    ``cuts`` (top, bottom, left, right) is 1 where the window was cut inside the grid and 0 where it
-    ends at the grid's edge. Each latent-grid layer reaches one cell, so on a cut side its outer ring
-    is wrong (zero padding stands in for codes outside the window) and, moving inwards, no longer
-    needed: one ring is dropped there before each residual block and once more before the upsampling
-    layers (which reach under a cell together). At the grid's edge nothing is dropped: the zero
-    padding is the whole image's. The upsampling, the costliest part, then runs on the (2r + 3)^2
-    cells around the trial's code instead of (4r + 1)^2 (r = influence_radius)."""
-    fast = run.fast_decoder
-    if not any(cuts):  # the whole grid fits the window: nothing to drop
-        return fast(trials)
-    top, bottom, left, right = cuts
-    dev = trials.device.type
-    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else torch.float32
-
-    def drop_ring(z: torch.Tensor) -> torch.Tensor:
-        return z[:, :, top : z.shape[2] - bottom, left : z.shape[3] - right]
-
-    h = fast.first_layer(trials, dtype)
-    layers = list(fast.body)
-    while layers and isinstance(layers[0], ResidualBlock):
-        h = layers.pop(0)(drop_ring(h))
-    h = drop_ring(h)
-    for layer in layers:
-        h = layer(h)
-    return h + fast.offset
-
-
 class _Shape(NamedTuple):
     """What trials must share to be decoded and scored in one batch."""
 
     options: int  # k, codes tried at the position
-    cuts: tuple[int, int, int, int]  # (top, bottom, left, right): 1 where cut inside the grid
+    cut: tuple[bool, bool, bool, bool]  # (top, bottom, left, right): True where cut inside the grid
     scored: tuple[int, int, int, int]  # (y0, y1, x0, x1) scored pixels within the decoded window
     window: tuple[int, ...]  # (ph, pw) codes decoded
 
@@ -123,8 +81,8 @@ def window_sse_many(
     (all of them away from the grid's edges) are decoded in one batch. Differences between options
     equal those of whole-image errors (up to float rounding): no other pixel depends on code (i, j),
     and the scored pixels depend only on the decoded window."""
-    f, r = run.model.downsample, influence_radius(run.model.config)
-    blocks = run.model.config.res_blocks
+    fast = run.fast_decoder
+    f, r = run.model.downsample, fast.reach
     (h, w), (height, width) = idx.shape[1:], x.shape[2:]
     groups: dict[_Shape, list[tuple[int, torch.Tensor, tuple[int, int, int, int]]]] = {}
     for n, (i, j, options) in enumerate(trials):
@@ -132,17 +90,17 @@ def window_sse_many(
         p0, p1, q0, q1 = max(0, i - 2 * r), min(h, i + 2 * r + 1), max(0, j - 2 * r), min(w, j + 2 * r + 1)
         e0, e1, g0, g1 = max(0, i - r), min(h, i + r + 1), max(0, j - r), min(w, j + r + 1)
         y0, y1, x0, x1 = e0 * f, min(e1 * f, height), g0 * f, min(g1 * f, width)  # scored pixels
-        cuts = (int(p0 > 0), int(p1 < h), int(q0 > 0), int(q1 < w))
-        oy, ox = (p0 + (blocks + 1) * cuts[0]) * f, (q0 + (blocks + 1) * cuts[2]) * f  # decoded origin
+        cut = (p0 > 0, p1 < h, q0 > 0, q1 < w)
+        oy, ox = (p0 + r * cut[0]) * f, (q0 + r * cut[2]) * f  # origin of the decoded pixels
         codes = idx[:, None, p0:p1, q0:q1].repeat(1, options.shape[1], 1, 1)  # (B, k, ph, pw)
         codes[:, :, i - p0, j - q0] = options
-        key = _Shape(codes.shape[1], cuts, (y0 - oy, y1 - oy, x0 - ox, x1 - ox), tuple(codes.shape[2:]))
+        key = _Shape(codes.shape[1], cut, (y0 - oy, y1 - oy, x0 - ox, x1 - ox), tuple(codes.shape[2:]))
         groups.setdefault(key, []).append((n, codes, (y0, y1, x0, x1)))
     out: list[torch.Tensor] = [torch.empty(0)] * len(trials)
     for key, members in groups.items():
         k, (ry0, ry1, rx0, rx1) = key.options, key.scored
         stacked = [c.flatten(0, 1) for _, c, _ in members]
-        decoded = _decode_window(run, stacked[0] if len(stacked) == 1 else torch.cat(stacked), key.cuts)
+        decoded = fast.decode_window(stacked[0] if len(stacked) == 1 else torch.cat(stacked), key.cut)
         decoded = decoded[..., ry0:ry1, rx0:rx1].clamp(0, 1).float()  # (G*B*k, C, sh, sw)
         pixels = [x[:, :, y0:y1, x0:x1] for _, _, (y0, y1, x0, x1) in members]
         target = pixels[0][None] if len(pixels) == 1 else torch.stack(pixels)  # (G, B, C, sh, sw)
@@ -238,7 +196,7 @@ def search_grids(
         bits = None if code_bits is None else torch.as_tensor(code_bits, dtype=torch.float32, device=x.device)
         x = x.float()
         rows = torch.arange(len(idx), device=x.device)
-        reach = influence_radius(model.config)
+        reach = run.fast_decoder.reach
         b, h, w = idx.shape
         grid = getattr(getattr(prior, "config", None), "grid", None)
         tile = None if prior is None or grid is None else (int(grid[0]), int(grid[1]))

@@ -16,6 +16,9 @@ tests/test_fast_decoder.py), rearranged where the plain form wastes time on a CP
 
 Build it from a trained model once (``FastDecoder.from_model``); it copies what it needs, so later
 changes to the model's weights do not reach it.
+
+It also serves the encoder's code search (vqkit.codec.search), which decodes small windows of a grid
+many times: ``reach`` says how far a code acts, ``decode_window`` decodes a window cut out of a grid.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqkit.networks.conv import Decoder
+from vqkit.networks.conv import Decoder, ResidualBlock
+from vqkit.quantizers import NoCodesError
 
 if TYPE_CHECKING:
     from vqkit.models import VQVAE
@@ -85,8 +89,22 @@ def is_parity_convertible(layer: nn.Module) -> bool:
     )
 
 
+def _conv_reach(layer: nn.Conv2d) -> int:
+    """Cells a stride-1 convolution at the latent grid reaches on each side."""
+    return (layer.kernel_size[0] - 1) // 2 * layer.dilation[0]
+
+
+def _block_reach(block: ResidualBlock) -> int:
+    return sum(_conv_reach(m) for m in block.net if isinstance(m, nn.Conv2d))
+
+
 class FastDecoder(nn.Module):
-    """indices (B, h, w) int64 -> images (B, C, h*f, w*f), unclamped, like Decoder(codes(indices))."""
+    """indices (B, h, w) int64 -> images (B, C, h*f, w*f), unclamped, like Decoder(codes(indices)).
+
+    The decoder is a 3x3 convolution and residual blocks at the latent grid, then upsampling layers
+    (vqkit.networks.conv.Decoder). Its ``reach``: a code changes only the pixels of the cells within
+    ``reach`` cells of it (Chebyshev distance), and those pixels depend only on the codes within
+    ``reach`` cells of theirs."""
 
     table: torch.Tensor  # (9K + 1, C) float32
 
@@ -125,13 +143,30 @@ class FastDecoder(nn.Module):
                 layers.append(layer)
         self.body = nn.Sequential(*layers)
         self.offset = decoder.output_offset
+        # Rings of cells each latent-grid layer reaches: the first convolution, then each block.
+        self._rings = [_conv_reach(first)]
+        for layer in layers:
+            if not isinstance(layer, ResidualBlock):
+                break
+            self._rings.append(_block_reach(layer))
+        upsampling = layers[len(self._rings) - 1 :]
+        if any(isinstance(m, ResidualBlock | nn.Conv2d) for m in upsampling):
+            raise ValueError("the decoder must end in upsampling layers, after its residual blocks")
+        # Upsampling by transposed convolutions (kernel 4, stride 2, padding 1) makes output 2m from
+        # inputs m-1 and m, output 2m+1 from m and m+1: one input pixel either way, half a cell or less
+        # at the first layer and half as much at each next one, so all of them together reach under
+        # one cell, i.e. into the neighbouring cells and no further (tests/test_fast_decoder.py).
+        self._upsamples = bool(upsampling)
+        self.reach = sum(self._rings) + int(self._upsamples)
 
     @classmethod
     def from_model(cls, model: VQVAE, parity: bool | None = None) -> FastDecoder:
         """Build from a trained VQVAE; ``parity`` defaults to True on CPU, where it was measured."""
         quantizer = model.quantizer
         k = quantizer.codebook_size
-        dev = quantizer.codebook.device
+        if k is None:
+            raise NoCodesError("a plain autoencoder has no codes to decode (quantization disabled)")
+        dev = next(model.decoder.parameters()).device
         with torch.no_grad(), torch.autocast(dev.type, enabled=False):
             codes = quantizer.indices_to_codes(torch.arange(k, device=dev).view(k, 1, 1))[:, :, 0, 0]
         if parity is None:
@@ -161,8 +196,50 @@ class FastDecoder(nn.Module):
             self._cast_tables[dtype] = self.table.to(dtype)
         return self._cast_tables[dtype]
 
-    def forward(self, indices: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _dtype(indices: torch.Tensor) -> torch.dtype:
+        """Under autocast, the dtype the first convolution would have returned."""
         dev = indices.device.type
-        # Under autocast, the dtype the convolution would have returned.
-        dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else torch.float32
-        return self.body(self.first_layer(indices, dtype)) + self.offset
+        return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else torch.float32
+
+    def forward(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.body(self.first_layer(indices, self._dtype(indices))) + self.offset
+
+    def decode_window(self, indices: torch.Tensor, cut: tuple[bool, bool, bool, bool]) -> torch.Tensor:
+        """Decode a window cut out of a larger code grid, only as far as its codes determine pixels.
+
+        indices (N, ph, pw) are the window's codes; ``cut`` (top, bottom, left, right) is True where
+        the window ends inside the grid (codes lie beyond it) and False where it ends at the grid's
+        edge. Returns (N, C, (ph - r * (top + bottom)) * f, (pw - r * (left + right)) * f), r =
+        ``reach``: the pixels of the window's cells at least r cells in from each cut side, which equal
+        those of decoding the whole grid (up to float rounding: other kernel shapes). At the grid's
+        edge nothing is dropped: the zero padding there is the whole grid's.
+
+        Each latent-grid layer reaches its own rings of cells: on a cut side that many outer rings of
+        its output are wrong (zero padding stands in for the codes beyond) and no longer needed by the
+        layers after it, so they are dropped before the next layer runs. The upsampling layers, the
+        costliest part, then run on 2 r + 3 cells across instead of 4 r + 1 in the search's windows
+        (vqkit.codec.search: 4 r + 1 codes decoded to score the 2 r + 1 cells around one)."""
+        if not any(cut):
+            return self(indices)
+        top, bottom, left, right = (int(c) for c in cut)
+        r = self.reach
+        if indices.shape[1] <= r * (top + bottom) or indices.shape[2] <= r * (left + right):
+            raise ValueError(f"a {tuple(indices.shape[1:])} window cut {cut} leaves no cell {r} cells inside")
+
+        def drop(z: torch.Tensor, rings: int) -> torch.Tensor:  # (N, C, a, b) less rings on cut sides
+            return z[
+                :, :, rings * top : z.shape[2] - rings * bottom, rings * left : z.shape[3] - rings * right
+            ]
+
+        h = drop(self.first_layer(indices, self._dtype(indices)), self._rings[0])
+        layers = list(self.body)
+        blocks = len(self._rings) - 1
+        for block, rings in zip(layers[:blocks], self._rings[1:], strict=True):
+            h = drop(block(h), rings)
+        cells = h.shape[2]
+        for layer in layers[blocks:]:
+            h = layer(h)
+        f = h.shape[2] // cells
+        # The upsampling reaches into the neighbouring cells: the outer cell on a cut side is wrong.
+        return drop(h, f * int(self._upsamples)) + self.offset

@@ -14,19 +14,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqkit.config import ModelConfig, QuantizerConfig
+from vqkit.config import ModelConfig
 from vqkit.networks import Decoder, Encoder
-from vqkit.quantizers import QuantizerOutput, VectorQuantizer
+from vqkit.quantizers import NoCodesError, Quantizer, QuantizerOutput, build_quantizer
 
 
 @dataclass
 class VQVAEOutput:
     reconstruction: torch.Tensor  # (B, C, H, W), unclamped
-    indices: torch.Tensor  # (B, h, w) int64; -1 everywhere when quantization is disabled
+    indices: torch.Tensor  # (B, h, w) int64; NO_CODE (-1) everywhere when the quantizer is not discrete
     # "reconstruction", "commitment", ["codebook"], "total"; "reconstruction" and "total" alone with
-    # frozen codes
+    # frozen codes or without a discrete quantizer
     losses: dict[str, torch.Tensor]
-    stats: dict[str, float]
 
 
 def pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -63,7 +62,8 @@ class VQVAE(nn.Module):
         self.config = cfg
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
-        self.quantizer = VectorQuantizer(cfg.quantizer)
+        # quantizer.enabled = False: the identity, a plain autoencoder (quantizer.discrete is False)
+        self.quantizer: Quantizer = build_quantizer(cfg.quantizer)
 
     @property
     def downsample(self) -> int:
@@ -71,11 +71,9 @@ class VQVAE(nn.Module):
 
     @property
     def codebook_size(self) -> int:
+        """K. A plain autoencoder (``quantizer.discrete`` False) has no codes: this is then the
+        configured quantizer.codebook_size, which nothing uses (the quantizer's own is None)."""
         return self.config.quantizer.codebook_size
-
-    @property
-    def quantizer_config(self) -> QuantizerConfig:
-        return self.config.quantizer
 
     # ------------------------------------------------------------------------------ building blocks
 
@@ -84,11 +82,8 @@ class VQVAE(nn.Module):
         return self.encoder(pad_to_multiple(images, self.downsample))
 
     def quantize(self, z: torch.Tensor) -> QuantizerOutput:
-        if not self.config.quantizer.enabled:
-            b, _, h, w = z.shape
-            idx = torch.full((b, h, w), -1, dtype=torch.long, device=z.device)
-            return QuantizerOutput(quantized=z, indices=idx)
-        return self.quantizer(z)
+        out: QuantizerOutput = self.quantizer(z)
+        return out
 
     def decode(self, quantized: torch.Tensor) -> torch.Tensor:
         """quantized (B, D, h, w) -> images (B, C, h*f, w*f), unclamped."""
@@ -98,14 +93,13 @@ class VQVAE(nn.Module):
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """images (B, C, H, W) in [0, 1] -> indices (B, h, w) int64."""
-        self._require_quantizer()
+        """images (B, C, H, W) in [0, 1] -> indices (B, h, w) int64; NoCodesError for a plain
+        autoencoder."""
         return self.quantizer.encode(self.encode_latents(images))
 
     @torch.no_grad()
     def decode_indices(self, indices: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         """indices (B, h, w) -> images (B, C, H, W) clamped to [0, 1]; cropped to ``size`` if given."""
-        self._require_quantizer()
         out = self.decode(self.quantizer.indices_to_codes(indices)).clamp(0, 1)
         return out if size is None else out[..., : size[0], : size[1]]
 
@@ -130,13 +124,7 @@ class VQVAE(nn.Module):
             # The codes and vectors the codec decodes (no straight-through, no EMA or restarts,
             # whatever mode the quantizer is in): every image keeps its codes.
             with torch.no_grad():
-                z = self.encode_latents(images)
-                if self.config.quantizer.enabled:
-                    idx = self.quantizer.encode(z)
-                    with torch.autocast(z.device.type, enabled=False):
-                        q = QuantizerOutput(quantized=self.quantizer.indices_to_codes(idx), indices=idx)
-                else:
-                    q = self.quantize(z)
+                q = self.quantizer.frozen(self.encode_latents(images))
         else:
             q = self.quantize(self.encode_latents(images))
         recon = self.decode(q.quantized)[..., :h, :w]
@@ -145,8 +133,9 @@ class VQVAE(nn.Module):
             recon.float(), target.float()
         )
         losses["total"] = sum(losses.values(), torch.zeros((), device=images.device))
-        return VQVAEOutput(reconstruction=recon, indices=q.indices, losses=losses, stats=q.stats)
+        return VQVAEOutput(reconstruction=recon, indices=q.indices, losses=losses)
 
     def _require_quantizer(self) -> None:
-        if not self.config.quantizer.enabled:
-            raise RuntimeError("this model was trained with quantization disabled: it has no codes")
+        """NoCodesError unless the model has discrete codes (vqkit.runs.Run calls it)."""
+        if not self.quantizer.discrete:
+            raise NoCodesError("this model was trained with quantization disabled: it has no codes")

@@ -1,15 +1,67 @@
-"""The quantizer contract shared by every quantizer in vqkit."""
+"""The quantizer contract shared by every quantizer in vqkit.
+
+A quantizer maps the encoder output z (B, D, h, w) to ``quantized`` (B, D, h, w), what the decoder
+sees. It says by ``discrete`` whether it has discrete codes:
+
+- ``discrete`` True (``VectorQuantizer``): every position gets one of ``codebook_size`` = K codes.
+  ``indices`` are (B, h, w) int64 in [0, K); ``encode``, ``candidates`` and ``indices_to_codes`` work,
+  and ``indices_to_codes(encode(z))`` is what ``forward(z).quantized`` is in eval mode.
+- ``discrete`` False (``IdentityQuantizer``, a plain autoencoder): no codes. ``codebook_size`` is None;
+  ``forward`` passes z on with no loss terms, and its ``indices`` keep their (B, h, w) int64 shape
+  but hold NO_CODE (-1) everywhere; ``encode``, ``candidates`` and ``indices_to_codes`` raise
+  NoCodesError. Code that needs codes asks ``discrete`` first.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
+from torch import nn
+
+NO_CODE = -1  # every index of a quantizer without discrete codes
+
+
+class NoCodesError(RuntimeError):
+    """Codes were asked of a quantizer without discrete codes (a plain autoencoder)."""
 
 
 @dataclass
 class QuantizerOutput:
     quantized: torch.Tensor  # (B, D, h, w), straight-through in training: gradients reach z
-    indices: torch.Tensor  # (B, h, w) int64
+    indices: torch.Tensor  # (B, h, w) int64; NO_CODE everywhere when the quantizer is not discrete
     losses: dict[str, torch.Tensor] = field(default_factory=dict)  # scalar terms, already weighted
-    stats: dict[str, float] = field(default_factory=dict)  # batch statistics for logging
+
+
+class Quantizer(nn.Module):
+    """The interface of every quantizer (see the module docstring for what ``discrete`` means)."""
+
+    discrete: ClassVar[bool]
+    restarts_total: torch.Tensor  # () codes restarted so far (codebook health); 0 where none are
+
+    @property
+    def codebook_size(self) -> int | None:
+        """K, the number of codes; None when the quantizer is not discrete."""
+        raise NotImplementedError
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        """The training and evaluation pass: z (B, D, h, w) -> quantized, indices, loss terms."""
+        raise NotImplementedError
+
+    def frozen(self, z: torch.Tensor) -> QuantizerOutput:
+        """What the codec decodes for z, in any mode: no straight-through, no state updated, no loss
+        terms (decoder fine-tuning, ``VQVAE.forward(frozen_codes=True)``). Call it under no_grad."""
+        raise NotImplementedError
+
+    def encode(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, D, h, w) -> indices (B, h, w) int64."""
+        raise NotImplementedError
+
+    def candidates(self, z: torch.Tensor, k: int) -> torch.Tensor:
+        """z (B, D, h, w) -> (B, h, w, k) int64: the k nearest codes per position, nearest first."""
+        raise NotImplementedError
+
+    def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
+        """indices (B, h, w) -> quantized (B, D, h, w)."""
+        raise NotImplementedError

@@ -7,13 +7,15 @@ lookup dimension (d = D unless ``lookup_dim`` projects to a smaller code space).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vqkit import distributed as vdist
 from vqkit.config import QuantizerConfig
-from vqkit.quantizers.base import QuantizerOutput
+from vqkit.quantizers.base import Quantizer, QuantizerOutput
 
 
 def squared_distances(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
@@ -51,13 +53,15 @@ def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator | Non
     return centres
 
 
-class VectorQuantizer(nn.Module):
+class VectorQuantizer(Quantizer):
     """Quantize each spatial position of z to its nearest codeword.
 
     Loss terms (VQ-VAE eq. 3): ``codebook`` = w_cb * ||sg(z) - e||^2 (absent with EMA, which moves
     the codebook directly) and ``commitment`` = beta * ||z - sg(e)||^2. Gradients pass the
     non-differentiable argmin by the straight-through estimator z + sg(e - z).
     """
+
+    discrete: ClassVar[bool] = True
 
     codebook: torch.Tensor  # (K, d)
     ema_cluster_size: torch.Tensor  # (K,)
@@ -135,6 +139,14 @@ class VectorQuantizer(nn.Module):
         e = F.embedding(indices.reshape(-1), self.codebook.float())  # (B*h*w, d)
         return self._unflatten(e, torch.Size((b, self.cfg.code_dim, h, w)))
 
+    @torch.no_grad()
+    def frozen(self, z: torch.Tensor) -> QuantizerOutput:
+        """The codes and vectors the codec decodes, whatever the mode: no straight-through, no EMA
+        or restarts, no loss terms."""
+        idx = self.encode(z)
+        with torch.autocast(z.device.type, enabled=False):
+            return QuantizerOutput(quantized=self.indices_to_codes(idx), indices=idx)
+
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         # Quantization math in float32 even under autocast: bf16 distances pick wrong codes.
         with torch.autocast(z.device.type, enabled=False):
@@ -149,8 +161,8 @@ class VectorQuantizer(nn.Module):
         losses = {"commitment": self.cfg.beta * F.mse_loss(x, e.detach())}
         if not self.cfg.ema:
             losses["codebook"] = self.cfg.codebook_weight * F.mse_loss(e, x.detach())
-        counts = torch.bincount(idx, minlength=self.cfg.codebook_size).float()  # (K,)
         if self.training:
+            counts = torch.bincount(idx, minlength=self.cfg.codebook_size).float()  # (K,)
             vdist.all_reduce_sum(counts)  # global usage: every rank sees the same counts
             if self.cfg.ema:
                 self._ema_update(x.detach(), idx, counts)
@@ -158,13 +170,8 @@ class VectorQuantizer(nn.Module):
                 self._track_and_restart(x.detach(), counts)
         st = x + (e - x).detach()  # straight-through estimator
         quantized = self._unflatten(st, z.shape)
-        probs = counts / counts.sum().clamp_min(1.0)
-        stats = {
-            "perplexity": float(torch.exp(-(probs * torch.log(probs + 1e-10)).sum())),
-            "batch_usage": float((counts > 0).float().mean()),
-        }
         indices = idx.view(z.shape[0], z.shape[2], z.shape[3])
-        return QuantizerOutput(quantized=quantized, indices=indices, losses=losses, stats=stats)
+        return QuantizerOutput(quantized=quantized, indices=indices, losses=losses)
 
     # ----------------------------------------------------------------------------- codebook learning
 
