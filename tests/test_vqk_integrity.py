@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from vqkit.codec import CodecError, Coding, decode_codes, decompress, parse
 from vqkit.codec.container import CRC_BYTES, FORMAT_VERSION, build
@@ -89,3 +91,36 @@ def test_older_layouts_are_written_byte_for_byte_as_before(name: str) -> None:
     versions stay tested against the real layout."""
     old = (GOLDEN / f"{name}.vqk").read_bytes()
     assert rebuilt((GOLDEN / "v3" / f"{name}.vqk").read_bytes(), parse(old).version) == old
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(NAMES),
+    st.lists(
+        st.tuples(st.integers(0, 2), st.integers(0, 10_000), st.integers(1, 255)), min_size=1, max_size=4
+    ),
+    st.integers(0, 3),
+)
+def test_a_damaged_version_3_file_is_refused_or_decodes_unchanged(
+    coding: Coding, name: str, edits: list[tuple[int, int, int]], cut: int
+) -> None:
+    """The short form of benchmarks/fuzz_codec.py: flips, inserts, deletes and a cut; a file that
+    still decodes must give exactly the original images (the edits cancelled out)."""
+    data = (GOLDEN / "v3" / f"{name}.vqk").read_bytes()
+    out = bytearray(data)
+    for kind, pos, value in edits:
+        i = pos % len(out) if out else 0
+        if kind == 0 and out:
+            out[i] ^= value
+        elif kind == 1:
+            out.insert(i, value)
+        elif kind == 2 and out:
+            del out[i]
+    damaged = bytes(out[: max(0, len(out) - cut)])
+    try:
+        images = decompress(coding, damaged)
+    except CodecError:
+        return
+    original = decompress(coding, data)
+    assert len(images) == len(original)
+    assert all(a.shape == b.shape and np.array_equal(a, b) for a, b in zip(images, original, strict=True))
