@@ -76,7 +76,7 @@ def test_a_scaled_image_is_coded_at_its_coded_size_and_restored_to_its_own(
     result = compress_images(coding, images, entropy_model="static", archive=True, scale=scale)
     container, grids = decode_codes(coding, result.files[0])
     out = decompress(coding, result.files[0])
-    assert container.version == 2
+    assert container.version == 3
     for image, rec, grid, back, report in zip(
         images, container.records, grids, out, result.reports, strict=True
     ):
@@ -101,7 +101,7 @@ def test_a_scaled_image_is_coded_at_its_coded_size_and_restored_to_its_own(
 def test_scale_one_writes_the_unscaled_file_and_bad_scales_are_refused(coding: Coding) -> None:
     images = mixed_images()
     assert compress_images(coding, images, scale=1.0).files == compress_images(coding, images).files
-    assert parse(compress_images(coding, images, scale=1.0).files[0]).version == 1
+    assert parse(compress_images(coding, images, scale=1.0).files[0]).version == 3
     for bad in (0.0, 0.2, 5.0):
         with pytest.raises(ValueError, match="scale"):
             compress_images(coding, images, scale=bad)
@@ -116,9 +116,11 @@ def test_report_has_the_three_rates_and_quality(coding: Coding) -> None:
     json.dumps(result.to_json())
 
 
-def test_single_32x32_image_header_is_15_bytes(coding: Coding) -> None:
+def test_single_32x32_image_header_is_23_bytes(coding: Coding) -> None:
+    """15 bytes of fields (magic, version, model, fingerprint, count, height, width, mode, length)
+    and two CRC-32s: the image's payload and the header."""
     result = compress_images(coding, blob_images(1, (32, 32), 7), entropy_model="static")
-    assert result.header_bytes == 15 == parse(result.files[0]).header_bytes
+    assert result.header_bytes == 23 == parse(result.files[0]).header_bytes
 
 
 @pytest.mark.parametrize("archive", [True, False])

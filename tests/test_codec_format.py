@@ -49,22 +49,25 @@ def test_container_index_addresses_each_payload() -> None:
     ]
 
 
-def test_resampled_images_carry_their_coded_size_in_version_2() -> None:
+@pytest.mark.parametrize("version", [2, 3])
+def test_resampled_images_carry_their_coded_size(version: int) -> None:
     plain = [Record(5, 7, Mode.RGB, 3), Record(9, 2, Mode.RGBA, 2, 4, coded=(9, 2))]  # equal: not resampled
     payloads = [b"abc", b"de" + b"ALPH"]
-    data = build(EntropyModel.STATIC, b"123456", plain, payloads)
-    assert data[2] == 1 and parse(data).version == 1  # readable by every vqkit
+    data = build(EntropyModel.STATIC, b"123456", plain, payloads, version=version)
+    assert data[2] == version and parse(data).version == version
     assert [r.coded_size for r in parse(data).records] == [(5, 7), (9, 2)]
     resampled = [Record(5, 7, Mode.RGB, 3, coded=(10, 14)), Record(9, 2, Mode.RGBA, 2, 4, coded=(4, 1))]
-    data = build(EntropyModel.STATIC, b"123456", resampled, payloads)
+    data = build(EntropyModel.STATIC, b"123456", resampled, payloads, version=version)
     c = parse(data)
-    assert data[2] == 2 and c.version == 2 and c.records == tuple(resampled)
+    assert data[2] == version and c.version == version and c.records == tuple(resampled)
     assert [r.coded_size for r in c.records] == [(10, 14), (4, 1)]
     assert [data[o : o + r.codes_length] for o, r in zip(c.offsets(), c.records, strict=True)] == [
         b"abc",
         b"de",
     ]
-    assert len(data) == len(build(EntropyModel.STATIC, b"123456", plain, payloads)) + 4  # two varints each
+    assert len(data) == len(build(EntropyModel.STATIC, b"123456", plain, payloads, version=version)) + 4
+    with pytest.raises(ValueError, match="version 1"):
+        build(EntropyModel.STATIC, b"123456", resampled, payloads, version=1)  # needs the 0x80 flag
 
 
 # ---- integer tables ------------------------------------------------------------------------------
@@ -164,7 +167,7 @@ def test_every_truncation_is_refused(coding: Coding, name: str) -> None:
     ("data", "message"),
     [
         (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "not a .vqk file"),
-        (b"VQ\x03" + FILES["raw"][3:], "format version 3"),
+        (b"VQ\x04" + FILES["raw"][3:], "format version 4"),
         (b"VQ\x00" + FILES["raw"][3:], "version 0"),
         (FILES["raw"][:3] + b"\x07" + FILES["raw"][4:], "unknown entropy model id 7"),
         (FILES["raw"] + b"\0", "unexpected bytes"),

@@ -3,10 +3,13 @@
     VQKIT_MAKE_GOLDEN=1 .venv/bin/python -m tests.golden.make_golden [NAME ...]
 
 Writes tests/golden/run/ (config.json, model.safetensors, entropy_static.json, prior.safetensors,
-prior_config.json), raw.vqk, static.vqk, prior.vqk, prior_overlap.vqk, scaled.vqk (format version 2: images
-coded at 1.5 times their size) and expected.json (each image's code grid); with NAMEs (e.g.
-prior_overlap), only those files, by the committed run. Regenerate only on a
-deliberate format change; tests/test_codec_golden.py then guards the new files.
+prior_config.json), raw.vqk, static.vqk, prior.vqk, prior_overlap.vqk, scaled.vqk (format versions 1 and
+2, as vqkit 0.1 wrote them; scaled.vqk holds images coded at 1.5 times their size), the same five in
+v3/ (format version 3: the same payloads with checksums) and expected.json (each image's code grid);
+with NAMEs (e.g. prior_overlap), only those files, by the committed run; with the single NAME
+``v3``, only the version-3 files, rebuilt from the committed older ones. Regenerate only on a
+deliberate format change; tests/test_codec_golden.py and tests/test_vqk_integrity.py then guard the
+new files.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vqkit.codec import coded_size, compress_images, decode_codes, fit_static_model, resample
+from vqkit.codec import coded_size, compress_images, decode_codes, fit_static_model, parse, resample
+from vqkit.codec.container import FORMAT_VERSION, build
 from vqkit.codec.entropy import as_model_inputs
 from vqkit.config import ModelConfig, QuantizerConfig, RunConfig
 from vqkit.data import to_float
@@ -108,6 +112,27 @@ CHOICE = {
 SCALE = {"scaled": 1.5}  # the others are coded at their own size
 
 
+def in_version(data: bytes, version: int) -> bytes:
+    """The same images and payloads in another container version."""
+    c = parse(data)
+    payloads = [
+        data[o : o + r.codes_length + r.alpha_length] for o, r in zip(c.offsets(), c.records, strict=True)
+    ]
+    return build(c.entropy_model, c.fingerprint, list(c.records), payloads, version=version)
+
+
+def legacy_version(name: str) -> int:
+    return 2 if name == "scaled" else 1  # what vqkit 0.1 wrote: 2 only for resampled images
+
+
+def write_v3_files(names: list[str]) -> None:
+    (GOLDEN / "v3").mkdir(exist_ok=True)
+    for name in names:
+        data = in_version((GOLDEN / f"{name}.vqk").read_bytes(), FORMAT_VERSION)
+        (GOLDEN / "v3" / f"{name}.vqk").write_bytes(data)
+        print(f"v3/{name}.vqk: {len(data)} bytes")
+
+
 def main() -> int:
     if os.environ.get(SWITCH) != "1":
         print(f"refusing to overwrite the golden files; set {SWITCH}=1 to regenerate them", file=sys.stderr)
@@ -117,6 +142,9 @@ def main() -> int:
     # With file names as arguments, only those are (re)written, by the committed run: a new entropy
     # model gets its golden file without touching the others.
     only = sys.argv[1:]
+    if only == ["v3"]:
+        write_v3_files(list(golden_images()))
+        return 0
     expected: dict[str, dict[str, object]] = {}
     if only:
         run = GOLDEN / "run"
@@ -131,8 +159,9 @@ def main() -> int:
         result = compress_images(
             run, images, entropy_model=CHOICE[name], archive=True, quality=False, scale=scale
         )
-        data = result.files[0]
+        data = in_version(result.files[0], legacy_version(name))
         (GOLDEN / f"{name}.vqk").write_bytes(data)
+        write_v3_files([name])
         inputs = [resample(x, coded_size(*x.shape[:2], scale)) for x in as_model_inputs(images, 3)]
         grids = [Run.load(run).encode([x])[0] for x in inputs]
         _, decoded = decode_codes(run, data)

@@ -2,24 +2,31 @@
 
     magic "VQ" | version u8 | entropy model u8 | fingerprint 6 bytes | image count varint
     per image: height varint | width varint | mode u8 [| coded height varint | coded width varint]
-               | codes length varint [| alpha length varint]
+               | codes length varint [| alpha length varint] | payload CRC-32 u32 (version 3)
+    header CRC-32 u32 (version 3)
     per image, in order: codes payload [then alpha payload]
 
 Parsing checks every count and length against fixed limits and against the bytes that remain before
 anything is allocated, so a damaged or hostile file costs at most a bounded amount of memory and time.
+From version 3 on, a CRC-32 over the header and one over each image's payloads make any corruption a
+CodecError instead of wrong pixels: CRC-32 detects every error burst up to 32 bits and all but
+2**-32 of the others. Versions 1 and 2 (no checksums) are still read.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from enum import IntEnum
 
 from vqkit.data import DataError
 
 MAGIC = b"VQ"
-FORMAT_VERSION = 2  # the newest this vqkit reads; it writes 1 unless an image is coded at another size
-RESAMPLED = 0x80  # mode byte flag (version 2): the coded height and width follow the mode
+FORMAT_VERSION = 3  # the version this vqkit writes, and the newest it reads
+CHECKSUMS = 3  # the first version with header and payload checksums
+RESAMPLED = 0x80  # mode byte flag (version 2 on): the coded height and width follow the mode
 FINGERPRINT_BYTES = 6
+CRC_BYTES = 4  # CRC-32 (zlib's polynomial, as in PNG and gzip), little-endian
 
 MAX_SIDE = 1 << 15  # pixels per image side
 MAX_PIXELS = 1 << 24  # pixels per image (e.g. 4096 x 4096)
@@ -117,19 +124,35 @@ def write_varint(value: int) -> bytes:
             return bytes(out)
 
 
+def crc(data: bytes) -> bytes:
+    return zlib.crc32(data).to_bytes(CRC_BYTES, "little")
+
+
 def build(
-    entropy_model: EntropyModel, fingerprint: bytes, records: list[Record], payloads: list[bytes]
+    entropy_model: EntropyModel,
+    fingerprint: bytes,
+    records: list[Record],
+    payloads: list[bytes],
+    *,
+    version: int = FORMAT_VERSION,
 ) -> bytes:
-    """Assemble a container; ``payloads`` holds, per image, codes followed by alpha (if any)."""
+    """Assemble a container; ``payloads`` holds, per image, codes followed by alpha (if any).
+    ``version`` below the current one writes an older layout (for tests of the readers only)."""
     if len(fingerprint) != FINGERPRINT_BYTES:
         raise ValueError(f"fingerprint must be {FINGERPRINT_BYTES} bytes")
     if not 1 <= len(records) <= MAX_IMAGES:
         raise CodecError(f"a .vqk file holds 1 to {MAX_IMAGES} images, got {len(records)}")
-    # version 1 while no image is resampled, so such files stay readable by every vqkit
-    version = 2 if any(r.resampled for r in records) else 1
+    if len(payloads) != len(records):
+        raise ValueError(f"{len(payloads)} payloads for {len(records)} records")
+    if (version < 2 and any(r.resampled for r in records)) or not 1 <= version <= FORMAT_VERSION:
+        raise ValueError(f"cannot write these records in format version {version}")
     head = bytearray(MAGIC + bytes([version, int(entropy_model)]) + fingerprint)
     head += write_varint(len(records))
-    for r in records:
+    for r, payload in zip(records, payloads, strict=True):
+        if len(payload) != r.codes_length + r.alpha_length:
+            raise ValueError(
+                f"payload of {len(payload)} bytes for a record of {r.codes_length} + {r.alpha_length}"
+            )
         check_size(r.height, r.width, "image")
         head += write_varint(r.height) + write_varint(r.width)
         if r.resampled:
@@ -144,6 +167,10 @@ def build(
         head += write_varint(r.codes_length)
         if r.mode.has_alpha:
             head += write_varint(r.alpha_length)
+        if version >= CHECKSUMS:
+            head += crc(payload)
+    if version >= CHECKSUMS:
+        head += crc(bytes(head))
     return bytes(head) + b"".join(payloads)
 
 
@@ -219,6 +246,7 @@ def parse(data: bytes, name: str = "input") -> Container:
     if count == 0:
         raise r.fail("corrupt: image count is 0")
     records: list[Record] = []
+    checksums: list[bytes] = []
     for i in range(count):
         height = r.varint(f"image {i} height", MAX_SIDE)
         width = r.varint(f"image {i} width", MAX_SIDE)
@@ -240,10 +268,20 @@ def parse(data: bytes, name: str = "input") -> Container:
         codes_length = r.length(f"image {i} codes")
         alpha_length = r.length(f"image {i} alpha") if mode.has_alpha else 0
         records.append(Record(height, width, mode, codes_length, alpha_length, coded))
+        if version >= CHECKSUMS:
+            checksums.append(r.take(CRC_BYTES, f"image {i} checksum"))
+    if version >= CHECKSUMS:
+        end = r.pos
+        if r.take(CRC_BYTES, "header checksum") != crc(data[:end]):
+            raise r.fail("corrupt: the header checksum does not match (the file is damaged)")
     payload_offset = r.pos
     total = sum(rec.codes_length + rec.alpha_length for rec in records)
     if total > r.left:
         raise r.fail(f"truncated: the index promises {total} payload bytes, {r.left} are present")
     if total < r.left:
         raise r.fail(f"corrupt: {r.left - total} unexpected bytes after the last payload")
-    return Container(entropy_model, fingerprint, tuple(records), payload_offset, version)
+    container = Container(entropy_model, fingerprint, tuple(records), payload_offset, version)
+    for i, (expected, offset, rec) in enumerate(zip(checksums, container.offsets(), records, strict=False)):
+        if crc(data[offset : offset + rec.codes_length + rec.alpha_length]) != expected:
+            raise r.fail(f"corrupt: image {i}'s payload checksum does not match (the file is damaged)")
+    return container
