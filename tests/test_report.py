@@ -15,11 +15,11 @@ from PIL import Image
 
 from vqkit.cli import main
 from vqkit.pipeline import train
-from vqkit.reports.browser import check_page, find_chromium
 from vqkit.runs import Run
 from vqkit.tasks import artifacts
 from vqkit.tasks.denoise import evaluate_denoising, save_examples
 
+from .browser import check_page, find_chromium
 from .conftest import smooth_images, tiny_run_config
 
 CHROMIUM = find_chromium()
