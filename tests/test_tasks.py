@@ -279,3 +279,7 @@ def test_denoise_eval_scores_noisy_and_denoised_against_clean(
     assert f"{sigma25['denoised']['psnr']:.2f}" in capsys.readouterr().out
     picture = np.asarray(Image.open(run_dir / "denoise_examples.png"))
     assert picture.shape[0] == (2 + 3 * (16 + 2)) * 6  # clean, noisy, denoised rows, scaled by 6
+    assert main(["denoise", str(run_dir), "--eval", str(tmp_path / "clean.npz"), "--sigma", "25,0"]) == 1
+    assert "--sigma values must lie in (0, 255]" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # measuring and denoising files are two uses: not both at once
+        main(["denoise", str(run_dir), "--eval", str(tmp_path / "clean.npz"), "-o", str(tmp_path / "o")])
