@@ -8,7 +8,7 @@ Gaussian noise, clamped and rounded to 8 bits (what a user has on disk), seeded 
 PSNR and SSIM of 8-bit outputs against the clean images (vqkit.metrics), on
   cifar10-val   the first --val-images of a seeded shuffle of the lossless val folder (32x32)
   kodak-crops   --kodak-crops random --crop x --crop crops of the Kodak photos (seed --seed)
-Methods: noisy input; vqkit (the run's reconstruction); scikit-image denoise_nl_means (fast mode,
+Methods: noisy input; denoised (the vqkit run's reconstruction); scikit-image denoise_nl_means (fast mode,
 5x5 patches, 13x13 search, sigma given, h = a * sigma), denoise_wavelet (BayesShrink, soft, YCbCr,
 sigma given), denoise_tv_chambolle (weight = b * sigma); BM3D (bm3d package, CBM3D for colour,
 sigma_psd = sigma / 255). The factors a and b are tuned per sigma and image set on separate
@@ -38,8 +38,8 @@ from cifar10_quality import SHARED, machine  # noqa: E402
 from vqkit.config import load_config  # noqa: E402
 from vqkit.data import ImageSet, load_dataset  # noqa: E402
 from vqkit.pipeline import train  # noqa: E402
-from vqkit.runs import Run  # noqa: E402
-from vqkit.tasks import artifacts  # noqa: E402
+from vqkit.runs import Run, layout  # noqa: E402
+from vqkit.runs.results import write_result  # noqa: E402
 from vqkit.tasks.denoise import add_noise, denoise_images, quality, save_examples  # noqa: E402
 
 KODAK = SHARED.parent / "kodak"
@@ -183,7 +183,7 @@ def main() -> int:
             row["noisy"] = quality(clean, noisy)
             t = time.perf_counter()
             out = denoise_images(run, noisy)
-            row["vqkit"] = {
+            row["denoised"] = {
                 **quality(clean, out),
                 "seconds_per_image": (time.perf_counter() - t) / len(clean),
             }
@@ -195,7 +195,7 @@ def main() -> int:
                 out = apply_all(m, noisy, sigma, factor, a.workers)
                 row[m] = {**quality(clean, out), "seconds_per_image": (time.perf_counter() - t) / len(clean)}
             rows.append(row)
-            print(_row_text(row, ["noisy", "vqkit", *methods]), flush=True)
+            print(_row_text(row, ["noisy", "denoised", *methods]), flush=True)
 
     doc = {
         "benchmark": "denoise",
@@ -217,13 +217,12 @@ def main() -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M")
     path = out_dir / f"denoise{'-' + a.tag if a.tag else ''}-{stamp}.json"
     path.write_text(json.dumps(doc, indent=2) + "\n")
-    artifacts.write_run_json(
-        run_dir, artifacts.DENOISE_FILE, {k: v for k, v in doc.items() if k != "run_config"}
-    )
+    run_doc = {k: v for k, v in doc.items() if k != "run_config"}
+    write_result(run_dir, layout.DENOISE_FILE, "denoise", {**run_doc, "examples_sigma": 25.0})
     examples = next(iter(sets.values()))[0][:8]
-    save_examples(run, examples, 25.0, Path(run_dir) / artifacts.DENOISE_EXAMPLES, seed=a.seed)
+    save_examples(run, examples, 25.0, Path(run_dir) / layout.DENOISE_EXAMPLES, seed=a.seed)
     print("clean-input ceiling: " + ", ".join(f"{k} {v['psnr']:.2f} dB" for k, v in ceiling.items()))
-    print(f"wrote {path} and {Path(run_dir) / artifacts.DENOISE_FILE}")
+    print(f"wrote {path} and {Path(run_dir) / layout.DENOISE_FILE}")
     return 0
 
 

@@ -28,16 +28,16 @@ import numpy as np
 import torch
 
 from common import ROOT, SHARED_DATA, machine
-from vqkit.data import ImageSet, load_dataset
-from vqkit.priors import evaluate_prior, load_codes, load_prior, train_prior
-from vqkit.priors.model import CodePrior
-from vqkit.priors.quality import (
+from sample_quality import (
     FeatureFn,
     extract_features,
     frechet_distance,
     load_inception,
     train_feature_net,
 )
+from vqkit.data import ImageSet, load_dataset
+from vqkit.priors import evaluate_prior, load_codes, load_prior, train_prior
+from vqkit.priors.model import CodePrior
 from vqkit.runs import Run
 from vqkit.visual import image_grid, save_png
 

@@ -31,8 +31,8 @@ from cifar10_quality import SHARED, machine  # noqa: E402
 from vqkit.config import load_config  # noqa: E402
 from vqkit.data import ImageSet, load_dataset  # noqa: E402
 from vqkit.pipeline import train  # noqa: E402
-from vqkit.runs import Run  # noqa: E402
-from vqkit.tasks import artifacts  # noqa: E402
+from vqkit.runs import Run, layout  # noqa: E402
+from vqkit.runs.results import write_result  # noqa: E402
 from vqkit.tasks.probe import ProbeSettings, run_probes  # noqa: E402
 from vqkit.training import evaluate  # noqa: E402
 
@@ -103,7 +103,7 @@ def main() -> int:
     for r in runs.values():  # each run's folder gets its probe, with the shared pixel baseline
         doc = {k: v for k, v in r.items() if k not in ("run", "quantized", "probe_s", "reconstruction")}
         doc["results"] = {**doc["results"], "pixels": pixels["results"]["pixels"]}
-        artifacts.write_run_json(r["run"], artifacts.PROBE_FILE, {"train": a.train, "test": a.val, **doc})
+        write_result(r["run"], layout.PROBE_FILE, "probe", {"train": a.train, "test": a.val, **doc})
 
     result = {
         "benchmark": "probe",

@@ -2,7 +2,7 @@
 
     python benchmarks/report_screenshot.py RUN [-o docs/report-screenshot.png] [--height 1600]
 
-Writes RUN/report.html (vqkit report), opens it in headless Chromium (vqkit.reports.browser), fails
+Writes RUN/report.html (vqkit report), opens it in headless Chromium (tests/browser.py), fails
 when the page logs an error or an image does not load, and saves the top --height pixels of the
 full-page screenshot (0: the whole page). Needs Chromium: apt-get install -y chromium chromium-driver.
 """
@@ -16,10 +16,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from vqkit.reports.browser import check_page, find_chromium
-from vqkit.reports.html import write_report
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the DevTools client lives with the tests that use it
+from tests.browser import check_page, find_chromium  # noqa: E402
+
+from vqkit.reports.html import write_report  # noqa: E402
 
 
 def main() -> int:

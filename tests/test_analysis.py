@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from vqkit.data import load_dataset
 from vqkit.pipeline import train
 from vqkit.priors import CodePrior, PriorConfig, save_prior
 from vqkit.runs import Run
+from vqkit.runs.results import read_result
 from vqkit.tasks.codebook import code_tiles
 
 from .conftest import smooth_images, tiny_run_config
@@ -40,9 +40,10 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_codebook_tiles_in_usage_order(root: Path, tmp_path: Path) -> None:
     run_dir, out = root / "run", tmp_path / "codebook.png"
-    argv = ["codebook", str(run_dir), "-o", str(out), "--data", str(root / "mixed.npz"), "--scale", "1"]
-    assert main(argv) == 0
-    doc = json.loads((run_dir / "codebook.json").read_text())
+    argv = ["codebook", str(run_dir), "-o", str(out), "--data", str(root / "mixed.npz"), "--zoom", "1"]
+    assert main([*argv, "--json", str(tmp_path / "cb.json")]) == 0
+    doc = read_result(run_dir / "codebook.json", "codebook").data
+    assert read_result(tmp_path / "cb.json", "codebook").data == doc
     run = Run.load(run_dir)
     data = load_dataset(root / "mixed.npz")
     grids = np.stack(run.encode(data.images))  # (48, 4, 4)
@@ -75,7 +76,7 @@ def test_codebook_defaults_to_the_runs_held_out_images(root: Path, tmp_path: Pat
     run_dir = tmp_path / "run"
     shutil.copytree(root / "run", run_dir)
     assert main(["codebook", str(run_dir), "-o", str(tmp_path / "c.png")]) == 0
-    doc = json.loads((run_dir / "codebook.json").read_text())
+    doc = read_result(run_dir / "codebook.json", "codebook").data
     assert "held-out" in doc["data"] and doc["num_images"] == 6  # holdout 0.1 of 64 images
     assert sum(doc["counts"]) == 6 * 16 and "per_class_counts" not in doc
 
@@ -101,17 +102,17 @@ def test_anomaly_auroc_on_noise_among_smooth_images(root: Path, tmp_path: Path) 
     run_dir, out = root / "run", tmp_path / "scores.json"
     argv = ["anomaly", str(run_dir), "--data", str(root / "mixed.npz"), "--anomaly-class", "noise"]
     assert main([*argv, "--json", str(out)]) == 0
-    doc = json.loads(out.read_text())
+    doc = read_result(out, "anomaly").data
     assert doc["auroc"]["reconstruction_mse"] > 0.9
     assert 0 <= doc["auroc"]["quantization_error"] <= 1  # reported; not reliable after 12 steps
     assert doc["num_anomalies"] == 16 and len(doc["per_image"]["reconstruction_mse"]) == 48
     assert doc["per_image"]["is_anomaly"] == [False] * 32 + [True] * 16
     assert "code_nll_bits" not in doc["auroc"] and any("no prior" in n for n in doc["notes"])
-    summary = json.loads((run_dir / "anomaly.json").read_text())
+    summary = read_result(run_dir / "anomaly.json", "anomaly").data
     assert summary["auroc"] == doc["auroc"] and "per_image" not in summary
     # The same split named the other way round, by class number, gives the same AUROC.
     assert main(["anomaly", str(run_dir), "--data", str(root / "mixed.npz"), "--normal-classes", "0"]) == 0
-    assert json.loads((run_dir / "anomaly.json").read_text())["auroc"] == doc["auroc"]
+    assert read_result(run_dir / "anomaly.json", "anomaly").data["auroc"] == doc["auroc"]
     # Reference: per-image MSE of the run's own reconstructions.
     run, data = Run.load(run_dir), load_dataset(root / "mixed.npz")
     recon = np.stack(run.reconstruct(data.images)).astype(float)
@@ -128,7 +129,7 @@ def test_anomaly_scores_code_likelihood_under_the_prior(root: Path, tmp_path: Pa
     out = tmp_path / "scores.json"
     argv = ["anomaly", str(run_dir), "--data", str(root / "mixed.npz"), "--json", str(out)]
     assert main(argv) == 0
-    doc = json.loads(out.read_text())
+    doc = read_result(out, "anomaly").data
     assert "auroc" not in doc and set(doc["scores"]) == {
         "reconstruction_mse",
         "quantization_error",

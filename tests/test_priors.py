@@ -292,20 +292,6 @@ def test_overrides_are_strict() -> None:
     assert math.isclose(PriorTrainConfig().label_smoothing, 0.0) and PriorConfig().dropout == 0.0
 
 
-def test_frechet_distance_matches_the_closed_form() -> None:
-    from vqkit.priors.quality import frechet_distance, frechet_from_stats
-
-    # Diagonal covariances: |mu1 - mu2|^2 + sum (sqrt(s1) - sqrt(s2))^2 = 1 + (1 + 0 + 4) = 6.
-    mu1, mu2 = np.zeros(3), np.array([1.0, 0.0, 0.0])
-    c1, c2 = np.diag([1.0, 4.0, 9.0]), np.diag([4.0, 4.0, 1.0])
-    assert frechet_from_stats(mu1, c1, mu2, c2) == pytest.approx(6.0, abs=1e-9)
-    q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))  # a rotation changes nothing
-    assert frechet_from_stats(q @ mu1, q @ c1 @ q.T, q @ mu2, q @ c2 @ q.T) == pytest.approx(6.0, abs=1e-9)
-    feats = np.random.default_rng(1).normal(size=(500, 8))
-    assert abs(frechet_distance(feats, feats)) < 1e-9
-    assert frechet_distance(feats, feats + 2.0) == pytest.approx(8 * 4.0, rel=1e-9)
-
-
 @pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 1e-5), (torch.float64, 1e-12)])
 def test_stream_gives_the_rows_of_a_whole_pass(dtype: torch.dtype, tol: float) -> None:
     """What sampling and the entropy coder's stream rely on: the cached walk equals teacher forcing."""

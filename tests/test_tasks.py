@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from vqkit.cli import main
 from vqkit.data import load_dataset, to_float
 from vqkit.pipeline import train
 from vqkit.runs import Run
+from vqkit.runs.results import read_result
 from vqkit.tasks.denoise import add_noise, denoise_images, quality
 from vqkit.tasks.features import code_histograms, extract_features
 from vqkit.tasks.probe import ProbeSettings, run_probes
@@ -197,8 +197,8 @@ def test_probe_cli_writes_json_into_the_run(
         "4",
     ]
     assert main(argv) == 0
-    result = json.loads(out.read_text())
-    assert result == json.loads((ae_dir / "probe.json").read_text())
+    result = read_result(out, "probe").data
+    assert result == read_result(ae_dir / "probe.json", "probe").data
     assert set(result["results"]) == {"latents", "pixels"} and result["num_train"] == 45
     assert "quantization is disabled" in capsys.readouterr().out
     unlabelled = tmp_path / "nolabels.npz"
@@ -234,7 +234,7 @@ def test_similar_finds_the_query_itself_first(
         metric,
     ]
     assert main(argv) == 0
-    results = json.loads(js.read_text())["results"]
+    results = read_result(js, "similar").data["results"]
     assert [r["rank"] for r in results] == [1, 2, 3, 4]
     assert results[0]["index"] == 7 and results[0]["similarity"] == pytest.approx(1.0)
     sims = [r["similarity"] for r in results]
@@ -250,3 +250,36 @@ def test_rank_breaks_histogram_ties_with_latents() -> None:
     assert order.tolist() == [1, 0, 2] and scores[0] == pytest.approx(1.0)
     order, _ = rank(np.array([0.5, 0.5]), hists, 2, "intersection")
     assert order.tolist() == [0, 1]  # equal scores keep data order without a tie-break
+
+
+def test_denoise_eval_scores_noisy_and_denoised_against_clean(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Mid-range images (64..191), so noise of sigma 25 is almost never clipped at 0 or 255.
+    clean = 64 + smooth_images(16, seed=6) // 2
+    np.savez(tmp_path / "clean.npz", images=clean)
+    argv = ["denoise", str(run_dir), "--eval", str(tmp_path / "clean.npz"), "--sigma", "15,25",
+            "--seed", "3", "--json", str(tmp_path / "d.json")]  # fmt: skip
+    assert main(argv) == 0
+    data = read_result(run_dir / "denoise.json", "denoise").data
+    assert read_result(tmp_path / "d.json", "denoise").data == data
+    assert [r["sigma"] for r in data["results"]] == [15.0, 25.0] and data["num_images"] == 16
+    sigma25 = data["results"][1]
+    # 8-bit noisy images at sigma 25: PSNR = 20 log10(255 / 25) = 20.17 dB (12k samples: SE ~ 0.06 dB).
+    assert sigma25["noisy"]["psnr"] == pytest.approx(20 * np.log10(255 / 25), abs=0.2)
+    assert data["results"][0]["noisy"]["psnr"] > sigma25["noisy"]["psnr"] + 3
+    # Reference: the same seeded noise, denoised by the run, scored against the clean images.
+    run, images = Run.load(run_dir), list(clean)
+    noisy = add_noise(images, "gaussian:25", seed=3)
+    denoised = denoise_images(run, noisy)
+    expected = quality(images, denoised)
+    assert sigma25["denoised"]["psnr"] == pytest.approx(expected["psnr"], abs=1e-9)
+    assert sigma25["denoised"]["ssim"] == pytest.approx(expected["ssim"], abs=1e-9)
+    assert quality(noisy, denoised)["psnr"] != pytest.approx(expected["psnr"], abs=1e-3)  # not against noisy
+    assert f"{sigma25['denoised']['psnr']:.2f}" in capsys.readouterr().out
+    picture = np.asarray(Image.open(run_dir / "denoise_examples.png"))
+    assert picture.shape[0] == (2 + 3 * (16 + 2)) * 6  # clean, noisy, denoised rows, scaled by 6
+    assert main(["denoise", str(run_dir), "--eval", str(tmp_path / "clean.npz"), "--sigma", "25,0"]) == 1
+    assert "--sigma values must lie in (0, 255]" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # measuring and denoising files are two uses: not both at once
+        main(["denoise", str(run_dir), "--eval", str(tmp_path / "clean.npz"), "-o", str(tmp_path / "o")])

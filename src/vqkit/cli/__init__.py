@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "decode": ("vqkit.cli.codes", "decode_main", "decode index grids (.npz) to PNG images"),
     "compress": ("vqkit.cli.compress", "compress_main", "compress images into .vqk files"),
     "decompress": ("vqkit.cli.compress", "decompress_main", "decompress .vqk files to PNG images"),
+    "rd": ("vqkit.cli.rd", "main", "rate-distortion of the run's codec on a data set (RUN/rd.json)"),
     "prior": (
         "vqkit.cli.prior",
         "main",

@@ -1,7 +1,8 @@
 """vqkit features | probe | codebook | anomaly | similar: image analysis with a run's codes.
 
-Each writes its JSON first; ``probe``, ``codebook`` and ``anomaly`` also leave their results in the run
-folder (probe.json, codebook.json + pictures, anomaly.json) for ``vqkit report``.
+Each writes its JSON first, as a versioned result document (vqkit.runs.results); ``probe``,
+``codebook`` and ``anomaly`` also leave theirs in the run folder (probe.json, codebook.json + pictures,
+anomaly.json, names from vqkit.runs.layout) for ``vqkit report``.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from typing import Any
 import numpy as np
 
 from vqkit.cli.common import add_device, parser
+from vqkit.codec.files import write_bytes
 from vqkit.data import DataError, load_dataset
-from vqkit.runs import Run, RunError, write_json
-from vqkit.tasks import artifacts
+from vqkit.runs import Run, RunError, layout
+from vqkit.runs.results import write_result, write_result_file
 from vqkit.visual import image_grid, save_png
 
 
@@ -26,11 +28,11 @@ def features_main(argv: list[str]) -> int:
     from vqkit.tasks.features import extract_features, save_features
 
     p = parser("features", "Per-image code grids, code histograms and pooled latents (.npz).")
-    p.add_argument("run", type=Path)
+    p.add_argument("run", type=Path, help="run folder")
     p.add_argument("--data", required=True, help="data spec")
     p.add_argument("-o", "--output", type=Path, required=True, help="output .npz")
-    p.add_argument("--max-images", type=int)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--max-images", type=int, help="use at most the first N images")
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
     add_device(p)
     a = p.parse_args(argv)
     run = Run.load(a.run, a.device, a.precision)
@@ -48,7 +50,7 @@ def probe_main(argv: list[str]) -> int:
     from vqkit.tasks.probe import ProbeSettings, format_probe_table, run_probes
 
     p = parser("probe", "Linear-probe and k-NN accuracy of code histograms, pooled latents and pixels.")
-    p.add_argument("run", type=Path)
+    p.add_argument("run", type=Path, help="run folder")
     p.add_argument("--train", required=True, help="labelled data spec the classifiers learn from")
     p.add_argument("--test", required=True, help="labelled data spec they are scored on")
     p.add_argument("--json", type=Path, help="also write the results here")
@@ -56,7 +58,7 @@ def probe_main(argv: list[str]) -> int:
     p.add_argument("--max-test", type=int, help="random subset of the test images")
     p.add_argument("-k", type=int, default=10, help="neighbours for k-NN (default 10)")
     p.add_argument("--pixel-size", type=int, default=16, help="side of the pixel baseline (default 16)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random subsets (default 0)")
     add_device(p)
     a = p.parse_args(argv)
     if a.k < 1 or a.pixel_size < 1:
@@ -69,8 +71,8 @@ def probe_main(argv: list[str]) -> int:
     )
     result = {"run": str(a.run), "train": a.train, "test": a.test, **run_probes(run, train, test, settings)}
     if a.json:
-        write_json(a.json, result)
-    artifacts.write_run_json(run.path, artifacts.PROBE_FILE, result)
+        write_result_file(a.json, "probe", result)
+    write_result(run.path, layout.PROBE_FILE, "probe", result)
     print(format_probe_table(result))
     for note in result["notes"]:
         print(f"note: {note}")
@@ -83,7 +85,7 @@ def codebook_main(argv: list[str]) -> int:
     from vqkit.tasks.features import load_run_eval_set, sample_images
 
     p = parser("codebook", "Picture of every code's patch, most used first, and code usage.")
-    p.add_argument("run", type=Path)
+    p.add_argument("run", type=Path, help="run folder")
     p.add_argument("-o", "--output", type=Path, required=True, help="output PNG of the code patches")
     p.add_argument("--data", help="data to count usage on (default: the run's held-out data)")
     p.add_argument(
@@ -92,9 +94,10 @@ def codebook_main(argv: list[str]) -> int:
         default=10000,
         help="count on a random subset of this many images (default 10000)",
     )
-    p.add_argument("--context", type=int, default=5, help="odd grid side the code is decoded in")
+    p.add_argument("--json", type=Path, help="also write the usage summary here")
+    p.add_argument("--context", type=int, default=5, help="odd grid side the code is decoded in (default 5)")
     p.add_argument("--margin", type=int, help="pixels of neighbourhood around each tile (default f/2)")
-    p.add_argument("--scale", type=int, default=0, help="enlarge the picture (0: automatic)")
+    p.add_argument("--zoom", type=int, default=0, help="enlarge the picture this many times (0: automatic)")
     add_device(p)
     a = p.parse_args(argv)
     run = Run.load(a.run, a.device, a.precision)
@@ -110,28 +113,32 @@ def codebook_main(argv: list[str]) -> int:
     except ValueError as e:
         raise DataError(str(e)) from e
     picture = tile_picture(tiles, stats.order)
-    scale = a.scale or max(1, 768 // picture.shape[1])
+    if a.zoom < 0:
+        raise DataError(f"--zoom must be >= 0, got {a.zoom}")
+    zoom = a.zoom or max(1, 768 // picture.shape[1])
     tile_info = {
         "size": int(tiles.shape[1]),
         "context": a.context,
         "background_code": int(stats.order[0]),
         "columns": int(np.ceil(np.sqrt(len(tiles)))),
         "pad": 1,
-        "scale": scale,
+        "zoom": zoom,
     }
     summary = codebook_summary(stats, described, tile_info)
-    artifacts.write_run_json(run.path, artifacts.CODEBOOK_FILE, summary)
-    save_png(picture, a.output, scale=scale)
-    save_png(picture, run.path / artifacts.CODEBOOK_TILES, scale=scale)
-    (run.path / artifacts.CODEBOOK_USAGE).write_bytes(usage_histogram_png(stats.counts))
+    write_result(run.path, layout.CODEBOOK_FILE, "codebook", summary)
+    if a.json:
+        write_result_file(a.json, "codebook", summary)
+    save_png(picture, a.output, scale=zoom)
+    save_png(picture, run.path / layout.CODEBOOK_TILES, scale=zoom)
+    write_bytes(run.path / layout.CODEBOOK_USAGE, usage_histogram_png(stats.counts))
     if stats.per_class is not None and stats.class_names is not None:
         shares = stats.per_class / np.maximum(stats.per_class.sum(1, keepdims=True), 1)
         png = class_usage_png(shares[:, stats.order], stats.class_names)
-        (run.path / artifacts.CODEBOOK_CLASSES).write_bytes(png)
+        write_bytes(run.path / layout.CODEBOOK_CLASSES, png)
     print(
         f"wrote {a.output} ({len(tiles)} codes, {tiles.shape[1]}x{tiles.shape[2]} px each, most used "
         f"first); usage {summary['codebook_usage']:.3f}, perplexity {summary['perplexity']:.1f}, dead "
-        f"{summary['dead_codes']} on {described}; details in {run.path / artifacts.CODEBOOK_FILE}"
+        f"{summary['dead_codes']} on {described}; details in {run.path / layout.CODEBOOK_FILE}"
     )
     return 0
 
@@ -145,14 +152,14 @@ def anomaly_main(argv: list[str]) -> int:
         "Per-image anomaly scores (reconstruction error, quantization error, prior "
         "NLL) and their AUROC when the anomalous classes are named.",
     )
-    p.add_argument("run", type=Path)
+    p.add_argument("run", type=Path, help="run folder")
     p.add_argument("--data", required=True, help="data spec to score")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--normal-classes", help="comma-separated classes that are normal (others: anomalies)")
     group.add_argument("--anomaly-class", help="comma-separated classes that are anomalies")
-    p.add_argument("--json", type=Path, help="write per-image scores and the summary here")
+    p.add_argument("--json", type=Path, help="also write the summary and the per-image scores here")
     p.add_argument("--max-images", type=int, help="score a random subset of this many images")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
     add_device(p)
     a = p.parse_args(argv)
     run = Run.load(a.run, a.device, a.precision)
@@ -171,12 +178,12 @@ def anomaly_main(argv: list[str]) -> int:
         **anomaly_summary(scores, mask),
         "notes": notes,
     }
-    artifacts.write_run_json(run.path, artifacts.ANOMALY_FILE, summary)
+    write_result(run.path, layout.ANOMALY_FILE, "anomaly", summary)
     if a.json:
         per_image: dict[str, Any] = {"names": list(data.names), **{k: v.tolist() for k, v in scores.items()}}
         if mask is not None:
             per_image["is_anomaly"] = mask.tolist()
-        write_json(a.json, {**summary, "per_image": per_image})
+        write_result_file(a.json, "anomaly", {**summary, "per_image": per_image})
     width = max(len(k) for k in scores)
     print(f"{'score':<{width}}  {'mean':>10}" + (f"  {'AUROC':>7}" if mask is not None else ""))
     for k, v in scores.items():
@@ -192,7 +199,7 @@ def similar_main(argv: list[str]) -> int:
     from vqkit.tasks.retrieval import METRICS, rank
 
     p = parser("similar", "Retrieve the images whose code histograms are most like the query's.")
-    p.add_argument("run", type=Path)
+    p.add_argument("run", type=Path, help="run folder")
     p.add_argument("query", help="query image file (or data spec: its first image)")
     p.add_argument("--data", required=True, help="data spec to search")
     p.add_argument("-k", type=int, default=8, help="how many to retrieve (default 8)")
@@ -205,7 +212,7 @@ def similar_main(argv: list[str]) -> int:
         help="compare code histograms (default) or pooled continuous latents",
     )
     p.add_argument("--json", type=Path, help="also write the ranking here")
-    p.add_argument("--max-images", type=int)
+    p.add_argument("--max-images", type=int, help="search at most the first N images")
     add_device(p)
     a = p.parse_args(argv)
     if a.k < 1:
@@ -235,7 +242,7 @@ def similar_main(argv: list[str]) -> int:
         "results": ranking,
     }
     if a.json:
-        write_json(a.json, doc)
+        write_result_file(a.json, "similar", doc)
     for r in ranking:
         print(f"{r['rank']:>3}  {r['similarity']:.4f}  {r['name']}")
     print(f"wrote {a.output} (query first, then the {len(ranking)} most similar)")

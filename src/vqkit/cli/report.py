@@ -6,17 +6,18 @@ from pathlib import Path
 
 from vqkit.cli.common import parser
 from vqkit.reports.html import write_report
+from vqkit.runs import layout
 
 
 def main(argv: list[str]) -> int:
     p = parser(
         "report",
         "Write one self-contained HTML report (pictures embedded) of a run folder. "
-        "Only results already in the folder are used; nothing is recomputed.",
+        "Only results vqkit commands left in the folder are used; nothing is recomputed.",
     )
-    p.add_argument("run", type=Path)
-    p.add_argument("-o", "--output", type=Path, help="output HTML (default: RUN/report.html)")
+    p.add_argument("run", type=Path, help="run folder")
+    p.add_argument("-o", "--output", type=Path, help=f"output HTML (default: RUN/{layout.REPORT_FILE})")
     a = p.parse_args(argv)
-    out = write_report(a.run, a.output or a.run / "report.html")
+    out = write_report(a.run, a.output or a.run / layout.REPORT_FILE)
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
     return 0

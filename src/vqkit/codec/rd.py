@@ -1,4 +1,9 @@
-"""Rate-distortion helpers: Pareto fronts and the Bjøntegaard delta rate (BD-rate).
+"""Rate-distortion: a run's own codec measured on a set of images, Pareto fronts and the Bjøntegaard
+delta rate (BD-rate).
+
+``rate_distortion`` compresses the images with each entropy model the run has, at each coding scale,
+through the public API (``compress_images``), so its rates are those of real files: actual bpp is the
+files' bytes, estimated bpp the model's -log2 p, nominal bpp log2(K) per code.
 
 BD-rate (Bjøntegaard, VCEG-M33, 2001; piecewise cubic variant as in VCEG-AL22 / JVET common test
 conditions): fit log10(rate) as a monotone piecewise cubic (PCHIP) function of PSNR for each codec,
@@ -8,11 +13,21 @@ Negative: the tested codec needs that many percent fewer bits than the anchor fo
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.interpolate import PchipInterpolator
+
+from vqkit.codec.api import compress_images
+from vqkit.codec.coding import Coding
+from vqkit.codec.search import SearchConfig
+
+# summary() keys each rate-distortion point keeps
+POINT_KEYS = ("images", "pixels", "bytes_total", "bytes_header", "bpp_nominal", "bpp_estimated",
+              "bpp_actual", "psnr", "ssim")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -54,3 +69,52 @@ def bd_rate(anchor: Sequence[tuple[float, float]], test: Sequence[tuple[float, f
 
     diff = mean_log_rate(t) - mean_log_rate(a)
     return BDRate(percent=float((10.0**diff - 1.0) * 100.0), quality_low=low, quality_high=high)
+
+
+def available_models(coding: Coding) -> list[str]:
+    """The entropy models a run can code with, by --entropy-model name: raw always, static when its
+    table is fitted, prior when a prior is trained."""
+    return [
+        "raw",
+        *(["static"] if coding.has_static() else []),
+        *(["prior"] if coding.prior() is not None else []),
+    ]
+
+
+def rate_distortion(
+    coding: Coding,
+    images: Sequence[np.ndarray],
+    entropy_models: Sequence[str],
+    scales: Sequence[float] = (1.0,),
+    search: SearchConfig | None = None,
+    names: Sequence[str] | None = None,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """One point per (scale, entropy model): the files' rates (bpp nominal / estimated / actual),
+    PSNR and SSIM of what decompression gives, and compress_images' wall time (encoding, entropy
+    coding, and the decode that measures quality) as seconds and images/s."""
+    points = []
+    for scale in scales:
+        for model in entropy_models:
+            start = time.perf_counter()
+            result = compress_images(
+                coding,
+                images,
+                entropy_model=model,
+                names=names,
+                search=search,
+                progress=progress,
+                scale=scale,
+            )
+            seconds = time.perf_counter() - start
+            summary = result.summary()
+            points.append(
+                {
+                    "entropy_model": summary["entropy_model"],
+                    "scale": scale,
+                    **{k: summary[k] for k in POINT_KEYS},
+                    "seconds": seconds,
+                    "images_per_s": len(images) / seconds,
+                }
+            )
+    return points

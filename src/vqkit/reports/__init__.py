@@ -1,5 +1,5 @@
-"""Reports drawn from a run folder's JSON results and pictures: plots, one self-contained HTML file,
-and a headless-browser check that the HTML renders."""
+"""Reports drawn from a run folder's versioned results and pictures: plots, tables and one
+self-contained HTML file (tests/browser.py checks in headless Chromium that it renders)."""
 
 from vqkit.reports.html import build_report, write_report
 

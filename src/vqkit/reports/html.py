@@ -1,7 +1,9 @@
 """One self-contained HTML report of a run folder: every picture is a base64 PNG data URI, the style
-is inline, there is no script and nothing is fetched. It is drawn only from the JSON results and
-pictures already in the folder (STYLE.md item 9): no model is loaded or run. A section whose files
-are missing is left out, and the report says which command would add it.
+is inline, there is no script and nothing is fetched. It is drawn only from what vqkit commands wrote
+into the folder under the names of vqkit.runs.layout (STYLE.md item 9): versioned result documents
+(vqkit.runs.results), config.json, metrics.jsonl and the pictures; no model is loaded or run. A
+section whose files are missing is left out, and the report says which command would add it; a file
+of another format, kind or a newer version becomes a note, never a guess.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ from typing import Any
 
 from vqkit._version import __version__
 from vqkit.reports.plots import training_curves_png, xy_plot_png
-from vqkit.reports.tables import denoise_table, dict_table, probe_table, records_table
-from vqkit.runs import RunError, read_config_doc, write_text
+from vqkit.reports.tables import denoise_table, dict_table, fmt, probe_table, rd_table, records_table
+from vqkit.runs import RunError, layout, read_config_doc, write_text
 from vqkit.runs.layout import CONFIG_FILE, METRICS_FILE
-from vqkit.tasks import artifacts
+from vqkit.runs.results import Result, read_result
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 STYLE = """
@@ -59,20 +61,21 @@ def _note(text: str) -> str:
 
 
 class RunFolder:
-    """Read-only access to a run folder's results; broken files become notes, not exceptions."""
+    """Read-only access to a run folder's results; a file that is broken, of another format, kind or
+    a newer version becomes a note, not an exception, and is never guessed at."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.problems: list[str] = []
 
-    def json(self, name: str) -> Any | None:
+    def result(self, name: str, kind: str) -> Result | None:
         f = self.path / name
         if not f.is_file():
             return None
         try:
-            return json.loads(f.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            self.problems.append(f"{name} is not valid JSON ({e}); left out")
+            return read_result(f, kind)
+        except RunError as e:
+            self.problems.append(f"{e}; left out")
             return None
 
     def png(self, name: str) -> bytes | None:
@@ -84,10 +87,6 @@ class RunFolder:
             self.problems.append(f"{name} is not a PNG file; left out")
             return None
         return data
-
-    def pngs(self, *patterns: str) -> list[tuple[str, bytes]]:
-        names = sorted({p.name for pattern in patterns for p in self.path.glob(pattern) if p.is_file()})
-        return [(n, d) for n in names if (d := self.png(n)) is not None]
 
     def metrics(self) -> list[dict[str, Any]]:
         f = self.path / METRICS_FILE
@@ -103,7 +102,9 @@ class RunFolder:
         return records
 
 
-Section = tuple[str, str, str | None]  # (id, title, body html; None: missing)
+def _written(result: Result) -> str:
+    text = f"written {result.created} by vqkit {result.vqkit_version}"
+    return f'<p class="meta">{html.escape(text)}</p>'
 
 
 def _training(rf: RunFolder) -> str | None:
@@ -119,130 +120,114 @@ def _training(rf: RunFolder) -> str | None:
             f"<p>{r['step']} steps, {r.get('epoch', 0):.2f} epochs, "
             f"{r.get('elapsed_s', 0) / 60:.1f} minutes of training.</p>"
         )
-    return text + _figure(png, "training curves from metrics.jsonl", plot=True)
+    return text + _figure(png, f"training curves from {METRICS_FILE}", plot=True)
 
 
 def _reconstructions(rf: RunFolder) -> str | None:
-    pictures = rf.pngs("reconstructions.png", "reconstruction.png", "reconstruction_*.png")
-    if not pictures:
+    png = rf.png(layout.RECONSTRUCTIONS_FILE)
+    if png is None:
         return None
-    return "".join(_figure(d, f"{n}: originals (top) and reconstructions (bottom)") for n, d in pictures)
+    return _figure(png, f"{layout.RECONSTRUCTIONS_FILE}: originals (top) and reconstructions (bottom)")
 
 
 def _evaluation(rf: RunFolder) -> str | None:
+    """The end-of-training evaluation and every ``vqkit eval --json RUN/eval_NAME.json``."""
+    extra = sorted(p.name for p in rf.path.glob(f"{layout.EVAL_PREFIX}*.json"))
     parts = []
-    for name in ["eval.json", *sorted(p.name for p in rf.path.glob("eval_*.json"))]:
-        doc = rf.json(name)
-        if isinstance(doc, dict):
-            parts.append(f"<h3>{html.escape(name)}</h3>" + dict_table(doc))
+    for name in [layout.EVAL_FILE, *extra]:
+        result = rf.result(name, "eval")
+        if result is not None:
+            parts.append(f"<h3>{html.escape(name)}</h3>" + _written(result) + dict_table(result.data))
     return "".join(parts) or None
 
 
 def _codebook(rf: RunFolder) -> str | None:
-    doc = rf.json(artifacts.CODEBOOK_FILE)
-    tiles = rf.png(artifacts.CODEBOOK_TILES)
-    if doc is None and tiles is None:
+    result = rf.result(layout.CODEBOOK_FILE, "codebook")
+    tiles = rf.png(layout.CODEBOOK_TILES)
+    if result is None and tiles is None:
         return None
     parts = []
-    if isinstance(doc, dict):
-        keys = (
-            "data",
-            "num_images",
-            "codebook_size",
-            "codebook_usage",
-            "dead_codes",
-            "perplexity",
-            "code_entropy_bits",
-        )
-        parts.append(dict_table({k: doc[k] for k in keys if k in doc}))
+    if result is not None:
+        doc = result.data
+        keys = ("data", "num_images", "codebook_size", "codebook_usage", "dead_codes", "perplexity",
+                "code_entropy_bits")  # fmt: skip
+        parts.append(_written(result) + dict_table({k: doc[k] for k in keys if k in doc}))
     if tiles is not None:
-        parts.append(
-            _figure(
-                tiles, "each code decoded at the centre of the most common code, most used first (row by row)"
-            )
-        )
+        caption = "each code decoded at the centre of the most common code, most used first (row by row)"
+        parts.append(_figure(tiles, caption))
     for name, caption in (
-        (artifacts.CODEBOOK_USAGE, "code usage, most used first"),
-        (artifacts.CODEBOOK_CLASSES, "per-class code usage"),
+        (layout.CODEBOOK_USAGE, "code usage, most used first"),
+        (layout.CODEBOOK_CLASSES, "per-class code usage"),
     ):
         png = rf.png(name)
         if png is not None:
             parts.append(_figure(png, caption, plot=True))
-    if isinstance(doc, dict) and isinstance(doc.get("per_class_top_codes"), dict):
+    if result is not None and isinstance(result.data.get("per_class_top_codes"), dict):
         rows = [
             {"class": c, "most used codes": ", ".join(map(str, codes))}
-            for c, codes in doc["per_class_top_codes"].items()
+            for c, codes in result.data["per_class_top_codes"].items()
         ]
         parts.append(records_table(rows))
     return "".join(parts)
 
 
-def _samples(rf: RunFolder) -> str | None:
-    parts = []
-    doc = rf.json("prior_eval.json")
-    if isinstance(doc, dict):
-        parts.append("<h3>prior (held-out code grids)</h3>" + dict_table(doc))
-    for name, data in rf.pngs("sample*.png", "samples*.png", "completion*.png", "complete*.png"):
-        parts.append(_figure(data, name))
-    return "".join(parts) or None
+def _prior(rf: RunFolder) -> str | None:
+    result = rf.result(layout.PRIOR_EVAL_FILE, "prior_eval")
+    if result is None:
+        return None
+    return "<h3>held-out code grids</h3>" + _written(result) + dict_table(result.data)
 
 
 def _rate_distortion(rf: RunFolder) -> str | None:
-    parts = []
-    for f in sorted({*rf.path.glob("rate_distortion*.json"), *rf.path.glob("rd*.json")}):
-        doc = rf.json(f.name)
-        if doc is None:
-            continue
-        points = doc if isinstance(doc, list) else doc.get("points") or doc.get("results")
-        parts.append(f"<h3>{html.escape(f.name)}</h3>")
-        if isinstance(points, list) and points and all(isinstance(p, dict) for p in points):
-            rate = next(
-                (k for k in ("bpp_actual", "bpp", "bpp_estimated", "bpp_nominal") if k in points[0]), None
-            )
-            if rate and "psnr" in points[0]:
-                xy = ([float(p[rate]) for p in points], [float(p["psnr"]) for p in points])
-                parts.append(
-                    _figure(
-                        xy_plot_png({f.stem: xy}, rate, "PSNR (dB)", "rate-distortion"),
-                        f"PSNR against {rate}",
-                        plot=True,
-                    )
-                )
-            parts.append(records_table(points))
-        if isinstance(doc, dict):
-            parts.append(dict_table({k: v for k, v in doc.items() if k not in ("points", "results")}))
-    return "".join(parts) or None
+    result = rf.result(layout.RD_FILE, "rd")
+    if result is None:
+        return None
+    points = result.data["points"]
+    parts = [_written(result)]
+    curves: dict[str, tuple[list[float], list[float]]] = {}
+    for p in points:
+        x, y = curves.setdefault(str(p["entropy_model"]), ([], []))
+        x.append(float(p["bpp_actual"]))
+        y.append(float(p["psnr"]))
+    if points:
+        title = "rate-distortion (actual bpp: file bytes)"
+        png = xy_plot_png(curves, "bits per pixel (actual)", "PSNR (dB)", title)
+        parts.append(_figure(png, "PSNR against the files' bits per pixel, per entropy model", plot=True))
+    parts.append(rd_table(points))
+    parts.append(dict_table({k: v for k, v in result.data.items() if k != "points"}))
+    return "".join(parts)
 
 
 def _denoising(rf: RunFolder) -> str | None:
-    doc = rf.json(artifacts.DENOISE_FILE)
-    examples = rf.png(artifacts.DENOISE_EXAMPLES)
-    if doc is None and examples is None:
+    result = rf.result(layout.DENOISE_FILE, "denoise")
+    examples = rf.png(layout.DENOISE_EXAMPLES)
+    if result is None and examples is None:
         return None
-    parts = [denoise_table(doc)] if isinstance(doc, dict) else []
+    parts = [] if result is None else [_written(result), denoise_table(result.data)]
     if examples is not None:
-        parts.append(_figure(examples, "clean (top), noisy (middle), denoised by the run (bottom)"))
+        sigma = "" if result is None else f" (sigma {fmt(result.data.get('examples_sigma', '?'))})"
+        parts.append(_figure(examples, f"clean (top), noisy{sigma} (middle), denoised by the run (bottom)"))
     return "".join(parts)
 
 
 def _probe(rf: RunFolder) -> str | None:
-    doc = rf.json(artifacts.PROBE_FILE)
-    return probe_table(doc) if isinstance(doc, dict) else None
+    result = rf.result(layout.PROBE_FILE, "probe")
+    return None if result is None else _written(result) + probe_table(result.data)
 
 
 def _anomaly(rf: RunFolder) -> str | None:
-    doc = rf.json(artifacts.ANOMALY_FILE)
-    return dict_table(doc) if isinstance(doc, dict) else None
+    result = rf.result(layout.ANOMALY_FILE, "anomaly")
+    return None if result is None else _written(result) + dict_table(result.data)
 
 
 SECTIONS: list[tuple[str, str, Callable[[RunFolder], str | None], str]] = [
     ("evaluation", "Evaluation", _evaluation, "vqkit eval RUN --data SPEC --json RUN/eval_NAME.json"),
-    ("training", "Training curves", _training, "metrics.jsonl is written by vqkit train"),
+    ("training", "Training curves", _training, f"{METRICS_FILE} is written by vqkit train"),
     ("reconstructions", "Reconstructions", _reconstructions, "vqkit train writes reconstructions.png"),
     ("codebook", "Codebook", _codebook, "vqkit codebook RUN -o codebook.png"),
-    ("samples", "Samples and prior", _samples, "vqkit prior train RUN; vqkit sample RUN -o RUN/samples.png"),
-    ("rate-distortion", "Rate-distortion", _rate_distortion, "rate_distortion.json from the codec benchmark"),
-    ("denoising", "Denoising", _denoising, "benchmarks/denoise.py --run RUN"),
+    ("prior", "Prior", _prior, "vqkit prior train RUN"),
+    ("rate-distortion", "Rate-distortion", _rate_distortion, "vqkit rd RUN --data SPEC"),
+    ("denoising", "Denoising", _denoising, "vqkit denoise RUN --eval SPEC"),
     ("probe", "Linear probe and k-NN", _probe, "vqkit probe RUN --train SPEC --test SPEC"),
     ("anomaly", "Anomaly detection", _anomaly, "vqkit anomaly RUN --data SPEC --anomaly-class C"),
 ]

@@ -60,14 +60,15 @@ def records_table(records: list[dict[str, Any]]) -> str:
 
 
 def denoise_table(doc: dict[str, Any]) -> str:
-    """Rows (image set, sigma), one column per method: PSNR dB / SSIM; best PSNR per row in bold."""
-    rows = doc.get("results", [])
-    if not isinstance(rows, list) or not rows:
-        return dict_table(doc)
+    """Rows (image set when named, sigma), one column per method (noisy, denoised, and any baselines
+    a benchmark adds): PSNR dB / SSIM; best PSNR per row in bold."""
+    rows = doc["results"]
     methods: list[str] = []
     for r in rows:
         methods += [k for k, v in r.items() if isinstance(v, dict) and "psnr" in v and k not in methods]
-    head = "<tr><th>images</th><th>sigma</th>" + "".join(f"<th>{html.escape(m)}</th>" for m in methods)
+    named = any("set" in r for r in rows)  # benchmarks score several image sets; vqkit denoise one
+    head = ("<tr><th>images</th>" if named else "<tr>") + "<th>sigma</th>"
+    head += "".join(f"<th>{html.escape(m)}</th>" for m in methods)
     body = []
     for r in rows:
         best = max((r[m]["psnr"] for m in methods if m in r), default=None)
@@ -78,14 +79,33 @@ def denoise_table(doc: dict[str, Any]) -> str:
                 continue
             text = f"{r[m]['psnr']:.2f} / {r[m].get('ssim', float('nan')):.3f}"
             cells.append(f"<td><b>{text}</b></td>" if r[m]["psnr"] == best else f"<td>{text}</td>")
-        body.append(
-            f"<tr><td>{fmt(r.get('set', ''))}</td><td>{fmt(r.get('sigma', ''))}</td>{''.join(cells)}</tr>"
-        )
+        first = f"<td>{fmt(r.get('set', ''))}</td>" if named else ""
+        body.append(f"<tr>{first}<td>{fmt(r.get('sigma', ''))}</td>{''.join(cells)}</tr>")
     notes = {k: v for k, v in doc.items() if k != "results"}
     return (
         "<p>PSNR (dB) / SSIM against the clean images; best PSNR per row in bold.</p>"
         f"<table>{head}</tr>{''.join(body)}</table>"
         + (details("how it was measured", dict_table(notes)) if notes else "")
+    )
+
+
+RD_COLUMNS = (
+    ("entropy_model", "entropy model"), ("scale", "scale"), ("bpp_nominal", "bpp nominal"),
+    ("bpp_estimated", "bpp estimated"), ("bpp_actual", "bpp actual"), ("psnr", "PSNR (dB)"),
+    ("ssim", "SSIM"), ("images_per_s", "images/s"),
+)  # fmt: skip
+
+
+def rd_table(points: list[dict[str, Any]]) -> str:
+    """One row per (entropy model, scale): the three rates side by side (STYLE.md item 10)."""
+    head = "".join(f"<th>{html.escape(label)}</th>" for _, label in RD_COLUMNS)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{fmt(p.get(key, ''))}</td>" for key, _ in RD_COLUMNS) + "</tr>" for p in points
+    )
+    return (
+        "<p>Bits per pixel: nominal log2(K) per code, estimated from the entropy model's probabilities, "
+        "actual from the files' bytes; a gap between estimated and actual is a bug signal.</p>"
+        f"<table><tr>{head}</tr>{body}</table>"
     )
 
 

@@ -7,5 +7,6 @@ loads only what it needs, e.g. no scikit-learn for denoising):
   codebook   what each code decodes to; usage overall and per class
   anomaly    per-image anomaly scores and their AUROC
   retrieval  nearest images by code-histogram similarity
-  artifacts  names of the result files tasks leave in a run folder for ``vqkit report``
+
+The names of the result files they leave in a run folder live in vqkit.runs.layout.
 """

@@ -4,6 +4,8 @@ features are Inception-v3's; Heusel et al. 2017, eq. 6).
 Inception weights are not shipped, so the default figure is a proxy: the same distance on the
 penultimate features of a small CNN classifier trained for a few minutes on real training images.
 Its values are not comparable with published FIDs, only with each other (same classifier, same sets).
+Benchmark code (benchmarks/prior_quality.py), not part of the library; tests/test_sample_quality.py
+checks the distance.
 """
 
 from __future__ import annotations
