@@ -251,3 +251,9 @@ def test_prior_commands_write_their_figures(run_dir: Path, tmp_path: Path) -> No
     assert record["bits_per_code_calibrated"] <= record["bits_per_code_raw"]
     # the same held-out grids as at the end of training: the same fit
     assert record["logit_scale"] == pytest.approx(doc["calibration"]["logit_scale"], rel=1e-6)
+    # without the flags: --set train.precision is kept, the device is auto (not the prior config's cpu)
+    argv = ["prior", "train", str(copy), "--overwrite", "--max-steps", "1", "--no-progress",
+            "--set", "train.precision=fp32", *tiny]  # fmt: skip
+    assert main(argv) == 0
+    saved = json.loads((copy / "prior_config.json").read_text())
+    assert saved["train"]["device"] == "auto" and saved["train"]["precision"] == "fp32"

@@ -99,18 +99,22 @@ def device_name(text: str) -> str:
 
 
 def add_device(p: argparse.ArgumentParser, *, from_config: bool = False, precision: str = "auto") -> None:
-    """``--device`` (default auto) and ``--precision``. ``from_config``: the defaults are the config's
-    (train.device, train.precision: auto unless a config says otherwise), so the flags are None
-    unless given."""
+    """``--device`` (default auto) and ``--precision``. ``from_config`` (the training commands): both
+    default to the config's train.device / train.precision (a --config file or --set), else auto, so
+    the flags are None unless given; the device is checked but kept as given (device_name)."""
     if from_config:
-        p.add_argument("--device", type=device_name,
-                       help=DEVICE_HELP + " (default: the config's train.device, auto)")  # fmt: skip
-        p.add_argument("--precision", choices=PRECISIONS,
-                       help=PRECISION_HELP + " (default: the config's train.precision, auto)")  # fmt: skip
+        config = " (default: the config's train.{}, else auto)"
+        p.add_argument("--device", type=device_name, help=DEVICE_HELP + config.format("device"))
+        p.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP + config.format("precision"))
         return
     p.add_argument("--device", type=device_arg, default="auto", help=DEVICE_HELP + " (default auto)")
     p.add_argument("--precision", default=precision, choices=PRECISIONS,
                    help=f"{PRECISION_HELP} (default {precision})")  # fmt: skip
+
+
+def setting_given(overrides: list[str], key: str) -> bool:
+    """Whether ``--set KEY=...`` is among the overrides."""
+    return any(o.split("=", 1)[0].strip() == key for o in overrides)
 
 
 def load_run(path: Path, device: str, precision: str = "auto") -> Run:

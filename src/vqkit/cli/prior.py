@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from vqkit.cli.common import add_device, add_json, add_run, load_run, parser
+from vqkit.cli.common import add_device, add_json, add_run, load_run, parser, setting_given
 from vqkit.priors import calibrate_run, evaluate_prior, load_codes, load_prior, train_prior
 from vqkit.priors.evaluate import check_codes
 from vqkit.runs import RunError, registry, write_json
@@ -32,6 +32,10 @@ def print_table(result: dict[str, Any]) -> None:
 
 
 def _train(a: argparse.Namespace) -> int:
+    # --device/--precision, else --set train.device/precision (fresh training), else auto: the prior
+    # trains where this machine can, also when resumed on another machine
+    device = a.device or (None if setting_given(a.overrides, "train.device") else "auto")
+    precision = a.precision or (None if setting_given(a.overrides, "train.precision") else "auto")
     summary = train_prior(
         a.run,
         data_spec=a.data,
@@ -43,8 +47,8 @@ def _train(a: argparse.Namespace) -> int:
         progress=not a.no_progress,
         overwrite=a.overwrite,
         init_from=a.init_from,
-        device=a.device,
-        precision=a.precision,
+        device=device,
+        precision=precision,
     )
     registry.register(a.run)
     if a.json:
@@ -130,7 +134,7 @@ def main(argv: list[str]) -> int:
                         "architecture, a new schedule (--set train.* and model.dropout apply)")  # fmt: skip
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_json(t, "the training summary and the final held-out evaluation")
-    add_device(t)
+    add_device(t, from_config=True)
     e = sub.add_parser("eval", help="NLL of a data set's codes against unigram entropy and log2 K")
     add_run(e, "run folder with a trained prior")
     e.add_argument("--data", required=True, help="data spec to evaluate on")

@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 
 from vqkit import distributed as vdist
-from vqkit.cli.common import add_device, parser
+from vqkit.cli.common import add_device, parser, setting_given
 from vqkit.config import ConfigError, RunConfig, apply_overrides, load_config
 from vqkit.pipeline import train
 from vqkit.runs import RunError, layout, load_run_config
@@ -40,7 +40,7 @@ NO_DATA = (
 def names_data(config: Path | None, overrides: list[str]) -> bool:
     """Whether the user named training data by config: ``data.spec`` in the --config file or a --set.
     (DataConfig's default spec is the built-in set; a default must not train on it silently.)"""
-    if any(o.split("=", 1)[0].strip() == "data.spec" for o in overrides):
+    if setting_given(overrides, "data.spec"):
         return True
     if config is None:
         return False
