@@ -28,7 +28,7 @@ install: $(INSTALLED)
 # Train a small VQ-VAE on the built-in photo crops (3-minute budget), evaluate it, picture it.
 demo: $(INSTALLED)
 	rm -rf $(DEMO_RUN)
-	$(VENV)/bin/vqkit train --config recipes/demo.json --out $(DEMO_RUN)
+	$(VENV)/bin/vqkit train --config recipes/demo.json -o $(DEMO_RUN)
 	$(VENV)/bin/vqkit eval $(DEMO_RUN) --data builtin --json $(DEMO_RUN)/eval_builtin.json
 	$(VENV)/bin/vqkit reconstruct $(DEMO_RUN) builtin -o $(DEMO_RUN)/reconstruction.png
 	@echo "demo run: $(DEMO_RUN) (reconstruction picture: $(DEMO_RUN)/reconstruction.png)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,24 @@ import torch
 from vqkit.config import DataConfig, ModelConfig, QuantizerConfig, RunConfig, TrainConfig
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def session_vqkit_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The run registry (vqkit.runs.registry) of module- and session-scoped fixtures, which are set up
+    before any function-scoped fixture: never the user's ~/.local/share/vqkit."""
+    home = tmp_path_factory.mktemp("vqkit_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VQKIT_HOME", str(home))
+        yield home
+
+
+@pytest.fixture(autouse=True)
+def vqkit_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own, empty run registry."""
+    home = tmp_path_factory.mktemp("vqkit_home")
+    monkeypatch.setenv("VQKIT_HOME", str(home))
+    return home
 
 
 def tiny_model_config(**quantizer: object) -> ModelConfig:

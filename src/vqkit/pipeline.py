@@ -14,6 +14,7 @@ from vqkit.codec import carry_entropy_models, fit_static_model
 from vqkit.config import RunConfig
 from vqkit.data import ImageSet
 from vqkit.models import VQVAE
+from vqkit.runs import registry
 from vqkit.training import TrainResult
 from vqkit.training import train as train_model
 
@@ -30,10 +31,13 @@ def train(
     on_step: Callable[[int, VQVAE], None] | None = None,
 ) -> TrainResult:
     """Train a VQ-VAE into ``run_dir`` (see :func:`vqkit.training.train`); once training finishes,
-    fit the codec's entropy models so that ``vqkit compress`` works on the fresh run."""
+    fit the codec's entropy models so that ``vqkit compress`` works on the fresh run, and record the
+    run in the local registry (:mod:`vqkit.runs.registry`) so that files naming its model find it."""
     result = train_model(cfg, run_dir, resume=resume, progress=progress, data=data, on_step=on_step)
     if vdist.is_main() and result.stopped == "finished":
         fit_entropy_models(result)
+    if vdist.is_main():
+        registry.register(result.run_dir)  # a stopped run has weights too; resuming re-registers it
     vdist.barrier()
     return result
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vqkit.cli.common import add_device, parser
+from vqkit.cli.common import add_device, add_output, add_run, load_run, parser
 from vqkit.data import DataError, load_dataset
-from vqkit.runs import Run, model_fingerprint
+from vqkit.runs import model_fingerprint
 from vqkit.visual import save_png
 
 
@@ -26,13 +26,13 @@ def output_name(index: int, name: str) -> str:
 
 def encode_main(argv: list[str]) -> int:
     p = parser("encode", "Encode images to index grids (.npz).")
-    p.add_argument("run", type=Path)
-    p.add_argument("--data", required=True, help="data spec")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output .npz")
-    p.add_argument("--max-images", type=int)
+    add_run(p)
+    p.add_argument("--data", required=True, help="data spec: the images to encode")
+    add_output(p, "output .npz of index grids")
+    p.add_argument("--max-images", type=int, help="encode the first this many images")
     add_device(p)
     a = p.parse_args(argv)
-    run = Run.load(a.run, a.device, a.precision)
+    run = load_run(a.run, a.device, a.precision)
     data = load_dataset(a.data, channels=run.channels, max_images=a.max_images)
     grids = run.encode(data.images)
     dtype = np.int16 if run.model.codebook_size <= 2**15 else np.int32
@@ -56,13 +56,13 @@ def encode_main(argv: list[str]) -> int:
 
 def decode_main(argv: list[str]) -> int:
     p = parser("decode", "Decode index grids (.npz from vqkit encode) to PNG images.")
-    p.add_argument("run", type=Path)
-    p.add_argument("codes", type=Path)
-    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    add_run(p, "run folder: the trained model that encoded CODES")
+    p.add_argument("codes", type=Path, help="an .npz of index grids written by vqkit encode")
+    add_output(p, "output folder of PNG images")
     p.add_argument("--force", action="store_true", help="decode even if the model fingerprint differs")
     add_device(p)
     a = p.parse_args(argv)
-    run = Run.load(a.run, a.device, a.precision)
+    run = load_run(a.run, a.device, a.precision)
     try:
         z = np.load(a.codes, allow_pickle=False)
         sizes, names = z["sizes"], [str(n) for n in z["names"]]

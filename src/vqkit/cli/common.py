@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from vqkit.config import ConfigError
 from vqkit.data import DataError
-from vqkit.runs import RunError
-from vqkit.training.loop import TrainingDiverged
+from vqkit.precision import PRECISIONS
+from vqkit.runs import Run, RunError, registry
+from vqkit.training.loop import TrainingDiverged, resolve_device
 
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError,
@@ -58,11 +60,67 @@ def apply_threads(p: argparse.ArgumentParser, threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
-def add_device(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, cuda:1")
-    p.add_argument(
-        "--precision",
-        default="auto",
-        choices=["auto", "fp32", "bf16"],
-        help="arithmetic for the networks: auto (bf16 where the hardware has it natively), fp32, bf16",
-    )
+RUN_HELP = "run folder: a trained model (vqkit train -o RUN)"
+
+
+def add_run(p: argparse.ArgumentParser, help: str = RUN_HELP) -> None:
+    """The trained model every command that uses one takes as its first positional argument."""
+    p.add_argument("run", type=Path, help=help)
+
+
+def add_output(p: argparse.ArgumentParser, help: str, *, required: bool = True) -> None:
+    """Where a command writes: ``-o/--output`` on every command that writes a file or folder."""
+    p.add_argument("-o", "--output", type=Path, required=required, help=help)
+
+
+def add_json(p: argparse.ArgumentParser, what: str = "the results") -> None:
+    """``--json PATH`` on every command that computes figures."""
+    p.add_argument("--json", type=Path, metavar="PATH", help=f"also write {what} here as JSON")
+
+
+DEVICE_HELP = "torch device: auto (cuda when there is a GPU, else cpu), cpu, cuda, cuda:1"
+PRECISION_HELP = "arithmetic for the networks: auto (bf16 where the hardware has it natively), fp32, bf16"
+
+
+def device_arg(text: str) -> str:
+    """--device resolved at parse time ("auto": cuda when available, else cpu), so every command and
+    library call sees a concrete device name; a device this machine lacks is a usage error."""
+    try:
+        return str(resolve_device(text))
+    except RuntimeError as e:  # torch: unknown device string; resolve_device: no CUDA
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def device_name(text: str) -> str:
+    """--device checked but kept as given (train writes it into the run's config, where "auto" must
+    stay "auto" so the run resumes on another machine)."""
+    device_arg(text)
+    return text
+
+
+def add_device(p: argparse.ArgumentParser, *, from_config: bool = False, precision: str = "auto") -> None:
+    """``--device`` (default auto) and ``--precision``. ``from_config`` (the training commands): both
+    default to the config's train.device / train.precision (a --config file or --set), else auto, so
+    the flags are None unless given; the device is checked but kept as given (device_name)."""
+    if from_config:
+        config = " (default: the config's train.{}, else auto)"
+        p.add_argument("--device", type=device_name, help=DEVICE_HELP + config.format("device"))
+        p.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP + config.format("precision"))
+        return
+    p.add_argument("--device", type=device_arg, default="auto", help=DEVICE_HELP + " (default auto)")
+    p.add_argument("--precision", default=precision, choices=PRECISIONS,
+                   help=f"{PRECISION_HELP} (default {precision})")  # fmt: skip
+
+
+def setting_given(overrides: list[str], key: str) -> bool:
+    """Whether ``--set KEY=...`` is among the overrides."""
+    return any(o.split("=", 1)[0].strip() == key for o in overrides)
+
+
+def load_run(path: Path, device: str, precision: str = "auto") -> Run:
+    """Load the run a command uses (``device`` as --device gives it: already resolved), and record it
+    in the local run registry, so that files naming its model by fingerprint find it later (``vqkit
+    decompress`` without ``--run``)."""
+    run = Run.load(path, device, precision)
+    registry.register(run.path)
+    return run

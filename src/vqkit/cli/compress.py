@@ -5,7 +5,8 @@ vqkit compress RUN INPUT... -o FILE.vqk --archive one archive holding every imag
 vqkit compress RUN --fit-static TRAIN_DATA        fit the run's static code-frequency model
 vqkit compress RUN INPUT... -o OUT --search 2     codes chosen by decoded error + rate (slower encoder)
 vqkit compress RUN INPUT... -o OUT --scale 1.25   code each image resampled 1.25x (more codes: higher rate)
-vqkit decompress FILE.vqk... -o DIR --run RUN     PNGs in the original sizes and modes
+vqkit decompress FILE.vqk... -o DIR               PNGs in the original sizes and modes; each file's
+                                                  model found by its fingerprint (or --run RUN)
 """
 
 from __future__ import annotations
@@ -17,13 +18,32 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vqkit.cli.common import add_device, add_threads, apply_threads, parser
-from vqkit.codec import ENTROPY_CHOICES, CodecError, Coding, CompressResult, compress_images, decompress_many
+from vqkit.cli.common import (
+    add_device,
+    add_json,
+    add_output,
+    add_run,
+    add_threads,
+    apply_threads,
+    load_run,
+    parser,
+)
+from vqkit.codec import (
+    ENTROPY_CHOICES,
+    CodecError,
+    Coding,
+    CompressResult,
+    EntropyModel,
+    compress_images,
+    decompress_many,
+    parse,
+)
 from vqkit.codec.api import SCALE_RANGE
+from vqkit.codec.coding import model_name
 from vqkit.codec.entropy import fit_static_model
 from vqkit.codec.files import output_stems, read_inputs, read_vqk, write_bytes, write_png
 from vqkit.codec.search import RATES, SearchConfig
-from vqkit.runs import Run, write_json
+from vqkit.runs import Run, RunError, registry, write_json
 
 FILE_GROUP = 64  # at most this many files decoded together by `vqkit decompress`
 GROUP_BYTES = 4 << 20  # ... and this much .vqk data (CIFAR: ~50,000 images; Kodak: ~150)
@@ -42,10 +62,9 @@ def _print_summary(result: CompressResult, where: Path) -> None:
 
 def compress_main(argv: list[str]) -> int:
     p = parser("compress", "Compress images into .vqk files (docs/format.md).")
-    p.add_argument("run", type=Path, help="run folder")
+    add_run(p)
     p.add_argument("inputs", nargs="*", help="image files, folders of images, or data specs")
-    p.add_argument("-o", "--output", type=Path,
-                   help="folder of .vqk files; a FILE.vqk with --archive or for one image")  # fmt: skip
+    add_output(p, "folder of .vqk files; a FILE.vqk with --archive or for one image", required=False)
     p.add_argument("--archive", action="store_true", help="put every image into one .vqk")
     p.add_argument(
         "--entropy-model",
@@ -55,7 +74,7 @@ def compress_main(argv: list[str]) -> int:
         "prior codes in overlapping windows, prior-tiles in independent tiles (on photos: ~2.7x faster, "
         "~5%% bigger)",
     )
-    p.add_argument("--json", type=Path, help="write per-image and overall rates and quality here")
+    add_json(p, "per-image and overall rates and quality")
     p.add_argument(
         "--fit-static", metavar="SPEC", help="first fit the static model on this data (training set)"
     )
@@ -98,6 +117,7 @@ def compress_main(argv: list[str]) -> int:
             p.error(str(e))
     if a.fit_static:
         path = fit_static_model(a.run, a.fit_static, device=a.device, precision=a.precision)
+        registry.register(a.run)
         print(f"fitted the static entropy model on {a.fit_static}: {path}")
     if not a.inputs:
         if a.fit_static:
@@ -108,7 +128,7 @@ def compress_main(argv: list[str]) -> int:
     if a.max_images is not None and a.max_images < 1:
         p.error("--max-images must be >= 1")
     images, names = read_inputs(a.inputs, a.max_images)
-    coding = Coding(Run.load(a.run, a.device, a.precision))
+    coding = Coding(load_run(a.run, a.device, a.precision))
     result = compress_images(
         coding,
         images,
@@ -159,34 +179,109 @@ def _file_groups(files: list[Path]) -> Iterator[tuple[int, list[Path], list[byte
         start += len(paths)
 
 
+FileModel = tuple[EntropyModel, bytes]  # what a .vqk header says of its model: entropy model, fingerprint
+
+
+def _file_model(path: Path) -> FileModel:
+    container = parse(read_vqk(path), str(path))
+    return container.entropy_model, container.fingerprint
+
+
+def _find_runs(files: list[Path], device: str, precision: str) -> list[tuple[Coding, list[int]]]:
+    """Each file's model found among the registered runs (vqkit.runs.registry) by the fingerprint in
+    its header, which binds the VQ-VAE's weights and the entropy model's parameters: (coding, indices
+    of its files) per run, in the order the runs are first needed. Every file is matched before
+    anything is decoded, so a file no known run wrote stops the command before it writes."""
+    found: dict[FileModel, Path | None] = {}
+    codings: dict[Path, Coding | None] = {}  # None: a registered run that cannot code (e.g. stale table)
+
+    def coding_of(folder: Path) -> Coding | None:
+        if folder not in codings:
+            try:
+                codings[folder] = Coding(Run.load(folder, device, precision))
+            except (RunError, CodecError):
+                codings[folder] = None
+        return codings[folder]
+
+    def matches(folder: Path, key: FileModel) -> bool:
+        coding = coding_of(folder)
+        if coding is None:
+            return False
+        try:
+            return coding.fingerprint(key[0]) == key[1]
+        except RunError:  # the run lacks that entropy model (no static table, no prior)
+            return False
+
+    groups: dict[Path, list[int]] = {}
+    for i, path in enumerate(files):
+        key = _file_model(path)
+        if key not in found:
+            found[key] = next((f for _, f in registry.registered_runs() if matches(f, key)), None)
+        folder = found[key]
+        if folder is None:
+            raise CodecError(
+                f"no run on this machine wrote {path} (file fingerprint {key[1].hex()}, "
+                f"{model_name(key[0])} entropy model); pass --run RUN, the run that compressed it"
+            )
+        groups.setdefault(folder, []).append(i)
+    out: list[tuple[Coding, list[int]]] = []
+    for folder, indices in groups.items():
+        coding = codings[folder]
+        assert coding is not None  # it matched
+        registry.register(folder)
+        out.append((coding, indices))
+    return out
+
+
+def _unique_stems(files: list[Path]) -> list[str]:
+    """Output stems in file order; a stem seen before gets the file's position appended."""
+    stems: list[str] = []
+    seen: set[str] = set()
+    for n, path in enumerate(files):
+        stem = path.stem if path.stem not in seen else f"{path.stem}_{n:05d}"
+        seen.add(stem)
+        stems.append(stem)
+    return stems
+
+
 def decompress_main(argv: list[str]) -> int:
-    p = parser("decompress", "Decompress .vqk files to PNG images (original sizes and modes).")
+    p = parser(
+        "decompress",
+        "Decompress .vqk files to PNG images (original sizes and modes). Each file's model is found by "
+        "the fingerprint in its header among the runs trained or used on this machine, or named by --run.",
+    )
     p.add_argument("files", nargs="+", type=Path, help=".vqk files")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
-    p.add_argument("--run", type=Path, required=True, help="the run that compressed the files")
+    add_output(p, "output folder of PNG images")
+    p.add_argument("--run", type=Path, help="the run that compressed the files (default: each file's run, "
+                   "found by its fingerprint among the runs trained or used on this machine)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_threads(p)
     add_device(p)
     a = p.parse_args(argv)
     apply_threads(p, a.threads)
-    coding = Coding(Run.load(a.run, a.device, a.precision))
-    count, written = 0, set()
+    if a.run is not None:
+        groups = [(Coding(load_run(a.run, a.device, a.precision)), list(range(len(a.files))))]
+    else:
+        groups = _find_runs(a.files, a.device, a.precision)
+    stems = _unique_stems(a.files)
+    count = 0
     # the bar only on a terminal (disable=None), so piped output and error lines stay clean
     disable = True if a.no_progress else None
     with (
         tqdm(total=len(a.files), desc="decompress", unit="file", disable=disable, leave=False) as bar,
         tqdm(desc="prior", unit="code", unit_scale=True, disable=disable, leave=False, position=1) as codes,
     ):
-        for start, paths, blobs in _file_groups(a.files):
-            names = [str(path) for path in paths]
-            decoded = decompress_many(coding, blobs, names=names, progress=codes.update)
-            for n, (path, images) in enumerate(zip(paths, decoded, strict=True), start=start):
-                stem = path.stem if path.stem not in written else f"{path.stem}_{n:05d}"  # same stem twice
-                written.add(stem)
-                for i, image in enumerate(images):
-                    name = f"{stem}.png" if len(images) == 1 else f"{stem}-{i:05d}.png"
-                    write_png(a.output / name, image)
-                count += len(images)
-            bar.update(len(paths))
+        for coding, indices in groups:
+            files = [a.files[i] for i in indices]
+            for start, paths, blobs in _file_groups(files):
+                names = [str(path) for path in paths]
+                decoded = decompress_many(coding, blobs, names=names, progress=codes.update)
+                for n, images in enumerate(decoded, start=start):
+                    stem = stems[indices[n]]
+                    for i, image in enumerate(images):
+                        name = f"{stem}.png" if len(images) == 1 else f"{stem}-{i:05d}.png"
+                        write_png(a.output / name, image)
+                    count += len(images)
+                bar.update(len(paths))
     print(f"decompressed {count} images from {len(a.files)} file(s) into {a.output}")
     return 0

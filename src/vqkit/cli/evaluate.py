@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-from vqkit.cli.common import add_device, parser
+from vqkit import precision
+from vqkit.cli.common import add_device, add_json, add_run, load_run, parser
 from vqkit.data import load_dataset
-from vqkit.runs import Run
+from vqkit.runs import write_json
 from vqkit.training.evaluate import evaluate
 
 ROWS = [
@@ -25,20 +23,21 @@ ROWS = [
 
 def main(argv: list[str]) -> int:
     p = parser("eval", "Evaluate a run: PSNR, SSIM, MSE, codebook usage, perplexity, dead codes.")
-    p.add_argument("run", type=Path)
+    add_run(p)
     p.add_argument("--data", required=True, help="data spec to evaluate on")
-    p.add_argument("--json", type=Path, help="also write the results here")
-    p.add_argument("--max-images", type=int)
-    p.add_argument("--batch-size", type=int, default=256)
+    add_json(p)
+    p.add_argument("--max-images", type=int, help="evaluate on the first this many images")
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
     add_device(p)
     a = p.parse_args(argv)
-    run = Run.load(a.run, a.device)
+    run = load_run(a.run, a.device, a.precision)
     data = load_dataset(a.data, channels=run.channels, max_images=a.max_images)
-    result = {"run": str(a.run), "data": a.data, **evaluate(run.model, data.images,
-              batch_size=a.batch_size, device=run.device)}  # fmt: skip
+    # The figures of the model as the other commands run it: under --precision (the quantizer stays fp32).
+    with precision.autocast(run.device, a.precision):
+        figures = evaluate(run.model, data.images, batch_size=a.batch_size, device=run.device)
+    result = {"run": str(a.run), "data": a.data, **figures}
     if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(a.json, result)
     width = max(len(label) for _, label, _ in ROWS)
     for key, label, fmt in ROWS:
         if key in result:

@@ -6,10 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from vqkit.cli.common import add_device, parser
+from vqkit.cli.common import add_device, add_json, add_run, load_run, parser, setting_given
 from vqkit.priors import calibrate_run, evaluate_prior, load_codes, load_prior, train_prior
 from vqkit.priors.evaluate import check_codes
-from vqkit.runs import Run, RunError, write_json
+from vqkit.runs import RunError, registry, write_json
 
 ROWS = [
     ("num_grids", "grids", "{:d}"),
@@ -32,6 +32,10 @@ def print_table(result: dict[str, Any]) -> None:
 
 
 def _train(a: argparse.Namespace) -> int:
+    # --device/--precision, else --set train.device/precision (fresh training), else auto: the prior
+    # trains where this machine can, also when resumed on another machine
+    device = a.device or (None if setting_given(a.overrides, "train.device") else "auto")
+    precision = a.precision or (None if setting_given(a.overrides, "train.precision") else "auto")
     summary = train_prior(
         a.run,
         data_spec=a.data,
@@ -43,7 +47,12 @@ def _train(a: argparse.Namespace) -> int:
         progress=not a.no_progress,
         overwrite=a.overwrite,
         init_from=a.init_from,
+        device=device,
+        precision=precision,
     )
+    registry.register(a.run)
+    if a.json:
+        write_json(a.json, {"run": str(a.run), **summary})
     print(f"prior {summary['stopped']} at step {summary['step']} ({summary['elapsed_s']:.0f} s, "
           f"{summary['train_grids']} training grids); saved in {a.run}")  # fmt: skip
     if "calibration" in summary:
@@ -61,13 +70,18 @@ def print_calibration(record: dict[str, Any]) -> None:
 
 
 def _calibrate(a: argparse.Namespace) -> int:
-    record = calibrate_run(a.run, data_spec=a.data, max_grids=a.max_grids)
+    record = calibrate_run(
+        a.run, data_spec=a.data, max_grids=a.max_grids, device=a.device, precision=a.precision
+    )
+    registry.register(a.run)
+    if a.json:
+        write_json(a.json, {"run": str(a.run), **record})
     print_calibration(record)
     return 0
 
 
 def _eval(a: argparse.Namespace) -> int:
-    run = Run.load(a.run, a.device)
+    run = load_run(a.run, a.device, a.precision)
     prior = load_prior(a.run, a.device)
     codes = load_codes(run, a.data)
     check_codes(prior, codes, a.data)
@@ -106,7 +120,7 @@ def main(argv: list[str]) -> int:
     )
     sub = p.add_subparsers(dest="action", required=True, metavar="{train,eval,calibrate,carry}")
     t = sub.add_parser("train", help="train (or --resume) the prior of a run")
-    t.add_argument("run", type=Path)
+    add_run(t, "run folder: the trained VQ-VAE whose codes the prior models; the prior is saved there")
     t.add_argument("--data", help="data spec (default: the run's training data)")
     t.add_argument("--time-budget", type=float, metavar="MIN", help="wall-clock budget in minutes")
     t.add_argument("--epochs", type=float, help="passes over the training grids")
@@ -119,16 +133,21 @@ def main(argv: list[str]) -> int:
                    help="start from the prior saved in this run folder (same VQ-VAE): its weights and "
                         "architecture, a new schedule (--set train.* and model.dropout apply)")  # fmt: skip
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_json(t, "the training summary and the final held-out evaluation")
+    add_device(t, from_config=True)
     e = sub.add_parser("eval", help="NLL of a data set's codes against unigram entropy and log2 K")
-    e.add_argument("run", type=Path)
+    add_run(e, "run folder with a trained prior")
     e.add_argument("--data", required=True, help="data spec to evaluate on")
-    e.add_argument("--json", type=Path, help="also write the results here")
+    add_json(e)
     add_device(e)
     c = sub.add_parser("calibrate", help="fit the scale of the prior's logits on held-out grids (train "
                        "does this at the end unless train.calibrate=false)")  # fmt: skip
-    c.add_argument("run", type=Path)
+    add_run(c, "run folder with a trained prior")
     c.add_argument("--data", help="data spec to fit on (default: the grids held out from training)")
     c.add_argument("--max-grids", type=int, default=2000, help="fit on at most this many grids")
+    add_json(c, "the fitted scale and the NLL before and after")
+    # fp32 by default: the scale is fitted for the codec, whose tables come from full-precision logits
+    add_device(c, precision="fp32")
     k = sub.add_parser(
         "carry",
         help="give a decoder fine-tune (train --init-from SOURCE --decoder-only) SOURCE's prior and "

@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from vqkit.cli.common import add_device, parser
+from vqkit.cli.common import add_device, add_output, add_run, load_run, parser
 from vqkit.data import DataError, load_dataset
 from vqkit.priors import CodePrior, load_prior, read_prior_doc
 from vqkit.runs import Run
@@ -44,7 +43,7 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (default 1)")
     p.add_argument("--top-k", type=int, help="sample among the k most likely codes only")
     p.add_argument("--label", help="class name or number (class-conditional priors)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the sampling (default 0)")
     add_device(p)
 
 
@@ -55,7 +54,7 @@ def _load(a: argparse.Namespace) -> tuple[Run, CodePrior, torch.Tensor | None, t
         raise DataError(f"--top-k must be >= 1, got {a.top_k}")
     if a.n < 1:
         raise DataError(f"-n must be >= 1, got {a.n}")
-    run = Run.load(a.run, a.device)
+    run = load_run(a.run, a.device, a.precision)
     prior = load_prior(a.run, a.device)
     label = parse_label(a.label, prior, class_names_of(run))
     labels = None if label is None else torch.full((a.n,), label, dtype=torch.long, device=run.device)
@@ -68,9 +67,9 @@ def _scale(height: int) -> int:
 
 def sample_main(argv: list[str]) -> int:
     p = parser("sample", "Sample new images from a run's prior: a grid PNG plus one PNG per image.")
-    p.add_argument("run", type=Path)
+    add_run(p, "run folder with a trained prior")
     p.add_argument("-n", type=int, default=16, help="number of images (default 16)")
-    p.add_argument("-o", "--output", type=Path, required=True, help="grid PNG; images go to <stem>_samples/")
+    add_output(p, "grid PNG; the images go to <stem>_samples/ beside it")
     _add_sampling(p)
     a = p.parse_args(argv)
     run, prior, labels, generator = _load(a)
@@ -93,10 +92,10 @@ def sample_main(argv: list[str]) -> int:
 
 def complete_main(argv: list[str]) -> int:
     p = parser("complete", "Keep the top rows of an image's codes and sample the rest from the prior.")
-    p.add_argument("run", type=Path)
+    add_run(p, "run folder with a trained prior")
     p.add_argument("image", help="an image whose code grid matches the prior's grid")
     p.add_argument("--keep-top", type=int, required=True, metavar="ROWS", help="code rows kept")
-    p.add_argument("-o", "--output", type=Path, required=True, help="PNG: original | reconstruction | ...")
+    add_output(p, "PNG: original | reconstruction | completions")
     p.add_argument("-n", type=int, default=4, help="completions (default 4)")
     _add_sampling(p)
     a = p.parse_args(argv)

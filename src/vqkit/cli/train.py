@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from datetime import datetime
 from pathlib import Path
@@ -12,8 +13,8 @@ import torch
 import torch.distributed as dist
 
 from vqkit import distributed as vdist
-from vqkit.cli.common import parser
-from vqkit.config import RunConfig, apply_overrides, load_config
+from vqkit.cli.common import add_device, parser, setting_given
+from vqkit.config import ConfigError, RunConfig, apply_overrides, load_config
 from vqkit.pipeline import train
 from vqkit.runs import RunError, layout, load_run_config
 from vqkit.training.loop import override_for_resume
@@ -30,18 +31,40 @@ def _init_distributed(device: str) -> bool:
     return True
 
 
+NO_DATA = (
+    "no training data: pass --data DIR (a folder of images, CIFAR-10/MNIST folder, .npz) or --data builtin "
+    "for the built-in photo crops (or set data.spec in the --config file)"
+)
+
+
+def names_data(config: Path | None, overrides: list[str]) -> bool:
+    """Whether the user named training data by config: ``data.spec`` in the --config file or a --set.
+    (DataConfig's default spec is the built-in set; a default must not train on it silently.)"""
+    if setting_given(overrides, "data.spec"):
+        return True
+    if config is None:
+        return False
+    doc = json.loads(config.read_text())  # load_config has read and checked it already
+    return isinstance(doc.get("data"), dict) and "spec" in doc["data"]
+
+
 def main(argv: list[str]) -> int:
     p = parser("train", "Train a VQ-VAE. Stops at --epochs, --time-budget or train.max_steps.")
-    p.add_argument("--data", help="data spec: a folder, CIFAR/MNIST folder, .npz, or 'builtin'")
-    p.add_argument("--out", type=Path, help="run folder (default: runs/vqkit-DATE-TIME)")
+    p.add_argument(
+        "--data",
+        help="data spec: a folder of images, CIFAR-10/MNIST folder, .npz, or 'builtin' (the built-in "
+        "photo crops); required unless the config sets data.spec",
+    )
+    p.add_argument("-o", "--output", "--out", dest="output", type=Path,
+                   help="run folder (default: runs/vqkit-DATE-TIME); --out is an alias")  # fmt: skip
     p.add_argument("--config", type=Path, help="JSON config file, e.g. recipes/cifar10.json")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set model.quantizer.codebook_size=256")  # fmt: skip
     p.add_argument("--time-budget", type=float, metavar="MIN", help="wall-clock budget in minutes")
     p.add_argument("--epochs", type=float, help="passes over the training split")
     p.add_argument("--max-steps", type=int, help="optimizer steps")
-    p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the config's, auto)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    add_device(p, from_config=True)
+    p.add_argument("--resume", action="store_true", help="continue the run in -o RUN")
     p.add_argument("--init-from", type=Path, metavar="RUN",
                    help="start from this run's weights; its model section is taken unless --config "
                         "gives one (which must then be the same)")  # fmt: skip
@@ -53,14 +76,15 @@ def main(argv: list[str]) -> int:
     a = p.parse_args(argv)
 
     stop = {"time_budget_min": a.time_budget, "epochs": a.epochs, "max_steps": a.max_steps}
+    placement = {"device": a.device, "precision": a.precision}  # None: the config's
     if a.resume:
-        if a.out is None:
-            raise RunError("--resume needs --out RUN_DIR (the run to continue)")
+        if a.output is None:
+            raise RunError("--resume needs -o RUN (the run to continue)")
         if a.config or a.data or a.overrides or a.init_from or a.decoder_only:
             raise RunError(
                 "--resume continues a run as configured; --config/--data/--set/--init-from not allowed"
             )
-        cfg = override_for_resume(load_run_config(a.out), device=a.device, **stop)
+        cfg = override_for_resume(load_run_config(a.output), **placement, **stop)
     else:
         if a.decoder_only and a.init_from is None:
             raise RunError("--decoder-only needs --init-from RUN (the run whose codes it keeps)")
@@ -70,7 +94,9 @@ def main(argv: list[str]) -> int:
             cfg = load_config(a.config, a.overrides)
         if a.data:
             cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, spec=a.data))
-        train_changes: dict[str, Any] = {"device": a.device} if a.device else {}
+        elif not names_data(a.config, a.overrides):
+            raise ConfigError(NO_DATA)
+        train_changes: dict[str, Any] = {k: v for k, v in placement.items() if v is not None}
         if a.init_from is not None:
             train_changes["init_from"] = str(a.init_from)
             train_changes["trainable"] = "decoder" if a.decoder_only else "all"
@@ -78,9 +104,9 @@ def main(argv: list[str]) -> int:
             # Stopping criteria on the command line replace the config's, not add to them.
             train_changes.update(stop)
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train_changes))
-    out = a.out or Path("runs") / datetime.now().strftime("vqkit-%Y%m%d-%H%M%S")
+    out = a.output or Path("runs") / datetime.now().strftime("vqkit-%Y%m%d-%H%M%S")
     if not a.resume and (out / layout.MODEL_FILE).exists():
-        raise RunError(f"{out} already holds a trained run; use --resume or another --out")
+        raise RunError(f"{out} already holds a trained run; use --resume or another -o")
 
     distributed = _init_distributed(cfg.train.device)
     main_process = vdist.is_main()  # asked before the group is torn down

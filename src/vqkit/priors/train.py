@@ -12,6 +12,7 @@ import torch
 
 from vqkit.config import ConfigError, from_dict, to_dict
 from vqkit.data import ImageSet, split_holdout
+from vqkit.precision import autocast
 from vqkit.priors import checkpoint as pck
 from vqkit.priors.calibrate import Calibration, calibrate
 from vqkit.priors.config import PriorConfig, PriorTrainConfig, apply_prior_overrides
@@ -81,12 +82,15 @@ def train_prior(
     overwrite: bool = False,
     data: ImageSet | None = None,
     init_from: str | Path | None = None,
+    device: str | None = None,
+    precision: str | None = None,
 ) -> dict[str, Any]:
     """Train (or with ``resume`` continue) the prior of the run in ``run_dir`` on ``data_spec`` (default:
     the run's training data; ``data``: its images, when already loaded). ``init_from``: start from the
     weights of the prior saved in that run folder (same VQ-VAE; its architecture, a new optimizer and
-    schedule; ``overrides`` may set ``train.*`` and ``model.dropout``). Returns a summary: steps, stop
-    reason, held-out evaluation."""
+    schedule; ``overrides`` may set ``train.*`` and ``model.dropout``). ``device``, ``precision``: where
+    and in what arithmetic this process trains (None: train.device / train.precision as configured or
+    saved). Returns a summary: steps, stop reason, held-out evaluation."""
     run_dir = Path(run_dir)
     run = Run.load(run_dir)
     fingerprint = pck.model_fingerprint(run_dir)
@@ -132,14 +136,18 @@ def train_prior(
             raise RunError(f"{run_dir} already holds a prior; use --resume to continue it or --overwrite")
         spec = canonical_spec(data_spec or run.config.data.spec)  # resumable from any folder
         model_cfg, train_cfg = apply_prior_overrides(PriorConfig(), PriorTrainConfig(), list(overrides))
+    # where this process trains, also on resume (a setting of the machine, not of the prior)
+    train_cfg = dataclasses.replace(
+        train_cfg, device=device or train_cfg.device, precision=precision or train_cfg.precision
+    )
 
-    device = resolve_device(train_cfg.device)
-    if device.type != "cpu":
+    where = resolve_device(train_cfg.device)
+    if where.type != "cpu":
         # Encode the images where the prior trains. On the CPU, the 4 x 60,000 images of a photo mix
         # took an H200 machine's 16 cores about 3 minutes beside a decoder fine-tune (2026-11-28), more
         # than the prior's own budget; on the GPU it is seconds. fp32 rather than bf16 autocast, which
         # moves more near-ties away from a full-precision encode.
-        run = Run.load(run_dir, device=device, precision="fp32")
+        run = Run.load(run_dir, device=where, precision="fp32")
     codes = load_codes(run, spec, progress=progress, data=data)
     if codes.indices.max() >= run.model.codebook_size:  # pragma: no cover - the VQ-VAE emits valid codes
         raise RunError(f"codes of {spec} exceed the run's codebook")
@@ -248,13 +256,22 @@ def saved_split(run: Run, doc: dict[str, Any]) -> tuple[CodeSet, np.ndarray, np.
 
 
 def calibrate_run(
-    run_dir: str | Path, *, data_spec: str | None = None, max_grids: int = 2000
+    run_dir: str | Path,
+    *,
+    data_spec: str | None = None,
+    max_grids: int = 2000,
+    device: str = "cpu",
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Fit the saved prior's logit scale (`vqkit.priors.calibrate`) on ``data_spec``'s grids, or by
-    default on the grids held out from its training, and save it. Returns the ``calibration`` record."""
+    default on the grids held out from its training, and save it. ``device``: where the codes are
+    encoded and the logits computed; ``precision``: the prior's arithmetic there (fp32 by default, as
+    train_prior calibrates). Returns the ``calibration`` record."""
     run_dir = Path(run_dir)
     run, doc = Run.load(run_dir), pck.read_prior_doc(run_dir)
-    prior = pck.load_prior(run_dir)
+    if torch.device(device).type != "cpu":  # encode where the prior runs, in fp32, as train_prior does
+        run = Run.load(run_dir, device=device, precision="fp32")
+    prior = pck.load_prior(run_dir, device)
     if data_spec is None:
         codes, _, held = saved_split(run, doc)
         if len(held) == 0:
@@ -263,7 +280,8 @@ def calibrate_run(
     else:
         codes, source = load_codes(run, data_spec), canonical_spec(data_spec)
     check_codes(prior, codes, source)
-    record = calibration_record(calibrate(prior, codes, max_grids=max_grids), source)
+    with autocast(run.device, precision):
+        record = calibration_record(calibrate(prior, codes, max_grids=max_grids), source)
     kept = {k: v for k, v in doc.items() if k not in ("format", "format_version", "vqkit_version", "saved",
                                                       "model_fingerprint", "prior")}  # fmt: skip
     pck.save_prior(run_dir, prior, info={**kept, "calibration": record}, fingerprint=doc["model_fingerprint"])
