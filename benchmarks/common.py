@@ -57,7 +57,7 @@ def load_prior_bench(a: argparse.Namespace) -> tuple[Any, list[Any]]:
     from vqkit.codec.files import read_inputs
     from vqkit.runs import Run
 
-    images, _ = read_inputs([a.data], a.max_images)
+    images, _, _ = read_inputs([a.data], a.max_images, strict=True)
     coding = Coding(Run.load(a.run, "cpu"))
     if coding.prior() is None:
         raise SystemExit(f"{a.run} has no prior")

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-images", type=int, help="code only the first N images")
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
-    images, _ = read_inputs([a.data], a.max_images)
+    images, _, _ = read_inputs([a.data], a.max_images, strict=True)
     prior = load_prior(a.run)
     scale = float(prior.logit_scale)
     if scale == 1.0:

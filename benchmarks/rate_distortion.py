@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
                "command": [sys.executable, *sys.argv], "machine": machine(), "device": a.device,
                "precision": a.precision, "datasets": {}}  # fmt: skip
         for name in a.datasets:
-            images, _ = read_inputs([str(DATASETS[name])], a.max_images)
+            images, _, _ = read_inputs([str(DATASETS[name])], a.max_images, strict=True)
             print(f"{name}: {len(images)} images", flush=True)
             points = [
                 pt for run in runs for scale in a.scales for pt in measure_vqkit(run, images, a, scale=scale)

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lmbda", type=float, default=500.0)
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
-    images, _ = read_inputs([a.data], a.max_images)
+    images, _, _ = read_inputs([a.data], a.max_images, strict=True)
     coding = Coding(Run.load(a.run, "cpu"))
     config = codec_search.SearchConfig(a.passes, a.candidates, a.lmbda)
     variants: dict[str, Callable[..., Any]] = {

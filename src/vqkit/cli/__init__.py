@@ -6,6 +6,8 @@ import importlib
 import sys
 
 from vqkit.cli.common import run_safely
+from vqkit.data import DataError
+from vqkit.data.datasets import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
 
 # subcommand -> (module, function `(argv) -> int`, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -34,11 +36,37 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+PIXEL_LIMIT = "--max-image-pixels"
+
+
 def _usage() -> str:
     width = max(len(c) for c in COMMANDS)
     lines = ["usage: vqkit COMMAND [options]   (vqkit COMMAND --help for details)", "", "commands:"]
     lines += [f"  {name:<{width}}  {text}" for name, (_, _, text) in COMMANDS.items()]
+    lines += [
+        "",
+        "options of every command:",
+        f"  {PIXEL_LIMIT} N  refuse image files above N pixels, from their header, before decoding "
+        f"(default {DEFAULT_MAX_IMAGE_PIXELS:,}; a few KB of PNG can hold gigabytes of pixels)",
+    ]
     return "\n".join(lines)
+
+
+def _take_pixel_limit(args: list[str]) -> tuple[list[str], int | None]:
+    """Remove ``--max-image-pixels N`` (or ``=N``) from anywhere in ``args``: it applies to every
+    command that reads images, so it is read here once. Raises ValueError for a bad value."""
+    rest: list[str] = []
+    limit: int | None = None
+    it = iter(args)
+    for arg in it:
+        if arg == PIXEL_LIMIT or arg.startswith(PIXEL_LIMIT + "="):
+            value = arg.partition("=")[2] if "=" in arg else next(it, "")
+            if not value.isdigit():
+                raise ValueError(f"{PIXEL_LIMIT} takes a whole number of pixels, got {value!r}")
+            limit = int(value)
+        else:
+            rest.append(arg)
+    return rest, limit
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,16 +79,22 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"vqkit {__version__}")
         return 0
+    try:
+        args, limit = _take_pixel_limit(args)
+        if limit is not None:
+            set_max_image_pixels(limit)
+    except (ValueError, DataError) as e:
+        print(f"vqkit: error: {e}", file=sys.stderr)
+        return 2
+    if not args:
+        print(_usage(), file=sys.stderr)
+        return 2
     name, rest = args[0], args[1:]
     if name not in COMMANDS:
         print(f"vqkit: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module_name, function, _ = COMMANDS[name]
-    try:
-        fn = getattr(importlib.import_module(module_name), function)
-    except (ImportError, AttributeError):
-        print(f"vqkit: {name} is not available in this installation", file=sys.stderr)
-        return 2
+    fn = getattr(importlib.import_module(module_name), function)
     return run_safely(lambda: int(fn(rest)))
 
 

@@ -20,9 +20,9 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
     DataError,
     RunError,
     TrainingDiverged,
-    FileNotFoundError,
-    PermissionError,
-    IsADirectoryError,
+    # Every operating-system error on the paths a user gives (missing, a file where a folder must be,
+    # a read-only or full filesystem, no permission) is theirs to fix: its message names the path.
+    OSError,
 )
 
 
@@ -124,3 +124,11 @@ def load_run(path: Path, device: str, precision: str = "auto") -> Run:
     run = Run.load(path, device, precision)
     registry.register(run.path)
     return run
+
+
+def report_skipped(problems: list[str]) -> None:
+    """Name the input files that were skipped (--strict makes the first one an error instead)."""
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        lines = "\n".join(f"  {p}" for p in problems[:5])
+        print(f"vqkit: skipped {len(problems)} unreadable image file(s){more}:\n{lines}", file=sys.stderr)

@@ -27,6 +27,7 @@ from vqkit.cli.common import (
     apply_threads,
     load_run,
     parser,
+    report_skipped,
 )
 from vqkit.codec import (
     ENTROPY_CHOICES,
@@ -80,6 +81,11 @@ def compress_main(argv: list[str]) -> int:
     )
     p.add_argument("--max-images", type=int, help="compress at most this many images")
     p.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first image file that cannot be read (default: skip it and name it)",
+    )
+    p.add_argument(
         "--search",
         type=int,
         default=0,
@@ -127,7 +133,8 @@ def compress_main(argv: list[str]) -> int:
         p.error("-o/--output is required when compressing")
     if a.max_images is not None and a.max_images < 1:
         p.error("--max-images must be >= 1")
-    images, names = read_inputs(a.inputs, a.max_images)
+    images, names, problems = read_inputs(a.inputs, a.max_images, strict=a.strict)
+    report_skipped(problems)
     coding = Coding(load_run(a.run, a.device, a.precision))
     result = compress_images(
         coding,

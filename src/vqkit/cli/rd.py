@@ -14,14 +14,14 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from vqkit.cli.common import add_device, add_threads, apply_threads, parser
+from vqkit.cli.common import add_device, add_threads, apply_threads, load_run, parser, report_skipped
 from vqkit.codec import ENTROPY_CHOICES, Coding
 from vqkit.codec.api import SCALE_RANGE
 from vqkit.codec.files import read_inputs
 from vqkit.codec.rd import available_models, rate_distortion
 from vqkit.codec.search import SearchConfig
 from vqkit.data import DataError
-from vqkit.runs import Run, layout
+from vqkit.runs import layout
 from vqkit.runs.results import write_result, write_result_file
 
 
@@ -82,14 +82,15 @@ def main(argv: list[str]) -> int:
             search = SearchConfig(passes=a.search, lmbda=a.search_lambda)
         except ValueError as e:
             p.error(str(e))
-    coding = Coding(Run.load(a.run, a.device, a.precision))
+    coding = Coding(load_run(a.run, a.device, a.precision))
     if a.entropy_models:
         models = [m.strip() for m in a.entropy_models.split(",") if m.strip()]
         if bad := [m for m in models if m not in ENTROPY_CHOICES or m == "auto"]:
             p.error(f"unknown entropy model {bad[0]!r}; choose from raw, static, prior, prior-tiles")
     else:
         models = available_models(coding)
-    images, names = read_inputs([a.data], a.max_images)
+    images, names, problems = read_inputs([a.data], a.max_images)
+    report_skipped(problems)
     points = rate_distortion(
         coding, images, models, scales, search=search, names=names, progress=not a.no_progress
     )

@@ -29,14 +29,21 @@ def _image_files(root: Path) -> list[Path]:
     return sorted(found)
 
 
-def read_inputs(specs: Sequence[str], max_images: int | None = None) -> tuple[list[np.ndarray], list[str]]:
-    """Image files, folders of image files (recursively, sorted) or any data spec -> (images, names).
+def read_inputs(
+    specs: Sequence[str], max_images: int | None = None, *, strict: bool = False
+) -> tuple[list[np.ndarray], list[str], list[str]]:
+    """Image files, folders of image files (recursively, sorted) or any data spec -> (images, names,
+    problems).
 
-    Image files keep their mode (L, LA, RGB, RGBA) and an unreadable one is an error, not a skip.
-    Other specs (CIFAR/MNIST folders, .npz, ``builtin``) load through ``vqkit.data.load_dataset``.
+    Image files keep their mode (L, LA, RGB, RGBA). A file that cannot be read (corrupt, too small,
+    above the pixel limit) is skipped and its error message is returned in ``problems``, as training
+    skips and names such files; with ``strict`` the first one raises instead. Inputs that yield no
+    image at all are an error either way. Other specs (CIFAR/MNIST folders, .npz, ``builtin``) load
+    through ``vqkit.data.load_dataset``.
     """
     images: list[np.ndarray] = []
     names: list[str] = []
+    problems: list[str] = []
     for spec in specs:
         path = Path(spec)
         files = [path] if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS else []
@@ -46,7 +53,13 @@ def read_inputs(specs: Sequence[str], max_images: int | None = None) -> tuple[li
             for f in files:
                 if max_images is not None and len(images) >= max_images:
                     break
-                images.append(read_image(f))
+                try:
+                    images.append(read_image(f))
+                except DataError as err:
+                    if strict:
+                        raise
+                    problems.append(str(err))
+                    continue
                 names.append(f.relative_to(path).as_posix() if path.is_dir() else f.name)
         else:
             left = None if max_images is None else max_images - len(images)
@@ -56,8 +69,9 @@ def read_inputs(specs: Sequence[str], max_images: int | None = None) -> tuple[li
             images.extend(data.images)
             names.extend(data.names)
     if not images:
-        raise DataError(f"no images found in {', '.join(specs) or 'the inputs'}")
-    return images, names
+        first = f" ({problems[0]})" if problems else ""
+        raise DataError(f"no usable images in {', '.join(specs) or 'the inputs'}{first}")
+    return images, names, problems
 
 
 def output_stems(names: Sequence[str]) -> list[str]:
