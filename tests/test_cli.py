@@ -11,6 +11,7 @@ from PIL import Image
 
 from vqkit.cli import main
 from vqkit.runs import Run
+from vqkit.runs.results import read_result
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def test_eval_prints_table_and_writes_json(run_dir: Path, tmp_path: Path,
     spec = json.loads((run_dir / "config.json").read_text())["config"]["data"]["spec"]
     out = tmp_path / "eval.json"
     assert main(["eval", str(run_dir), "--data", spec, "--json", str(out)]) == 0
-    result = json.loads(out.read_text())
+    result = read_result(out, "eval").data  # a versioned vqkit result, as the report reads it
     keys = {"psnr", "ssim", "mse", "codebook_usage", "perplexity", "dead_codes", "bpp_nominal",
             "num_images"}  # fmt: skip
     assert keys <= set(result) and result["num_images"] == 64

@@ -3,13 +3,11 @@ The run-level half (fitting, reading and carrying the tables of a run folder) is
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from vqkit.codec import entropy, fitting
 from vqkit.codec.coder import StreamEncoder, range_decode, range_encode
 from vqkit.codec.entropy import PriorCoder
 from vqkit.codec.tables import frequencies_from_counts
@@ -21,17 +19,10 @@ PURE = {"vqkit.codec.entropy", "vqkit.codec.coder", "vqkit.codec.container", "vq
 
 
 def test_the_entropy_models_import_no_run_folder_data_set_or_prior_checkpoint(tmp_path: Path) -> None:
-    """Everything vqkit.codec.entropy reaches, transitively, is pure coding: its module ``__getattr__``
-    left out, the lazy lookup of the names that moved to vqkit.codec.fitting."""
+    """Everything vqkit.codec.entropy reaches, transitively, is pure coding."""
     mods, known = modules(), set(modules())
-    tree = ast.parse(mods["vqkit.codec.entropy"].read_text())
-    lookup = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "__getattr__"]
-    assert len(lookup) == 1
-    tree.body.remove(lookup[0])
-    stripped = tmp_path / "entropy.py"
-    stripped.write_text(ast.unparse(tree))
     seen: set[str] = set()
-    todo = sorted(imports_of("vqkit.codec.entropy", stripped, known))
+    todo = sorted(imports_of("vqkit.codec.entropy", mods["vqkit.codec.entropy"], known))
     while todo:
         name = todo.pop()
         if name not in seen:
@@ -40,13 +31,6 @@ def test_the_entropy_models_import_no_run_folder_data_set_or_prior_checkpoint(tm
     assert {n for n in seen if n.startswith("vqkit.codec")} == PURE - {"vqkit.codec.entropy"}, seen
     # Of the layers below the codec only the data package (container's CodecError is a DataError).
     assert not [n for n in seen if n.startswith(("vqkit.runs", "vqkit.priors", "vqkit.models"))], seen
-
-
-def test_names_that_moved_to_fitting_still_resolve_from_entropy() -> None:
-    for name in ("fit_static_model", "as_model_inputs", "STATIC_TABLE_FILE"):
-        assert getattr(entropy, name) is getattr(fitting, name)
-    with pytest.raises(AttributeError, match="no_such_name"):
-        _ = entropy.no_such_name
 
 
 def test_counts_in_bytes_out_and_back() -> None:

@@ -15,11 +15,10 @@ import pytest
 from PIL import Image
 
 from vqkit.cli import main
-from vqkit.data import load_dataset
 from vqkit.pipeline import train
-from vqkit.runs import Run, layout
+from vqkit.runs import layout
 from vqkit.runs.results import RESULT_FORMAT, read_result, result_doc, write_result
-from vqkit.training.evaluate import evaluate
+from vqkit.visual import save_png
 
 from .browser import check_page, find_chromium
 from .conftest import smooth_images, tiny_run_config
@@ -30,7 +29,7 @@ needs_chromium = pytest.mark.skipif(
     reason="headless Chromium not found (Debian: apt-get install -y chromium chromium-driver; "
     "or set VQKIT_CHROMIUM to a Chromium/Chrome executable)",
 )
-EXPECTED_IMAGES = 7  # curves, reconstructions, 3 codebook pictures, rate-distortion, denoising
+EXPECTED_IMAGES = 8  # curves, reconstructions, 3 codebook pictures, samples, rate-distortion, denoising
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +45,12 @@ def full_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         # Training's eval.json becomes a versioned result with one changed call in training/loop.py
         # (write_result(run_dir, EVAL_FILE, "eval", ...)); until that lands, write it as it will be.
         write_result(run_dir, layout.EVAL_FILE, "eval", evaluation)
-    # What `vqkit eval RUN --data D --json RUN/eval_NAME.json` writes once it writes through write_result.
-    run = Run.load(run_dir)
-    extra = evaluate(run.model, load_dataset(data, max_images=8).images, device=run.device)
-    write_result(run_dir, f"{layout.EVAL_PREFIX}first8.json", "eval", {"data": "first 8", **extra})
+    eval_json = run_dir / f"{layout.EVAL_PREFIX}first8.json"
+    assert (
+        main(["eval", str(run_dir), "--data", str(data), "--max-images", "8", "--json", str(eval_json)]) == 0
+    )
+    # What `vqkit sample RUN` leaves in the run folder by default (a picture; no prior needed here).
+    save_png(np.zeros((16, 16, 3), np.uint8), run_dir / layout.SAMPLES_FILE)
     write_result(run_dir, layout.PRIOR_EVAL_FILE, "prior_eval", {"nll_bits_per_code": 3.2, "num_grids": 10})
     assert main(["codebook", str(run_dir), "-o", str(root / "cb.png"), "--data", str(data)]) == 0
     assert main(["probe", str(run_dir), "--train", str(data), "--test", str(data), "--pixel-size", "4"]) == 0
@@ -98,6 +99,7 @@ def test_report_shows_each_result(report: Path, full_run: Path) -> None:
     assert f"{probe['results']['codes']['linear']:.4g}" in text
     assert json.loads((full_run / "config.json").read_text())["config"]["data"]["spec"] in text
     assert "<h3>eval.json</h3>" in text and "<h3>eval_first8.json</h3>" in text
+    assert f"{layout.SAMPLES_FILE}: samples from the prior" in text
     rd = read_result(full_run / layout.RD_FILE, "rd").data
     assert len(rd["points"]) == 4  # raw and static, at two scales
     for point in rd["points"]:

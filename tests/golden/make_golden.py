@@ -25,7 +25,7 @@ import torch
 
 from vqkit.codec import coded_size, compress_images, decode_codes, fit_static_model, parse, resample
 from vqkit.codec.container import FORMAT_VERSION, build
-from vqkit.codec.entropy import as_model_inputs
+from vqkit.codec.fitting import as_model_inputs
 from vqkit.config import ModelConfig, QuantizerConfig, RunConfig
 from vqkit.data import to_float
 from vqkit.models import VQVAE

@@ -101,7 +101,7 @@ def codebook_main(argv: list[str]) -> int:
     add_device(p)
     a = p.parse_args(argv)
     run = Run.load(a.run, a.device, a.precision)
-    if not run.model.config.quantizer.enabled:
+    if not run.model.quantizer.discrete:
         raise RunError(f"{a.run}: quantization is disabled in this run, so it has no codebook")
     if a.data:
         data, described = sample_images(load_dataset(a.data, channels=run.channels), a.max_images), a.data

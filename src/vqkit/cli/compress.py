@@ -41,8 +41,8 @@ from vqkit.codec import (
 )
 from vqkit.codec.api import SCALE_RANGE
 from vqkit.codec.coding import model_name
-from vqkit.codec.entropy import fit_static_model
 from vqkit.codec.files import output_stems, read_inputs, read_vqk, write_bytes, write_png
+from vqkit.codec.fitting import fit_static_model
 from vqkit.codec.search import RATES, SearchConfig
 from vqkit.runs import Run, RunError, registry, write_json
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from vqkit import precision
 from vqkit.cli.common import add_device, add_json, add_run, load_run, parser
 from vqkit.data import load_dataset
-from vqkit.runs import write_json
+from vqkit.runs.results import write_result_file
 from vqkit.training.evaluate import evaluate
 
 ROWS = [
@@ -37,7 +37,7 @@ def main(argv: list[str]) -> int:
         figures = evaluate(run.model, data.images, batch_size=a.batch_size, device=run.device)
     result = {"run": str(a.run), "data": a.data, **figures}
     if a.json:
-        write_json(a.json, result)
+        write_result_file(a.json, "eval", result)
     width = max(len(label) for _, label, _ in ROWS)
     for key, label, fmt in ROWS:
         if key in result:

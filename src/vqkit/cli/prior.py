@@ -94,7 +94,7 @@ def _eval(a: argparse.Namespace) -> int:
 
 def _carry(a: argparse.Namespace) -> int:
     from vqkit.codec import carry_entropy_models
-    from vqkit.codec.entropy import STATIC_TABLE_FILE
+    from vqkit.codec.fitting import STATIC_TABLE_FILE
     from vqkit.priors.checkpoint import PRIOR_FILE, prior_exists
 
     for folder in (a.source, a.run):

@@ -12,7 +12,7 @@ import torch
 from vqkit.cli.common import add_device, add_output, add_run, load_run, parser
 from vqkit.data import DataError, load_dataset
 from vqkit.priors import CodePrior, load_prior, read_prior_doc
-from vqkit.runs import Run
+from vqkit.runs import Run, layout
 from vqkit.visual import image_grid, save_png
 
 
@@ -69,9 +69,15 @@ def sample_main(argv: list[str]) -> int:
     p = parser("sample", "Sample new images from a run's prior: a grid PNG plus one PNG per image.")
     add_run(p, "run folder with a trained prior")
     p.add_argument("-n", type=int, default=16, help="number of images (default 16)")
-    add_output(p, "grid PNG; the images go to <stem>_samples/ beside it")
+    add_output(
+        p,
+        f"grid PNG; the images go to <stem>_samples/ beside it (default: RUN/{layout.SAMPLES_FILE}, "
+        "which the report shows)",
+        required=False,
+    )
     _add_sampling(p)
     a = p.parse_args(argv)
+    a.output = a.output or a.run / layout.SAMPLES_FILE
     run, prior, labels, generator = _load(a)
     t0 = time.perf_counter()
     indices = prior.sample(a.n, temperature=a.temperature, top_k=a.top_k, labels=labels, generator=generator)
@@ -95,10 +101,16 @@ def complete_main(argv: list[str]) -> int:
     add_run(p, "run folder with a trained prior")
     p.add_argument("image", help="an image whose code grid matches the prior's grid")
     p.add_argument("--keep-top", type=int, required=True, metavar="ROWS", help="code rows kept")
-    add_output(p, "PNG: original | reconstruction | completions")
+    add_output(
+        p,
+        f"PNG: original | reconstruction | completions (default: RUN/{layout.COMPLETION_FILE}, which "
+        "the report shows)",
+        required=False,
+    )
     p.add_argument("-n", type=int, default=4, help="completions (default 4)")
     _add_sampling(p)
     a = p.parse_args(argv)
+    a.output = a.output or a.run / layout.COMPLETION_FILE
     run, prior, labels, generator = _load(a)
     data = load_dataset(a.image, channels=run.channels)
     if len(data) != 1:

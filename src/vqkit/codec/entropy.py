@@ -37,20 +37,6 @@ CONTEXT = 2  # rows and columns of overlap between the windows of EntropyModel.P
 
 T = TypeVar("T")
 
-# Run-level names that lived here before they moved to vqkit.codec.fitting: vqkit.cli.compress,
-# vqkit.cli.prior and tests/golden/make_golden.py still import them from here. They are looked up in
-# fitting when asked for (a lazy import keeps this module free of run folders), and go once those
-# files import them from vqkit.codec.fitting.
-_MOVED = ("STATIC_TABLE_FILE", "as_model_inputs", "fit_static_model")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        from vqkit.codec import fitting
-
-        return getattr(fitting, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 # ---- autoregressive prior -------------------------------------------------------------------------
 

@@ -173,9 +173,21 @@ def _codebook(rf: RunFolder) -> str | None:
 
 def _prior(rf: RunFolder) -> str | None:
     result = rf.result(layout.PRIOR_EVAL_FILE, "prior_eval")
-    if result is None:
+    pictures = [
+        (name, png, what)
+        for name, what in (
+            (layout.SAMPLES_FILE, "samples from the prior (vqkit sample)"),
+            (layout.COMPLETION_FILE, "original | reconstruction | completions (vqkit complete)"),
+        )
+        if (png := rf.png(name)) is not None
+    ]
+    if result is None and not pictures:
         return None
-    return "<h3>held-out code grids</h3>" + _written(result) + dict_table(result.data)
+    parts = (
+        [] if result is None else ["<h3>held-out code grids</h3>", _written(result), dict_table(result.data)]
+    )
+    parts += [_figure(png, f"{name}: {what}") for name, png, what in pictures]
+    return "".join(parts)
 
 
 def _rate_distortion(rf: RunFolder) -> str | None:

@@ -37,4 +37,6 @@ ANOMALY_FILE = "anomaly.json"  # vqkit anomaly: summary (AUROC per score, score 
 DENOISE_FILE = "denoise.json"  # denoising evaluation (vqkit denoise --eval)
 DENOISE_EXAMPLES = "denoise_examples.png"  # clean / noisy / denoised rows
 RD_FILE = "rd.json"  # rate-distortion evaluation of the run's codec (vqkit rd)
+SAMPLES_FILE = "samples.png"  # vqkit sample's default output: a grid of samples from the prior
+COMPLETION_FILE = "completion.png"  # vqkit complete's default output
 REPORT_FILE = "report.html"  # vqkit report's default output

@@ -73,7 +73,6 @@ class Run:
         """The decoder in its inference form (vqkit.models.inference), built on first use from the
         weights as they are then: a Run is for inference, its model is not trained further."""
         if self._fast is None:
-            self.model._require_quantizer()
             self._fast = FastDecoder.from_model(self.model)
         return self._fast
 
@@ -96,7 +95,7 @@ class Run:
         out: list[np.ndarray] = []
         with self.inference():
             for x in self._batches(images, batch_size):
-                if self.model.config.quantizer.enabled:  # through the indices: the fast decoder
+                if self.model.quantizer.discrete:  # through the indices: the fast decoder
                     out.extend(self.decode_tensor(self.model.encode(x), (x.shape[-2], x.shape[-1])))
                 else:
                     out.extend(to_uint8_hwc(self.model.reconstruct(x)))

@@ -30,7 +30,7 @@ SCORES = {
 
 def load_prior_if_any(run: Run) -> tuple[Any | None, str | None]:
     """(the run's prior, None), or (None, the reason there is none)."""
-    if not run.model.config.quantizer.enabled:
+    if not run.model.quantizer.discrete:
         return None, "quantization is disabled in this run: no codes, no prior"
     if not prior_exists(run.path):
         return None, "the run has no prior (`vqkit prior train RUN` adds one)"

@@ -38,7 +38,7 @@ class CodebookStats:
 
 
 def count_codes(run: Run, data: ImageSet, batch_size: int = 256) -> CodebookStats:
-    if not run.model.config.quantizer.enabled:
+    if not run.model.quantizer.discrete:
         raise RunError(f"{run.path}: quantization is disabled in this run, so it has no codebook")
     k = run.model.codebook_size
     counts = np.zeros(k, np.int64)

@@ -36,7 +36,7 @@ def iter_encoded(
     the way ``Run.encode`` does (inference mode, the run's precision, channels-last), so the codes
     are the ones ``vqkit encode`` gives. The tensors are inference tensors: read them, don't train."""
     model = run.model.eval()
-    quantized_run = model.config.quantizer.enabled
+    quantized_run = model.quantizer.discrete
     for batch in iter_batches(images, batch_size):
         array = np.stack(batch)
         with run.inference():  # the context is not held across the yield
@@ -86,7 +86,7 @@ def extract_features(run: Run, data: ImageSet, batch_size: int = 256) -> Feature
     """Features of every image in ``data`` (any sizes)."""
     if len(data) == 0:
         raise DataError(f"{data.source}: no images to extract features from")
-    k = run.model.codebook_size if run.model.config.quantizer.enabled else None
+    k = run.model.quantizer.codebook_size
     means: list[np.ndarray] = []
     maxes: list[np.ndarray] = []
     hists: list[np.ndarray] = []
