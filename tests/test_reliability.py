@@ -203,6 +203,35 @@ def test_resume_with_no_new_steps_leaves_the_weights_file_alone(tiny_npz: Path, 
     assert model_fingerprint(run) == fp
 
 
+def test_a_run_made_before_keeps_its_file_fingerprint(prior_run: Path, tmp_path: Path) -> None:
+    """Runs made before the content fingerprint (weights without its metadata entry) keep the hash of
+    their file's bytes, which their priors, tables and .vqk files carry, also through a resume that
+    runs no new step."""
+    import hashlib
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from vqkit.priors import save_prior
+
+    run = tmp_path / "old"
+    shutil.copytree(prior_run, run)
+    path = run / "model.safetensors"
+    with safe_open(str(path), framework="pt") as f:
+        meta = {k: v for k, v in (f.metadata() or {}).items() if k not in ("fingerprint", "step")}
+    save_file(load_file(path), str(path), metadata=meta)  # as vqkit wrote weights before
+    legacy = hashlib.sha256(path.read_bytes()).digest()[:8].hex()
+    assert model_fingerprint(run) == legacy
+    save_prior(run, load_prior(prior_run))  # stamped with the legacy fingerprint
+    cfg = tiny_run_config(
+        json.loads((run / "config.json").read_text())["config"]["data"]["spec"], max_steps=4
+    )
+    train(cfg, run, resume=True, progress=False)
+    assert model_fingerprint(run) == legacy
+    load_prior(run)
+
+
 # ---- 4. checkpoints commit as a set -----------------------------------------------------------
 
 

@@ -29,7 +29,7 @@ from vqkit import precision
 from vqkit import runs as ckpt
 from vqkit.config import ConfigError, RunConfig, to_dict
 from vqkit.data import ImageSet, load_dataset, random_crop_flip, split_holdout, to_float
-from vqkit.data.corruptions import Corruption, parse_corruption
+from vqkit.data.corruptions import parse_corruption
 from vqkit.models import VQVAE
 from vqkit.training.evaluate import evaluate
 from vqkit.training.fitting import (
@@ -101,6 +101,10 @@ def prepare_data(cfg: RunConfig, data: ImageSet) -> TrainingData:
     return TrainingData(tensor.contiguous(), holdout, data.channels, data.class_names, f"data: {how}")
 
 
+def _steps_per_epoch(td: TrainingData, batch_size: int) -> int:
+    return max(1, len(td.train) // min(batch_size, len(td.train)))
+
+
 def _batch(data: torch.Tensor, cfg: RunConfig, step: int, steps_per_epoch: int) -> torch.Tensor:
     """The global batch of step ``step``: (B, C, S, S) float in [0, 1]; a pure function of step."""
     tc, dc = cfg.train, cfg.data
@@ -155,7 +159,8 @@ def _train(
     if device.type == "cuda" and vdist.is_distributed():
         device = torch.device("cuda", torch.cuda.current_device())
     torch.manual_seed(tc.seed)
-    corrupt = parse_corruption(cfg.data.corruption) if cfg.data.corruption else None
+    if cfg.data.corruption:
+        parse_corruption(cfg.data.corruption)  # a malformed spec fails before the data loads
 
     if data is None:
         # A new run adapts to the data's channels (MNIST is grayscale); a resumed one keeps its own.
@@ -171,8 +176,7 @@ def _train(
     if cfg.data.eval_spec:
         ev_set = load_dataset(cfg.data.eval_spec, channels=cfg.model.in_channels)
         td.holdout = ev_set.images
-    steps_per_epoch = max(1, len(td.train) // min(tc.batch_size, len(td.train)))
-    horizon = Horizon.from_config(tc, steps_per_epoch)
+    horizon = Horizon.from_config(tc, _steps_per_epoch(td, tc.batch_size))
 
     model = VQVAE(cfg.model).to(device)
     memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
@@ -212,14 +216,7 @@ def _train(
         with warnings.catch_warnings():  # torch 2.13 deprecates the name, not the behaviour we need
             warnings.simplefilter("ignore", FutureWarning)
             net = DistributedDataParallel(model, broadcast_buffers=False)
-    fixed = td.holdout[:FIXED_BATCH] or [
-        td.train[i].permute(1, 2, 0).numpy() for i in range(min(FIXED_BATCH, len(td.train)))
-    ]
-    # On a GPU the uint8 training images (N, C, S, S) live on the card (CIFAR-10: 141 MB), so each
-    # batch is gathered, converted and augmented there; the host only draws the random indices.
-    train_images = td.train.to(device) if device.type == "cuda" else td.train
-    task = _VQVAETask(cfg, run_dir, model, net, optimizer, params, td, train_images, fixed, device,
-                      corrupt, steps_per_epoch)  # fmt: skip
+    task = _VQVAETask(cfg, run_dir, model, net, optimizer, td, device)
     model.train()
     hook = None if on_step is None else (lambda s: on_step(s, model))
     outcome = run_fit(
@@ -255,17 +252,20 @@ class _VQVAETask:
         model: VQVAE,
         net: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
-        params: list[torch.nn.Parameter],
         td: TrainingData,
-        train_images: torch.Tensor,
-        fixed: list[np.ndarray],
         device: torch.device,
-        corrupt: Corruption | None,
-        steps_per_epoch: int,
     ) -> None:
         self.cfg, self.run_dir, self.model, self.net = cfg, run_dir, model, net
-        self.optimizer, self.params, self.td, self.train_images = optimizer, params, td, train_images
-        self.fixed, self.device, self.corrupt, self.steps_per_epoch = fixed, device, corrupt, steps_per_epoch
+        self.optimizer, self.td, self.device = optimizer, td, device
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.corrupt = parse_corruption(cfg.data.corruption) if cfg.data.corruption else None
+        self.steps_per_epoch = _steps_per_epoch(td, cfg.train.batch_size)
+        # On a GPU the uint8 training images (N, C, S, S) live on the card (CIFAR-10: 141 MB), so each
+        # batch is gathered, converted and augmented there; the host only draws the random indices.
+        self.train_images = td.train.to(device) if device.type == "cuda" else td.train
+        self.fixed = td.holdout[:FIXED_BATCH] or [
+            td.train[i].permute(1, 2, 0).numpy() for i in range(min(FIXED_BATCH, len(td.train)))
+        ]
         self.main = vdist.is_main()
         self.frozen_codes = cfg.train.trainable == "decoder"
         self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
