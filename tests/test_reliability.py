@@ -416,3 +416,41 @@ def test_the_run_says_whether_it_crops_or_tiles(tmp_path: Path, capsys: pytest.C
     capsys.readouterr()
     train(tiny_run_config("x", max_steps=1), run, data=mixed, progress=False)
     assert capsys.readouterr().err.splitlines()[0] == td.description
+
+
+def test_an_interrupted_commit_is_finished_after_its_manifest_and_forgotten_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The set commits at its manifest: a crash after it (here between the two renames) is completed
+    by the next writer; a crash before it (a writer that fails) leaves the previous set."""
+    from vqkit.runs import commit_files, run_lock
+    from vqkit.runs import files as run_files
+
+    def text(value: str) -> Any:
+        return lambda p: p.write_text(value)
+
+    commit_files(tmp_path, {"a": text("1"), "b": text("1")}, {"step": 1})
+    real, renames = os.replace, []
+
+    def crash_on_second_rename(src: Any, dst: Any) -> None:
+        renames.append(Path(dst).name)
+        if renames.count("b") == 1 and Path(dst).name == "b":
+            raise KeyboardInterrupt  # kill -9 between the renames
+        real(src, dst)
+
+    with monkeypatch.context() as m:
+        m.setattr(run_files.os, "replace", crash_on_second_rename)
+        with pytest.raises(KeyboardInterrupt):
+            commit_files(tmp_path, {"a": text("2"), "b": text("2")}, {"step": 2})
+    assert (tmp_path / "a").read_text() == "2" and (tmp_path / "b").read_text() == "1"  # torn, for now
+    with run_lock(tmp_path, "test"):  # the next writer finishes the commit
+        pass
+    assert (tmp_path / "a").read_text() == (tmp_path / "b").read_text() == "2"
+
+    def full_disk(p: Path) -> None:
+        raise OSError(errno.ENOSPC, "no space")
+
+    with pytest.raises(OSError):
+        commit_files(tmp_path, {"a": text("3"), "b": full_disk}, {"step": 3})
+    assert (tmp_path / "a").read_text() == (tmp_path / "b").read_text() == "2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
