@@ -454,3 +454,25 @@ def test_an_interrupted_commit_is_finished_after_its_manifest_and_forgotten_befo
         commit_files(tmp_path, {"a": text("3"), "b": full_disk}, {"step": 3})
     assert (tmp_path / "a").read_text() == (tmp_path / "b").read_text() == "2"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+
+
+def test_the_prior_library_takes_typed_configs(prior_run: Path, tmp_path: Path) -> None:
+    """Typed configs in, the same prior out as from the command line's key=value strings."""
+    import shutil
+
+    from vqkit.config import StopConfig
+    from vqkit.priors import PriorConfig, PriorTrainConfig, read_prior_doc
+    from vqkit.priors.config import apply_prior_overrides
+
+    typed, strings = tmp_path / "typed", tmp_path / "strings"
+    shutil.copytree(prior_run, typed)
+    shutil.copytree(prior_run, strings)
+    model, fit = apply_prior_overrides(PriorConfig(), PriorTrainConfig(), TINY_PRIOR)
+    train_prior(typed, model_config=model, train_config=fit, stop=StopConfig(max_steps=4), overwrite=True,
+                progress=False)  # fmt: skip
+    train_prior(strings, overrides=TINY_PRIOR, max_steps=4, overwrite=True, progress=False)
+    a, b = load_file(typed / "prior.safetensors"), load_file(strings / "prior.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert read_prior_doc(typed)["stop"] == {"epochs": None, "max_steps": 4, "time_budget_min": None}
+    with pytest.raises(ConfigError, match="not both"):
+        train_prior(typed, stop=StopConfig(max_steps=4), max_steps=4, overwrite=True, progress=False)

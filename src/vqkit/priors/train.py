@@ -63,15 +63,29 @@ def train_prior(
     overwrite: bool = False,
     data: ImageSet | None = None,
     init_from: str | Path | None = None,
+    model_config: PriorConfig | None = None,
+    train_config: PriorTrainConfig | None = None,
+    stop: StopConfig | None = None,
 ) -> dict[str, Any]:
     """Train (or with ``resume`` continue) the prior of the run in ``run_dir`` on ``data_spec`` (default:
     the run's training data; ``data``: its images, when already loaded). ``init_from``: start from the
     weights of the prior saved in that run folder (same VQ-VAE; its architecture, a new optimizer and
     schedule; ``overrides`` may set ``train.*`` and ``model.dropout``). Returns a summary: steps, stop
-    reason, held-out evaluation. Holds the run folder's writer lock throughout."""
-    stop = StopConfig(epochs=epochs, max_steps=max_steps, time_budget_min=time_budget_min)  # checks them
+    reason, held-out evaluation. Holds the run folder's writer lock throughout.
+
+    Typed configs: ``model_config`` and ``train_config`` replace the defaults (``overrides``, the command
+    line's ``key=value`` strings, apply on top); ``stop`` replaces the three budget arguments."""
+    if stop is None:  # StopConfig checks them: finite, > 0, epochs >= 1
+        stop = StopConfig(epochs=epochs, max_steps=max_steps, time_budget_min=time_budget_min)
+    elif (epochs, max_steps, time_budget_min) != (None, None, None):
+        raise ConfigError("give the stopping point as stop=StopConfig(...) or as budgets, not both")
+    if (model_config is not None or train_config is not None) and resume:
+        raise ConfigError("--resume continues the prior as configured; new configs are not allowed")
+    if model_config is not None and init_from is not None:
+        raise ConfigError("--init-from keeps the saved prior's architecture; no model config can be given")
+    base = (model_config or PriorConfig(), train_config or PriorTrainConfig())
     with run_lock(run_dir, "prior training"):
-        return _train_prior(Path(run_dir), data_spec=data_spec, stop=stop, overrides=overrides,
+        return _train_prior(Path(run_dir), data_spec=data_spec, stop=stop, base=base, overrides=overrides,
                             resume=resume, progress=progress, overwrite=overwrite, data=data,
                             init_from=init_from)  # fmt: skip
 
@@ -81,6 +95,7 @@ def _train_prior(
     *,
     data_spec: str | None,
     stop: StopConfig,
+    base: tuple[PriorConfig, PriorTrainConfig],
     overrides: list[str] | tuple[str, ...],
     resume: bool,
     progress: bool,
@@ -133,7 +148,7 @@ def _train_prior(
         if pck.prior_exists(run_dir) and not overwrite:
             raise RunError(f"{run_dir} already holds a prior; use --resume to continue it or --overwrite")
         spec = canonical_spec(data_spec or run.config.data.spec)  # resumable from any folder
-        model_cfg, train_cfg = apply_prior_overrides(PriorConfig(), PriorTrainConfig(), list(overrides))
+        model_cfg, train_cfg = apply_prior_overrides(*base, list(overrides))
 
     device = resolve_device(train_cfg.device)
     if device.type != "cpu":
