@@ -37,6 +37,7 @@ from vqkit.runs import (
     model_fingerprint,
     model_state,
     read_format_json,
+    torch_writer,
     write_json,
 )
 from vqkit.runs.layout import (
@@ -67,7 +68,7 @@ def save_prior_checkpoint(
 ) -> None:
     """Weights, prior_config.json (its ``step`` from ``state``) and the training state, as one set."""
     writes = _prior_writes(prior, {**info, "step": state["step"]}, fingerprint)
-    writes[PRIOR_STATE_FILE] = lambda p: torch.save(state, p)
+    writes[PRIOR_STATE_FILE] = torch_writer(state)
     commit_files(Path(run_dir), writes, {"step": state["step"]})
 
 

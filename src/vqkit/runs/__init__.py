@@ -19,6 +19,7 @@ from vqkit.runs.checkpoint import (
     save_config,
     save_model,
     save_train_state,
+    torch_writer,
 )
 from vqkit.runs.files import (
     RunError,
@@ -57,6 +58,7 @@ __all__ = [
     "save_config",
     "save_model",
     "save_train_state",
+    "torch_writer",
     "write_json",
     "write_text",
 ]

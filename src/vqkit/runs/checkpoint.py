@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -147,8 +148,21 @@ def save_checkpoint(run_dir: Path, model: VQVAE, state: dict[str, Any]) -> None:
     step = int(state["step"])
     write, digest = _model_writer(model, step)
     writes = {} if _unchanged(run_dir, digest, step) else {MODEL_FILE: write}
-    writes[STATE_FILE] = lambda p: torch.save(state, p)
+    writes[STATE_FILE] = torch_writer(state)
     commit_files(run_dir, writes, {"step": step})
+
+
+def torch_writer(state: dict[str, Any]) -> Callable[[Path], None]:
+    """A writer of ``state`` with torch.save for atomic_write / commit_files. torch reports a full
+    disk as RuntimeError ("unexpected pos ..."); it is raised as the OSError it is."""
+
+    def write(path: Path) -> None:
+        try:
+            torch.save(state, path)
+        except RuntimeError as e:
+            raise OSError(f"could not write {path.name}: {e}") from e
+
+    return write
 
 
 def load_checkpoint(run_dir: Path) -> tuple[VQVAE, dict[str, Any]]:
@@ -186,7 +200,7 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> VQVAE
 
 
 def save_train_state(run_dir: Path, state: dict[str, Any], name: str = STATE_FILE) -> None:
-    atomic_write(run_dir / name, lambda p: torch.save(state, p))
+    atomic_write(run_dir / name, torch_writer(state))
 
 
 def load_train_state(run_dir: Path, name: str = STATE_FILE) -> dict[str, Any]:
