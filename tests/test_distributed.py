@@ -4,10 +4,12 @@ over a global batch match one process over the same batch."""
 from __future__ import annotations
 
 import dataclasses
+import signal
 import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -86,8 +88,9 @@ def test_two_processes_share_codebook_and_match_one_process(tmp_path: Path) -> N
     np.testing.assert_equal(len(r0), len(single))
 
 
-def _interrupted_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    """Only rank 1 gets Ctrl-C (SIGINT), from inside step 4."""
+def _interrupted_worker(rank: int, world: int, init_file: str, out_dir: str, signum: int) -> None:
+    """Only rank 1 gets the signal (Ctrl-C's SIGINT, or SIGTERM as timeout and schedulers send),
+    from inside step 4."""
     import signal
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
@@ -95,7 +98,7 @@ def _interrupted_worker(rank: int, world: int, init_file: str, out_dir: str) -> 
 
     def hook(step: int, model: VQVAE) -> None:
         if rank == 1 and step == 4:
-            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.Signals(signum))
 
     try:
         result = train(_config(), Path(out_dir) / "run", progress=False, data=_images(), on_step=hook)
@@ -104,8 +107,10 @@ def _interrupted_worker(rank: int, world: int, init_file: str, out_dir: str) -> 
         dist.destroy_process_group()
 
 
-def test_ctrl_c_on_one_rank_stops_every_rank_at_the_same_step(tmp_path: Path) -> None:
-    ctx = mp.spawn(_interrupted_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=False)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_on_one_rank_stops_every_rank_at_the_same_step(tmp_path: Path, signum: int) -> None:
+    args = (2, str(tmp_path / "init"), str(tmp_path), int(signum))
+    ctx = mp.spawn(_interrupted_worker, args=args, nprocs=2, join=False)
     deadline = time.monotonic() + 120
     while not ctx.join(timeout=2):  # a rank left waiting in a collective would hang here: fail instead
         if time.monotonic() > deadline:

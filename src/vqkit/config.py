@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -47,12 +48,12 @@ class QuantizerConfig:
     dead_threshold: float = 0.1
 
     def __post_init__(self) -> None:
-        _require(self.codebook_size >= 2, "quantizer.codebook_size must be >= 2")
-        _require(self.code_dim >= 1, "quantizer.code_dim must be >= 1")
-        _require(self.lookup_dim is None or self.lookup_dim >= 1, "quantizer.lookup_dim must be >= 1")
-        _require(0.0 < self.ema_decay < 1.0, "quantizer.ema_decay must be in (0, 1)")
-        _require(self.restart_every >= 1, "quantizer.restart_every must be >= 1")
-        _require(self.beta >= 0 and self.codebook_weight >= 0, "loss weights must be >= 0")
+        require(self.codebook_size >= 2, "quantizer.codebook_size must be >= 2")
+        require(self.code_dim >= 1, "quantizer.code_dim must be >= 1")
+        require(self.lookup_dim is None or self.lookup_dim >= 1, "quantizer.lookup_dim must be >= 1")
+        require(0.0 < self.ema_decay < 1.0, "quantizer.ema_decay must be in (0, 1)")
+        require(self.restart_every >= 1, "quantizer.restart_every must be >= 1")
+        require(self.beta >= 0 and self.codebook_weight >= 0, "loss weights must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,10 @@ class ModelConfig:
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
 
     def __post_init__(self) -> None:
-        _require(self.downsample in (2, 4, 8), "model.downsample must be 2, 4 or 8")
-        _require(self.in_channels in (1, 3), "model.in_channels must be 1 or 3")
-        _require(self.channels >= 8 and self.res_channels >= 1, "model.channels must be >= 8")
-        _require(self.res_blocks >= 0, "model.res_blocks must be >= 0")
+        require(self.downsample in (2, 4, 8), "model.downsample must be 2, 4 or 8")
+        require(self.in_channels in (1, 3), "model.in_channels must be 1 or 3")
+        require(self.channels >= 8 and self.res_channels >= 1, "model.channels must be >= 8")
+        require(self.res_blocks >= 0, "model.res_blocks must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -118,14 +119,58 @@ class TrainConfig:
     trainable: str = "all"
 
     def __post_init__(self) -> None:
-        _require(self.batch_size >= 1, "train.batch_size must be >= 1")
-        _require(self.lr > 0, "train.lr must be > 0")
-        _require(self.trainable in ("all", "decoder"), "train.trainable must be all or decoder")
-        _require(
+        require(self.batch_size >= 1, "train.batch_size must be >= 1")
+        require(self.lr > 0, "train.lr must be > 0")
+        check_stop(self)
+        require(
+            min(self.log_every, self.eval_every, self.checkpoint_every) >= 1,
+            "train.log_every, eval_every and checkpoint_every must be >= 1",
+        )
+        require(self.trainable in ("all", "decoder"), "train.trainable must be all or decoder")
+        require(
             self.trainable == "all" or self.init_from is not None,
             "train.trainable=decoder needs train.init_from (the run whose codes it keeps)",
         )
-        _require(self.precision in ("auto", "fp32", "bf16"), "train.precision must be auto, fp32 or bf16")
+        require(self.precision in ("auto", "fp32", "bf16"), "train.precision must be auto, fp32 or bf16")
+
+
+@dataclass(frozen=True)
+class StopConfig:
+    """When a fit stops (the prior's; the VQ-VAE's criteria are fields of TrainConfig): any criterion
+    reached ends it. See vqkit.training.schedule.Horizon."""
+
+    epochs: float | None = None  # passes over the training set
+    max_steps: int | None = None
+    time_budget_min: float | None = None  # wall-clock budget; the lr schedule follows it
+
+    def __post_init__(self) -> None:
+        check_stop(self)
+
+
+class StopCriteria(typing.Protocol):
+    """What a stopping point is read from: TrainConfig and StopConfig both fit."""
+
+    @property
+    def epochs(self) -> float | None: ...
+    @property
+    def max_steps(self) -> int | None: ...
+    @property
+    def time_budget_min(self) -> float | None: ...
+
+
+def check_stop(cfg: StopCriteria) -> None:
+    """Budgets a loop can end by: a negative or NaN budget never ends a run, a zero one divides by
+    zero in the schedule, and a negative epoch count rounds up to one step."""
+    epochs, steps, budget = cfg.epochs, cfg.max_steps, cfg.time_budget_min
+    require(steps is None or steps >= 1, f"max_steps must be >= 1, got {steps}")
+    require(
+        epochs is None or (math.isfinite(epochs) and epochs >= 1),
+        f"epochs (--epochs) must be a finite number >= 1, got {epochs}",
+    )
+    require(
+        budget is None or (math.isfinite(budget) and budget > 0),
+        f"time_budget_min (--time-budget) must be a finite number of minutes > 0, got {budget}",
+    )
 
 
 @dataclass(frozen=True)
@@ -135,7 +180,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def _require(ok: bool, message: str) -> None:
+def require(ok: bool, message: str) -> None:
+    """Raise ConfigError(message) unless ``ok``: the check every config's __post_init__ uses."""
     if not ok:
         raise ConfigError(message)
 
@@ -184,6 +230,13 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"{key}: expected {tp}, got {value!r}")
+    if origin is tuple:  # fixed-length tuples (a prior's grid); JSON gives them as lists
+        args = typing.get_args(tp)
+        if isinstance(value, list | tuple) and len(value) == len(args):
+            return tuple(
+                _coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))
+            )
+        raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -201,31 +254,40 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     raise ConfigError(f"{key}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
 
 
-def _parse_value(text: str) -> Any:
-    """Command-line values: JSON when it parses (numbers, true/false, null), else a plain string."""
+def parse_value(text: str) -> Any:
+    """Command-line values: JSON when it parses (numbers, true/false, null, lists), else a plain
+    string."""
     try:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
 
 
-def apply_overrides(cfg: T, overrides: list[str]) -> T:
-    """Apply ``section.key=value`` strings, e.g. ``model.quantizer.codebook_size=256``."""
+def split_override(item: str) -> tuple[str, str]:
+    """``key=value`` -> (key, raw value); ConfigError without an ``=``."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key=value")
+    path, raw = item.split("=", 1)
+    return path.strip(), raw
+
+
+def apply_overrides(cfg: T, overrides: list[str], *, prefix: str = "") -> T:
+    """Apply ``section.key=value`` strings, e.g. ``model.quantizer.codebook_size=256``. ``prefix``
+    names where ``cfg`` sits in a larger config, for messages (the prior's ``train.``)."""
     data = to_dict(cfg)
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key=value")
-        path, raw = item.split("=", 1)
-        parts = path.strip().split(".")
+        path, raw = split_override(item)
+        parts = path.split(".")
         node = data
         for part in parts[:-1]:
             if not isinstance(node.get(part), dict):
-                raise ConfigError(f"unknown config section {path!r}")
+                raise ConfigError(f"unknown config section {prefix + path!r}")
             node = node[part]
         if parts[-1] not in node:
-            raise ConfigError(f"unknown config key {path!r}")
-        node[parts[-1]] = _parse_value(raw)
-    return from_dict(type(cfg), data)
+            valid = ", ".join(prefix + k for k in node)
+            raise ConfigError(f"unknown config key {prefix + path!r}; valid keys: {valid}")
+        node[parts[-1]] = parse_value(raw)
+    return from_dict(type(cfg), data, prefix=prefix)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

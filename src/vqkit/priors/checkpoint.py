@@ -6,8 +6,12 @@
   prior_metrics.jsonl     one record per logging step / evaluation
   prior_eval.json         held-out evaluation at the end of training
 
-The fingerprint (first 16 hex digits of the SHA-256 of the run's model.safetensors) makes sure a prior
-is never used with another VQ-VAE: its codes would mean something else.
+The fingerprint (vqkit.runs.fingerprint: 16 hex digits naming the run's VQ-VAE, by its tensors and
+config, or for runs made before that scheme by its weights file's bytes) makes sure a prior is never
+used with another VQ-VAE: its codes would mean something else.
+
+The weights and prior_config.json commit as a set, and in training with the state too
+(vqkit.runs.commit_files): a crash or a full disk leaves the previous set.
 """
 
 from __future__ import annotations
@@ -28,12 +32,12 @@ from vqkit.priors.config import PriorConfig, prior_config_from_dict, prior_confi
 from vqkit.priors.model import CodePrior
 from vqkit.runs import (
     RunError,
-    atomic_write,
+    commit_files,
     load_train_state,
     model_fingerprint,
     model_state,
     read_format_json,
-    save_train_state,
+    torch_writer,
     write_json,
 )
 from vqkit.runs.layout import (
@@ -52,27 +56,40 @@ def prior_exists(run_dir: str | Path) -> bool:
 
 def save_prior(run_dir: str | Path, prior: CodePrior, *, info: dict[str, Any] | None = None,
                fingerprint: str | None = None) -> None:  # fmt: skip
-    """Write prior.safetensors and prior_config.json. ``info`` adds entries to the JSON (training
-    config, data spec, class names); ``fingerprint`` defaults to the run's current VQ-VAE."""
+    """Write prior.safetensors and prior_config.json, as one set. ``info`` adds entries to the JSON
+    (training config, data spec, class names); ``fingerprint`` defaults to the run's current VQ-VAE."""
     run_dir = Path(run_dir)
     fp = fingerprint or model_fingerprint(run_dir)
+    commit_files(run_dir, _prior_writes(prior, info, fp), {"step": (info or {}).get("step")})
+
+
+def save_prior_checkpoint(
+    run_dir: Path, prior: CodePrior, state: dict[str, Any], *, info: dict[str, Any], fingerprint: str
+) -> None:
+    """Weights, prior_config.json (its ``step`` from ``state``) and the training state, as one set."""
+    writes = _prior_writes(prior, {**info, "step": state["step"]}, fingerprint)
+    writes[PRIOR_STATE_FILE] = torch_writer(state)
+    commit_files(Path(run_dir), writes, {"step": state["step"]})
+
+
+def _prior_writes(prior: CodePrior, info: dict[str, Any] | None, fingerprint: str) -> dict[str, Any]:
     config = prior_config_to_dict(prior.config)
     metadata = {
         "format": PRIOR_FORMAT,
         "format_version": str(PRIOR_FORMAT_VERSION),
         "prior_config": json.dumps(config),
-        "model_fingerprint": fp,
+        "model_fingerprint": fingerprint,
     }
     state = model_state(prior)
-    atomic_write(run_dir / PRIOR_FILE, lambda p: save_file(state, str(p), metadata=metadata))
-    write_prior_doc(run_dir, prior.config, info=info, fingerprint=fp)
+    doc = _prior_doc(prior.config, info, fingerprint)
+    return {
+        PRIOR_FILE: lambda p: save_file(state, str(p), metadata=metadata),
+        PRIOR_CONFIG_FILE: lambda p: p.write_text(json.dumps(doc, indent=2) + "\n"),
+    }
 
 
-def write_prior_doc(
-    run_dir: Path, config: PriorConfig, *, info: dict[str, Any] | None, fingerprint: str
-) -> None:
-    """prior_config.json alone: written before step 0 too, so even a crashed training says what it was."""
-    doc = {
+def _prior_doc(config: PriorConfig, info: dict[str, Any] | None, fingerprint: str) -> dict[str, Any]:
+    return {
         "format": PRIOR_FORMAT,
         "format_version": PRIOR_FORMAT_VERSION,
         "vqkit_version": __version__,
@@ -82,7 +99,13 @@ def write_prior_doc(
         **(info or {}),
         "prior": prior_config_to_dict(config),
     }
-    write_json(run_dir / PRIOR_CONFIG_FILE, doc)
+
+
+def write_prior_doc(
+    run_dir: Path, config: PriorConfig, *, info: dict[str, Any] | None, fingerprint: str
+) -> None:
+    """prior_config.json alone: written before step 0 too, so even a crashed training says what it was."""
+    write_json(Path(run_dir) / PRIOR_CONFIG_FILE, _prior_doc(config, info, fingerprint))
 
 
 def read_prior_doc(run_dir: str | Path) -> dict[str, Any]:
@@ -131,10 +154,6 @@ def load_prior(run_dir: str | Path, device: str | torch.device = "cpu") -> CodeP
     except RuntimeError as e:
         raise RunError(f"{path} does not match its config: {str(e)[:500]}") from e
     return prior.to(device).eval()
-
-
-def save_prior_state(run_dir: Path, state: dict[str, Any]) -> None:
-    save_train_state(run_dir, state, PRIOR_STATE_FILE)
 
 
 def load_prior_state(run_dir: Path) -> dict[str, Any]:

@@ -7,20 +7,14 @@ Both are frozen dataclasses with defaults in code. ``key=value`` overrides name 
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from vqkit.config import ConfigError, apply_overrides, from_dict, to_dict
+from vqkit.config import ConfigError, apply_overrides, from_dict, split_override, to_dict
+from vqkit.config import require as _require
 from vqkit.precision import PRECISIONS
 
 FROM_RUN = ("codebook_size", "grid", "num_classes")  # decided by the VQ-VAE and the data
-
-
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
 
 
 @dataclass(frozen=True)
@@ -103,54 +97,32 @@ class PriorTrainConfig:
 
 
 def prior_config_to_dict(cfg: PriorConfig) -> dict[str, Any]:
+    """JSON-ready: ``grid`` as a list of two ints."""
     data = to_dict(cfg)
     data["grid"] = list(cfg.grid)
     return data
 
 
 def prior_config_from_dict(data: dict[str, Any]) -> PriorConfig:
-    """Strict: unknown keys and wrong types raise ConfigError (``grid`` is a list of two ints)."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"prior config must be an object, got {type(data).__name__}")
-    rest = dict(data)
-    grid = rest.pop("grid", None)
-    cfg = from_dict(PriorConfig, rest)
-    if grid is None:
-        return cfg
-    ok = isinstance(grid, list | tuple) and len(grid) == 2
-    ok = ok and all(isinstance(g, int) and not isinstance(g, bool) for g in grid)
-    _require(ok, f"prior.grid must be a list of two ints, got {grid!r}")
-    return dataclasses.replace(cfg, grid=(int(grid[0]), int(grid[1])))
+    """Strict (vqkit.config.from_dict): unknown keys and wrong types raise ConfigError."""
+    return from_dict(PriorConfig, data, prefix="model.")
 
 
 def apply_prior_overrides(
     model: PriorConfig, train: PriorTrainConfig, overrides: list[str]
 ) -> tuple[PriorConfig, PriorTrainConfig]:
-    """Apply ``model.KEY=VALUE`` / ``train.KEY=VALUE`` strings; unknown keys raise ConfigError."""
-    model_data = prior_config_to_dict(model)
-    train_items: list[str] = []
+    """Apply ``model.KEY=VALUE`` / ``train.KEY=VALUE`` strings with vqkit.config's strict reader;
+    unknown keys raise ConfigError, and so do the model keys the run and its data decide."""
+    items: dict[str, list[str]] = {"model": [], "train": []}
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key=value")
-        path, raw = item.split("=", 1)
-        section, _, key = path.strip().partition(".")
-        if section == "train" and key:
-            train_items.append(f"{key}={raw}")
-        elif section == "model" and key:
-            if key in FROM_RUN:
-                raise ConfigError(f"model.{key} is set by the run and its data, not by --set")
-            if key not in model_data:
-                valid = ", ".join(k for k in model_data if k not in FROM_RUN)
-                raise ConfigError(f"unknown prior config key {path!r}; valid model keys: {valid}")
-            model_data[key] = _parse_value(raw)
-        else:
+        path, raw = split_override(item)
+        section, _, key = path.partition(".")
+        if section not in items or not key:
             raise ConfigError(f"prior override {item!r} must start with 'model.' or 'train.'")
-    return prior_config_from_dict(model_data), apply_overrides(train, train_items)
-
-
-def _parse_value(text: str) -> Any:
-    """JSON when it parses (numbers, true/false, null), else the plain string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+        if section == "model" and key in FROM_RUN:
+            raise ConfigError(f"model.{key} is set by the run and its data, not by --set")
+        items[section].append(f"{key}={raw}")
+    return (
+        apply_overrides(model, items["model"], prefix="model."),
+        apply_overrides(train, items["train"], prefix="train."),
+    )

@@ -16,8 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vqkit.data import DataError, ImageSet, load_dataset
-from vqkit.priors.checkpoint import model_fingerprint
-from vqkit.runs import Run, atomic_write
+from vqkit.runs import Run, atomic_write, model_fingerprint
 
 ENCODE_CHUNK = 2048  # images per progress-bar tick
 

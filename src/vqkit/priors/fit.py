@@ -7,7 +7,6 @@ the global RNG are checkpointed, so resuming gives the same weights as an uninte
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,15 +14,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from vqkit import precision
 from vqkit.priors.config import PriorTrainConfig
 from vqkit.priors.data import CodeSet
 from vqkit.priors.evaluate import grid_bits
 from vqkit.priors.model import LOG2, CodePrior
-from vqkit.training.loop import StopFlag, TrainingDiverged, graceful_interrupt, resolve_device
-from vqkit.training.schedule import Horizon, learning_rate
+from vqkit.training.fitting import Cadence, run_fit
+from vqkit.training.loop import resolve_device
+from vqkit.training.schedule import Horizon
 
 
 @dataclass
@@ -76,7 +75,8 @@ def fit_prior(
 
     ``state`` (from a checkpoint) resumes: optimizer, step, elapsed time, RNG. ``checkpoint(prior,
     state)`` is called every ``checkpoint_every`` steps and at the end; ``log(record)`` with each
-    metrics record; ``on_step(step)`` after each step, returning True asks to stop (as Ctrl-C does)."""
+    metrics record; ``on_step(step)`` after each step, returning True asks to stop (as Ctrl-C or
+    SIGTERM does). The loop itself is vqkit.training.fitting's, which the VQ-VAE shares."""
     if len(train) == 0:
         raise ValueError("fit_prior needs at least one training grid")
     if train.grid != prior.config.grid:
@@ -108,86 +108,104 @@ def fit_prior(
         if log is not None:
             log(record)
 
-    def current_state() -> dict[str, Any]:
-        return {"step": step, "elapsed_s": elapsed, "optimizer": optimizer.state_dict(),
-                "torch_rng": torch.get_rng_state()}  # fmt: skip
-
-    def val_bits() -> float | None:
-        if val is None or len(val) == 0:
-            return None
-        subset = val.spread(cfg.eval_grids)
-        return float(grid_bits(prior, subset).mean()) / prior.config.length
-
-    per_epoch = steps_per_epoch(len(train), cfg.batch_size)
-    window_bits, window_steps, t_window = 0.0, 0, time.perf_counter()
-    flag = StopFlag()
-    bar = tqdm(total=horizon.max_steps, initial=step, disable=not progress, unit="step",
-               dynamic_ncols=True, desc="prior")  # fmt: skip
-    t_start = time.perf_counter() - elapsed
-    stopped = "finished"
+    task = _PriorTask(prior, cfg, indices, labels, val, optimizer, emit, checkpoint, len(train))
     prior.train()
-    with graceful_interrupt(flag):
-        while not horizon.done(step, elapsed):
-            lr = learning_rate(cfg, step, horizon.progress(step, elapsed))
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            rows = batch_rows(cfg, step, len(train))
-            x = indices[rows].to(device)
-            ids = start_ids(cfg, step, None if labels is None else labels[rows], len(rows), num_classes)
-            with precision.autocast(device, cfg.precision):  # evaluation stays in float32
-                logits = prior._forward(x, ids.to(device))  # (B, T, K)
-            loss = F.cross_entropy(
-                logits.float().reshape(-1, k), x.reshape(-1), label_smoothing=cfg.label_smoothing
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(prior.parameters(), cfg.grad_clip)
-            optimizer.step()
-            step += 1
-            elapsed = time.perf_counter() - t_start
-            window_bits += float(loss.detach()) / LOG2
-            window_steps += 1
-            bar.update(1)
-            if on_step is not None and on_step(step):
-                flag.requested = True
-            if step % cfg.log_every == 0 or horizon.done(step, elapsed) or flag.requested:
-                mean_bits = window_bits / window_steps
-                if not math.isfinite(mean_bits):
-                    bar.close()
-                    raise TrainingDiverged(
-                        f"prior loss became {mean_bits} before step {step}; try a lower train.lr"
-                    )
-                rate = window_steps * len(rows) / (time.perf_counter() - t_window)
-                emit({"type": "train", "step": step, "epoch": step / per_epoch,
-                      "elapsed_s": round(elapsed, 3), "lr": lr, "bits_per_code": mean_bits,
-                      "grids_per_s": rate})  # fmt: skip
-                bar.set_postfix(bits=f"{mean_bits:.3f}")
-                window_bits, window_steps, t_window = 0.0, 0, time.perf_counter()
-            if step % cfg.eval_every == 0:
-                vb = val_bits()
-                if vb is not None:
-                    emit(
-                        {
-                            "type": "eval",
-                            "step": step,
-                            "elapsed_s": round(elapsed, 3),
-                            "val_bits_per_code": vb,
-                        }
-                    )
-                    bar.write(f"step {step}: validation {vb:.4f} bits/code")
-                prior.train()
-                t_window = time.perf_counter()
-            if step % cfg.checkpoint_every == 0 and checkpoint is not None:
-                checkpoint(prior, current_state())
-            if flag.requested:
-                stopped = "interrupted"
-                break
-    bar.close()
-    final = val_bits()
+    outcome = run_fit(
+        task,
+        optimizer=optimizer,
+        schedule=cfg,
+        horizon=horizon,
+        cadence=Cadence(cfg.log_every, cfg.eval_every, cfg.checkpoint_every),
+        step=step,
+        elapsed=elapsed,
+        on_step=on_step,
+        progress=progress,
+        desc="prior",
+    )
+    step, elapsed = outcome.step, outcome.elapsed
+    final = task.val_bits()
     if final is not None and not (history and history[-1]["type"] == "eval" and history[-1]["step"] == step):
         emit({"type": "eval", "step": step, "elapsed_s": round(elapsed, 3), "val_bits_per_code": final})
     prior.eval()
-    if checkpoint is not None:
-        checkpoint(prior, current_state())
-    return FitResult(prior, step, elapsed, stopped, final, history)
+    task.save(step, elapsed)
+    return FitResult(prior, step, elapsed, outcome.stopped, final, history)
+
+
+class _PriorTask:
+    """The prior's part of the fitting skeleton (vqkit.training.fitting.FitTask)."""
+
+    def __init__(
+        self,
+        prior: CodePrior,
+        cfg: PriorTrainConfig,
+        indices: torch.Tensor,
+        labels: torch.Tensor | None,
+        val: CodeSet | None,
+        optimizer: torch.optim.Optimizer,
+        emit: Callable[[dict[str, Any]], None],
+        checkpoint: Callable[[CodePrior, dict[str, Any]], None] | None,
+        num_grids: int,
+    ) -> None:
+        self.prior, self.cfg, self.indices, self.labels, self.val = prior, cfg, indices, labels, val
+        self.optimizer, self.emit, self.checkpoint = optimizer, emit, checkpoint
+        self.device = next(prior.parameters()).device
+        self.num_grids = num_grids
+        self.per_epoch = steps_per_epoch(num_grids, cfg.batch_size)
+        self.window_bits, self.window_steps, self.rows = 0.0, 0, 0
+        self.t_window = time.perf_counter()
+
+    def step(self, step: int, lr: float) -> None:
+        k, num_classes = self.prior.config.codebook_size, self.prior.config.num_classes
+        rows = batch_rows(self.cfg, step, self.num_grids)
+        x = self.indices[rows].to(self.device)
+        labels = None if self.labels is None else self.labels[rows]
+        ids = start_ids(self.cfg, step, labels, len(rows), num_classes)
+        with precision.autocast(self.device, self.cfg.precision):  # evaluation stays in float32
+            logits = self.prior._forward(x, ids.to(self.device))  # (B, T, K)
+        loss = F.cross_entropy(
+            logits.float().reshape(-1, k), x.reshape(-1), label_smoothing=self.cfg.label_smoothing
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.prior.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.window_bits += float(loss.detach()) / LOG2
+        self.window_steps += 1
+        self.rows = len(rows)
+
+    def window_loss(self) -> float:
+        return self.window_bits / self.window_steps
+
+    def log(self, step: int, elapsed: float, lr: float, loss: float) -> dict[str, str]:
+        rate = self.window_steps * self.rows / (time.perf_counter() - self.t_window)
+        self.emit({"type": "train", "step": step, "epoch": step / self.per_epoch,
+                   "elapsed_s": round(elapsed, 3), "lr": lr, "bits_per_code": loss,
+                   "grids_per_s": rate})  # fmt: skip
+        self.window_bits, self.window_steps, self.t_window = 0.0, 0, time.perf_counter()
+        return {"bits": f"{loss:.3f}"}
+
+    def val_bits(self) -> float | None:
+        if self.val is None or len(self.val) == 0:
+            return None
+        subset = self.val.spread(self.cfg.eval_grids)
+        return float(grid_bits(self.prior, subset).mean()) / self.prior.config.length
+
+    def evaluate(self, step: int, elapsed: float) -> str | None:
+        vb = self.val_bits()
+        line = None
+        if vb is not None:
+            self.emit({"type": "eval", "step": step, "elapsed_s": round(elapsed, 3), "val_bits_per_code": vb})
+            line = f"step {step}: validation {vb:.4f} bits/code"
+        self.prior.train()
+        self.t_window = time.perf_counter()
+        return line
+
+    def save(self, step: int, elapsed: float) -> None:
+        if self.checkpoint is not None:
+            state = {"step": step, "elapsed_s": elapsed, "optimizer": self.optimizer.state_dict(),
+                     "torch_rng": torch.get_rng_state()}  # fmt: skip
+            self.checkpoint(self.prior, state)
+
+    def diverged(self, loss: float, step: int, last_good_step: int) -> str:
+        return f"prior loss became {loss} before step {step}; try a lower train.lr"

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
-from vqkit.config import ConfigError, from_dict, to_dict
+from vqkit.config import ConfigError, StopConfig, from_dict, to_dict
 from vqkit.data import ImageSet, split_holdout
 from vqkit.precision import autocast
 from vqkit.priors import checkpoint as pck
@@ -20,30 +20,12 @@ from vqkit.priors.data import CodeSet, canonical_spec, codes_path, load_augmente
 from vqkit.priors.evaluate import check_codes, evaluate_prior
 from vqkit.priors.fit import fit_prior, steps_per_epoch
 from vqkit.priors.model import CodePrior
-from vqkit.runs import Run, RunError, layout, write_json, write_text
+from vqkit.runs import Run, RunError, layout, run_lock, write_json, write_text
+from vqkit.training.fitting import append_record, resume_metrics
 from vqkit.training.loop import resolve_device
 from vqkit.training.schedule import Horizon
 
-
-def _horizon(stop: dict[str, Any], num_train: int, batch_size: int) -> Horizon:
-    steps: list[int] = []
-    if stop.get("max_steps") is not None:
-        steps.append(int(stop["max_steps"]))
-    if stop.get("epochs") is not None:
-        steps.append(max(1, round(float(stop["epochs"]) * steps_per_epoch(num_train, batch_size))))
-    budget = float(stop["time_budget_min"]) * 60.0 if stop.get("time_budget_min") is not None else None
-    if not steps and budget is None:
-        raise ConfigError(
-            "prior training needs a stopping point: --epochs N, --time-budget MIN or --max-steps N"
-        )
-    return Horizon(max_steps=min(steps) if steps else None, budget_s=budget)
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume drop records written after the checkpoint (a crash may have left some)."""
-    if path.exists():
-        keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-        write_text(path, "".join(ln + "\n" for ln in keep))
+PRIOR_STOP_HINT = "--epochs N, --time-budget MIN or --max-steps N"
 
 
 def with_copies(train: CodeSet, train_idx: np.ndarray, copies: CodeSet, num_images: int) -> CodeSet:
@@ -84,17 +66,52 @@ def train_prior(
     init_from: str | Path | None = None,
     device: str | None = None,
     precision: str | None = None,
+    model_config: PriorConfig | None = None,
+    train_config: PriorTrainConfig | None = None,
+    stop: StopConfig | None = None,
 ) -> dict[str, Any]:
     """Train (or with ``resume`` continue) the prior of the run in ``run_dir`` on ``data_spec`` (default:
     the run's training data; ``data``: its images, when already loaded). ``init_from``: start from the
     weights of the prior saved in that run folder (same VQ-VAE; its architecture, a new optimizer and
     schedule; ``overrides`` may set ``train.*`` and ``model.dropout``). ``device``, ``precision``: where
     and in what arithmetic this process trains (None: train.device / train.precision as configured or
-    saved). Returns a summary: steps, stop reason, held-out evaluation."""
-    run_dir = Path(run_dir)
+    saved). Returns a summary: steps, stop reason, held-out evaluation. Holds the run folder's writer
+    lock throughout.
+
+    Typed configs: ``model_config`` and ``train_config`` replace the defaults (``overrides``, the command
+    line's ``key=value`` strings, apply on top); ``stop`` replaces the three budget arguments."""
+    if stop is None:  # StopConfig checks them: finite, > 0, epochs >= 1
+        stop = StopConfig(epochs=epochs, max_steps=max_steps, time_budget_min=time_budget_min)
+    elif (epochs, max_steps, time_budget_min) != (None, None, None):
+        raise ConfigError("give the stopping point as stop=StopConfig(...) or as budgets, not both")
+    if (model_config is not None or train_config is not None) and resume:
+        raise ConfigError("--resume continues the prior as configured; new configs are not allowed")
+    if model_config is not None and init_from is not None:
+        raise ConfigError("--init-from keeps the saved prior's architecture; no model config can be given")
+    base = (model_config or PriorConfig(), train_config or PriorTrainConfig())
+    with run_lock(run_dir, "prior training"):
+        return _train_prior(Path(run_dir), data_spec=data_spec, stop=stop, base=base, overrides=overrides,
+                            resume=resume, progress=progress, overwrite=overwrite, data=data,
+                            init_from=init_from, device=device, precision=precision)  # fmt: skip
+
+
+def _train_prior(
+    run_dir: Path,
+    *,
+    data_spec: str | None,
+    stop: StopConfig,
+    base: tuple[PriorConfig, PriorTrainConfig],
+    overrides: list[str] | tuple[str, ...],
+    resume: bool,
+    progress: bool,
+    overwrite: bool,
+    data: ImageSet | None,
+    init_from: str | Path | None,
+    device: str | None,
+    precision: str | None,
+) -> dict[str, Any]:
     run = Run.load(run_dir)
     fingerprint = pck.model_fingerprint(run_dir)
-    stop = {"time_budget_min": time_budget_min, "epochs": epochs, "max_steps": max_steps}
     state: dict[str, Any] | None = None
     source: CodePrior | None = None
     if init_from is not None:
@@ -121,8 +138,11 @@ def train_prior(
                 f"--resume continues on the prior's data {spec!r}; --data {data_spec!r} differs"
             )
         train_cfg = from_dict(PriorTrainConfig, doc["train"])
-        if all(v is None for v in stop.values()):
-            stop = dict(doc.get("stop", {}))
+        if stop == StopConfig():
+            try:
+                stop = from_dict(StopConfig, dict(doc.get("stop", {})))
+            except ConfigError as e:
+                raise RunError(f"{run_dir}/{layout.PRIOR_CONFIG_FILE}: its 'stop' entry: {e}") from e
         prior = pck.load_prior(run_dir)
         state = pck.load_prior_state(run_dir)
         if doc.get("step") != state["step"]:  # weights, then config, then state: a crash in between
@@ -135,7 +155,7 @@ def train_prior(
         if pck.prior_exists(run_dir) and not overwrite:
             raise RunError(f"{run_dir} already holds a prior; use --resume to continue it or --overwrite")
         spec = canonical_spec(data_spec or run.config.data.spec)  # resumable from any folder
-        model_cfg, train_cfg = apply_prior_overrides(PriorConfig(), PriorTrainConfig(), list(overrides))
+        model_cfg, train_cfg = apply_prior_overrides(*base, list(overrides))
     # where this process trains, also on resume (a setting of the machine, not of the prior)
     train_cfg = dataclasses.replace(
         train_cfg, device=device or train_cfg.device, precision=precision or train_cfg.precision
@@ -186,7 +206,8 @@ def train_prior(
     elif codes.grid != model_cfg.grid:
         raise RunError(f"the data's grids are {codes.grid}; the saved prior models {model_cfg.grid}")
     prior.logit_scale.fill_(1.0)  # train the raw logits; a saved calibration is fitted again at the end
-    horizon = _horizon(stop, len(train_set), train_cfg.batch_size)
+    per_epoch = steps_per_epoch(len(train_set), train_cfg.batch_size)
+    horizon = Horizon.from_config(stop, per_epoch, PRIOR_STOP_HINT, "prior training")
 
     class_names = list(codes.class_names) if codes.class_names and model_cfg.num_classes else None
     info: dict[str, Any] = {
@@ -196,7 +217,7 @@ def train_prior(
                  "image_size": list(codes.image_size) if codes.image_size else None},
         "class_names": class_names,
         "train": to_dict(train_cfg),
-        "stop": stop,
+        "stop": to_dict(stop),
         "init_from": None if init_from is None else str(init_from),
     }  # fmt: skip
     metrics = run_dir / layout.PRIOR_METRICS_FILE
@@ -210,15 +231,20 @@ def train_prior(
         pck.write_prior_doc(run_dir, model_cfg, info={**info, "step": 0}, fingerprint=fingerprint)
         write_text(metrics, "")
     else:
-        _truncate_metrics(metrics, int(state["step"]))
+        resume_metrics(metrics, int(state["step"]), state.get("metrics_bytes"))
 
     def checkpoint(p: CodePrior, st: dict[str, Any]) -> None:
-        pck.save_prior(run_dir, p, info={**info, "step": st["step"]}, fingerprint=fingerprint)
-        pck.save_prior_state(run_dir, st)
+        st = {**st, "metrics_bytes": metrics.stat().st_size}
+        try:
+            pck.save_prior_checkpoint(run_dir, p, st, info=info, fingerprint=fingerprint)
+        except (OSError, SafetensorError) as e:  # a full disk: one line; the last commit stands
+            raise RunError(
+                f"could not save the prior's checkpoint of step {st['step']} in {run_dir} ({e}); the "
+                "last complete checkpoint is kept and --resume continues from it"
+            ) from e
 
     def log(record: dict[str, Any]) -> None:
-        with open(metrics, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_record(metrics, record)
 
     result = fit_prior(prior, train_set, train_cfg, horizon, val=val_set, state=state,
                        checkpoint=checkpoint, log=log, progress=progress)  # fmt: skip
@@ -266,8 +292,14 @@ def calibrate_run(
     """Fit the saved prior's logit scale (`vqkit.priors.calibrate`) on ``data_spec``'s grids, or by
     default on the grids held out from its training, and save it. ``device``: where the codes are
     encoded and the logits computed; ``precision``: the prior's arithmetic there (fp32 by default, as
-    train_prior calibrates). Returns the ``calibration`` record."""
-    run_dir = Path(run_dir)
+    train_prior calibrates). Returns the ``calibration`` record. Holds the run folder's writer lock."""
+    with run_lock(run_dir, "prior calibration"):
+        return _calibrate_run(Path(run_dir), data_spec, max_grids, device, precision)
+
+
+def _calibrate_run(
+    run_dir: Path, data_spec: str | None, max_grids: int, device: str, precision: str
+) -> dict[str, Any]:
     run, doc = Run.load(run_dir), pck.read_prior_doc(run_dir)
     if torch.device(device).type != "cpu":  # encode where the prior runs, in fp32, as train_prior does
         run = Run.load(run_dir, device=device, precision="fp32")

@@ -9,18 +9,29 @@ from vqkit.runs import layout
 from vqkit.runs.checkpoint import (
     RUN_FORMAT,
     RUN_FORMAT_VERSION,
+    load_checkpoint,
     load_model,
     load_run_config,
     load_train_state,
-    model_digest,
-    model_fingerprint,
     model_state,
     read_config_doc,
+    save_checkpoint,
     save_config,
     save_model,
     save_train_state,
+    torch_writer,
 )
-from vqkit.runs.files import RunError, atomic_write, read_format_json, write_json, write_text
+from vqkit.runs.files import (
+    RunError,
+    atomic_write,
+    commit_files,
+    finish_commit,
+    read_format_json,
+    write_json,
+    write_text,
+)
+from vqkit.runs.fingerprint import matches, model_digest, model_fingerprint
+from vqkit.runs.lock import run_lock
 from vqkit.runs.run import Run
 
 __all__ = [
@@ -29,18 +40,25 @@ __all__ = [
     "Run",
     "RunError",
     "atomic_write",
+    "commit_files",
+    "finish_commit",
     "layout",
+    "load_checkpoint",
     "load_model",
     "load_run_config",
     "load_train_state",
+    "matches",
     "model_digest",
     "model_fingerprint",
     "model_state",
     "read_config_doc",
     "read_format_json",
+    "run_lock",
+    "save_checkpoint",
     "save_config",
     "save_model",
     "save_train_state",
+    "torch_writer",
     "write_json",
     "write_text",
 ]

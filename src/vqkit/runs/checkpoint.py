@@ -2,17 +2,22 @@
 
   config.json        format name/version, package version, the resolved RunConfig, bookkeeping
   model.safetensors  weights and buffers (codebook, EMA statistics); the config rides in its metadata
-  train_state.pt     optimizer, step, RNG states, elapsed time; tensors and plain containers only,
-                     loaded with ``torch.load(weights_only=True)``
+  train_state.pt     optimizer, step, RNG states, elapsed time, metrics offset; tensors and plain
+                     containers only, loaded with ``torch.load(weights_only=True)``
 File names live in :mod:`vqkit.runs.layout`; every write goes through :mod:`vqkit.runs.files`.
+
+A training checkpoint (weights + training state) commits as a set (:func:`save_checkpoint`); both
+record their step, and :func:`load_checkpoint` refuses a pair whose steps differ. The weights
+file is left as it is when the model in it is the one being saved (a resume that ran no new step),
+so it keeps its fingerprint, however safetensors would lay the new file out.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +29,14 @@ from safetensors.torch import load_file, save_file
 from vqkit._version import __version__
 from vqkit.config import ConfigError, RunConfig, from_dict, to_dict
 from vqkit.models import VQVAE
-from vqkit.runs.files import RunError, atomic_write, read_format_json, write_json
+from vqkit.runs.files import RunError, atomic_write, commit_files, read_format_json, write_json
+from vqkit.runs.fingerprint import (
+    CONTENT_SCHEME,
+    SCHEME_KEY,
+    content_digest,
+    file_content_digest,
+    weights_metadata,
+)
 from vqkit.runs.layout import CONFIG_FILE, MODEL_FILE, STATE_FILE
 
 RUN_FORMAT = "vqkit-run"
@@ -89,14 +101,83 @@ def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
 
 
-def save_model(run_dir: Path, model: VQVAE) -> None:
+def _model_writer(model: VQVAE, step: int | None) -> tuple[Any, bytes]:
+    """(write(path), content digest) of the model's weights file."""
     state = model_state(model)
+    config = to_dict(model.config)
     metadata = {
         "format": RUN_FORMAT,
         "format_version": str(RUN_FORMAT_VERSION),
-        "model_config": json.dumps(to_dict(model.config)),
+        "model_config": json.dumps(config),
+        SCHEME_KEY: CONTENT_SCHEME,
     }
-    atomic_write(run_dir / MODEL_FILE, lambda p: save_file(state, str(p), metadata=metadata))
+    if step is not None:
+        metadata["step"] = str(step)
+    digest = content_digest(state, json.loads(metadata["model_config"]))
+    return (lambda p: save_file(state, str(p), metadata=metadata)), digest
+
+
+def _unchanged(run_dir: Path, digest: bytes, step: int | None) -> bool:
+    """Whether the run's weights file already holds this model at this step (a legacy file without a
+    step counts when its tensors and config are these)."""
+    path = run_dir / MODEL_FILE
+    if not path.is_file():
+        return False
+    try:
+        saved_step = weights_metadata(path).get("step")
+        if saved_step is not None and (step is None or saved_step != str(step)):
+            return False
+        return file_content_digest(path) == digest
+    except RunError:  # damaged or foreign: overwrite it
+        return False
+
+
+def save_model(run_dir: Path, model: VQVAE, step: int | None = None) -> None:
+    """Write model.safetensors (the config and ``step`` ride in its metadata), unless it already holds
+    this very model."""
+    run_dir = Path(run_dir)
+    write, digest = _model_writer(model, step)
+    if not _unchanged(run_dir, digest, step):
+        atomic_write(run_dir / MODEL_FILE, write)
+
+
+def save_checkpoint(run_dir: Path, model: VQVAE, state: dict[str, Any]) -> None:
+    """Weights and training state (``state["step"]``), committed as a set: a crash or a full disk
+    leaves the previous pair current (vqkit.runs.files.commit_files)."""
+    run_dir = Path(run_dir)
+    step = int(state["step"])
+    write, digest = _model_writer(model, step)
+    writes = {} if _unchanged(run_dir, digest, step) else {MODEL_FILE: write}
+    writes[STATE_FILE] = torch_writer(state)
+    commit_files(run_dir, writes, {"step": step})
+
+
+def torch_writer(state: dict[str, Any]) -> Callable[[Path], None]:
+    """A writer of ``state`` with torch.save for atomic_write / commit_files. torch reports a full
+    disk as RuntimeError ("unexpected pos ..."); it is raised as the OSError it is."""
+
+    def write(path: Path) -> None:
+        try:
+            torch.save(state, path)
+        except RuntimeError as e:
+            raise OSError(f"could not write {path.name}: {e}") from e
+
+    return write
+
+
+def load_checkpoint(run_dir: Path) -> tuple[VQVAE, dict[str, Any]]:
+    """The model and training state to resume from, checked to be one checkpoint: RunError when the
+    weights' step and the state's differ."""
+    run_dir = Path(run_dir)
+    state = load_train_state(run_dir)
+    model = load_model(run_dir)
+    saved = weights_metadata(run_dir / MODEL_FILE).get("step")  # absent in runs made before
+    if saved is not None and int(saved) != int(state["step"]):
+        raise RunError(
+            f"cannot resume {run_dir}: its weights are of step {saved} but its training state is of "
+            f"step {state['step']}, so they are not one checkpoint; start a new run"
+        )
+    return model, state
 
 
 def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> VQVAE:
@@ -118,22 +199,8 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> VQVAE
     return model.to(device).eval()
 
 
-def model_digest(run_dir: str | Path) -> bytes:
-    """SHA-256 of the run's weights file: identifies the exact model that codes, priors and
-    compressed files belong to."""
-    path = Path(run_dir) / MODEL_FILE
-    if not path.is_file():
-        raise RunError(f"{run_dir} has no trained weights ({MODEL_FILE} is missing)")
-    return hashlib.sha256(path.read_bytes()).digest()
-
-
-def model_fingerprint(run_dir: str | Path) -> str:
-    """The first 8 bytes of :func:`model_digest` in hex (16 characters)."""
-    return model_digest(run_dir)[:8].hex()
-
-
 def save_train_state(run_dir: Path, state: dict[str, Any], name: str = STATE_FILE) -> None:
-    atomic_write(run_dir / name, lambda p: torch.save(state, p))
+    atomic_write(run_dir / name, torch_writer(state))
 
 
 def load_train_state(run_dir: Path, name: str = STATE_FILE) -> dict[str, Any]:

@@ -7,6 +7,14 @@ Nothing else spells these names.
 
 from __future__ import annotations
 
+# Kept by every writer while it writes (vqkit.runs.lock); removed when it finishes, so one left
+# behind names a writer that was killed.
+LOCK_FILE = "run.lock"
+# A checkpoint set being made current (vqkit.runs.files.commit_files): the staged files it names are
+# renamed into place, and it is removed. Present only between those steps, or after a crash in them.
+COMMIT_FILE = ".commit.json"
+STAGED_SUFFIX = ".staged"  # .<name>.staged: a file of a checkpoint set, written but not yet current
+
 # Written by training (vqkit.training).
 CONFIG_FILE = "config.json"  # format, version, resolved RunConfig, argv, git commit
 MODEL_FILE = "model.safetensors"  # weights and buffers (codebook, EMA statistics)

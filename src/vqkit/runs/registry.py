@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from vqkit.runs.checkpoint import model_fingerprint
+from vqkit.runs.fingerprint import model_fingerprint
 from vqkit.runs.files import RunError, write_json
 
 REGISTRY_FORMAT = "vqkit-run-registry"

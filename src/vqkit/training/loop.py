@@ -9,22 +9,20 @@ gives the same losses as an uninterrupted run.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import signal
+import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from vqkit import distributed as vdist
 from vqkit import precision
@@ -34,14 +32,20 @@ from vqkit.data import ImageSet, load_dataset, random_crop_flip, split_holdout, 
 from vqkit.data.corruptions import parse_corruption
 from vqkit.models import VQVAE
 from vqkit.training.evaluate import evaluate
-from vqkit.training.schedule import Horizon, learning_rate
+from vqkit.training.fitting import (
+    Cadence,
+    TrainingDiverged,
+    append_record,
+    ddp_agree,
+    resume_metrics,
+    run_fit,
+)
+from vqkit.training.schedule import Horizon
 from vqkit.visual import save_reconstruction_grid
 
 FIXED_BATCH = 8  # images in the reconstruction picture saved with each checkpoint
 
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+__all__ = ["TrainResult", "TrainingDiverged", "prepare_data", "resolve_device", "train"]
 
 
 @dataclass
@@ -70,48 +74,35 @@ class TrainingData:
     holdout: list[np.ndarray]  # (H, W, C) uint8 images for periodic evaluation
     channels: int
     class_names: tuple[str, ...] | None
+    description: str = ""  # how the images become training crops, said at the start of a run
 
 
 def prepare_data(cfg: RunConfig, data: ImageSet) -> TrainingData:
     """Cut the loaded images into equal training crops and split off a held-out part."""
     dc = cfg.data
     size = data.uniform_size
+    s = dc.image_size
     if size is not None and min(size) >= dc.image_size:
         array = data.as_array()  # (N, H, W, C); random crops are taken per batch
+        how = (
+            f"{len(array)} images of {size[0]}x{size[1]}, a random {s}x{s} crop of each per batch"
+            if size != (s, s)
+            else f"{len(array)} images of {s}x{s}, used whole"
+        )
     else:
         array = data.patches(dc.image_size)  # mixed sizes: tile into image_size crops
+        kind = "mixed sizes" if size is None else f"{size[0]}x{size[1]}, smaller than {s}x{s}"
+        how = f"{len(data.images)} images of {kind}, tiled into {len(array)} fixed {s}x{s} crops"
     if len(array) < 2:
         raise ValueError(f"{data.source}: need at least 2 training images, found {len(array)}")
     train_idx, hold_idx = split_holdout(len(array), dc.holdout, seed=cfg.train.seed)
     tensor = torch.from_numpy(np.ascontiguousarray(array[train_idx])).permute(0, 3, 1, 2)
     holdout = [array[i] for i in hold_idx]
-    return TrainingData(tensor.contiguous(), holdout, data.channels, data.class_names)
+    return TrainingData(tensor.contiguous(), holdout, data.channels, data.class_names, f"data: {how}")
 
 
-class StopFlag:
-    """First Ctrl-C asks the loop to stop after the current step and save; a second one aborts."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def handler(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        tqdm.write("interrupt: finishing this step, saving a checkpoint (Ctrl-C again to abort)")
-
-
-@contextmanager
-def graceful_interrupt(flag: StopFlag) -> Iterator[None]:
-    try:
-        previous = signal.signal(signal.SIGINT, flag.handler)
-    except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+def _steps_per_epoch(td: TrainingData, batch_size: int) -> int:
+    return max(1, len(td.train) // min(batch_size, len(td.train)))
 
 
 def _batch(data: torch.Tensor, cfg: RunConfig, step: int, steps_per_epoch: int) -> torch.Tensor:
@@ -128,35 +119,6 @@ def _batch(data: torch.Tensor, cfg: RunConfig, step: int, steps_per_epoch: int) 
     return x
 
 
-def _agree(local_elapsed: float, stop_requested: bool, device: torch.device) -> tuple[float, bool]:
-    """(rank 0's clock, whether any rank was asked to stop), the same on every rank: time-based
-    schedules and stops agree, and a Ctrl-C that reaches one process stops all of them at the same
-    step (a rank leaving the loop alone would leave the others waiting in a collective). One
-    all-reduce per step: rank 0 adds its clock, every rank its stop request."""
-    if not vdist.is_distributed():
-        return local_elapsed, stop_requested
-    first = vdist.rank() == 0
-    t = torch.tensor(
-        [local_elapsed if first else 0.0, float(stop_requested)], dtype=torch.float64, device=device
-    )
-    vdist.all_reduce_sum(t)
-    return float(t[0]), bool(t[1] > 0)
-
-
-def _append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
-    with open(run_dir / ckpt.layout.METRICS_FILE, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def _truncate_metrics(run_dir: Path, step: int) -> None:
-    """On resume drop records written after the checkpoint (a crash may have left some)."""
-    path = run_dir / ckpt.layout.METRICS_FILE
-    if not path.exists():
-        return
-    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-    ckpt.write_text(path, "".join(ln + "\n" for ln in keep))
-
-
 def train(
     cfg: RunConfig,
     run_dir: str | Path,
@@ -168,8 +130,24 @@ def train(
 ) -> TrainResult:
     """Train a VQ-VAE into ``run_dir``. Returns after the stopping criterion, or after Ctrl-C with a
     checkpoint saved. Raises TrainingDiverged on a NaN/inf loss (the last checkpoint is kept).
-    ``on_step(step, model)`` is called after each optimizer step (hooks for tools and tests)."""
-    run_dir = Path(run_dir)
+    ``on_step(step, model)`` is called after each optimizer step (hooks for tools and tests).
+
+    The run folder's writer lock (vqkit.runs.run_lock) is held throughout, by the main process; a
+    second writer gets RunError. SIGTERM saves and stops like Ctrl-C, on every rank at one step."""
+    lock = ckpt.run_lock(run_dir, "training") if vdist.is_main() else nullcontext()
+    with lock:
+        return _train(cfg, Path(run_dir), resume=resume, progress=progress, data=data, on_step=on_step)
+
+
+def _train(
+    cfg: RunConfig,
+    run_dir: Path,
+    *,
+    resume: bool,
+    progress: bool,
+    data: ImageSet | None,
+    on_step: Callable[[int, VQVAE], None] | None,
+) -> TrainResult:
     tc = cfg.train
     main = vdist.is_main()
     world = vdist.world_size()
@@ -181,7 +159,8 @@ def train(
     if device.type == "cuda" and vdist.is_distributed():
         device = torch.device("cuda", torch.cuda.current_device())
     torch.manual_seed(tc.seed)
-    corrupt = parse_corruption(cfg.data.corruption) if cfg.data.corruption else None
+    if cfg.data.corruption:
+        parse_corruption(cfg.data.corruption)  # a malformed spec fails before the data loads
 
     if data is None:
         # A new run adapts to the data's channels (MNIST is grayscale); a resumed one keeps its own.
@@ -192,11 +171,12 @@ def train(
             raise ValueError(f"data has {data.channels} channels; the run expects {cfg.model.in_channels}")
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, in_channels=data.channels))
     td = prepare_data(cfg, data)
+    if main:
+        print(td.description, file=sys.stderr)
     if cfg.data.eval_spec:
         ev_set = load_dataset(cfg.data.eval_spec, channels=cfg.model.in_channels)
         td.holdout = ev_set.images
-    steps_per_epoch = max(1, len(td.train) // min(tc.batch_size, len(td.train)))
-    horizon = Horizon.from_config(tc, steps_per_epoch)
+    horizon = Horizon.from_config(tc, _steps_per_epoch(td, tc.batch_size))
 
     model = VQVAE(cfg.model).to(device)
     memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
@@ -211,9 +191,9 @@ def train(
     optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
 
     step, elapsed = 0, 0.0
+    metrics = run_dir / ckpt.layout.METRICS_FILE
     if resume:
-        state = ckpt.load_train_state(run_dir)
-        weights = ckpt.load_model(run_dir)
+        weights, state = ckpt.load_checkpoint(run_dir)
         model.load_state_dict(weights.state_dict())
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed = int(state["step"]), float(state["elapsed_s"])
@@ -221,11 +201,11 @@ def train(
         if device.type == "cuda" and "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         if main:
-            _truncate_metrics(run_dir, step)
+            resume_metrics(metrics, step, state.get("metrics_bytes"))
     elif main:
         run_dir.mkdir(parents=True, exist_ok=True)
         ckpt.save_config(run_dir, cfg, meta={"class_names": td.class_names, "channels": td.channels})
-        (run_dir / ckpt.layout.METRICS_FILE).write_text("")
+        metrics.write_text("")
 
     if tc.compile:
         model.encoder.compile()
@@ -236,144 +216,172 @@ def train(
         with warnings.catch_warnings():  # torch 2.13 deprecates the name, not the behaviour we need
             warnings.simplefilter("ignore", FutureWarning)
             net = DistributedDataParallel(model, broadcast_buffers=False)
-    fixed = td.holdout[:FIXED_BATCH] or [
-        td.train[i].permute(1, 2, 0).numpy() for i in range(min(FIXED_BATCH, len(td.train)))
-    ]
-    # On a GPU the uint8 training images (N, C, S, S) live on the card (CIFAR-10: 141 MB), so each
-    # batch is gathered, converted and augmented there; the host only draws the random indices.
-    train_images = td.train.to(device) if device.type == "cuda" else td.train
+    task = _VQVAETask(cfg, run_dir, model, net, optimizer, td, device)
+    model.train()
+    hook = None if on_step is None else (lambda s: on_step(s, model))
+    outcome = run_fit(
+        task,
+        optimizer=optimizer,
+        schedule=tc,
+        horizon=horizon,
+        cadence=Cadence(tc.log_every, tc.eval_every, tc.checkpoint_every, log_at_checkpoint=True),
+        step=step,
+        elapsed=elapsed,
+        agree=ddp_agree(device) if vdist.is_distributed() else None,
+        on_step=hook,
+        progress=progress and main,
+        desc="train",
+    )
+    step, elapsed = outcome.step, outcome.elapsed
+    final = task.run_eval() if main else {}
+    if main and final:
+        append_record(metrics, {"type": "eval", "step": step, "elapsed_s": elapsed, **final})
+    task.save(step, elapsed, final if outcome.stopped == "finished" else None)
+    vdist.barrier()
+    return TrainResult(run_dir, step, outcome.stopped, final, cfg, device, td.train)
 
-    def save(final_eval: dict[str, Any] | None = None) -> None:
-        if not main:
+
+class _VQVAETask:
+    """The VQ-VAE's part of the fitting skeleton (vqkit.training.fitting.FitTask): its step, its
+    metrics window (accumulated on the device; read only at log steps), evaluation and checkpoint."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        run_dir: Path,
+        model: VQVAE,
+        net: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        td: TrainingData,
+        device: torch.device,
+    ) -> None:
+        self.cfg, self.run_dir, self.model, self.net = cfg, run_dir, model, net
+        self.optimizer, self.td, self.device = optimizer, td, device
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.corrupt = parse_corruption(cfg.data.corruption) if cfg.data.corruption else None
+        self.steps_per_epoch = _steps_per_epoch(td, cfg.train.batch_size)
+        # On a GPU the uint8 training images (N, C, S, S) live on the card (CIFAR-10: 141 MB), so each
+        # batch is gathered, converted and augmented there; the host only draws the random indices.
+        self.train_images = td.train.to(device) if device.type == "cuda" else td.train
+        self.fixed = td.holdout[:FIXED_BATCH] or [
+            td.train[i].permute(1, 2, 0).numpy() for i in range(min(FIXED_BATCH, len(td.train)))
+        ]
+        self.main = vdist.is_main()
+        self.frozen_codes = cfg.train.trainable == "decoder"
+        self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+        self.metrics = run_dir / ckpt.layout.METRICS_FILE
+        k = model.codebook_size
+        self.window_loss_sum = torch.zeros((), device=device)
+        self.window_mse = torch.zeros((), device=device)
+        self.window_counts = torch.zeros(k, device=device)
+        self.window_steps = 0
+        self.t_window = time.perf_counter()
+
+    def step(self, step: int, lr: float) -> None:
+        tc, world = self.cfg.train, vdist.world_size()
+        x = _batch(self.train_images, self.cfg, step, self.steps_per_epoch)
+        # Denoising: the network sees a corrupted copy and is scored against the clean batch.
+        corrupt = self.corrupt
+        noisy = corrupt(x, torch.Generator().manual_seed(tc.seed * 31_337 + step)) if corrupt else x
+        x, noisy = (t.tensor_split(world)[vdist.rank()] for t in (x, noisy))
+        # Contiguous shards: gathering them in rank order rebuilds the global batch exactly,
+        # so k-means and restarts see the rows one process would see, in the same order.
+        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        noisy = noisy.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        with precision.autocast(self.device, tc.precision):
+            out = self.net(noisy, x, frozen_codes=self.frozen_codes)
+        loss = out.losses["total"]
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if tc.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, tc.grad_clip)
+        self.optimizer.step()
+        # Accumulate on the device; the host reads these only at log steps (no per-step sync).
+        self.window_loss_sum += loss.detach()
+        self.window_mse += out.losses["reconstruction"].detach() / self.cfg.model.reconstruction_weight
+        if self.cfg.model.quantizer.enabled:
+            self.window_counts += torch.bincount(out.indices.reshape(-1), minlength=self.model.codebook_size)
+        self.window_steps += 1
+
+    def window_loss(self) -> float:
+        return float(self.window_loss_sum) / self.window_steps
+
+    def log(self, step: int, elapsed: float, lr: float, loss: float) -> dict[str, str]:
+        mse = float(self.window_mse) / self.window_steps
+        counts = vdist.all_reduce_sum(self.window_counts.clone())
+        record = {
+            "type": "train",
+            "step": step,
+            "epoch": step / self.steps_per_epoch,
+            "elapsed_s": round(elapsed, 3),
+            "lr": lr,
+            "loss": loss,
+            "mse": mse,
+            "psnr": 10 * math.log10(1.0 / max(mse, 1e-12)),
+            "usage": float((counts > 0).float().mean()),
+            "images_per_s": self.window_steps
+            * self.cfg.train.batch_size
+            / (time.perf_counter() - self.t_window),
+            "restarts_total": int(self.model.quantizer.restarts_total),
+        }
+        if self.main:
+            append_record(self.metrics, record)
+        self.window_loss_sum.zero_()
+        self.window_mse.zero_()
+        self.window_counts.zero_()
+        self.window_steps, self.t_window = 0, time.perf_counter()
+        return {"loss": f"{loss:.4f}", "psnr": f"{record['psnr']:.2f}", "usage": f"{record['usage']:.2f}"}
+
+    def run_eval(self) -> dict[str, Any]:
+        if not self.td.holdout:
+            return {}
+        return evaluate(self.model, self.td.holdout[: self.cfg.train.eval_images], device=self.device,
+                        with_ssim=False, corruption=self.corrupt)  # fmt: skip
+
+    def evaluate(self, step: int, elapsed: float) -> str | None:
+        line = None
+        if self.main:
+            ev = self.run_eval()
+            if ev:
+                append_record(self.metrics, {"type": "eval", "step": step, "elapsed_s": elapsed, **ev})
+                line = f"step {step}: holdout psnr {ev['psnr']:.2f} dB"
+                if self.cfg.model.quantizer.enabled:  # a plain autoencoder has no codebook to report
+                    line += f", usage {ev['codebook_usage']:.3f}, perplexity {ev['perplexity']:.1f}"
+        self.t_window = time.perf_counter()
+        return line
+
+    def save(self, step: int, elapsed: float, final_eval: dict[str, Any] | None = None) -> None:
+        """Weights and training state (with the metrics file's length, so a resume drops what was
+        logged after them) committed as one set; then the picture and, at the end, eval.json."""
+        if not self.main:
             return
-        ckpt.save_model(run_dir, model)
         state = {
             "step": step,
             "elapsed_s": elapsed,
-            "optimizer": optimizer.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "metrics_bytes": self.metrics.stat().st_size,
         }
-        if device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(device)
-        ckpt.save_train_state(run_dir, state)
-        save_reconstruction_grid(model, fixed, run_dir / ckpt.layout.RECONSTRUCTIONS_FILE, device)
-        if final_eval is not None:
-            ckpt.write_json(run_dir / ckpt.layout.EVAL_FILE, {"data": "holdout", **final_eval})
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        try:
+            ckpt.save_checkpoint(self.run_dir, self.model, state)
+            picture = self.run_dir / ckpt.layout.RECONSTRUCTIONS_FILE
+            save_reconstruction_grid(self.model, self.fixed, picture, self.device)
+            if final_eval is not None:
+                ckpt.write_json(self.run_dir / ckpt.layout.EVAL_FILE, {"data": "holdout", **final_eval})
+        except (OSError, SafetensorError) as e:  # a full disk: one line; the last commit stands
+            raise ckpt.RunError(
+                f"could not save the checkpoint of step {step} in {self.run_dir} ({e}); the last "
+                "complete checkpoint is kept and --resume continues from it"
+            ) from e
 
-    def run_eval() -> dict[str, Any]:
-        if not td.holdout:
-            return {}
-        return evaluate(
-            model, td.holdout[: tc.eval_images], device=device, with_ssim=False, corruption=corrupt
+    def diverged(self, loss: float, step: int, last_good_step: int) -> str:
+        return (
+            f"loss became {loss} before step {step}; training stopped. The last good checkpoint "
+            f"(step {last_good_step}) is kept in {self.run_dir}. Try a lower train.lr or "
+            "train.grad_clip."
         )
-
-    k = model.codebook_size
-    window_loss = torch.zeros((), device=device)
-    window_mse = torch.zeros((), device=device)
-    window_counts = torch.zeros(k, device=device)
-    window_steps, last_good_step = 0, step
-    flag = StopFlag()
-    bar = tqdm(
-        total=horizon.max_steps, initial=step, disable=not (progress and main), unit="step",
-        dynamic_ncols=True, desc="train",
-    )  # fmt: skip
-    t_start = time.perf_counter() - elapsed
-    t_window = time.perf_counter()
-    stopped = "finished"
-    model.train()
-    with graceful_interrupt(flag):
-        while not horizon.done(step, elapsed):
-            lr = learning_rate(tc, step, horizon.progress(step, elapsed))
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x = _batch(train_images, cfg, step, steps_per_epoch)
-            # Denoising: the network sees a corrupted copy and is scored against the clean batch.
-            noisy = corrupt(x, torch.Generator().manual_seed(tc.seed * 31_337 + step)) if corrupt else x
-            x, noisy = (t.tensor_split(world)[vdist.rank()] for t in (x, noisy))
-            # Contiguous shards: gathering them in rank order rebuilds the global batch exactly,
-            # so k-means and restarts see the rows one process would see, in the same order.
-            x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-            noisy = noisy.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-            with precision.autocast(device, tc.precision):
-                out = net(noisy, x, frozen_codes=frozen_codes)
-            loss = out.losses["total"]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if tc.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
-            optimizer.step()
-            step += 1
-            elapsed, agreed_stop = _agree(time.perf_counter() - t_start, flag.requested, device)
-            # Accumulate on the device; the host reads these only at log steps (no per-step sync).
-            window_loss += loss.detach()
-            window_mse += out.losses["reconstruction"].detach() / cfg.model.reconstruction_weight
-            if cfg.model.quantizer.enabled:
-                window_counts += torch.bincount(out.indices.reshape(-1), minlength=k)
-            window_steps += 1
-            bar.update(1)
-            if on_step is not None:
-                on_step(step, model)
-            # One process reads its flag now; several act on the request they agreed on above.
-            stop = agreed_stop if vdist.is_distributed() else flag.requested
-            log_now = step % tc.log_every == 0 or horizon.done(step, elapsed) or stop
-            ckpt_now = step % tc.checkpoint_every == 0
-            if log_now or ckpt_now:
-                mean_loss = float(window_loss) / window_steps
-                if not math.isfinite(mean_loss):
-                    bar.close()
-                    raise TrainingDiverged(
-                        f"loss became {mean_loss} before step {step}; training stopped. The last "
-                        f"good checkpoint (step {last_good_step}) is kept in {run_dir}. Try a "
-                        "lower train.lr or train.grad_clip."
-                    )
-                mse = float(window_mse) / window_steps
-                counts = vdist.all_reduce_sum(window_counts.clone())
-                record = {
-                    "type": "train",
-                    "step": step,
-                    "epoch": step / steps_per_epoch,
-                    "elapsed_s": round(elapsed, 3),
-                    "lr": lr,
-                    "loss": mean_loss,
-                    "mse": mse,
-                    "psnr": 10 * math.log10(1.0 / max(mse, 1e-12)),
-                    "usage": float((counts > 0).float().mean()),
-                    "images_per_s": window_steps * tc.batch_size / (time.perf_counter() - t_window),
-                    "restarts_total": int(model.quantizer.restarts_total),
-                }
-                if main:
-                    _append_metrics(run_dir, record)
-                bar.set_postfix(
-                    loss=f"{mean_loss:.4f}",
-                    psnr=f"{record['psnr']:.2f}",
-                    usage=f"{record['usage']:.2f}",
-                )
-                window_loss.zero_()
-                window_mse.zero_()
-                window_counts.zero_()
-                window_steps, t_window = 0, time.perf_counter()
-            if step % tc.eval_every == 0 and main:
-                ev = run_eval()
-                if ev:
-                    _append_metrics(run_dir, {"type": "eval", "step": step, "elapsed_s": elapsed, **ev})
-                    line = f"step {step}: holdout psnr {ev['psnr']:.2f} dB"
-                    if cfg.model.quantizer.enabled:  # a plain autoencoder has no codebook to report
-                        line += f", usage {ev['codebook_usage']:.3f}, perplexity {ev['perplexity']:.1f}"
-                    bar.write(line)
-                t_window = time.perf_counter()
-            if ckpt_now:
-                save()
-                last_good_step = step
-            if stop:
-                stopped = "interrupted"
-                break
-    bar.close()
-    final = run_eval() if main else {}
-    if main and final:
-        _append_metrics(run_dir, {"type": "eval", "step": step, "elapsed_s": elapsed, **final})
-    save(final if stopped == "finished" else None)
-    vdist.barrier()
-    return TrainResult(run_dir, step, stopped, final, cfg, device, td.train)
 
 
 def start_weights(cfg: RunConfig, run_dir: Path) -> VQVAE:

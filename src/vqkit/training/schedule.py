@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
-from vqkit.config import ConfigError, TrainConfig
+from vqkit.config import ConfigError, StopCriteria
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,15 @@ class Horizon:
     budget_s: float | None
 
     @classmethod
-    def from_config(cls, cfg: TrainConfig, steps_per_epoch: int) -> Horizon:
+    def from_config(
+        cls,
+        cfg: StopCriteria,
+        steps_per_epoch: int,
+        hint: str = "--epochs N, --time-budget MIN or train.max_steps",
+        what: str = "training",
+    ) -> Horizon:
+        """The horizon of a TrainConfig or a StopConfig (validated there: budgets finite and > 0,
+        epochs >= 1); ``hint`` and ``what`` word the error when none is set."""
         steps: list[int] = []
         if cfg.max_steps is not None:
             steps.append(cfg.max_steps)
@@ -30,9 +38,7 @@ class Horizon:
             steps.append(max(1, round(cfg.epochs * steps_per_epoch)))
         budget = cfg.time_budget_min * 60.0 if cfg.time_budget_min is not None else None
         if not steps and budget is None:
-            raise ConfigError(
-                "training needs a stopping point: --epochs N, --time-budget MIN or train.max_steps"
-            )
+            raise ConfigError(f"{what} needs a stopping point: {hint}")
         return cls(max_steps=min(steps) if steps else None, budget_s=budget)
 
     def progress(self, step: int, elapsed_s: float) -> float:
