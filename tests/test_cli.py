@@ -243,7 +243,7 @@ def test_prior_commands_write_their_figures(run_dir: Path, tmp_path: Path) -> No
     assert main(argv) == 0
     doc = json.loads(summary.read_text())
     saved = json.loads((copy / "prior_config.json").read_text())
-    assert doc["step"] == 3 and doc["eval"] == json.loads((copy / "prior_eval.json").read_text())
+    assert doc["step"] == 3 and doc["eval"] == read_result(copy / "prior_eval.json", "prior_eval").data
     assert saved["train"]["device"] == "cpu" and saved["train"]["precision"] == "fp32"
     assert doc["calibration"] == saved["calibration"]
     fit = tmp_path / "calibrate.json"

@@ -15,6 +15,7 @@ from vqkit.cli import main
 from vqkit.pipeline import train
 from vqkit.priors import load_prior, prior_exists
 from vqkit.priors.checkpoint import model_fingerprint
+from vqkit.runs.results import read_result
 
 from .conftest import smooth_images, tiny_run_config
 
@@ -54,7 +55,7 @@ def test_prior_train_writes_its_files(run_dir: Path, capsys: pytest.CaptureFixtu
     assert doc["prior"]["grid"] == [4, 4] and doc["prior"]["codebook_size"] == 16
     assert doc["prior"]["num_classes"] == 3 and doc["class_names"] == ["a", "b", "c"]
     assert doc["data"]["num_val"] == 5 and doc["data"]["num_train"] == 91  # 5 % held out
-    ev = json.loads((run_dir / "prior_eval.json").read_text())
+    ev = read_result(run_dir / "prior_eval.json", "prior_eval").data
     assert ev["log2_codebook_size"] == 4.0 and ev["num_grids"] == 5
     cal = doc["calibration"]  # fitted on the held-out grids at the end, and saved in the weights
     assert cal["data"] == "holdout" and cal["num_grids"] == 5

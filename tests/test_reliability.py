@@ -149,6 +149,27 @@ def test_prior_training_and_calibration_wait_for_no_one(prior_run: Path) -> None
     calibrate_run(prior_run)  # and once the holder is gone, the writer goes ahead
 
 
+def test_carry_static_fit_and_report_wait_for_no_one(prior_run: Path, tmp_path: Path) -> None:
+    """Every writer of a run folder takes its lock: carrying entropy models, fitting the static
+    table and writing the report are refused while another process writes, and go ahead after."""
+    from vqkit.cli import main
+    from vqkit.codec import carry_entropy_models, fit_static_model
+
+    spec = json.loads((prior_run / "config.json").read_text())["config"]["data"]["spec"]
+    holder = hold_lock_in_subprocess(prior_run)
+    try:
+        with pytest.raises(RunError, match=rf"PID {holder.pid}"):
+            fit_static_model(prior_run, spec)
+        with pytest.raises(RunError, match=rf"PID {holder.pid}"):
+            carry_entropy_models(tmp_path / "elsewhere", prior_run)
+        assert main(["report", str(prior_run), "-o", str(tmp_path / "report.html")]) == 1
+        assert not (tmp_path / "report.html").exists()
+    finally:
+        holder.communicate("")
+    assert main(["report", str(prior_run), "-o", str(tmp_path / "report.html")]) == 0
+    fit_static_model(prior_run, spec)
+
+
 def test_a_killed_writers_lock_is_taken_over(tiny_npz: Path, tmp_path: Path) -> None:
     """A writer killed with -9 leaves its lock file behind; the next writer takes it over."""
     run = tmp_path / "run"

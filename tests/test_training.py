@@ -17,6 +17,7 @@ from vqkit.config import ConfigError
 from vqkit.models import VQVAE
 from vqkit.pipeline import train
 from vqkit.runs import load_model, write_text
+from vqkit.runs.results import read_result
 from vqkit.training import TrainingDiverged
 from vqkit.training.schedule import Horizon, learning_rate
 
@@ -39,7 +40,7 @@ def test_run_folder_contents(tiny_npz: Path, tmp_path: Path) -> None:
     assert state["step"] == 12 and "optimizer" in state
     doc = json.loads((run / "config.json").read_text())
     assert doc["format"] == "vqkit-run" and doc["config"]["train"]["max_steps"] == 12
-    ev = json.loads((run / "eval.json").read_text())
+    ev = read_result(run / "eval.json", "eval").data  # a versioned result, as the report reads it
     assert {"psnr", "codebook_usage", "perplexity", "dead_codes", "bpp_nominal"} <= set(ev)
     assert not list(run.glob(".*"))  # no temporary files left behind by atomic writes
 

@@ -6,6 +6,7 @@ is the one place that runs the two in order, for the command line and for ``vqki
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from vqkit.codec import carry_entropy_models, fit_static_model
 from vqkit.config import RunConfig
 from vqkit.data import ImageSet
 from vqkit.models import VQVAE
-from vqkit.runs import registry
+from vqkit.runs import registry, run_lock
 from vqkit.training import TrainResult
 from vqkit.training import train as train_model
 
@@ -33,11 +34,14 @@ def train(
     """Train a VQ-VAE into ``run_dir`` (see :func:`vqkit.training.train`); once training finishes,
     fit the codec's entropy models so that ``vqkit compress`` works on the fresh run, and record the
     run in the local registry (:mod:`vqkit.runs.registry`) so that files naming its model find it."""
-    result = train_model(cfg, run_dir, resume=resume, progress=progress, data=data, on_step=on_step)
-    if vdist.is_main() and result.stopped == "finished":
-        fit_entropy_models(result)
-    if vdist.is_main():
-        registry.register(result.run_dir)  # a stopped run has weights too; resuming re-registers it
+    # Rank 0 writes the run folder and holds its lock from training to the codec's tables, so no
+    # other writer slips in between (training takes the same lock again; it is reentrant).
+    with run_lock(run_dir, "training") if vdist.is_main() else contextlib.nullcontext():
+        result = train_model(cfg, run_dir, resume=resume, progress=progress, data=data, on_step=on_step)
+        if vdist.is_main() and result.stopped == "finished":
+            fit_entropy_models(result)
+        if vdist.is_main():
+            registry.register(result.run_dir)  # a stopped run has weights too; resuming re-registers it
     vdist.barrier()
     return result
 

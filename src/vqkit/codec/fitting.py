@@ -24,7 +24,7 @@ from vqkit.codec.tables import frequencies_from_counts
 from vqkit.data import ImageSet, load_dataset
 from vqkit.priors.checkpoint import load_prior, prior_exists, read_prior_doc, save_prior
 from vqkit.priors.model import CodePrior
-from vqkit.runs import Run, RunError, model_fingerprint, read_format_json, write_json
+from vqkit.runs import Run, RunError, model_fingerprint, read_format_json, run_lock, write_json
 from vqkit.runs.layout import MODEL_FILE, PRIOR_CONFIG_FILE, PRIOR_EVAL_FILE, PRIOR_FILE, STATIC_TABLE_FILE
 
 STATIC_FORMAT = "vqkit-entropy-static"
@@ -70,7 +70,20 @@ def fit_static_model(
     batch_size: int = 256,
 ) -> Path:
     """Count the codes of ``images`` (arrays, an ImageSet or a data spec; normally the training set)
-    under the run's model and write ``entropy_static.json`` into the run folder. Returns its path."""
+    under the run's model and write ``entropy_static.json`` into the run folder. Returns its path.
+    Holds the run folder's writer lock."""
+    with run_lock(run_dir, "fitting the static table"):
+        return _fit_static_model(run_dir, images, device=device, precision=precision, batch_size=batch_size)
+
+
+def _fit_static_model(
+    run_dir: str | Path,
+    images: ImageSet | Sequence[np.ndarray] | str | Path,
+    *,
+    device: str = "cpu",
+    precision: str = "auto",
+    batch_size: int = 256,
+) -> Path:
     run = Run.load(run_dir, device, precision)
     arrays = as_model_inputs(images, run.channels)
     if not arrays:
@@ -129,7 +142,13 @@ def carry_entropy_models(source: str | Path, run_dir: str | Path) -> list[Path]:
     ``run_dir``'s model fingerprint, and return the files written. Only for runs that compute the
     same codes: every tensor outside the decoder must be bitwise equal (a decoder fine-tune,
     ``train.trainable=decoder``), else RunError. Entropy models describe codes, not pictures, so
-    they hold unchanged; files compressed before still need the run that wrote them."""
+    they hold unchanged; files compressed before still need the run that wrote them. Holds
+    ``run_dir``'s writer lock."""
+    with run_lock(run_dir, "carrying entropy models"):
+        return _carry_entropy_models(Path(source), Path(run_dir))
+
+
+def _carry_entropy_models(source: Path, run_dir: Path) -> list[Path]:
     source, run_dir = Path(source), Path(run_dir)
     theirs, ours = (_load_weights(d) for d in (source, run_dir))
     shared = sorted(k for k in theirs if not k.startswith("decoder."))

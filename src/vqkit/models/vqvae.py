@@ -16,7 +16,7 @@ from torch import nn
 
 from vqkit.config import ModelConfig
 from vqkit.networks import Decoder, Encoder
-from vqkit.quantizers import NoCodesError, Quantizer, QuantizerOutput, build_quantizer
+from vqkit.quantizers import Quantizer, QuantizerOutput, build_quantizer
 
 
 @dataclass
@@ -134,8 +134,3 @@ class VQVAE(nn.Module):
         )
         losses["total"] = sum(losses.values(), torch.zeros((), device=images.device))
         return VQVAEOutput(reconstruction=recon, indices=q.indices, losses=losses)
-
-    def _require_quantizer(self) -> None:
-        """NoCodesError unless the model has discrete codes (vqkit.runs.Run calls it)."""
-        if not self.quantizer.discrete:
-            raise NoCodesError("this model was trained with quantization disabled: it has no codes")

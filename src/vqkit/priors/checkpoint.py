@@ -158,10 +158,3 @@ def load_prior(run_dir: str | Path, device: str | torch.device = "cpu") -> CodeP
 
 def load_prior_state(run_dir: Path) -> dict[str, Any]:
     return load_train_state(run_dir, PRIOR_STATE_FILE)
-
-
-def prior_config_of(doc: dict[str, Any]) -> PriorConfig:
-    try:
-        return prior_config_from_dict(doc["prior"])
-    except (KeyError, ConfigError) as e:
-        raise RunError(f"{PRIOR_CONFIG_FILE}: bad prior config: {e}") from e

@@ -20,7 +20,8 @@ from vqkit.priors.data import CodeSet, canonical_spec, codes_path, load_augmente
 from vqkit.priors.evaluate import check_codes, evaluate_prior
 from vqkit.priors.fit import fit_prior, steps_per_epoch
 from vqkit.priors.model import CodePrior
-from vqkit.runs import Run, RunError, layout, run_lock, write_json, write_text
+from vqkit.runs import Run, RunError, layout, run_lock, write_text
+from vqkit.runs.results import write_result
 from vqkit.training.fitting import append_record, resume_metrics
 from vqkit.training.loop import resolve_device
 from vqkit.training.schedule import Horizon
@@ -263,7 +264,7 @@ def _train_prior(
         pck.save_prior(run_dir, result.prior, info={**info, "step": result.step}, fingerprint=fingerprint)
     if len(val_set) and result.stopped == "finished":
         ev = {"data": "holdout", "spec": spec, "step": result.step, **evaluate_prior(result.prior, val_set)}
-        write_json(run_dir / layout.PRIOR_EVAL_FILE, ev)
+        write_result(run_dir, layout.PRIOR_EVAL_FILE, "prior_eval", ev)
         summary["eval"] = ev
     return summary
 

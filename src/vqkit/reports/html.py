@@ -19,7 +19,7 @@ from typing import Any
 from vqkit._version import __version__
 from vqkit.reports.plots import training_curves_png, xy_plot_png
 from vqkit.reports.tables import denoise_table, dict_table, fmt, probe_table, rd_table, records_table
-from vqkit.runs import RunError, layout, read_config_doc, write_text
+from vqkit.runs import RunError, layout, read_config_doc, run_lock, write_text
 from vqkit.runs.layout import CONFIG_FILE, METRICS_FILE
 from vqkit.runs.results import Result, read_result
 
@@ -296,8 +296,12 @@ def build_report(run_dir: str | Path) -> str:
 
 
 def write_report(run_dir: str | Path, output: str | Path) -> Path:
+    """Write the report of ``run_dir`` to ``output``, holding the run folder's writer lock (the report
+    is one of its writers, and no other may change the results while they are read)."""
     output = Path(output)
     if output.is_dir():
         raise RunError(f"{output} is a folder; give a file name such as report.html")
-    write_text(output, build_report(run_dir))
+    read_config_doc(Path(run_dir))  # a missing or foreign folder is refused before the lock makes it
+    with run_lock(run_dir, "report"):
+        write_text(output, build_report(run_dir))
     return output

@@ -17,8 +17,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from vqkit.runs.fingerprint import model_fingerprint
 from vqkit.runs.files import RunError, write_json
+from vqkit.runs.fingerprint import model_fingerprint
 
 REGISTRY_FORMAT = "vqkit-run-registry"
 REGISTRY_FORMAT_VERSION = 1

@@ -47,7 +47,7 @@ def evaluate(
             z = model.encode_latents(x_in)
             q = model.quantize(z)
             recon = model.decode(q.quantized).clamp(0, 1)[..., :h, :w]
-            if model.config.quantizer.enabled:
+            if model.quantizer.discrete:
                 usage.update(q.indices)
                 grid = (q.indices.shape[1], q.indices.shape[2])
                 bits += nominal_bpp(model.codebook_size, grid, (h, w)) * h * w * len(batch)
@@ -69,7 +69,7 @@ def evaluate(
     }
     if with_ssim:
         result["ssim"] = float(np.concatenate(ssims).mean())
-    if model.config.quantizer.enabled:
+    if model.quantizer.discrete:
         result.update(
             codebook_usage=usage.usage,
             perplexity=usage.perplexity,

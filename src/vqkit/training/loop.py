@@ -31,6 +31,7 @@ from vqkit.config import ConfigError, RunConfig, to_dict
 from vqkit.data import ImageSet, load_dataset, random_crop_flip, split_holdout, to_float
 from vqkit.data.corruptions import parse_corruption
 from vqkit.models import VQVAE
+from vqkit.runs.results import write_result
 from vqkit.training.evaluate import evaluate
 from vqkit.training.fitting import (
     Cadence,
@@ -299,7 +300,7 @@ class _VQVAETask:
         # Accumulate on the device; the host reads these only at log steps (no per-step sync).
         self.window_loss_sum += loss.detach()
         self.window_mse += out.losses["reconstruction"].detach() / self.cfg.model.reconstruction_weight
-        if self.cfg.model.quantizer.enabled:
+        if self.model.quantizer.discrete:
             self.window_counts += torch.bincount(out.indices.reshape(-1), minlength=self.model.codebook_size)
         self.window_steps += 1
 
@@ -345,7 +346,7 @@ class _VQVAETask:
             if ev:
                 append_record(self.metrics, {"type": "eval", "step": step, "elapsed_s": elapsed, **ev})
                 line = f"step {step}: holdout psnr {ev['psnr']:.2f} dB"
-                if self.cfg.model.quantizer.enabled:  # a plain autoencoder has no codebook to report
+                if self.model.quantizer.discrete:  # a plain autoencoder has no codebook to report
                     line += f", usage {ev['codebook_usage']:.3f}, perplexity {ev['perplexity']:.1f}"
         self.t_window = time.perf_counter()
         return line
@@ -369,7 +370,7 @@ class _VQVAETask:
             picture = self.run_dir / ckpt.layout.RECONSTRUCTIONS_FILE
             save_reconstruction_grid(self.model, self.fixed, picture, self.device)
             if final_eval is not None:
-                ckpt.write_json(self.run_dir / ckpt.layout.EVAL_FILE, {"data": "holdout", **final_eval})
+                write_result(self.run_dir, ckpt.layout.EVAL_FILE, "eval", {"data": "holdout", **final_eval})
         except (OSError, SafetensorError) as e:  # a full disk: one line; the last commit stands
             raise ckpt.RunError(
                 f"could not save the checkpoint of step {step} in {self.run_dir} ({e}); the last "
