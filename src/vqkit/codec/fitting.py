@@ -73,40 +73,29 @@ def fit_static_model(
     under the run's model and write ``entropy_static.json`` into the run folder. Returns its path.
     Holds the run folder's writer lock."""
     with run_lock(run_dir, "fitting the static table"):
-        return _fit_static_model(run_dir, images, device=device, precision=precision, batch_size=batch_size)
-
-
-def _fit_static_model(
-    run_dir: str | Path,
-    images: ImageSet | Sequence[np.ndarray] | str | Path,
-    *,
-    device: str = "cpu",
-    precision: str = "auto",
-    batch_size: int = 256,
-) -> Path:
-    run = Run.load(run_dir, device, precision)
-    arrays = as_model_inputs(images, run.channels)
-    if not arrays:
-        raise CodecError("fit_static_model needs at least one image")
-    k = run.model.codebook_size
-    counts = np.zeros(k, dtype=np.int64)
-    for start in range(0, len(arrays), 4096):
-        for grid in run.encode(arrays[start : start + 4096], batch_size=batch_size):
-            counts += np.bincount(grid.reshape(-1), minlength=k)
-    doc = {
-        "format": STATIC_FORMAT,
-        "format_version": STATIC_FORMAT_VERSION,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "model_fingerprint": model_fingerprint(run.path),
-        "codebook_size": k,
-        "images": len(arrays),
-        "codes": int(counts.sum()),
-        "source": str(images) if isinstance(images, str | Path) else f"{len(arrays)} images",
-        "counts": counts.tolist(),
-    }
-    path = run.path / STATIC_TABLE_FILE
-    write_json(path, doc)
-    return path
+        run = Run.load(run_dir, device, precision)
+        arrays = as_model_inputs(images, run.channels)
+        if not arrays:
+            raise CodecError("fit_static_model needs at least one image")
+        k = run.model.codebook_size
+        counts = np.zeros(k, dtype=np.int64)
+        for start in range(0, len(arrays), 4096):
+            for grid in run.encode(arrays[start : start + 4096], batch_size=batch_size):
+                counts += np.bincount(grid.reshape(-1), minlength=k)
+        doc = {
+            "format": STATIC_FORMAT,
+            "format_version": STATIC_FORMAT_VERSION,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "model_fingerprint": model_fingerprint(run.path),
+            "codebook_size": k,
+            "images": len(arrays),
+            "codes": int(counts.sum()),
+            "source": str(images) if isinstance(images, str | Path) else f"{len(arrays)} images",
+            "counts": counts.tolist(),
+        }
+        path = run.path / STATIC_TABLE_FILE
+        write_json(path, doc)
+        return path
 
 
 def load_static_table(run_dir: Path, codebook_size: int, digest: bytes) -> np.ndarray | None:
