@@ -5,7 +5,7 @@ run folder, under a name from :mod:`vqkit.runs.layout`) and, for ``--json PATH``
 :func:`write_result_file`. The report reads them back with :func:`read_result` only, so a file from a
 newer vqkit, of another kind or of no known format is refused with a clear message, never guessed at.
 
-    {"format": "vqkit-result", "format_version": 1, "kind": "rd", "vqkit_version": "0.1.0",
+    {"format": "vqkit-result", "format_version": 1, "kind": "rd", "vqkit_version": "0.2.0",
      "created": "2026-12-06T03:00:00+00:00", "data": {...}}
 
 ``data`` per kind (the keys the report relies on; commands may add more):
