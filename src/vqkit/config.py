@@ -23,12 +23,22 @@ class ConfigError(ValueError):
     """A configuration file or override is malformed (unknown key, wrong type, bad value)."""
 
 
+QUANTIZER_KINDS = ("vq", "fsq", "lfq", "bsq", "simvq")
+
+
 @dataclass(frozen=True)
 class QuantizerConfig:
-    """Vector quantizer: nearest codeword per latent position (VQ-VAE, van den Oord et al. 2017)."""
+    """The quantizer: by default vector quantization, the nearest codeword per latent position
+    (VQ-VAE, van den Oord et al. 2017); ``kind`` chooses another member of the family."""
 
     enabled: bool = True  # False: a plain autoencoder with the same networks (for comparisons)
-    codebook_size: int = 512  # K
+    # vq: a learned codebook (EMA, k-means initialisation, restarts; options below);
+    # fsq: finite scalar quantization, bounded scalars rounded to ``levels`` (Mentzer et al. 2023);
+    # lfq: lookup-free quantization, the sign of each of log2(K) dimensions (MAGVIT-v2, Yu et al. 2023);
+    # bsq: binary spherical quantization, signs of an l2-normalised log2(K)-dim vector (Zhao et al. 2024);
+    # simvq: a frozen random codebook through one learned linear map (Zhu et al. 2024).
+    kind: str = "vq"
+    codebook_size: int = 512  # K; fsq: the product of ``levels``; lfq, bsq: a power of two
     code_dim: int = 64  # D, channels of the encoder output z
     # Lower-dimensional code space (ViT-VQGAN, Yu et al. 2021, sec. 3.2): project z (D) -> lookup_dim
     # before the nearest-neighbour search and back after. None: search in D directly.
@@ -46,9 +56,29 @@ class QuantizerConfig:
     # A code is dead when its share of the window's assignments is below dead_threshold / K,
     # i.e. it is used at less than this fraction of the uniform rate.
     dead_threshold: float = 0.1
+    # vq: the rotation trick (Fifty et al. 2024): the straight-through gradient is rotated and scaled
+    # from z onto its code instead of copied, so angle and norm reach the encoder.
+    rotation_trick: bool = False
+    levels: tuple[int, ...] = (8, 8, 8)  # fsq: quantization levels per dimension (K = their product)
+    entropy_weight: float = 0.1  # lfq, bsq: weight of the entropy term that spreads code usage
 
     def __post_init__(self) -> None:
+        require(self.kind in QUANTIZER_KINDS, f"quantizer.kind must be one of {', '.join(QUANTIZER_KINDS)}")
         require(self.codebook_size >= 2, "quantizer.codebook_size must be >= 2")
+        if self.kind == "fsq":
+            product = math.prod(self.levels)
+            require(len(self.levels) >= 1 and min(self.levels) >= 2, "quantizer.levels must be integers >= 2")
+            require(
+                self.codebook_size == product,
+                f"quantizer.codebook_size must equal the product of quantizer.levels ({product}) for fsq",
+            )
+        if self.kind in ("lfq", "bsq"):
+            require(
+                self.codebook_size & (self.codebook_size - 1) == 0,
+                f"quantizer.codebook_size must be a power of two for {self.kind} (2 ** bits)",
+            )
+        require(self.entropy_weight >= 0, "quantizer.entropy_weight must be >= 0")
+        require(not self.rotation_trick or self.kind == "vq", "quantizer.rotation_trick is an option of vq")
         require(self.code_dim >= 1, "quantizer.code_dim must be >= 1")
         require(self.lookup_dim is None or self.lookup_dim >= 1, "quantizer.lookup_dim must be >= 1")
         require(0.0 < self.ema_decay < 1.0, "quantizer.ema_decay must be in (0, 1)")
@@ -230,9 +260,13 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"{key}: expected {tp}, got {value!r}")
-    if origin is tuple:  # fixed-length tuples (a prior's grid); JSON gives them as lists
+    if origin is tuple:  # JSON gives tuples as lists
         args = typing.get_args(tp)
-        if isinstance(value, list | tuple) and len(value) == len(args):
+        if len(args) == 2 and args[1] is Ellipsis:  # tuple[int, ...]: any length (FSQ's levels)
+            if isinstance(value, list | tuple):
+                return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if isinstance(value, list | tuple) and len(value) == len(args):  # fixed length (a prior's grid)
             return tuple(
                 _coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))
             )
