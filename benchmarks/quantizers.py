@@ -1,0 +1,180 @@
+"""The quantizer family against vector-quantize-pytorch's implementations, in the same networks and
+the same training loop, for the same wall-clock budget on CIFAR-10.
+
+    python benchmarks/quantizers.py --budget 30                 # every kind, both stacks (hours)
+    python benchmarks/quantizers.py --budget 2 --kinds fsq lfq  # a quick look at two kinds
+
+For each kind (9 bits per position at 8x8 codes: vq K=512, vq with the rotation trick, fsq levels
+8x8x8, lfq and bsq 9 bits, simvq K=512) two runs, one after the other, each in its own process:
+  vqkit      recipes/cifar10-KIND.json through vqkit.training.train
+  reference  the same recipe, networks and loop with vector-quantize-pytorch's quantizer of that kind
+             (VectorQuantize, VectorQuantize(rotation_trick=True), FSQ, LFQ, LFQ(spherical=True),
+             SimVQ) at its defaults apart from the sizes, wrapped in vqkit's quantizer contract
+Then every model is evaluated on the lossless CIFAR-10 val images: PSNR, SSIM, codebook usage and
+perplexity over the (implicit) codebook, and the training images/s from its metrics. Prints a table
+with vqkit / reference ratios and writes benchmarks/results/quantizers-DATE.json.
+Needs the optional extra: pip install -e '.[bench]'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, SHARED_DATA, machine, write_result
+from vqkit.config import QuantizerConfig, RunConfig, load_config
+from vqkit.data import load_dataset
+from vqkit.models import VQVAE
+from vqkit.quantizers import Quantizer, QuantizerOutput
+from vqkit.training import evaluate, train
+
+KINDS = ("vq", "vq-rotation", "fsq", "lfq", "bsq", "simvq")
+RECIPES = {kind: ROOT / "recipes" / f"cifar10-{kind}.json" for kind in KINDS}
+RECIPES["vq"] = ROOT / "recipes" / "cifar10.json"
+
+
+def reference_module(kind: str, q: QuantizerConfig) -> torch.nn.Module:
+    """vector-quantize-pytorch's quantizer of ``kind`` for latents of q.code_dim channels."""
+    import vector_quantize_pytorch as vqp
+
+    dim, k = q.code_dim, q.codebook_size
+    if kind in ("vq", "vq-rotation"):
+        return vqp.VectorQuantize(dim=dim, codebook_size=k, decay=0.99, commitment_weight=q.beta,
+                                  accept_image_fmap=True, rotation_trick=kind == "vq-rotation")  # fmt: skip
+    if kind == "fsq":
+        return vqp.FSQ(levels=list(q.levels), dim=dim, channel_first=True)
+    if kind in ("lfq", "bsq"):
+        spherical = kind == "bsq"  # its BSQ: LFQ on the unit sphere
+        return vqp.LFQ(dim=dim, codebook_size=k, entropy_loss_weight=q.entropy_weight,
+                       commitment_loss_weight=q.beta, channel_first=True, spherical=spherical)  # fmt: skip
+    if kind == "simvq":
+        return vqp.SimVQ(dim=dim, codebook_size=k, channel_first=True)
+    raise ValueError(kind)
+
+
+class ReferenceQuantizer(Quantizer):
+    """A vector-quantize-pytorch module behind vqkit's quantizer contract, so that it trains in
+    vqkit's loop and evaluates with vqkit's metrics. Only what training and evaluation use."""
+
+    discrete = True
+
+    def __init__(self, module: torch.nn.Module, codebook_size: int) -> None:
+        super().__init__()
+        self.module = module
+        self.k = codebook_size
+        self.restarts_total = torch.zeros((), dtype=torch.long)
+
+    @property
+    def codebook_size(self) -> int:
+        return self.k
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        with torch.autocast(z.device.type, enabled=False):  # float32, as vqkit's quantizers
+            out = self.module(z.float())
+        quantized, indices = out[0], out[1]
+        loss = out[2] if len(out) > 2 else None
+        losses = {}
+        if loss is not None:
+            losses["quantizer"] = loss.sum() if loss.ndim else loss
+        return QuantizerOutput(
+            quantized.to(z.dtype), indices.long().reshape(z.shape[0], *z.shape[2:]), losses
+        )
+
+    def frozen(self, z: torch.Tensor) -> QuantizerOutput:
+        return self.forward(z)
+
+
+def worker(kind: str, stack: str, budget: float, out: Path, a: argparse.Namespace) -> None:
+    """Train one model in this process and write its figures to ``out``/result.json."""
+    torch.manual_seed(0)
+    cfg: RunConfig = load_config(RECIPES[kind], [f"data.spec={a.train}"])
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, time_budget_min=budget))
+    if stack == "reference":
+        import vqkit.models.vqvae as vqvae_module
+
+        module = reference_module(kind, cfg.model.quantizer)
+        vqvae_module.build_quantizer = lambda q: ReferenceQuantizer(module, q.codebook_size)  # type: ignore[assignment]
+    models: list[VQVAE] = []
+    data = load_dataset(a.train, max_images=a.max_train_images)
+    result = train(cfg, out / "run", data=data, progress=False,
+                   on_step=lambda step, model: models.append(model) if not models else None)  # fmt: skip
+    val = load_dataset(a.val, max_images=a.max_val_images)
+    ev = evaluate(models[0], val.images, device=torch.device("cpu"))
+    rates = [
+        r["images_per_s"]
+        for r in map(json.loads, (out / "run" / "metrics.jsonl").read_text().splitlines())
+        if r.get("type") == "train"
+    ]
+    doc = {"kind": kind, "stack": stack, "steps": result.step, "images_per_s": float(np.median(rates)), **ev}
+    (out / "result.json").write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--budget", type=float, default=30.0, help="minutes of training per model (default 30)")
+    p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="kinds to compare")
+    p.add_argument("--no-reference", action="store_true", help="vqkit only (no vector-quantize-pytorch)")
+    p.add_argument("--train", default=str(SHARED_DATA / "cifar10" / "train"), help="training data spec")
+    p.add_argument("--val", default=str(SHARED_DATA / "cifar10" / "val"), help="evaluation data spec")
+    p.add_argument("--max-train-images", type=int, help="use the first N training images")
+    p.add_argument("--max-val-images", type=int, help="evaluate on the first N val images")
+    p.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "runs" / "quantizers",
+                   help="where the runs go (git-ignored)")  # fmt: skip
+    p.add_argument("--out", type=Path, help="results JSON (default benchmarks/results/quantizers-DATE.json)")
+    p.add_argument("--worker", nargs=2, metavar=("KIND", "STACK"), help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.worker:
+        worker(a.worker[0], a.worker[1], a.budget, a.work / f"{a.worker[0]}-{a.worker[1]}", a)
+        return 0
+    when = datetime.now()
+    stacks = ["vqkit"] if a.no_reference else ["vqkit", "reference"]
+    rows: list[dict[str, Any]] = []
+    passthrough = ["--budget", str(a.budget), "--train", a.train, "--val", a.val, "--work", str(a.work)]
+    for flag in ("max_train_images", "max_val_images"):
+        if getattr(a, flag) is not None:
+            passthrough += [f"--{flag.replace('_', '-')}", str(getattr(a, flag))]
+    for kind in a.kinds:
+        for stack in stacks:
+            out = a.work / f"{kind}-{stack}"
+            subprocess.run(["rm", "-rf", str(out)], check=True)
+            print(f"training {kind} ({stack}) for {a.budget:g} min", flush=True)
+            done = subprocess.run([sys.executable, __file__, "--worker", kind, stack, *passthrough])
+            if done.returncode != 0:
+                rows.append({"kind": kind, "stack": stack, "error": f"exit {done.returncode}"})
+                continue
+            rows.append(json.loads((out / "result.json").read_text()))
+    print(f"\n{'kind':<12} {'stack':<10} {'PSNR':>6} {'SSIM':>6} {'usage':>6} {'perpl.':>7} {'img/s':>7}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['kind']:<12} {r['stack']:<10} failed: {r['error']}")
+            continue
+        print(f"{r['kind']:<12} {r['stack']:<10} {r['psnr']:>6.2f} {r['ssim']:>6.3f} "
+              f"{r['codebook_usage']:>6.3f} {r['perplexity']:>7.1f} {r['images_per_s']:>7.0f}")  # fmt: skip
+    ratios = []
+    for kind in a.kinds:
+        pair = {r["stack"]: r for r in rows if r["kind"] == kind and "error" not in r}
+        if len(pair) == 2:
+            v, ref = pair["vqkit"], pair["reference"]
+            ratios.append({"kind": kind, "psnr_difference_db": v["psnr"] - ref["psnr"],
+                           "speed_ratio": v["images_per_s"] / ref["images_per_s"]})  # fmt: skip
+            print(f"{kind}: vqkit - reference PSNR {ratios[-1]['psnr_difference_db']:+.2f} dB, "
+                  f"speed x{ratios[-1]['speed_ratio']:.2f}")  # fmt: skip
+    doc = {"benchmark": "quantizers", "date": when.isoformat(timespec="seconds"),
+           "command": [sys.executable, *sys.argv], "machine": machine(), "budget_min": a.budget,
+           "rows": rows, "ratios": ratios}  # fmt: skip
+    write_result(doc, "quantizers", when, a.out)
+    return 1 if any("error" in r for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
