@@ -178,7 +178,7 @@ def test_float32_and_the_same_codes_under_bf16_autocast() -> None:
 # ------------------------------------------------------------------------------------- candidates
 
 
-@pytest.mark.parametrize("levels", [LEVELS, (8, 8, 8), (2, 2, 2, 2)])
+@pytest.mark.parametrize("levels", [LEVELS, (8, 8, 8), (2, 2, 2, 2), (16, 3)])
 def test_candidates_are_the_nearest_codes_in_order(levels: tuple[int, ...]) -> None:
     q = make(levels)
     z = latents(2, 6, 4, 4)

@@ -163,26 +163,27 @@ class FiniteScalarQuantizer(Quantizer):
         with torch.autocast(z.device.type, enabled=False):
             bounded = self._bounded(z).permute(0, 2, 3, 1).reshape(-1, self.dim, 1)  # (N, d, 1)
         sizes = tuple(int(n) for n in self.levels)
-        widest = max(sizes)
-        # Every dimension's levels in level units, padded to the widest: (d, Lmax).
-        steps = torch.arange(widest, device=z.device)
-        valid = steps.unsqueeze(0) < self.levels.unsqueeze(1)  # (d, Lmax)
-        values = (steps.unsqueeze(0) - (self.levels // 2).unsqueeze(1)).float()
-        # Per-dimension squared distances in the code space (N, d, Lmax); padding is infinitely far.
-        dist = ((bounded - values) / self.half_width.view(1, -1, 1)).pow(2)
-        dist = torch.where(valid, dist, torch.full_like(dist, float("inf")))
+        levels, half = self.levels.view(1, -1, 1), (self.levels // 2).view(1, -1, 1)
+        rounded = bounded.round().long() + half  # (N, d, 1): encode()'s digits
+        # A dimension's k nearest levels lie within k - 1 levels of the rounded one: a window of
+        # 2k - 1 digits from there bounds the work by k, not by L.
+        width = min(max(sizes), 2 * k - 1)
+        start = (rounded - (k - 1)).clamp(min=0)
+        digits = start + torch.arange(width, device=z.device)  # (N, d, W)
+        # Per-dimension squared distances in the code space (N, d, W); digits past L are infinitely far.
+        dist = ((bounded - (digits - half).float()) / self.half_width.view(1, -1, 1)).pow(2)
+        dist = dist.masked_fill(digits >= levels, float("inf"))
         # Rank 0 of every dimension is the rounded level (a half-way tie goes where round() sends
         # it), so the all-zero rank tuple is encode()'s code.
-        rounded = bounded.round().long() + (self.levels // 2).view(1, -1, 1)  # (N, d, 1) digits
-        key = dist.scatter(2, rounded, -1.0)
-        order = key.sort(dim=2, stable=True).indices  # (N, d, Lmax): digits nearest first
-        near_dist = dist.gather(2, order)
+        key = dist.masked_fill(digits == rounded, -1.0)
+        order = key.sort(dim=2, stable=True).indices  # (N, d, W): nearest first
+        near_dist, near_digit = dist.gather(2, order), digits.gather(2, order)
         tuples = rank_tuples(k, sizes).to(z.device)  # (T, d)
         total = torch.zeros(bounded.shape[0], tuples.shape[0], device=z.device)  # (N, T)
         index = torch.zeros(bounded.shape[0], tuples.shape[0], dtype=torch.long, device=z.device)
         for i in range(self.dim):  # summed in one fixed order: a dominated tuple is never larger
             total += near_dist[:, i, tuples[:, i]]
-            index += order[:, i, tuples[:, i]] * self.basis[i]
+            index += near_digit[:, i, tuples[:, i]] * self.basis[i]
         # Stable: equal distances keep the tuples' order (rank sum, then lexicographic).
         pick = total.sort(dim=1, stable=True).indices[:, :k]
         return index.gather(1, pick).view(b, h, w, k)
