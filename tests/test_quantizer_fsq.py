@@ -15,6 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from vqkit.cli import main
 from vqkit.codec import compress_images, decode_codes, decompress
 from vqkit.codec.search import SearchConfig
 from vqkit.config import QuantizerConfig, RunConfig, load_config
@@ -24,7 +25,8 @@ from vqkit.pipeline import train
 from vqkit.priors import train_prior
 from vqkit.quantizers import build_quantizer
 from vqkit.quantizers.fsq import FiniteScalarQuantizer, rank_tuples
-from vqkit.runs import Run
+from vqkit.runs import Run, layout
+from vqkit.runs.results import read_result
 from vqkit.tasks.features import extract_features
 from vqkit.training import evaluate
 
@@ -302,10 +304,18 @@ def test_evaluation_counts_usage_over_the_implicit_codebook(fsq_run: Path) -> No
     assert ev["perplexity"] == pytest.approx(perplexity, rel=1e-4)
 
 
-def test_prior_and_features(fsq_run: Path) -> None:
-    run_dir = fsq_run
-    train_prior(run_dir, max_steps=4, overrides=TINY_PRIOR, progress=False)
-    assert (run_dir / "prior_eval.json").is_file()
+@pytest.fixture(scope="module")
+def fsq_prior_run(fsq_run: Path) -> Path:
+    """The tiny run with a tiny prior over its codes."""
+    train_prior(fsq_run, max_steps=4, overrides=TINY_PRIOR, progress=False)
+    return fsq_run
+
+
+def test_prior_and_features(fsq_prior_run: Path) -> None:
+    run_dir = fsq_prior_run
+    prior_eval = read_result(run_dir / layout.PRIOR_EVAL_FILE, "prior_eval").data
+    # A prior over K = 16 codes, 4 steps in: held-out cost near log2 16 = 4 bits, finite and positive.
+    assert 0 < prior_eval["nll_bits_per_code"] < 6
     run = Run.load(run_dir)
     images = smooth_images(5, seed=3)
     feats = extract_features(run, ImageSet(
@@ -316,6 +326,24 @@ def test_prior_and_features(fsq_run: Path) -> None:
     np.testing.assert_array_equal(np.stack(feats.indices), np.stack(run.encode(list(images))))
     counts = np.stack([np.bincount(g.reshape(-1), minlength=16) for g in feats.indices])
     np.testing.assert_allclose(feats.histograms, counts / 16)
+
+
+def test_samples_codebook_picture_and_report(fsq_prior_run: Path) -> None:
+    """The commands after training, each through the command line: sampling from the prior, the
+    codebook picture with its health over the implicit codebook, and the report showing both."""
+    run_dir, data = fsq_prior_run, fsq_prior_run.parent / "data.npz"
+    assert main(["sample", str(run_dir), "-n", "4"]) == 0
+    assert (run_dir / layout.SAMPLES_FILE).is_file()
+    assert main(["codebook", str(run_dir), "-o", str(run_dir.parent / "cb.png"), "--data", str(data)]) == 0
+    health = read_result(run_dir / layout.CODEBOOK_FILE, "codebook").data
+    counts = np.bincount(np.concatenate([g.reshape(-1) for g in Run.load(run_dir).encode(
+        list(np.load(data)["images"])
+    )]), minlength=16)  # fmt: skip
+    assert health["codebook_size"] == 16 and health["codebook_usage"] == pytest.approx((counts > 0).mean())
+    out = run_dir.parent / "report.html"
+    assert main(["report", str(run_dir), "-o", str(out)]) == 0
+    text = out.read_text()
+    assert "codebook_usage" in text and "data:image/png;base64," in text
 
 
 def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
