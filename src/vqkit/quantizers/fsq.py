@@ -133,7 +133,8 @@ class FiniteScalarQuantizer(Quantizer):
 
     @torch.no_grad()
     def frozen(self, z: torch.Tensor) -> QuantizerOutput:
-        """The codes and vectors the codec decodes, whatever the mode; FSQ holds no state to spare."""
+        """The codes and vectors the codec decodes: forward's values without the straight-through
+        path (FSQ updates no state in any mode)."""
         idx = self.encode(z)
         with torch.autocast(z.device.type, enabled=False):
             return QuantizerOutput(quantized=self.indices_to_codes(idx), indices=idx)
