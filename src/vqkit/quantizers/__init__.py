@@ -2,6 +2,7 @@
 
 from vqkit.config import ConfigError, QuantizerConfig
 from vqkit.quantizers.base import NO_CODE, NoCodesError, Quantizer, QuantizerOutput
+from vqkit.quantizers.fsq import FiniteScalarQuantizer
 from vqkit.quantizers.identity import IdentityQuantizer
 from vqkit.quantizers.vq import VectorQuantizer, kmeans, nearest_code, squared_distances
 
@@ -13,6 +14,8 @@ def build_quantizer(cfg: QuantizerConfig) -> Quantizer:
         return IdentityQuantizer()
     if cfg.kind == "vq":
         return VectorQuantizer(cfg)
+    if cfg.kind == "fsq":
+        return FiniteScalarQuantizer(cfg)
     raise ConfigError(f"quantizer.kind={cfg.kind!r} is not built yet in this version of vqkit")
 
 
