@@ -371,7 +371,6 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-@pytest.mark.slow  # about 10 s, nearly all of it starting the two processes
 def test_two_processes_end_with_identical_quantizer_and_weights(tmp_path: Path) -> None:
     mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
