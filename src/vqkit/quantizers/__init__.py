@@ -3,6 +3,7 @@
 from vqkit.config import ConfigError, QuantizerConfig
 from vqkit.quantizers.base import NO_CODE, NoCodesError, Quantizer, QuantizerOutput
 from vqkit.quantizers.identity import IdentityQuantizer
+from vqkit.quantizers.simvq import SimVQ
 from vqkit.quantizers.vq import VectorQuantizer, kmeans, nearest_code, squared_distances
 
 
@@ -13,6 +14,8 @@ def build_quantizer(cfg: QuantizerConfig) -> Quantizer:
         return IdentityQuantizer()
     if cfg.kind == "vq":
         return VectorQuantizer(cfg)
+    if cfg.kind == "simvq":
+        return SimVQ(cfg)
     raise ConfigError(f"quantizer.kind={cfg.kind!r} is not built yet in this version of vqkit")
 
 
@@ -22,6 +25,7 @@ __all__ = [
     "NoCodesError",
     "Quantizer",
     "QuantizerOutput",
+    "SimVQ",
     "VectorQuantizer",
     "build_quantizer",
     "kmeans",
