@@ -4,6 +4,7 @@ from vqkit.config import ConfigError, QuantizerConfig
 from vqkit.quantizers.base import NO_CODE, NoCodesError, Quantizer, QuantizerOutput
 from vqkit.quantizers.fsq import FiniteScalarQuantizer
 from vqkit.quantizers.identity import IdentityQuantizer
+from vqkit.quantizers.simvq import SimVQ
 from vqkit.quantizers.vq import VectorQuantizer, kmeans, nearest_code, squared_distances
 
 
@@ -16,15 +17,19 @@ def build_quantizer(cfg: QuantizerConfig) -> Quantizer:
         return VectorQuantizer(cfg)
     if cfg.kind == "fsq":
         return FiniteScalarQuantizer(cfg)
+    if cfg.kind == "simvq":
+        return SimVQ(cfg)
     raise ConfigError(f"quantizer.kind={cfg.kind!r} is not built yet in this version of vqkit")
 
 
 __all__ = [
     "NO_CODE",
+    "FiniteScalarQuantizer",
     "IdentityQuantizer",
     "NoCodesError",
     "Quantizer",
     "QuantizerOutput",
+    "SimVQ",
     "VectorQuantizer",
     "build_quantizer",
     "kmeans",

@@ -35,6 +35,28 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor, chunk: int = 65536) ->
     return torch.cat([squared_distances(c, codebook).argmin(1) for c in x.split(chunk)])
 
 
+def rotate_onto(x: torch.Tensor, e: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """The rotation trick (Fifty et al. 2024): x (N, d) -> e (N, d) in value, but the gradient
+    to x passes through sg(lambda R), with R the rotation taking x/|x| onto e/|e| and lambda = |e|/|x|.
+
+    With u = x/|x|, v = e/|e| and r = (u + v)/|u + v|, R = I - 2 r r^T + 2 v u^T (the reflection
+    through r-perp, taking u to -v, then the one through v-perp), applied to x as dot products, never
+    as a (d, d) matrix per row. The returned value is e itself, not lambda R x (equal only up to
+    rounding): the rotated x enters as (lambda R x - sg(lambda R x)), exactly zero in value, so the
+    decoder sees the codebook's vectors bit for bit.
+    """
+    with torch.no_grad():
+        x_norm = x.norm(dim=1, keepdim=True).clamp_min(eps)  # (N, 1)
+        u = x / x_norm
+        v = F.normalize(e, dim=1, eps=eps)
+        # u = -v exactly gives r = 0 and R = I - 2 u u^T, a reflection that still takes u onto v.
+        r = F.normalize(u + v, dim=1, eps=eps)  # (N, d)
+        scale = e.norm(dim=1, keepdim=True) / x_norm  # (N, 1) lambda
+    rx = x - 2 * r * (r * x).sum(1, keepdim=True) + 2 * v * (u * x).sum(1, keepdim=True)  # R x
+    moved = scale * rx  # lambda R x, differentiable in x only
+    return e.detach() + (moved - moved.detach())
+
+
 def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Lloyd's k-means on x (N, d) -> centres (k, d). Seeds from distinct random rows
     (with replacement when N < k); an empty cluster keeps its previous centre."""
@@ -58,7 +80,8 @@ class VectorQuantizer(Quantizer):
 
     Loss terms (VQ-VAE eq. 3): ``codebook`` = w_cb * ||sg(z) - e||^2 (absent with EMA, which moves
     the codebook directly) and ``commitment`` = beta * ||z - sg(e)||^2. Gradients pass the
-    non-differentiable argmin by the straight-through estimator z + sg(e - z).
+    non-differentiable argmin by the straight-through estimator z + sg(e - z), or with
+    ``rotation_trick`` by sg(lambda R) z (``rotate_onto``).
     """
 
     discrete: ClassVar[bool] = True
@@ -168,7 +191,9 @@ class VectorQuantizer(Quantizer):
                 self._ema_update(x.detach(), idx, counts)
             if self.cfg.restart_dead:
                 self._track_and_restart(x.detach(), counts)
-        st = x + (e - x).detach()  # straight-through estimator
+        # Straight-through estimator x + sg(e - x), or the rotation trick: e in value, the gradient to
+        # x rotated and scaled onto e.
+        st = rotate_onto(x, e) if self.cfg.rotation_trick else x + (e - x).detach()
         quantized = self._unflatten(st, z.shape)
         indices = idx.view(z.shape[0], z.shape[2], z.shape[3])
         return QuantizerOutput(quantized=quantized, indices=indices, losses=losses)
