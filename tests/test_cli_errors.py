@@ -119,3 +119,12 @@ def test_the_pixel_limit_is_one_option_of_every_command(
         assert "whole number" in capsys.readouterr().err
     finally:
         set_max_image_pixels(before)
+
+
+def test_a_picture_is_png_whatever_its_name(run: Path, tmp_path: Path) -> None:
+    """-o without an extension (or with another one) still writes a PNG, never a Pillow traceback."""
+    image = tmp_path / "in.png"
+    Image.fromarray(blob_images(1, (16, 16), 4)[0]).save(image)
+    for name in ("grid", "grid.picture"):
+        assert main(["reconstruct", str(run), str(image), "-o", str(tmp_path / name)]) == 0
+        assert Image.open(tmp_path / name).format == "PNG"

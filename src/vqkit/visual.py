@@ -31,7 +31,7 @@ def save_png(array: np.ndarray, path: str | Path, scale: int = 1) -> None:
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
+    img.save(path, format="PNG")  # PNG whatever the name ends in (Pillow would refuse "-o grid")
 
 
 def _auto_scale(height: int) -> int:
