@@ -2,7 +2,9 @@
 
 from vqkit.config import ConfigError, QuantizerConfig
 from vqkit.quantizers.base import NO_CODE, NoCodesError, Quantizer, QuantizerOutput
+from vqkit.quantizers.bsq import BinarySphericalQuantizer
 from vqkit.quantizers.identity import IdentityQuantizer
+from vqkit.quantizers.lfq import LookupFreeQuantizer
 from vqkit.quantizers.vq import VectorQuantizer, kmeans, nearest_code, squared_distances
 
 
@@ -13,6 +15,10 @@ def build_quantizer(cfg: QuantizerConfig) -> Quantizer:
         return IdentityQuantizer()
     if cfg.kind == "vq":
         return VectorQuantizer(cfg)
+    if cfg.kind == "lfq":
+        return LookupFreeQuantizer(cfg)
+    if cfg.kind == "bsq":
+        return BinarySphericalQuantizer(cfg)
     raise ConfigError(f"quantizer.kind={cfg.kind!r} is not built yet in this version of vqkit")
 
 
