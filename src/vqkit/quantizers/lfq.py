@@ -10,11 +10,15 @@ to D dimensions through a second learned 1x1 map, so ``quantized`` is (B, D, h, 
 Loss terms: ``commitment`` = beta * ||x - sg(c)||^2 (mean over elements; the codes are fixed, so there
 is no codebook term) and ``entropy`` = entropy_weight * (E[H(q(x))] - H(E[q(x)])) over soft assignments
 q(c | x) ~ exp(-||x - c||^2 / t): confident per-position assignments, and the whole batch spread over
-the codebook (MAGVIT-v2 eq. 5). The soft assignment factorises over the bits, so the per-position
-entropy is exact from b binary entropies. The codebook (batch) entropy is exact for K <= 2**12
-(from the (N, K) assignment probabilities, computed in chunks that are recomputed for backward so
-memory stays at one chunk); above that it is the sum of the b bits' batch entropies, the factorised
-approximation MAGVIT-v2's implementation uses (an upper bound: it ignores dependence between bits).
+the codebook (MAGVIT-v2's entropy penalty, sec. 3.1). The soft assignment factorises over the bits,
+so the per-position entropy is exact from b binary entropies. The codebook (batch) entropy is exact for
+K <= 2**12 (from the (N, K) assignment probabilities, computed in chunks that are recomputed for
+backward so memory stays at one chunk); above that it is the sum of the b bits' batch entropies, the
+factorised approximation used for large codebooks (an upper bound: it ignores dependence between bits).
+Under DDP the batch statistics are all-reduced in training, so every rank computes the same entropy
+term and the gradients equal one process's over the global batch (``global_means``).
+
+The first training batch sets project_in's scale and offset (``_data_init``), as k-means starts vq.
 """
 
 from __future__ import annotations
