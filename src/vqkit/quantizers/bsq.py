@@ -11,6 +11,7 @@ the entropy term of soft assignments, factorised over the bits, BSQ sec. 3.3) ar
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,8 @@ from vqkit.quantizers.lfq import BinaryCodeQuantizer
 
 class BinarySphericalQuantizer(BinaryCodeQuantizer):
     """BSQ: the code of a position is the sign pattern of its unit vector, +-1/sqrt(b) per dimension."""
+
+    init_scales: ClassVar[bool] = False  # the first batch centres the projection; its scale is moot
 
     def __init__(self, cfg: QuantizerConfig) -> None:
         bits = cfg.codebook_size.bit_length() - 1

@@ -163,6 +163,10 @@ class BinaryCodeQuantizer(Quantizer):
     # Soft-assignment temperature in units of the squared code magnitude: a bit's log-odds of + are
     # 4 * x_j / (code_scale * temperature), 8 for a point sitting on its code.
     temperature: ClassVar[float] = 0.5
+    # The data-dependent start scales each projected dimension to unit variance too (where the scale
+    # matters: LFQ's codes are +-1), or only centres it (BSQ normalises: scaling the weights up would
+    # only slow the learning of their direction).
+    init_scales: ClassVar[bool] = True
 
     initialized: torch.Tensor  # () bool, False until the first training batch set project_in's scale
     restarts_total: torch.Tensor  # () always 0: the implicit codebook has no codes to restart
@@ -269,10 +273,10 @@ class BinaryCodeQuantizer(Quantizer):
     @torch.no_grad()
     def _data_init(self, z: torch.Tensor) -> None:
         """Data-dependent initialisation on the first global training batch (as k-means starts vq):
-        each projected dimension is centred and scaled to unit variance over the batch, so every bit
-        splits the batch about in half from step 0. The encoder's first outputs share a large common
-        component, which otherwise gives every position the same sign pattern, locked in by the
-        commitment and per-position entropy terms before the codebook term can spread it.
+        each projected dimension is centred over the batch, so every bit splits the batch about in half
+        from step 0, and with ``init_scales`` scaled to unit variance. The encoder's first outputs share
+        a large common component, which otherwise gives every position the same sign pattern, locked
+        in by the commitment and per-position entropy terms before the codebook term can spread it.
         The moments are all-reduced, so every rank makes the same change."""
         x = self.project_in(z).permute(0, 2, 3, 1).reshape(-1, self.bits)  # (N, b) before _points
         moments = torch.cat([x.sum(0), x.pow(2).sum(0), x.new_tensor([float(x.shape[0])])])
@@ -280,6 +284,8 @@ class BinaryCodeQuantizer(Quantizer):
         n = moments[-1]
         mean = moments[: self.bits] / n
         std = (moments[self.bits : 2 * self.bits] / n - mean.pow(2)).clamp_min(1e-12).sqrt()
+        if not self.init_scales:
+            std = torch.ones_like(std)
         weight, bias = self.project_in.weight, self.project_in.bias
         assert bias is not None
         weight.div_(std.view(-1, 1, 1, 1))
