@@ -172,3 +172,23 @@ def test_the_identity_quantizer_meets_the_contract_without_codes() -> None:
     for ask in (lambda: q.encode(z), lambda: q.candidates(z, 2), lambda: q.indices_to_codes(out.indices)):
         with pytest.raises(NoCodesError, match="quantization disabled"):
             ask()
+
+
+def test_every_configurable_kind_is_built_and_meets_the_contract() -> None:
+    """quantizer.kind's choices (config.py) and the quantizers built for them stay one list."""
+    import dataclasses
+
+    from vqkit.config import QUANTIZER_KINDS
+    from vqkit.quantizers import KINDS, build_quantizer
+
+    assert set(KINDS) == set(QUANTIZER_KINDS)
+    base = QuantizerConfig(codebook_size=8, code_dim=6, levels=(2, 2, 2))
+    z = torch.randn(2, 6, 3, 4)
+    for kind in QUANTIZER_KINDS:
+        q = build_quantizer(dataclasses.replace(base, kind=kind)).eval()
+        assert q.discrete and q.codebook_size == 8, kind
+        idx = q.encode(z)
+        assert (
+            idx.shape == (2, 3, 4) and idx.dtype == torch.int64 and 0 <= int(idx.min()) <= int(idx.max()) < 8
+        )
+        torch.testing.assert_close(q.indices_to_codes(idx), q(z).quantized)

@@ -1,11 +1,25 @@
-"""Quantizers: map continuous latents to discrete codes (or, the identity, pass them on)."""
+"""Quantizers: map continuous latents to discrete codes (or, the identity, pass them on).
 
-from vqkit.config import ConfigError, QuantizerConfig
+One module per kind, each meeting the contract of ``base.py``; ``build_quantizer`` picks one from
+``quantizer.kind`` (vqkit.config.QuantizerConfig).
+"""
+
+from vqkit.config import QuantizerConfig
 from vqkit.quantizers.base import NO_CODE, NoCodesError, Quantizer, QuantizerOutput
+from vqkit.quantizers.bsq import BinarySphericalQuantizer
 from vqkit.quantizers.fsq import FiniteScalarQuantizer
 from vqkit.quantizers.identity import IdentityQuantizer
+from vqkit.quantizers.lfq import LookupFreeQuantizer
 from vqkit.quantizers.simvq import SimVQ
 from vqkit.quantizers.vq import VectorQuantizer, kmeans, nearest_code, squared_distances
+
+KINDS: dict[str, type[Quantizer]] = {
+    "vq": VectorQuantizer,
+    "fsq": FiniteScalarQuantizer,
+    "lfq": LookupFreeQuantizer,
+    "bsq": BinarySphericalQuantizer,
+    "simvq": SimVQ,
+}
 
 
 def build_quantizer(cfg: QuantizerConfig) -> Quantizer:
@@ -13,19 +27,16 @@ def build_quantizer(cfg: QuantizerConfig) -> Quantizer:
     identity."""
     if not cfg.enabled:
         return IdentityQuantizer()
-    if cfg.kind == "vq":
-        return VectorQuantizer(cfg)
-    if cfg.kind == "fsq":
-        return FiniteScalarQuantizer(cfg)
-    if cfg.kind == "simvq":
-        return SimVQ(cfg)
-    raise ConfigError(f"quantizer.kind={cfg.kind!r} is not built yet in this version of vqkit")
+    return KINDS[cfg.kind](cfg)
 
 
 __all__ = [
+    "KINDS",
     "NO_CODE",
+    "BinarySphericalQuantizer",
     "FiniteScalarQuantizer",
     "IdentityQuantizer",
+    "LookupFreeQuantizer",
     "NoCodesError",
     "Quantizer",
     "QuantizerOutput",
