@@ -161,3 +161,18 @@ def test_browser_check_sees_errors_and_broken_images(tmp_path: Path) -> None:
     assert result.image_count == 1 and not result.images_loaded
     joined = "\n".join(result.errors)
     assert "boom" in joined and "undefinedFunction" in joined and "missing.png" in joined
+
+
+def test_training_curves_of_a_negative_loss_draw_without_warnings() -> None:
+    """An entropy term (lfq, bsq) can make the loss negative: the loss axis is then linear, not a
+    log axis with nothing to show."""
+    import warnings
+
+    from vqkit.reports.plots import training_curves_png
+
+    records = [{"type": "train", "step": i, "loss": 0.02 * i - 0.05, "psnr": 10.0 + i, "usage": 1.0}
+               for i in range(5)]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        png = training_curves_png(records)
+    assert png is not None and png.startswith(b"\x89PNG")

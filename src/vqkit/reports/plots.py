@@ -37,7 +37,8 @@ def training_curves_png(records: list[dict[str, Any]]) -> bytes | None:
     ax_loss, ax_psnr, ax_use = fig.subplots(1, 3)
     x, y = _series(records, "train", "loss")
     ax_loss.plot(x, y, _style("-", len(x)), color="tab:blue", label="training loss", markersize=3)
-    ax_loss.set_yscale("log")
+    if y and min(y) > 0:  # a log axis shows the decay best; an entropy term (lfq, bsq) can go negative
+        ax_loss.set_yscale("log")
     ax_loss.set_title("loss")
     for kind, label, style in (("train", "training batches", "-"), ("eval", "held-out", "o-")):
         x, y = _series(records, kind, "psnr")
