@@ -46,13 +46,24 @@ class Quantizer(nn.Module):
         raise NotImplementedError
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
-        """The training and evaluation pass: z (B, D, h, w) -> quantized, indices, loss terms."""
+        """The training and evaluation pass: z (B, D, h, w) -> quantized, indices, loss terms.
+        Quantization math runs in float32 even under autocast (bf16 rounds distances and margins
+        enough to pick other codes than encode() and the codec): subclasses implement
+        ``_forward`` on float32 latents."""
+        with torch.autocast(z.device.type, enabled=False):
+            return self._forward(z.float())
+
+    def _forward(self, z: torch.Tensor) -> QuantizerOutput:
         raise NotImplementedError
 
+    @torch.no_grad()
     def frozen(self, z: torch.Tensor) -> QuantizerOutput:
         """What the codec decodes for z, in any mode: no straight-through, no state updated, no loss
-        terms (decoder fine-tuning, ``VQVAE.forward(frozen_codes=True)``). Call it under no_grad."""
-        raise NotImplementedError
+        terms (decoder fine-tuning, ``VQVAE.forward(frozen_codes=True)``): the codes of
+        ``encode`` and their vectors."""
+        idx = self.encode(z)
+        with torch.autocast(z.device.type, enabled=False):
+            return QuantizerOutput(quantized=self.indices_to_codes(idx), indices=idx)
 
     def encode(self, z: torch.Tensor) -> torch.Tensor:
         """z (B, D, h, w) -> indices (B, h, w) int64."""

@@ -131,14 +131,6 @@ class FiniteScalarQuantizer(Quantizer):
         with torch.autocast(indices.device.type, enabled=False):
             return self.project_out(self.scaled_codes(indices))
 
-    @torch.no_grad()
-    def frozen(self, z: torch.Tensor) -> QuantizerOutput:
-        """The codes and vectors the codec decodes: forward's values without the straight-through
-        path (FSQ updates no state in any mode)."""
-        idx = self.encode(z)
-        with torch.autocast(z.device.type, enabled=False):
-            return QuantizerOutput(quantized=self.indices_to_codes(idx), indices=idx)
-
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         # float32 even under autocast: bf16 carries 8 significant bits, too few to round a bounded
         # value next to a level boundary the same way encode() and the codec do.

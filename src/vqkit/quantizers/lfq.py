@@ -238,17 +238,6 @@ class BinaryCodeQuantizer(Quantizer):
             b, h, w = indices.shape
             return self._unflatten(self.code_vectors(indices.reshape(-1)), (b, h, w))
 
-    @torch.no_grad()
-    def frozen(self, z: torch.Tensor) -> QuantizerOutput:
-        """The codes and vectors the codec decodes, whatever the mode: no loss terms."""
-        idx = self.encode(z)
-        return QuantizerOutput(quantized=self.indices_to_codes(idx), indices=idx)
-
-    def forward(self, z: torch.Tensor) -> QuantizerOutput:
-        # Quantization math in float32 even under autocast: bf16 rounds small margins to the other sign.
-        with torch.autocast(z.device.type, enabled=False):
-            return self._forward(z.float())
-
     def _forward(self, z: torch.Tensor) -> QuantizerOutput:
         b, _, h, w = z.shape
         if self.training and not bool(self.initialized):

@@ -98,17 +98,6 @@ class SimVQ(Quantizer):
             e = F.embedding(indices.reshape(-1), self.codebook)  # (B*h*w, D)
         return self._unflatten(e, torch.Size((b, self.cfg.code_dim, h, w)))
 
-    @torch.no_grad()
-    def frozen(self, z: torch.Tensor) -> QuantizerOutput:
-        """The codes and vectors the codec decodes, whatever the mode: no straight-through, no loss."""
-        idx = self.encode(z)
-        return QuantizerOutput(quantized=self.indices_to_codes(idx), indices=idx)
-
-    def forward(self, z: torch.Tensor) -> QuantizerOutput:
-        # Quantization math in float32 even under autocast: bf16 distances pick wrong codes.
-        with torch.autocast(z.device.type, enabled=False):
-            return self._forward(z.float())
-
     def _forward(self, z: torch.Tensor) -> QuantizerOutput:
         if self.training and not self._basis_shared:
             # Every rank must search the same C W: W is a parameter (DDP keeps it identical), C a

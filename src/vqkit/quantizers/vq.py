@@ -162,19 +162,6 @@ class VectorQuantizer(Quantizer):
         e = F.embedding(indices.reshape(-1), self.codebook.float())  # (B*h*w, d)
         return self._unflatten(e, torch.Size((b, self.cfg.code_dim, h, w)))
 
-    @torch.no_grad()
-    def frozen(self, z: torch.Tensor) -> QuantizerOutput:
-        """The codes and vectors the codec decodes, whatever the mode: no straight-through, no EMA
-        or restarts, no loss terms."""
-        idx = self.encode(z)
-        with torch.autocast(z.device.type, enabled=False):
-            return QuantizerOutput(quantized=self.indices_to_codes(idx), indices=idx)
-
-    def forward(self, z: torch.Tensor) -> QuantizerOutput:
-        # Quantization math in float32 even under autocast: bf16 distances pick wrong codes.
-        with torch.autocast(z.device.type, enabled=False):
-            return self._forward(z.float())
-
     def _forward(self, z: torch.Tensor) -> QuantizerOutput:
         x = self._flatten(z)  # (N, d)
         if self.training and not bool(self.initialized):
