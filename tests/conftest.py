@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 
 from vqkit.config import DataConfig, ModelConfig, QuantizerConfig, RunConfig, TrainConfig
+from vqkit.data import ImageSet
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -44,6 +47,22 @@ def smooth_images(n: int, size: int = 16, seed: int = 0) -> np.ndarray:
     low = torch.rand(n, 3, 4, 4, generator=g)
     up = torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
     return (up.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+
+
+def smooth_image_set(n: int, size: int = 16) -> ImageSet:
+    """``smooth_images(n)`` as an in-memory ImageSet (what training takes as ``data=``)."""
+    arr = smooth_images(n, size)
+    return ImageSet(list(arr), None, None, 3, "test", tuple(str(i) for i in range(n)))
+
+
+@contextmanager
+def gloo_group(rank: int, world: int, init_file: str) -> Iterator[None]:
+    """A CPU process group for one rank of an ``mp.spawn``ed test, torn down however the rank ends."""
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
 
 
 @pytest.fixture

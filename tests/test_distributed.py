@@ -19,17 +19,13 @@ from vqkit.data import ImageSet
 from vqkit.models import VQVAE
 from vqkit.pipeline import train
 
-from .conftest import decoder_only, smooth_images, tiny_run_config
+from .conftest import decoder_only, gloo_group, smooth_image_set, tiny_run_config
 
 STEPS = 10
 
 
 def _images() -> ImageSet:
-    arr = smooth_images(80)
-    return ImageSet(
-        images=list(arr), labels=None, class_names=None, channels=3, source="test",
-        names=tuple(str(i) for i in range(len(arr))), skipped=(),
-    )  # fmt: skip
+    return smooth_image_set(80)
 
 
 def _config():  # type: ignore[no-untyped-def]
@@ -48,14 +44,11 @@ def _capture(out: dict[str, torch.Tensor]):  # type: ignore[no-untyped-def]
 
 
 def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    torch.set_num_threads(1)
-    try:
+    with gloo_group(rank, world, init_file):
+        torch.set_num_threads(1)
         state: dict[str, torch.Tensor] = {}
         train(_config(), Path(out_dir) / "run", progress=False, data=_images(), on_step=_capture(state))
         torch.save(state, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 def test_two_processes_share_codebook_and_match_one_process(tmp_path: Path) -> None:
@@ -123,15 +116,12 @@ def test_a_signal_on_one_rank_stops_every_rank_at_the_same_step(tmp_path: Path, 
 
 
 def _decoder_worker(rank: int, world: int, init_file: str, out_dir: str, source: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    torch.set_num_threads(1)
-    try:
+    with gloo_group(rank, world, init_file):
+        torch.set_num_threads(1)
         cfg = decoder_only(_config(), source)
         state: dict[str, torch.Tensor] = {}
         train(cfg, Path(out_dir) / "tuned", progress=False, data=_images(), on_step=_capture(state))
         torch.save(state, Path(out_dir) / f"tuned{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 def test_two_processes_fine_tune_the_decoder_alone(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
@@ -30,7 +29,7 @@ from vqkit.runs.results import read_result
 from vqkit.tasks.features import extract_features
 from vqkit.training import evaluate
 
-from .conftest import smooth_images, tiny_run_config
+from .conftest import gloo_group, smooth_image_set, smooth_images, tiny_run_config
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "cifar10-fsq.json"
 # Even and odd level counts, and the smallest (2), in one grid: K = 120.
@@ -347,9 +346,8 @@ def test_samples_codebook_picture_and_report(fsq_prior_run: Path) -> None:
 
 
 def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    torch.set_num_threads(1)
-    try:
+    with gloo_group(rank, world, init_file):
+        torch.set_num_threads(1)
         state: dict[str, torch.Tensor] = {}
 
         def capture(step: int, model: VQVAE) -> None:
@@ -359,16 +357,10 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
                 state.update({k: v.detach().clone() for k, v in model.state_dict().items()})
                 state["restarts_total"] = model.quantizer.restarts_total.clone()
 
-        arr = smooth_images(48)
-        images = ImageSet(
-            images=list(arr), labels=None, class_names=None, channels=3, source="test",
-            names=tuple(str(i) for i in range(len(arr))), skipped=(),
-        )  # fmt: skip
+        images = smooth_image_set(48)
         cfg = fsq_config("test", max_steps=3, log_every=3, eval_every=1000, checkpoint_every=1000)
         train(cfg, Path(out_dir) / "run", progress=False, data=images, on_step=capture)
         torch.save(state, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 def test_two_processes_end_with_identical_quantizer_and_weights(tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ from vqkit.runs import Run
 from vqkit.tasks.features import extract_features
 from vqkit.training import evaluate
 
-from .conftest import smooth_images, tiny_run_config
+from .conftest import gloo_group, smooth_image_set, smooth_images, tiny_run_config
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 TINY_PRIOR = ["model.width=16", "model.layers=1", "model.heads=2", "train.batch_size=16",
@@ -251,9 +251,8 @@ def _global_batch() -> torch.Tensor:
 
 
 def _ddp_worker(rank: int, world: int, kind: str, init_file: str, out_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    torch.set_num_threads(1)
-    try:
+    with gloo_group(rank, world, init_file):
+        torch.set_num_threads(1)
         share = _global_batch().chunk(world)[rank]
         result: dict[str, Any] = {"grads": _ddp_grads(kind, share)}
         state: dict[str, torch.Tensor] = {}
@@ -267,19 +266,13 @@ def _ddp_worker(rank: int, world: int, kind: str, init_file: str, out_dir: str) 
         )
         result["state"] = state
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 DDP_STEPS = 6
 
 
 def _ddp_images() -> ImageSet:
-    arr = smooth_images(64)
-    return ImageSet(
-        images=list(arr), labels=None, class_names=None, channels=3, source="test",
-        names=tuple(str(i) for i in range(len(arr))), skipped=(),
-    )  # fmt: skip
+    return smooth_image_set(64)
 
 
 def _ddp_run_config(kind: str):  # type: ignore[no-untyped-def]

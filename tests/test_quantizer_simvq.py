@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
@@ -24,7 +23,7 @@ from vqkit.runs import Run
 from vqkit.tasks.features import extract_features
 from vqkit.training import evaluate
 
-from .conftest import smooth_images, tiny_run_config
+from .conftest import gloo_group, smooth_image_set, smooth_images, tiny_run_config
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 TINY_PRIOR = ["model.width=16", "model.layers=1", "model.heads=2", "train.batch_size=16",
@@ -233,14 +232,11 @@ def test_a_prior_trains_on_simvq_codes(simvq_run: Path) -> None:
 
 
 def _broadcast_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
+    with gloo_group(rank, world, init_file):
         q = make(seed=100 + rank).train()  # each rank draws its own C
         before = q.basis.clone()
         q(torch.randn(2, 4, 3, 3))
         torch.save({"before": before, "after": q.basis.clone()}, Path(out_dir) / f"basis{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 def test_rank_zeros_basis_reaches_every_rank_on_the_first_training_step(tmp_path: Path) -> None:
@@ -255,14 +251,9 @@ STEPS = 6
 
 
 def _train_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    torch.set_num_threads(1)
-    try:
-        arr = smooth_images(64)
-        data = ImageSet(
-            images=list(arr), labels=None, class_names=None, channels=3, source="test",
-            names=tuple(str(i) for i in range(len(arr))), skipped=(),
-        )  # fmt: skip
+    with gloo_group(rank, world, init_file):
+        torch.set_num_threads(1)
+        data = smooth_image_set(64)
         state: dict[str, torch.Tensor] = {}
 
         def capture(step: int, model: VQVAE) -> None:
@@ -274,8 +265,6 @@ def _train_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         cfg = simvq_config("test", max_steps=STEPS, batch_size=16, log_every=3, eval_every=1000)
         train(cfg, Path(out_dir) / "run", progress=False, data=data, on_step=capture)
         torch.save(state, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 def test_two_processes_hold_the_same_basis_map_and_weights(tmp_path: Path) -> None:
