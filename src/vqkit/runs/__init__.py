@@ -18,7 +18,6 @@ from vqkit.runs.checkpoint import (
     save_checkpoint,
     save_config,
     save_model,
-    save_train_state,
     torch_writer,
 )
 from vqkit.runs.files import (
@@ -57,7 +56,6 @@ __all__ = [
     "save_checkpoint",
     "save_config",
     "save_model",
-    "save_train_state",
     "torch_writer",
     "write_json",
     "write_text",

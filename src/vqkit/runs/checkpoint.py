@@ -199,10 +199,6 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> VQVAE
     return model.to(device).eval()
 
 
-def save_train_state(run_dir: Path, state: dict[str, Any], name: str = STATE_FILE) -> None:
-    atomic_write(run_dir / name, torch_writer(state))
-
-
 def load_train_state(run_dir: Path, name: str = STATE_FILE) -> dict[str, Any]:
     """A training-state file (tensors and plain containers only: ``weights_only=True``)."""
     path = run_dir / name
