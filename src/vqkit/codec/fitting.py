@@ -23,10 +23,18 @@ from vqkit.codec.container import CodecError
 from vqkit.codec.tables import frequencies_from_counts
 from vqkit.data import ImageSet, load_dataset
 from vqkit.priors.build import Prior
+from vqkit.priors.integer import IntegerPrior
 from vqkit.priors.checkpoint import load_prior, prior_exists, read_prior_doc, save_prior
 from vqkit.priors.model import CodePrior
 from vqkit.runs import Run, RunError, model_fingerprint, read_format_json, run_lock, write_json
-from vqkit.runs.layout import MODEL_FILE, PRIOR_CONFIG_FILE, PRIOR_EVAL_FILE, PRIOR_FILE, STATIC_TABLE_FILE
+from vqkit.runs.layout import (
+    INTEGER_PRIOR_FILE,
+    MODEL_FILE,
+    PRIOR_CONFIG_FILE,
+    PRIOR_EVAL_FILE,
+    PRIOR_FILE,
+    STATIC_TABLE_FILE,
+)
 
 STATIC_FORMAT = "vqkit-entropy-static"
 STATIC_FORMAT_VERSION = 1
@@ -125,6 +133,22 @@ def load_run_prior(run_dir: Path) -> Prior | None:
     if not prior_exists(run_dir):
         return None
     return load_prior(run_dir)
+
+
+def load_integer_prior(run_dir: Path) -> IntegerPrior | None:
+    """The integer network of the run's grouped prior (entropy model GROUPED), or None when the run
+    has none. One written for another VQ-VAE is an error."""
+    path = Path(run_dir) / INTEGER_PRIOR_FILE
+    if not path.is_file():
+        return None
+    prior = IntegerPrior.load(path)
+    expected = model_fingerprint(run_dir)
+    if prior.model_fingerprint != expected:
+        raise RunError(
+            f"{path} was made for another VQ-VAE (fingerprint {prior.model_fingerprint}, the run's model is "
+            f"{expected}); retrain the prior with `vqkit prior train {run_dir} --set model.kind=grouped`"
+        )
+    return prior
 
 
 def load_serial_prior(run_dir: Path) -> CodePrior | None:
