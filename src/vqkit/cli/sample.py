@@ -11,7 +11,7 @@ import torch
 
 from vqkit.cli.common import add_device, add_output, add_run, load_run, parser
 from vqkit.data import DataError, load_dataset
-from vqkit.priors import CodePrior, load_prior, read_prior_doc
+from vqkit.priors import Prior, load_prior, read_prior_doc
 from vqkit.runs import Run, layout
 from vqkit.visual import image_grid, save_png
 
@@ -21,7 +21,7 @@ def class_names_of(run: Run) -> list[str]:
     return [str(n) for n in names]
 
 
-def parse_label(text: str | None, prior: CodePrior, names: list[str]) -> int | None:
+def parse_label(text: str | None, prior: Prior, names: list[str]) -> int | None:
     """--label as a class name or an integer; None for no label."""
     if text is None:
         return None
@@ -47,7 +47,7 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
     add_device(p)
 
 
-def _load(a: argparse.Namespace) -> tuple[Run, CodePrior, torch.Tensor | None, torch.Generator]:
+def _load(a: argparse.Namespace) -> tuple[Run, Prior, torch.Tensor | None, torch.Generator]:
     if a.temperature <= 0:
         raise DataError(f"--temperature must be > 0, got {a.temperature}")
     if a.top_k is not None and a.top_k < 1:

@@ -13,7 +13,7 @@ from torch import nn
 
 from vqkit.codec.container import FINGERPRINT_BYTES, CodecError, EntropyModel
 from vqkit.codec.entropy import PriorCoder
-from vqkit.codec.fitting import load_run_prior, load_static_table
+from vqkit.codec.fitting import load_serial_prior, load_static_table
 from vqkit.codec.tables import check_codebook_size
 from vqkit.runs import Run, RunError, model_digest
 
@@ -75,7 +75,7 @@ class Coding:
             raise ValueError(f"{model.name} is not a prior entropy model")
         if model not in self._coders:
             if self._prior_module is None:
-                self._prior_module = load_run_prior(self.run.path)
+                self._prior_module = load_serial_prior(self.run.path)
             if self._prior_module is None:
                 return None
             overlap = model is EntropyModel.PRIOR_OVERLAP

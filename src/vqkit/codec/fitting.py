@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from vqkit.codec.container import CodecError
 from vqkit.codec.tables import frequencies_from_counts
 from vqkit.data import ImageSet, load_dataset
+from vqkit.priors.build import Prior
 from vqkit.priors.checkpoint import load_prior, prior_exists, read_prior_doc, save_prior
 from vqkit.priors.model import CodePrior
 from vqkit.runs import Run, RunError, model_fingerprint, read_format_json, run_lock, write_json
@@ -118,12 +119,19 @@ def load_static_table(run_dir: Path, codebook_size: int, digest: bytes) -> np.nd
     return frequencies_from_counts(np.array(counts, dtype=np.int64))
 
 
-def load_run_prior(run_dir: Path) -> CodePrior | None:
+def load_run_prior(run_dir: Path) -> Prior | None:
     """The run's prior when it has one, else None. A prior that exists but cannot be read (or belongs
     to another model) is an error, never silently "no prior"."""
     if not prior_exists(run_dir):
         return None
     return load_prior(run_dir)
+
+
+def load_serial_prior(run_dir: Path) -> CodePrior | None:
+    """The run's serial prior (entropy models PRIOR and PRIOR_OVERLAP), or None when the run has no
+    prior or a grouped one (which codes through its integer network instead)."""
+    prior = load_run_prior(run_dir)
+    return prior if isinstance(prior, CodePrior) else None
 
 
 def carry_entropy_models(source: str | Path, run_dir: str | Path) -> list[Path]:

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from vqkit.priors.build import Prior
 from vqkit.priors.data import CodeSet
 from vqkit.priors.evaluate import grid_batches
-from vqkit.priors.model import CodePrior
 
 SCALE_RANGE = (1.0 / 16.0, 16.0)  # a fitted scale outside this says the prior is broken, not miscalibrated
 
@@ -56,7 +56,7 @@ def _objective(chunks: list[tuple[Tensor, Tensor]], s: float) -> tuple[float, fl
 
 
 @torch.no_grad()
-def _raw_logits(prior: CodePrior, codes: CodeSet, batch_size: int) -> list[tuple[Tensor, Tensor]]:
+def _raw_logits(prior: Prior, codes: CodeSet, batch_size: int) -> list[tuple[Tensor, Tensor]]:
     """(logits (n, K) float32, codes (n,)) per batch, with the prior's scale held at 1 and its labels
     used where both the prior and the data have them (as `evaluate_prior` scores them)."""
     k = prior.config.codebook_size
@@ -75,9 +75,7 @@ def _raw_logits(prior: CodePrior, codes: CodeSet, batch_size: int) -> list[tuple
     return chunks
 
 
-def calibrate(
-    prior: CodePrior, codes: CodeSet, *, max_grids: int = 2000, batch_size: int = 256
-) -> Calibration:
+def calibrate(prior: Prior, codes: CodeSet, *, max_grids: int = 2000, batch_size: int = 256) -> Calibration:
     """Fit ``prior.logit_scale`` on (at most ``max_grids``, evenly spaced, of) ``codes`` and set it in place.
 
     ``codes`` should be grids the prior was not trained on. The raw logits of max_grids grids are held

@@ -28,8 +28,8 @@ from safetensors.torch import load_file, save_file
 
 from vqkit._version import __version__
 from vqkit.config import ConfigError
+from vqkit.priors.build import Prior, build_prior
 from vqkit.priors.config import PriorConfig, prior_config_from_dict, prior_config_to_dict
-from vqkit.priors.model import CodePrior
 from vqkit.runs import (
     RunError,
     commit_files,
@@ -54,7 +54,7 @@ def prior_exists(run_dir: str | Path) -> bool:
     return (Path(run_dir) / PRIOR_FILE).is_file()
 
 
-def save_prior(run_dir: str | Path, prior: CodePrior, *, info: dict[str, Any] | None = None,
+def save_prior(run_dir: str | Path, prior: Prior, *, info: dict[str, Any] | None = None,
                fingerprint: str | None = None) -> None:  # fmt: skip
     """Write prior.safetensors and prior_config.json, as one set. ``info`` adds entries to the JSON
     (training config, data spec, class names); ``fingerprint`` defaults to the run's current VQ-VAE."""
@@ -64,7 +64,7 @@ def save_prior(run_dir: str | Path, prior: CodePrior, *, info: dict[str, Any] | 
 
 
 def save_prior_checkpoint(
-    run_dir: Path, prior: CodePrior, state: dict[str, Any], *, info: dict[str, Any], fingerprint: str
+    run_dir: Path, prior: Prior, state: dict[str, Any], *, info: dict[str, Any], fingerprint: str
 ) -> None:
     """Weights, prior_config.json (its ``step`` from ``state``) and the training state, as one set."""
     writes = _prior_writes(prior, {**info, "step": state["step"]}, fingerprint)
@@ -72,7 +72,7 @@ def save_prior_checkpoint(
     commit_files(Path(run_dir), writes, {"step": state["step"]})
 
 
-def _prior_writes(prior: CodePrior, info: dict[str, Any] | None, fingerprint: str) -> dict[str, Any]:
+def _prior_writes(prior: Prior, info: dict[str, Any] | None, fingerprint: str) -> dict[str, Any]:
     config = prior_config_to_dict(prior.config)
     metadata = {
         "format": PRIOR_FORMAT,
@@ -116,7 +116,7 @@ def read_prior_doc(run_dir: str | Path) -> dict[str, Any]:
     return read_format_json(path, PRIOR_FORMAT, PRIOR_FORMAT_VERSION, "prior config")
 
 
-def load_prior(run_dir: str | Path, device: str | torch.device = "cpu") -> CodePrior:
+def load_prior(run_dir: str | Path, device: str | torch.device = "cpu") -> Prior:
     """Rebuild the prior from prior.safetensors alone, in eval mode. Raises RunError when it is
     missing or damaged, written by a newer vqkit, or trained on another VQ-VAE than the run's."""
     run_dir = Path(run_dir)
@@ -147,7 +147,7 @@ def load_prior(run_dir: str | Path, device: str | torch.device = "cpu") -> CodeP
         config = prior_config_from_dict(json.loads(meta["prior_config"]))
     except (KeyError, json.JSONDecodeError, ConfigError) as e:
         raise RunError(f"{path}: bad prior config in its metadata: {e}") from e
-    prior = CodePrior(config)
+    prior = build_prior(config)
     state.setdefault("logit_scale", torch.ones(()))  # priors saved before calibration existed: unscaled
     try:
         prior.load_state_dict(state)

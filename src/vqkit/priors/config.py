@@ -17,21 +17,31 @@ from vqkit.precision import PRECISIONS
 FROM_RUN = ("codebook_size", "grid", "num_classes")  # decided by the VQ-VAE and the data
 
 
+PRIOR_KINDS = ("serial", "grouped")
+
+
 @dataclass(frozen=True)
 class PriorConfig:
-    """A causal transformer over the h*w code indices of a grid in raster order.
+    """The prior's network. ``kind`` "serial" (vqkit.priors.model.CodePrior): a causal transformer over
+    the h*w code indices of a grid in raster order, one network call per position when decoding.
+    "grouped" (vqkit.priors.grouped.GroupedPrior): a convolutional model that decodes a grid of any
+    size in a fixed number of parallel steps (``schedule``) and quantizes to an integer network.
 
     The defaults suit 8x8 grids with K=512 and train meaningfully in about ten minutes on two CPU cores.
     """
 
     codebook_size: int = 512  # K
-    grid: tuple[int, int] = (8, 8)  # (h, w) of the index grids
+    grid: tuple[int, int] = (8, 8)  # (h, w) of the index grids (grouped: of its training grids)
     num_classes: int = 0  # 0: unconditional; else a start token per class plus a "no label" token
-    width: int = 256  # model width (embedding size)
-    layers: int = 4
-    heads: int = 8
-    mlp_ratio: int = 4  # hidden width of the feed-forward block = mlp_ratio * width
+    kind: str = "serial"
+    width: int = 256  # serial: model width (embedding size); grouped: hidden width H
+    layers: int = 4  # serial: transformer blocks; grouped: the context layer plus layers - 1 linear ones
+    heads: int = 8  # serial only
+    mlp_ratio: int = 4  # serial only: hidden width of the feed-forward block = mlp_ratio * width
     dropout: float = 0.0  # off by default: the likelihood is what matters
+    schedule: str = "2x2"  # grouped only: the steps (vqkit.priors.grouped.SCHEDULES)
+    embed_dim: int = 16  # grouped only: E, the size of a code's embedding in the context window
+    radius: int = 3  # grouped only: the context window is (2 radius + 1)^2 positions
 
     def __post_init__(self) -> None:
         _require(self.codebook_size >= 2, "prior.codebook_size must be >= 2")
@@ -44,6 +54,11 @@ class PriorConfig:
         _require(self.width % self.heads == 0, f"model.width={self.width} must divide by heads={self.heads}")
         _require(self.mlp_ratio >= 1, "model.mlp_ratio must be >= 1")
         _require(0.0 <= self.dropout < 1.0, "model.dropout must be in [0, 1)")
+        _require(self.kind in PRIOR_KINDS, f"model.kind must be one of {', '.join(PRIOR_KINDS)}")
+        _require(self.schedule in ("2x2", "4x4", "4x4-8"), "model.schedule must be one of 2x2, 4x4, 4x4-8")
+        _require(
+            self.embed_dim >= 1 and 0 <= self.radius <= 7, "model.embed_dim >= 1, 0 <= model.radius <= 7"
+        )
 
     @property
     def length(self) -> int:

@@ -11,11 +11,11 @@ import torch
 from torch import Tensor
 
 from vqkit.data import DataError
+from vqkit.priors.build import Prior
 from vqkit.priors.data import CodeSet
-from vqkit.priors.model import CodePrior
 
 
-def check_codes(prior: CodePrior, codes: CodeSet, name: str) -> None:
+def check_codes(prior: Prior, codes: CodeSet, name: str) -> None:
     """DataError unless the prior can score ``codes`` (named ``name`` in the message): same grid shape,
     and no label beyond the prior's classes."""
     if codes.grid != prior.config.grid:
@@ -25,7 +25,7 @@ def check_codes(prior: CodePrior, codes: CodeSet, name: str) -> None:
 
 
 def grid_batches(
-    prior: CodePrior, codes: CodeSet, *, conditional: bool = True, batch_size: int = 512
+    prior: Prior, codes: CodeSet, *, conditional: bool = True, batch_size: int = 512
 ) -> Iterator[tuple[Tensor, Tensor | None]]:
     """(indices (b, h, w), labels (b,) or None) batches of ``codes`` on the prior's device; labels
     when ``conditional`` and the prior and the data both have them, else None (the "no label" token)."""
@@ -41,9 +41,7 @@ def grid_batches(
 
 
 @torch.no_grad()
-def grid_bits(
-    prior: CodePrior, codes: CodeSet, *, conditional: bool = True, batch_size: int = 512
-) -> np.ndarray:
+def grid_bits(prior: Prior, codes: CodeSet, *, conditional: bool = True, batch_size: int = 512) -> np.ndarray:
     """(N,) bits per grid under ``prior``, in eval mode (see `grid_batches` for the labels)."""
     was_training = prior.training
     prior.eval()
@@ -63,7 +61,7 @@ def unigram_entropy_bits(indices: np.ndarray, codebook_size: int) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
-def evaluate_prior(prior: CodePrior, codes: CodeSet, *, batch_size: int = 512) -> dict[str, Any]:
+def evaluate_prior(prior: Prior, codes: CodeSet, *, batch_size: int = 512) -> dict[str, Any]:
     """NLL in bits per code (and per grid, and the bits per pixel it implies), beside the unigram
     entropy of this data's code histogram and log2(K), the cost of coding every index uniformly."""
     if len(codes) == 0:

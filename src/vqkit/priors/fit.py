@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from vqkit import precision
+from vqkit.priors.build import Prior
 from vqkit.priors.config import PriorTrainConfig
 from vqkit.priors.data import CodeSet
 from vqkit.priors.evaluate import grid_bits
-from vqkit.priors.model import LOG2, CodePrior
+from vqkit.priors.model import LOG2
 from vqkit.training.fitting import Cadence, run_fit
 from vqkit.training.loop import resolve_device
 from vqkit.training.schedule import Horizon
@@ -27,7 +28,7 @@ from vqkit.training.schedule import Horizon
 
 @dataclass
 class FitResult:
-    prior: CodePrior
+    prior: Prior
     step: int
     elapsed_s: float
     stopped: str  # "finished" or "interrupted"
@@ -59,14 +60,14 @@ def start_ids(
 
 
 def fit_prior(
-    prior: CodePrior,
+    prior: Prior,
     train: CodeSet,
     cfg: PriorTrainConfig,
     horizon: Horizon,
     *,
     val: CodeSet | None = None,
     state: dict[str, Any] | None = None,
-    checkpoint: Callable[[CodePrior, dict[str, Any]], None] | None = None,
+    checkpoint: Callable[[Prior, dict[str, Any]], None] | None = None,
     log: Callable[[dict[str, Any]], None] | None = None,
     on_step: Callable[[int], bool] | None = None,
     progress: bool = True,
@@ -136,14 +137,14 @@ class _PriorTask:
 
     def __init__(
         self,
-        prior: CodePrior,
+        prior: Prior,
         cfg: PriorTrainConfig,
         indices: torch.Tensor,
         labels: torch.Tensor | None,
         val: CodeSet | None,
         optimizer: torch.optim.Optimizer,
         emit: Callable[[dict[str, Any]], None],
-        checkpoint: Callable[[CodePrior, dict[str, Any]], None] | None,
+        checkpoint: Callable[[Prior, dict[str, Any]], None] | None,
         num_grids: int,
     ) -> None:
         self.prior, self.cfg, self.indices, self.labels, self.val = prior, cfg, indices, labels, val

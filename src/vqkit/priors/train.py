@@ -14,12 +14,12 @@ from vqkit.config import ConfigError, StopConfig, from_dict, to_dict
 from vqkit.data import ImageSet, split_holdout
 from vqkit.precision import autocast
 from vqkit.priors import checkpoint as pck
+from vqkit.priors.build import Prior, build_prior
 from vqkit.priors.calibrate import Calibration, calibrate
 from vqkit.priors.config import PriorConfig, PriorTrainConfig, apply_prior_overrides
 from vqkit.priors.data import CodeSet, canonical_spec, codes_path, load_augmented_codes, load_codes
 from vqkit.priors.evaluate import check_codes, evaluate_prior
 from vqkit.priors.fit import fit_prior, steps_per_epoch
-from vqkit.priors.model import CodePrior
 from vqkit.runs import Run, RunError, layout, run_lock, write_text
 from vqkit.runs.results import write_result
 from vqkit.training.fitting import append_record, resume_metrics
@@ -114,7 +114,7 @@ def _train_prior(
     run = Run.load(run_dir)
     fingerprint = pck.model_fingerprint(run_dir)
     state: dict[str, Any] | None = None
-    source: CodePrior | None = None
+    source: Prior | None = None
     if init_from is not None:
         if resume:
             raise ConfigError("--init-from starts a new schedule; it cannot be combined with --resume")
@@ -183,7 +183,7 @@ def _train_prior(
     num_classes = codes.num_classes if train_cfg.conditional else 0  # what the data lets a prior condition on
     if source is not None:
         if any(_key(o) == "model.dropout" for o in overrides):  # a regulariser, not a weight: may change
-            prior = CodePrior(dataclasses.replace(source.config, dropout=model_cfg.dropout))
+            prior = build_prior(dataclasses.replace(source.config, dropout=model_cfg.dropout))
             prior.load_state_dict(source.state_dict())
         else:
             prior = source
@@ -203,7 +203,7 @@ def _train_prior(
         model_cfg = dataclasses.replace(model_cfg, codebook_size=run.model.codebook_size, grid=codes.grid,
                                         num_classes=num_classes)  # fmt: skip
         torch.manual_seed(train_cfg.seed)  # the initial weights are part of what the seed fixes
-        prior = CodePrior(model_cfg)
+        prior = build_prior(model_cfg)
     elif codes.grid != model_cfg.grid:
         raise RunError(f"the data's grids are {codes.grid}; the saved prior models {model_cfg.grid}")
     prior.logit_scale.fill_(1.0)  # train the raw logits; a saved calibration is fitted again at the end
@@ -234,7 +234,7 @@ def _train_prior(
     else:
         resume_metrics(metrics, int(state["step"]), state.get("metrics_bytes"))
 
-    def checkpoint(p: CodePrior, st: dict[str, Any]) -> None:
+    def checkpoint(p: Prior, st: dict[str, Any]) -> None:
         st = {**st, "metrics_bytes": metrics.stat().st_size}
         try:
             pck.save_prior_checkpoint(run_dir, p, st, info=info, fingerprint=fingerprint)

@@ -1,0 +1,228 @@
+"""`GroupedPrior`: a prior over code grids that decodes in a fixed number of parallel steps.
+
+A *schedule* gives every grid position a step s in [0, G). Step s predicts all of its positions at
+once, from the codes of the steps before it (on every side of the position, not only above and to
+the left) and the class label:
+
+    p(x) = prod_s prod_{t in step s} p(x_t | x_{step < s}, label)
+
+So decoding a grid of any size takes G network passes instead of one per position (the serial
+`CodePrior`), and a position's context includes codes below and to its right once their step is done.
+
+Network, per position t of step s (all shapes per position; K codes, E = embed_dim, H = width):
+  1. context: the (2r+1) x (2r+1) window around t, r = radius, of code embeddings (E each), where a
+     code not yet decoded shows the learned "unknown" embedding (row K) and a position outside the grid
+     shows zeros (the convolution's zero padding): one conv, (2r+1)^2 * E -> H, plus a bias, the
+     embedding of the step s and the embedding of the label (row num_classes: "no label");
+  2. ReLU, then ``layers`` - 1 times: linear H -> H, ReLU;
+  3. head: linear H -> K logits, times ``logit_scale`` (1 while training; `calibrate` fits it).
+Only ReLU and linear maps: the network quantizes to an integer network (vqkit.priors.integer) whose
+probability tables are exact on every machine.
+
+Schedules (``SCHEDULES``; the step of (y, x) depends on (y mod n, x mod n) only, so any grid size works):
+  "2x2"  4 steps on the 2 x 2 sub-lattices: (0,0), then (1,1), then (0,1), then (1,0) (the diagonal
+         first, as in ELIC's checkerboard-like grouping, so the third and fourth steps see 4 neighbours);
+  "4x4" 16 steps in the order of the 4 x 4 Bayer dither matrix, each step spread evenly over the grid;
+  "4x4-8" the same order in 8 steps of two Bayer levels each.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vqkit.priors.config import PriorConfig
+from vqkit.priors.model import draw
+
+LOG2 = math.log(2.0)
+
+_BAYER4 = np.array([[0, 8, 2, 10], [12, 4, 14, 6], [3, 11, 1, 9], [15, 7, 13, 5]], dtype=np.int64)
+SCHEDULES: dict[str, np.ndarray] = {
+    "2x2": np.array([[0, 2], [3, 1]], dtype=np.int64),
+    "4x4": _BAYER4,
+    "4x4-8": _BAYER4 // 2,
+}
+
+
+def schedule_steps(schedule: str) -> int:
+    """G, the number of steps of ``schedule``."""
+    return int(SCHEDULES[schedule].max()) + 1
+
+
+def step_map(schedule: str, h: int, w: int) -> np.ndarray:
+    """(h, w) int64: the step that decodes each position of an h x w grid."""
+    tile = SCHEDULES[schedule]
+    n = tile.shape[0]
+    return tile[np.arange(h)[:, None] % n, np.arange(w)[None, :] % n]
+
+
+def decode_order(schedule: str, h: int, w: int) -> np.ndarray:
+    """(h * w,) int64 raster positions in coding order: step by step, raster order within a step."""
+    steps = step_map(schedule, h, w).reshape(-1)
+    return np.argsort(steps, kind="stable")
+
+
+class GroupedPrior(nn.Module):
+    """p(indices | label) over grids of any size, in ``schedule_steps(config.schedule)`` parallel steps.
+
+    Same public interface as `CodePrior` for likelihoods (``logits``, ``nll_bits``) and sampling
+    (``sample``): row t of ``logits`` is the distribution the coder uses for position t, which
+    depends only on the codes of earlier steps and the label."""
+
+    logit_scale: Tensor  # () buffer: 1 while training, fitted by vqkit.priors.calibrate
+
+    def __init__(self, config: PriorConfig) -> None:
+        super().__init__()
+        if config.kind != "grouped":
+            raise ValueError(f"GroupedPrior needs model.kind='grouped', got {config.kind!r}")
+        self.config = c = config
+        self.steps = schedule_steps(c.schedule)
+        k = 2 * c.radius + 1
+        self.embed = nn.Embedding(c.codebook_size + 1, c.embed_dim)  # row K: "not decoded yet"
+        self.context = nn.Conv2d(c.embed_dim, c.width, k, padding=c.radius)
+        self.step_embed = nn.Embedding(self.steps, c.width)
+        self.class_embed = nn.Embedding(c.num_classes + 1, c.width)  # row num_classes: "no label"
+        self.hidden = nn.ModuleList(nn.Linear(c.width, c.width) for _ in range(c.layers - 1))
+        self.drop = nn.Dropout(c.dropout)
+        self.head = nn.Linear(c.width, c.codebook_size)
+        self.register_buffer("logit_scale", torch.ones(()))
+        nn.init.normal_(self.embed.weight, 0.0, 1.0)
+        nn.init.zeros_(self.step_embed.weight)
+        nn.init.zeros_(self.class_embed.weight)
+        nn.init.zeros_(self.head.weight)  # start from the uniform distribution: log2(K) bits per code
+        nn.init.zeros_(self.head.bias)
+
+    # ---------------------------------------------------------------------------------- internals
+
+    def _steps_of(self, h: int, w: int, device: torch.device) -> Tensor:
+        return torch.from_numpy(step_map(self.config.schedule, h, w)).to(device)
+
+    def step_logits(self, known: Tensor, step: int, start_ids: Tensor) -> Tensor:
+        """The logits of step ``step`` at every position: ``known`` (B, h, w) int64 holds the codes of
+        steps < ``step`` and anything elsewhere (it is masked here); start_ids (B,) label ids
+        (num_classes: "no label") -> (B, h, w, K) float. Only the positions of step ``step`` are
+        meaningful."""
+        h, w = known.shape[1:]
+        steps = self._steps_of(h, w, known.device)
+        tokens = torch.where(steps < step, known, torch.full_like(known, self.config.codebook_size))
+        x = self.embed(tokens).permute(0, 3, 1, 2)  # (B, E, h, w)
+        a = self.context(x).permute(0, 2, 3, 1)  # (B, h, w, H)
+        a = a + (self.step_embed.weight[step] + self.class_embed(start_ids))[:, None, None, :]
+        a = self.drop(F.relu(a))
+        for layer in self.hidden:
+            a = self.drop(F.relu(layer(a)))
+        return self.head(a) * self.logit_scale  # x * 1.0 == x while uncalibrated
+
+    def _forward(self, indices: Tensor, start_ids: Tensor) -> Tensor:
+        """indices (B, h, w), start ids (B,) -> logits (B, h*w, K), each row from its own step (teacher
+        forcing: one pass per step over the whole batch)."""
+        b, h, w = indices.shape
+        steps = self._steps_of(h, w, indices.device).reshape(-1)
+        out: Tensor | None = None
+        for s in range(self.steps):
+            rows = torch.nonzero(steps == s)[:, 0]
+            if len(rows) == 0:
+                continue
+            lg = self.step_logits(indices, s, start_ids).reshape(b, h * w, -1)
+            if out is None:
+                out = lg.new_zeros(lg.shape)
+            out[:, rows] = lg[:, rows]
+        assert out is not None
+        return out
+
+    def _check(self, indices: Tensor, labels: Tensor | None) -> None:
+        if indices.ndim != 3 or indices.dtype != torch.int64:
+            raise ValueError(f"indices must be (B, h, w) int64, got {indices.dtype} {tuple(indices.shape)}")
+        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.config.codebook_size):
+            raise ValueError(f"indices must lie in [0, {self.config.codebook_size})")
+        self._check_labels(labels, len(indices))
+
+    def _check_labels(self, labels: Tensor | None, n: int) -> None:
+        if labels is None:
+            return
+        if self.config.num_classes == 0:
+            raise ValueError("this prior is unconditional; pass labels=None")
+        if labels.shape != (n,) or labels.dtype != torch.int64:
+            raise ValueError(f"labels must be ({n},) int64, got {labels.dtype} {tuple(labels.shape)}")
+        if n and (int(labels.min()) < 0 or int(labels.max()) >= self.config.num_classes):
+            raise ValueError(f"labels must lie in [0, {self.config.num_classes})")
+
+    def _start_ids(self, labels: Tensor | None, n: int, device: torch.device) -> Tensor:
+        if labels is None:
+            return torch.full((n,), self.config.num_classes, dtype=torch.long, device=device)
+        return labels.to(device)
+
+    # ---------------------------------------------------------------------------------- public API
+
+    def logits(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
+        """indices (B, h, w) int64 -> logits (B, h*w, K): row t given the codes of the steps before
+        t's and the label (None: "no label")."""
+        self._check(indices, labels)
+        return self._forward(indices, self._start_ids(labels, len(indices), indices.device))
+
+    def forward(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
+        return self.logits(indices, labels)
+
+    def nll_bits(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
+        """(B,) total bits per grid: sum over positions of -log2 p(x_t | earlier steps, label)."""
+        logits = self.logits(indices, labels)
+        nats = F.cross_entropy(logits.transpose(1, 2), indices.reshape(len(indices), -1), reduction="none")
+        return nats.sum(dim=1) / LOG2
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        labels: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        prefix: Tensor | None = None,
+        keep: int = 0,
+        grid: tuple[int, int] | None = None,
+    ) -> Tensor:
+        """Draw n grids -> (n, h, w) int64 in G parallel steps (``grid``: (h, w), default the
+        config's). The first ``keep`` raster positions are copied from ``prefix`` (n, h, w) (image
+        completion); they enter the context at their own step, like any decoded code."""
+        h, w = grid or self.config.grid
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        if not 0 <= keep <= h * w:
+            raise ValueError(f"keep must lie in [0, {h * w}], got {keep}")
+        if keep and prefix is None:
+            raise ValueError("keep > 0 needs a prefix (n, h, w)")
+        self._check_labels(labels, n)
+        device = self.head.weight.device
+        out = torch.zeros(n, h * w, dtype=torch.long, device=device)
+        fixed = torch.zeros(h * w, dtype=torch.bool, device=device)
+        if prefix is not None:
+            if tuple(prefix.shape) != (n, h, w):
+                raise ValueError(f"prefix must be ({n}, {h}, {w}), got {tuple(prefix.shape)}")
+            out[:, :keep] = prefix.reshape(n, h * w)[:, :keep].to(device)
+            fixed[:keep] = True
+        steps = self._steps_of(h, w, device).reshape(-1)
+        ids = self._start_ids(labels, n, device)
+        was_training = self.training
+        self.eval()
+        try:
+            for s in range(self.steps):
+                rows = torch.nonzero((steps == s) & ~fixed)[:, 0]
+                if len(rows) == 0:
+                    continue
+                lg = self.step_logits(out.view(n, h, w), s, ids).reshape(n, h * w, -1)[:, rows]
+                drawn = draw(lg.reshape(-1, lg.shape[-1]), temperature, top_k, generator)
+                out[:, rows] = drawn.view(n, len(rows))
+        finally:
+            self.train(was_training)
+        return out.view(n, h, w)
+
+    def describe(self) -> dict[str, Any]:
+        """Steps and parameter count, for logs and reports."""
+        return {"kind": "grouped", "schedule": self.config.schedule, "steps": self.steps,
+                "parameters": sum(p.numel() for p in self.parameters())}  # fmt: skip
