@@ -141,14 +141,7 @@ def load_integer_prior(run_dir: Path) -> IntegerPrior | None:
     path = Path(run_dir) / INTEGER_PRIOR_FILE
     if not path.is_file():
         return None
-    prior = IntegerPrior.load(path)
-    expected = model_fingerprint(run_dir)
-    if prior.model_fingerprint != expected:
-        raise RunError(
-            f"{path} was made for another VQ-VAE (fingerprint {prior.model_fingerprint}, the run's model is "
-            f"{expected}); retrain the prior with `vqkit prior train {run_dir} --set model.kind=grouped`"
-        )
-    return prior
+    return IntegerPrior.load(path)
 
 
 def load_serial_prior(run_dir: Path) -> CodePrior | None:
