@@ -258,7 +258,8 @@ def _train_prior(
         "val_grids": len(val_set),
         "prior": to_dict(model_cfg),
     }
-    if len(val_set) and result.stopped == "finished" and train_cfg.calibrate:
+    # temperature calibration applies to the serial prior's softmax, not to the grouped two-part head
+    if len(val_set) and result.stopped == "finished" and train_cfg.calibrate and model_cfg.kind == "serial":
         cal = calibrate(result.prior, val_set, max_grids=train_cfg.eval_grids)
         info["calibration"] = summary["calibration"] = calibration_record(cal, "holdout")
         pck.save_prior(run_dir, result.prior, info={**info, "step": result.step}, fingerprint=fingerprint)
@@ -302,6 +303,8 @@ def _calibrate_run(
     run_dir: Path, data_spec: str | None, max_grids: int, device: str, precision: str
 ) -> dict[str, Any]:
     run, doc = Run.load(run_dir), pck.read_prior_doc(run_dir)
+    if doc.get("prior", {}).get("kind", "serial") != "serial":
+        raise ConfigError("calibration applies to serial priors; a grouped prior is used as trained")
     if torch.device(device).type != "cpu":  # encode where the prior runs, in fp32, as train_prior does
         run = Run.load(run_dir, device=device, precision="fp32")
     prior = pck.load_prior(run_dir, device)
