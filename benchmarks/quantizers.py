@@ -117,7 +117,8 @@ class ReferenceQuantizer(Quantizer):
             # valid (a training-log figure only: evaluation runs without dropout)
             indices = indices.permute(0, 3, 1, 2).clamp_min(0)
         return QuantizerOutput(
-            quantized.to(z.dtype), indices.long().reshape(z.shape[0], *([self.s] if self.s > 1 else []), *z.shape[2:]),
+            quantized.to(z.dtype),
+            indices.long().reshape(z.shape[0], *([self.s] if self.s > 1 else []), *z.shape[2:]),
             losses,
         )
 

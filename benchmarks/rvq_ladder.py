@@ -88,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     when = datetime.now()
     base = load_config(LADDER)
     ladder = a.run or trained(base, a.work / "ladder", a)
-    singles = {n: trained(single_rate_config(n, base), a.work / f"single-{n}", a) for n in range(1, STAGES + 1)}
+    singles = {
+        n: trained(single_rate_config(n, base), a.work / f"single-{n}", a) for n in range(1, STAGES + 1)
+    }
     sets = {
         "cifar10-val": read_inputs([a.val], a.max_val_images, strict=True)[0],
         "kodak": read_inputs([a.kodak], a.max_kodak_images, strict=True)[0],
@@ -104,12 +106,14 @@ def main(argv: list[str] | None = None) -> int:
             one = measure(single_coding, images, None)
             rows.append({"stages": n, "data": name, "images": len(images), "ladder": lad, "single": one,
                          "gap_db": lad["psnr"] - one["psnr"]})  # fmt: skip
-            print(f"  {n} stages, {name}: ladder {lad['bpp_actual']:.3f} bpp {lad['psnr']:.2f} dB, single-rate "
-                  f"{one['bpp_actual']:.3f} bpp {one['psnr']:.2f} dB", flush=True)  # fmt: skip
-    print(f"\n{'stages':>6} {'data':<12} {'ladder bpp':>10} {'PSNR':>6} {'single bpp':>10} {'PSNR':>6} {'gap dB':>7}")
+            print(f"  {n} stages, {name}: ladder {lad['bpp_actual']:.3f} bpp {lad['psnr']:.2f} dB, "
+                  f"single-rate {one['bpp_actual']:.3f} bpp {one['psnr']:.2f} dB", flush=True)  # fmt: skip
+    head = ("stages", "data", "ladder bpp", "PSNR", "single bpp", "PSNR", "gap dB")
+    print("\n{:>6} {:<12} {:>10} {:>6} {:>10} {:>6} {:>7}".format(*head))
     for r in rows:
-        print(f"{r['stages']:>6} {r['data']:<12} {r['ladder']['bpp_actual']:>10.3f} {r['ladder']['psnr']:>6.2f} "
-              f"{r['single']['bpp_actual']:>10.3f} {r['single']['psnr']:>6.2f} {r['gap_db']:>+7.2f}")  # fmt: skip
+        lad, one = r["ladder"], r["single"]
+        print(f"{r['stages']:>6} {r['data']:<12} {lad['bpp_actual']:>10.3f} {lad['psnr']:>6.2f} "
+              f"{one['bpp_actual']:>10.3f} {one['psnr']:>6.2f} {r['gap_db']:>+7.2f}")  # fmt: skip
     doc = {"benchmark": "rvq_ladder", "date": when.isoformat(timespec="seconds"),
            "command": [sys.executable, *sys.argv], "machine": machine(), "minutes": a.minutes,
            "ladder_run": str(ladder), "single_runs": {str(n): str(r) for n, r in singles.items()},

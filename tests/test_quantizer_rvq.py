@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +99,7 @@ def test_the_residual_shrinks_stage_by_stage_on_data_the_stages_were_fitted_to()
     idx = q.encode(data)
     errors = [float((data - q.indices_to_codes(idx[:, :s])).pow(2).sum(1).mean()) for s in range(1, 5)]
     assert errors[0] < float(data.pow(2).sum(1).mean())
-    assert all(b < a for a, b in zip(errors, errors[1:], strict=False)), errors
+    assert all(b < a for a, b in itertools.pairwise(errors)), errors
 
 
 def test_without_stage_dropout_every_sample_uses_every_stage() -> None:
@@ -176,7 +177,13 @@ def test_float32_under_bfloat16_autocast() -> None:
 def test_the_recipes_load() -> None:
     cfg = load_config(RECIPES / "cifar10-rvq.json")
     q = cfg.model.quantizer
-    assert (q.kind, q.stages, q.codebook_size, cfg.model.downsample, cfg.data.image_size) == ("rvq", 3, 8, 4, 32)
+    assert (q.kind, q.stages, q.codebook_size, cfg.model.downsample, cfg.data.image_size) == (
+        "rvq",
+        3,
+        8,
+        4,
+        32,
+    )
     assert q.stages * np.log2(q.codebook_size) == 9  # 9 bits per position
     base = load_config(RECIPES / "cifar10.json").model
     assert (cfg.model.channels, cfg.model.res_blocks, cfg.model.res_channels) == (

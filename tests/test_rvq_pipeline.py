@@ -104,7 +104,12 @@ def test_bad_stage_counts_are_refused(rvq_run: Path) -> None:
     fingerprint = coding.fingerprint(EntropyModel.RAW)
 
     def file(stages: int) -> bytes:
-        return build(EntropyModel.RAW, fingerprint, [Record(16, 16, Mode.RGB, len(payloads[0]), stages=stages)], payloads)
+        return build(
+            EntropyModel.RAW,
+            fingerprint,
+            [Record(16, 16, Mode.RGB, len(payloads[0]), stages=stages)],
+            payloads,
+        )
 
     assert parse(file(STAGES)).records[0].stages == STAGES
     with pytest.raises(CodecError, match="holds 4 stages of codes, but"):
@@ -131,7 +136,7 @@ def test_a_single_stage_run_refuses_stage_counts(rvq_run: Path) -> None:
     payloads, _ = encode_grids(coding, coding.run.encode(image), EntropyModel.RAW)
     data = build(EntropyModel.RAW, coding.fingerprint(EntropyModel.RAW),
                  [Record(16, 16, Mode.RGB, len(payloads[0]), stages=2)], payloads)  # fmt: skip
-    with pytest.raises(CodecError, match="holds 2 stages of codes, but .* has 1"):
+    with pytest.raises(CodecError, match=r"holds 2 stages of codes, but .* has 1"):
         decode_codes(coding, data)
 
 
@@ -160,7 +165,11 @@ def test_static_tables_are_per_stage_and_a_single_stage_table_is_as_before(rvq_r
     table = frequencies_from_counts(np.array(golden["counts"]))
     params = table.astype("<u4").tobytes()
     want = hashlib.sha256(model_digest(GOLDEN / "run") + bytes([1]) + params).digest()[:6]
-    assert coding.fingerprint(EntropyModel.STATIC) == want == parse((GOLDEN / "static.vqk").read_bytes()).fingerprint
+    assert (
+        coding.fingerprint(EntropyModel.STATIC)
+        == want
+        == parse((GOLDEN / "static.vqk").read_bytes()).fingerprint
+    )
 
 
 # ---- the command line -----------------------------------------------------------------------------
@@ -193,21 +202,27 @@ def test_compress_stages_and_decompress_reads_them(rvq_run: Path, tmp_path: Path
     run = Run.load(rvq_run)
     for f in files:
         grid = run.encode([read_image(inputs / f"{f.stem}.png")])[0]
-        np.testing.assert_array_equal(read_image(tmp_path / "back" / f"{f.stem}.png"), run.decode(grid[None, :2])[0])
+        np.testing.assert_array_equal(
+            read_image(tmp_path / "back" / f"{f.stem}.png"), run.decode(grid[None, :2])[0]
+        )
 
 
 def _matrix(rvq_run: Path) -> tuple[np.ndarray, np.ndarray]:
     """(S, N) actual bpp and PSNR of each image at each stage count, measured independently."""
     images = images_of_differing_difficulty()
     reports = [compress_images(rvq_run, images, entropy_model="static", stages=n).reports for n in (1, 2, 3)]
-    return np.array([[r.bpp_actual for r in rs] for rs in reports]), np.array([[r.psnr for r in rs] for rs in reports])
+    return np.array([[r.bpp_actual for r in rs] for rs in reports]), np.array(
+        [[r.psnr for r in rs] for rs in reports]
+    )
 
 
 def test_target_psnr_picks_the_fewest_stages_that_reach_it_per_image(rvq_run: Path, tmp_path: Path) -> None:
     _, psnr = _matrix(rvq_run)
     target = psnr[0, 0] - 0.01  # the flat image reaches it with one stage; noise never does
     assert psnr[:, 3].max() < target
-    picks = [r["stages"] for r in _compress(rvq_run, tmp_path, _inputs(tmp_path), "--target-psnr", str(target))]
+    picks = [
+        r["stages"] for r in _compress(rvq_run, tmp_path, _inputs(tmp_path), "--target-psnr", str(target))
+    ]
     good = psnr >= target
     assert picks == [int(np.argmax(good[:, i])) + 1 if good[:, i].any() else 3 for i in range(4)]
     assert picks[0] == 1 and picks[3] == 3  # the picks differ with the images' difficulty
@@ -234,7 +249,19 @@ def test_stage_options_on_a_single_stage_run_and_together_are_refused(
         err = capsys.readouterr().err
         assert "residual VQ" in err and "Traceback" not in err and err.count("\n") == 1
     with pytest.raises(SystemExit):
-        main(["compress", str(rvq_run), inputs, "-o", str(tmp_path / "o"), "--stages", "2", "--target-bpp", "1"])
+        main(
+            [
+                "compress",
+                str(rvq_run),
+                inputs,
+                "-o",
+                str(tmp_path / "o"),
+                "--stages",
+                "2",
+                "--target-bpp",
+                "1",
+            ]
+        )
     assert "not allowed with" in capsys.readouterr().err
 
 
@@ -264,7 +291,9 @@ def test_evaluation_reports_each_stages_codebook_health(rvq_run: Path) -> None:
         assert health["stage"] == s + 1
         assert health["codebook_usage"] == pytest.approx(len(used) / K)
         assert health["dead_codes"] == K - len(used)
-    assert stats["codebook_usage"] == pytest.approx(np.mean([h["codebook_usage"] for h in stats["per_stage"]]))
+    assert stats["codebook_usage"] == pytest.approx(
+        np.mean([h["codebook_usage"] for h in stats["per_stage"]])
+    )
     assert stats["dead_codes"] == pytest.approx(np.mean([h["dead_codes"] for h in stats["per_stage"]]))
     assert stats["bpp_nominal"] == pytest.approx(STAGES * np.log2(K) * 64 / 256)
 
@@ -285,7 +314,12 @@ def test_features_probe_and_similar_use_the_per_stage_histograms(rvq_run: Path, 
     npz = tmp_path / "data.npz"
     np.savez(npz, images=np.stack(images), labels=np.arange(12) % 2)
     assert main(["probe", str(rvq_run), "--train", str(npz), "--test", str(npz)]) == 0
-    assert main(["similar", str(rvq_run), str(npz), "--data", str(npz), "-k", "3", "-o", str(tmp_path / "s.png")]) == 0
+    assert (
+        main(
+            ["similar", str(rvq_run), str(npz), "--data", str(npz), "-k", "3", "-o", str(tmp_path / "s.png")]
+        )
+        == 0
+    )
     with pytest.raises(RunError, match="residual VQ run"):
         from vqkit.tasks.codebook import count_codes
 

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vqkit.codec import CodecError, Coding, decode_codes, decompress, parse
-from vqkit.codec.container import CRC_BYTES, FORMAT_VERSION, build
+from vqkit.codec.container import CRC_BYTES, build
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 EXPECTED = json.loads((GOLDEN / "expected.json").read_text())

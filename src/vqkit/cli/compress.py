@@ -116,8 +116,8 @@ def compress_main(argv: list[str]) -> int:
     )
     rate = p.add_mutually_exclusive_group()
     rate.add_argument("--stages", type=int, metavar="N",
-                      help="residual VQ (rvq) runs: code the first N of the run's S stages of codes "
-                           "(default all S); fewer stages, lower rate and quality, from one model")  # fmt: skip
+                      help="residual VQ (rvq) runs: code the first N of the run's S stages of "
+                           "codes (default all S): fewer stages, lower rate")  # fmt: skip
     rate.add_argument("--target-bpp", type=float, metavar="B",
                       help="residual VQ runs: per image, the most stages whose actual bits per pixel "
                            "stay <= B (else 1 stage)")  # fmt: skip

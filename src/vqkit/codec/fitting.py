@@ -4,8 +4,9 @@ carrying both to a decoder fine-tune.
 ``entropy_static.json`` in the run folder holds integer code counts from encoding training images,
 stamped with the model's fingerprint; its coding table is ``tables.frequencies_from_counts`` of them
 (add-one smoothing). A residual VQ run of S stages has one table per stage: ``counts`` is then S lists
-of K counts (and ``stages`` says S); a single-stage run's file is one list, as it always was. The prior is the run's ``vqkit.priors`` checkpoint. What codes with them, given
-the tables or the prior, is vqkit.codec.entropy, which knows nothing of run folders.
+of K counts (and ``stages`` says S); a single-stage run's file is one list, as it always was. The prior
+is the run's ``vqkit.priors`` checkpoint. What codes with them, given the tables or the prior, is
+vqkit.codec.entropy, which knows nothing of run folders.
 """
 
 from __future__ import annotations

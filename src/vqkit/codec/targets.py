@@ -65,9 +65,13 @@ def choose_stages(
     if target_bpp is not None:
         fits = bpp <= target_bpp  # (S, N)
         # the largest n that fits, else 1
-        chosen = [int(np.nonzero(fits[:, i])[0].max()) + 1 if fits[:, i].any() else 1 for i in range(len(images))]
+        chosen = [
+            int(np.nonzero(fits[:, i])[0].max()) + 1 if fits[:, i].any() else 1 for i in range(len(images))
+        ]
     else:
         assert target_psnr is not None
         good = psnr >= target_psnr
-        chosen = [int(np.nonzero(good[:, i])[0].min()) + 1 if good[:, i].any() else s for i in range(len(images))]
+        chosen = [
+            int(np.nonzero(good[:, i])[0].min()) + 1 if good[:, i].any() else s for i in range(len(images))
+        ]
     return StageChoice(chosen, model, bpp, psnr)

@@ -196,7 +196,10 @@ class FastDecoder(nn.Module):
         padded = F.pad(grids, (1, 1, 1, 1), value=-1)  # (B, s, h+2, w+2); -1 marks the zero padding
         taps = [padded[:, :, ky : ky + h, kx : kx + w] for ky in range(3) for kx in range(3)]
         neighbours = torch.stack(taps, dim=-1).permute(0, 2, 3, 1, 4)  # (B, h, w, s, 9)
-        base = torch.arange(s, device=indices.device)[:, None] * 9 * k + torch.arange(9, device=indices.device) * k
+        base = (
+            torch.arange(s, device=indices.device)[:, None] * 9 * k
+            + torch.arange(9, device=indices.device) * k
+        )
         rows = neighbours + base  # (B, h, w, s, 9) rows of the table
         rows = torch.where(neighbours < 0, self.stages * 9 * k, rows).reshape(-1)  # the zero row: padding
         # Bags as one flat list with offsets: 0.6 ms for 256 CIFAR grids, against 6 ms with

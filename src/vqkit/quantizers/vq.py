@@ -208,7 +208,9 @@ class VectorQuantizer(Quantizer):
         """The rows of the global batch (every rank's x in rank order) that count: (M, d). Ranks may
         keep different numbers of rows, so the whole batch and the mask are gathered, then selected."""
         pool = vdist.all_gather_cat(x)
-        return pool if rows is None else pool[vdist.all_gather_cat(rows.to(torch.uint8)).bool()]  # gloo: no bool
+        return (
+            pool if rows is None else pool[vdist.all_gather_cat(rows.to(torch.uint8)).bool()]
+        )  # gloo: no bool
 
     # ----------------------------------------------------------------------------- codebook learning
 

@@ -98,7 +98,8 @@ class Run:
             raise ValueError(f"indices must be (B, h, w) grids, got shape {tuple(idx.shape)}")
         if s > 1 and (idx.ndim != 4 or not 1 <= idx.shape[1] <= s):
             raise ValueError(
-                f"indices must be (B, s, h, w) with 1 <= s <= {s} stages (a residual run), got {tuple(idx.shape)}"
+                f"indices must be (B, s, h, w) with 1 <= s <= {s} stages (a residual VQ run), got "
+                f"{tuple(idx.shape)}"
             )
         if idx.min() < 0 or idx.max() >= self.model.codebook_size:
             raise ValueError(f"indices must lie in [0, {self.model.codebook_size})")
