@@ -18,6 +18,7 @@ from vqkit.codec import CodecError, Coding, EntropyModel, compress_images, decod
 from vqkit.codec.api import encode_grids
 from vqkit.codec.container import Mode, Record, build
 from vqkit.codec.fitting import fit_static_model
+from vqkit.codec.rd import available_models
 from vqkit.codec.search import SearchConfig
 from vqkit.codec.tables import frequencies_from_counts
 from vqkit.data import ImageSet, read_image
@@ -146,6 +147,14 @@ def test_the_prior_and_the_search_refuse_residual_runs(rvq_run: Path) -> None:
         with pytest.raises(CodecError, match="residual VQ run"):
             compress_images(rvq_run, images, entropy_model=model)
     assert compress_images(rvq_run, images).entropy_model in ("static", "raw")  # auto: no prior
+    coding = Coding(rvq_run)
+    assert coding.prior() is None and available_models(coding) == ["raw", "static"]
+    # a file whose header names a prior model, as a corrupt or foreign one may
+    raw = compress_images(coding, images[:1], entropy_model="raw").files[0]
+    c = parse(raw)
+    prior_file = build(EntropyModel.PRIOR_OVERLAP, c.fingerprint, list(c.records), [raw[c.payload_offset :]])
+    with pytest.raises(CodecError, match="prior entropy models do not code"):
+        decode_codes(coding, prior_file)
     with pytest.raises(CodecError, match="single-stage"):
         compress_images(rvq_run, images, search=SearchConfig(1))
     with pytest.raises(RunError, match="residual VQ run"):

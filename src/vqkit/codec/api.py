@@ -352,6 +352,8 @@ def _open(coding: Coding, data: bytes, name: str) -> Container:
     model = container.entropy_model
     if model is EntropyModel.STATIC and not coding.has_static():
         raise CodecError(f"{name} uses the static entropy model, which {coding.run.path} lacks")
+    if model in PRIOR_MODELS and coding.stages > 1:
+        coding.refuse_prior_for_stages()
     if model in PRIOR_MODELS and coding.prior(model) is None:
         raise CodecError(f"{name} uses the prior, which {coding.run.path} lacks")
     if container.fingerprint != coding.fingerprint(model):

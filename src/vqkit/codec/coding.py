@@ -80,10 +80,11 @@ class Coding:
 
     def prior(self, model: EntropyModel = EntropyModel.PRIOR_OVERLAP) -> PriorCoder | None:
         """The coder of a prior entropy model (PRIOR: tiles, PRIOR_OVERLAP: overlapping windows), or
-        None when the run has no prior."""
+        None when the run has no prior (never for a residual VQ run: the prior models one grid)."""
         if model not in PRIOR_MODELS:
             raise ValueError(f"{model.name} is not a prior entropy model")
-        self.refuse_prior_for_stages()
+        if self.stages > 1:  # a residual VQ run has no prior (require_prior says why)
+            return None
         if model not in self._coders:
             if self._prior_module is None:
                 self._prior_module = load_run_prior(self.run.path)
@@ -111,6 +112,7 @@ class Coding:
         return self._search_prior
 
     def require_prior(self, model: EntropyModel = EntropyModel.PRIOR_OVERLAP) -> PriorCoder:
+        self.refuse_prior_for_stages()
         prior = self.prior(model)
         if prior is None:
             raise RunError(f"{self.run.path} has no prior; train one with `vqkit prior train`")
@@ -139,7 +141,7 @@ class Coding:
                 self.require_prior(model)
             return [model]
         return [
-            *([EntropyModel.PRIOR_OVERLAP] if self.stages == 1 and self.prior() is not None else []),
+            *([EntropyModel.PRIOR_OVERLAP] if self.prior() is not None else []),
             *([EntropyModel.STATIC] if self._static is not None else []),
             EntropyModel.RAW,
         ]
