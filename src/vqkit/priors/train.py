@@ -112,6 +112,11 @@ def _train_prior(
     precision: str | None,
 ) -> dict[str, Any]:
     run = Run.load(run_dir)
+    if run.stages > 1:
+        raise RunError(
+            f"{run_dir} is a residual VQ run ({run.stages} stages of codes per position); the prior "
+            "models one code grid per image, not stages (its codes compress with the static table)"
+        )
     fingerprint = pck.model_fingerprint(run_dir)
     state: dict[str, Any] | None = None
     source: Prior | None = None
