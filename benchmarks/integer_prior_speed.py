@@ -95,9 +95,8 @@ def main() -> None:
         rows.append(measure(512, schedule, (8, 8), args.batch, args.reference_batch, args.repeats))
         if not args.skip_kodak:
             rows.append(measure(4096, schedule, (192, 128), 1, 1, args.repeats))
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}"
-    )
+    capability = torch.backends.cpu.get_cpu_capability()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {capability}")
     head = ("K", "grid", "batch", "schedule", "float ms/grid", "int_mm ms/grid", "numpy ms/grid")
     print("".join(f"{h:>16}" for h in head))
     for r in rows:
