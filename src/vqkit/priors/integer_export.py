@@ -68,13 +68,15 @@ def _float_weights(prior: GroupedPrior) -> dict[str, np.ndarray]:
 
 
 @torch.no_grad()
-def _float_pass(prior: GroupedPrior, grids: Tensor, ids: Tensor, step: int) -> tuple[list[Tensor], Tensor]:
-    """The float model at the positions of ``step``, in float64: the activations after each ReLU
-    [(B, n_s, H)] and the logits (B, n_s, K). Mirrors GroupedPrior.step_logits (export checks it)."""
+def _float_pass(
+    prior: GroupedPrior, p: dict[str, Tensor], grids: Tensor, ids: Tensor, step: int
+) -> tuple[list[Tensor], Tensor]:
+    """The float model (``p``: its state dict in float64 on the CPU) at the positions of ``step``: the
+    activations after each ReLU [(B, n_s, H)] and the logits (B, n_s, K). Mirrors
+    GroupedPrior.step_logits (export checks it)."""
     c = prior.config
     h, w = grids.shape[1:]
     pos, _, earlier = step_geometry(c.schedule, h, w, step, c.radius)
-    p = {k: v.detach().to("cpu", torch.float64) for k, v in prior.state_dict().items()}
     tokens = torch.where(torch.from_numpy(earlier), grids, c.codebook_size)
     x = p["embed.weight"][tokens].permute(0, 3, 1, 2)
     a = F.conv2d(x, p["context.weight"], p["context.bias"], padding=c.radius).permute(0, 2, 3, 1)
@@ -125,10 +127,13 @@ def _build_tensors(prior: GroupedPrior, act_scales: list[float]) -> tuple[dict[s
     return out, act_scales
 
 
-def _activation_scale(values: np.ndarray, percentile: float) -> float:
-    """Scale mapping the ``percentile`` of the positive ``values`` to QMAX (0 for a dead layer)."""
+def _activation_scales(values: np.ndarray) -> list[float]:
+    """Per percentile of PERCENTILES, the scale mapping it (of the positive ``values``) to QMAX; 0 for
+    a dead layer (`_build_tensors` then sets a floor)."""
     pos = values[values > 0]
-    return float(np.percentile(pos, percentile)) / QMAX if pos.size else 0.0
+    if not pos.size:
+        return [0.0] * len(PERCENTILES)
+    return [float(v) / QMAX for v in np.percentile(pos, PERCENTILES)]
 
 
 @torch.no_grad()
@@ -160,8 +165,9 @@ def export_integer(prior: GroupedPrior, grids: np.ndarray, labels: np.ndarray | 
     finally:
         prior.train(was_training)
     best: tuple[float, IntegerPrior] | None = None
-    for pct in PERCENTILES:
-        tensors, scales = _build_tensors(prior, [_activation_scale(values, pct) for values in acts])
+    per_layer = [_activation_scales(values) for values in acts]  # [layer][percentile]
+    for j, pct in enumerate(PERCENTILES):
+        tensors, scales = _build_tensors(prior, [s[j] for s in per_layer])
         candidate = IntegerPrior(c, tensors, info={"activation_percentile": pct, "activation_scales": scales,
                                                    "calibration_grids": len(g)})  # fmt: skip
         bits = integer_bits_per_code(candidate, g, lab if c.num_classes else None)
@@ -176,6 +182,7 @@ def _calibration_activations(prior: GroupedPrior, grids: Tensor, ids: Tensor) ->
     """Per ReLU layer, a deterministic sample (<= 2^22) of its float activations over every step's
     positions of ``grids``; checks on the way that `_float_pass` reproduces the prior's logits."""
     c = prior.config
+    weights = {k: v.detach().to("cpu", torch.float64) for k, v in prior.state_dict().items()}
     per_layer: list[list[np.ndarray]] = [[] for _ in range(c.layers)]
     h, w = grids.shape[1:]
     for lo in range(0, len(grids), 64):
@@ -184,7 +191,7 @@ def _calibration_activations(prior: GroupedPrior, grids: Tensor, ids: Tensor) ->
             pos = step_geometry(c.schedule, h, w, s, c.radius)[0]
             if not len(pos):
                 continue
-            acts, logits = _float_pass(prior, gb, ib, s)
+            acts, logits = _float_pass(prior, weights, gb, ib, s)
             if lo == 0 and s == 0:  # the mirror must stay the model: a changed GroupedPrior breaks it
                 dev = prior.head.weight.device
                 ref = prior.step_logits(gb.to(dev), s, ib.to(dev)).reshape(len(gb), h * w, -1).cpu()
