@@ -111,6 +111,15 @@ def test_step_logits_are_the_rows_of_their_step_and_ignore_later_codes(exported:
         assert torch.equal(got, full[:, torch.from_numpy(rows)])
 
 
+def test_grids_smaller_than_a_tile(exported: IntegerPrior) -> None:
+    x, labels = random_batch(2, 3, 2, seed=6)  # the 4x4 schedules leave steps without positions
+    want = reference(exported).logits(x.numpy(), labels.numpy())
+    assert np.array_equal(exported.logits(x, labels).numpy(), want)
+    empty = [s for s in range(exported.steps) if not (step_map(exported.schedule, 3, 2) == s).any()]
+    for s in empty:
+        assert exported.step_logits(x, s, labels).shape == (2, 0, K)
+
+
 def test_thread_counts_give_identical_logits(exported: IntegerPrior) -> None:
     x, labels = random_batch(64, 16, 12, seed=3)
     out = []
@@ -249,11 +258,13 @@ def test_tables_identical_under_every_cpu_capability(tmp_path: Path) -> None:
 def test_cuda_equals_cpu(exported: IntegerPrior) -> None:
     x, labels = random_batch(64, 16, 12, seed=4)
     want = exported.logits(x, labels)
-    for matmul in ("auto", "float"):
+    for matmul in ("auto", "float", "int_mm"):  # auto: float64 on CUDA
         gpu = IntegerPrior(exported.config, exported.arrays(), device="cuda", matmul=matmul)
         assert torch.equal(gpu.logits(x.cuda(), labels.cuda()).cpu(), want), matmul
-        one = gpu.step_logits(x[:1].cuda(), 1, labels[:1].cuda()).cpu()  # too few rows for _int_mm
-        assert torch.equal(one, exported.step_logits(x[:1], 1, labels[:1])), matmul
+    one = IntegerPrior(exported.config, exported.arrays(), device="cuda").step_logits(
+        x[:1].cuda(), 1, labels[:1].cuda()
+    )
+    assert torch.equal(one.cpu(), exported.step_logits(x[:1], 1, labels[:1]))
 
 
 # ------------------------------------------------------------------------------------ quantization loss

@@ -27,9 +27,11 @@ Why the result is exact and machine-independent:
     fan_in 784, a hidden layer of width 256 has 256) a float32 matmul makes no rounding error at all,
     whatever the order of the sums, blocking, FMA contraction or vector width: the result is the exact
     integer sum. Larger fan_in uses float64 (exact below 2^53). ``torch._int_mm`` (int8 x int8 -> int32,
-    exact while fan_in * 127 * 127 < 2^31) gives the same integers, and is used where it is faster
-    (``matmul`` = "auto": on the CPU, and on CUDA for the shapes it accepts). CUDA float32 may use TF32,
-    which rounds its inputs to 10 bits: on CUDA the float path is float64;
+    exact while fan_in * 127 * 127 < 2^31) gives the same integers and is 2-4x faster than the float32
+    GEMM on the CPU, where ``matmul`` = "auto" uses it. On CUDA "auto" takes the float path, in float64:
+    float32 matmuls there may run in TF32 (inputs rounded to 10 bits), and cuBLASLt's int8 GEMM behind
+    ``_int_mm`` has returned wrong results on some CUDA versions (pytorch issue 107671); "int_mm"
+    asks for it explicitly (m > 16, k and n multiples of 8);
   * biases, multiplications by M and the shift run in int64: |acc| < 2^46 and M < 2^16 bound every
     product below 2^62 (checked when the tensors are built), and ``>>`` of an int64 is an arithmetic
     shift, i.e. floor division by 2^S, the same everywhere. Adding 2^(S-1) first rounds half up;
@@ -258,9 +260,9 @@ class IntegerPrior:
             or self._fans[layer] * QMAX * QMAX > INT32_EXACT
         ):
             return False
-        if self.device.type == "cuda":  # cuBLASLt's int8 GEMM: m > 16 and k, n multiples of 8
-            w = self._weights8[layer]
-            ok = rows > 16 and w.shape[0] % 8 == 0 and w.shape[1] % 8 == 0
+        if self.device.type == "cuda":  # only when asked for (module docstring)
+            w = self._weights8[layer]  # cuBLASLt's int8 GEMM: m > 16 and k, n multiples of 8
+            ok = self.matmul == "int_mm" and rows > 16 and w.shape[0] % 8 == 0 and w.shape[1] % 8 == 0
             if self.matmul == "int_mm" and not ok:
                 raise ValueError(
                     f"torch._int_mm cannot multiply ({rows}, {w.shape[0]}) by {tuple(w.shape)} on CUDA"
@@ -290,6 +292,8 @@ class IntegerPrior:
         padded = F.pad(tokens, (r, r, r, r), value=c.codebook_size + 1)  # outside the grid: zero row
         win = padded.reshape(b, -1)[:, torch.from_numpy(window).to(dev)]  # (B, n_s, k*k)
         n_s = len(pos)
+        if b * n_s == 0:  # a grid smaller than the schedule's tile can leave a step empty
+            return torch.zeros(b, n_s, c.codebook_size, dtype=torch.int64, device=dev)
         table = self._embed8 if self._use_int_mm(b * n_s, 0) else self._embed_f
         x = table[win].reshape(b * n_s, -1)  # (B*n_s, k*k*E)
         bias = self._step_bias[step] + self._class_bias[start_ids.to(dev)]  # (B, H)
