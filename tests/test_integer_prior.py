@@ -383,7 +383,7 @@ def test_damaged_and_foreign_files_are_refused(exported: IntegerPrior, tmp_path:
 # ------------------------------------------------------------------------------- vqkit prior train hook
 
 
-def test_prior_train_exports_the_integer_prior(tmp_path: Path) -> None:
+def test_prior_train_exports_the_integer_prior(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "data.npz"
     np.savez(data, images=smooth_images(96), labels=np.arange(96) % 3, class_names=np.array(["a", "b", "c"]))
     run = tmp_path / "run"
@@ -392,6 +392,7 @@ def test_prior_train_exports_the_integer_prior(tmp_path: Path) -> None:
                "--set", "model.embed_dim=4", "--set", "model.radius=1", "--set", "train.batch_size=16",
                "--set", "train.warmup_steps=2", "--set", "train.checkpoint_every=5"]  # fmt: skip
     assert main(["prior", "train", str(run), "--max-steps", "12", "--no-progress", *grouped]) == 0
+    assert "integer network (prior_integer.safetensors)" in capsys.readouterr().out
     doc = json.loads((run / "prior_config.json").read_text())
     record = doc["integer"]
     ip = IntegerPrior.load(run / INTEGER_PRIOR_FILE)
