@@ -73,7 +73,6 @@ MAX_SHIFT = 48
 ACC_BITS = 46  # |acc| < 2^46, so |acc * M| < 2^62 and adding 2^(S-1) <= 2^47 stays in int64
 BIAS_LIMIT = 1 << 40  # |bias| in accumulator units; with fan_in * 127^2 << 2^45 keeps |acc| < 2^46
 FLOAT32_EXACT = 1 << 24  # float32 represents every integer of magnitude <= 2^24
-FLOAT64_EXACT = 1 << 53
 INT32_EXACT = (1 << 31) - 1
 MATMULS = ("auto", "float", "int_mm")
 
@@ -139,7 +138,8 @@ def check_tensors(config: PriorConfig, tensors: dict[str, np.ndarray]) -> None:
         within(f"{name}.multiplier", 0, (1 << MULTIPLIER_BITS) - 1)
         if name != "context":
             within(f"{name}.bias", -BIAS_LIMIT + 1, BIAS_LIMIT - 1)
-        if _fan_in(config, i) * QMAX * QMAX >= FLOAT64_EXACT - BIAS_LIMIT:  # never for real sizes
+        # |acc| <= fan_in * 127^2 + |bias| < 2^46 (then |acc * M| < 2^62); never fails for real sizes
+        if _fan_in(config, i) * QMAX * QMAX + 2 * BIAS_LIMIT >= 1 << ACC_BITS:
             raise ValueError(f"integer prior layer {name}: fan-in too large for exact accumulation")
 
 
