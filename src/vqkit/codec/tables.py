@@ -68,11 +68,22 @@ def _weight_table() -> np.ndarray:
 
 
 def frequencies_from_logits(logits: np.ndarray) -> np.ndarray:
-    """(n, K) logits -> (n, K) int64 frequency tables, each row positive and summing to TOTAL."""
-    q = quantize_logits(logits)
+    """(n, K) float logits -> (n, K) int64 frequency tables, each row positive and summing to TOTAL:
+    `quantize_logits`, then `frequencies_from_int_logits`."""
+    return frequencies_from_int_logits(quantize_logits(logits))
+
+
+def frequencies_from_int_logits(q: np.ndarray) -> np.ndarray:
+    """(n, K) int64 logits in units of 2**-12 nats (an integer prior's output, or `quantize_logits`)
+    -> (n, K) int64 frequency tables, each row positive and summing to TOTAL. Integer maths only."""
+    q = np.asarray(q)
+    if q.ndim != 2 or q.dtype != np.int64:
+        raise ValueError(f"integer logits must be (n, K) int64, got {q.dtype} {q.shape}")
     k = q.shape[-1]
     check_codebook_size(k)
     table = _weight_table()
+    if len(q) and (int(q.max()) >= 1 << 61 or int(q.min()) <= -(1 << 61)):
+        raise ValueError("integer logits must lie in (-2**61, 2**61)")  # so max - q cannot overflow
     d = q.max(axis=-1, keepdims=True) - q  # >= 0, in 2**-12 nats below the row's maximum
     np.minimum(d, len(table) - 1, out=d)  # 24 nats or more below: weight 0
     weight = table[d]  # (n, K), <= 2**30; the maximum has weight 2**30

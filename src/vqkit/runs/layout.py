@@ -25,6 +25,7 @@ RECONSTRUCTIONS_FILE = "reconstructions.png"  # fixed images above their reconst
 
 # Written by the prior stage (vqkit.priors).
 PRIOR_FILE = "prior.safetensors"
+INTEGER_PRIOR_FILE = "prior_integer.safetensors"  # a grouped prior's integer network (vqkit.priors.integer)
 PRIOR_CONFIG_FILE = "prior_config.json"
 PRIOR_STATE_FILE = "prior_train_state.pt"
 PRIOR_METRICS_FILE = "prior_metrics.jsonl"

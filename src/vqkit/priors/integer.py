@@ -1,0 +1,436 @@
+"""`IntegerPrior`: a trained `GroupedPrior` quantized to an integer network whose logits are exact.
+
+The entropy coder's probability tables must be identical on every machine, or a file written on one
+cannot be decoded on another. Float inference cannot promise that (summation order, FMA, SIMD width,
+thread count and GPU kernels all change the last bits). This network computes its logits with
+integers only, in the manner of Ballé et al. 2019, "Integer networks for data compression": every
+operation below is exact, so its result is a pure function of the stored integers and the inputs.
+
+Shapes (K codes, E = embed_dim, H = width, r = radius, k = 2r + 1, G steps, C classes, L = layers;
+per position t of step s, label l):
+  1. context: the k x k window of code ids around t, each one of
+       a code decoded in an earlier step  -> its row of ``embed`` (K + 1, E), |v| <= 127,
+       a code not decoded yet             -> row K of ``embed`` (the "unknown" embedding),
+       a position outside the grid        -> zeros (the float model's zero padding);
+     flattened to x (k*k*E,) in (dy, dx, e) order, then
+       acc = W0 x + step_bias[s] + class_bias[l]      W0 = ``context.weight`` (H, k, k, E), |w| <= 127
+  2. requantization to [0, 127]:  a = clamp((acc * M + 2^(S-1)) >> S, 0, 127)  per output channel c,
+     M = ``*.multiplier`` (H,) in [0, 2^16), S = ``shifts[layer]`` in [1, 48];
+  3. L - 1 times:  acc = W a + bias (W (H, H), |w| <= 127), requantized as in 2;
+  4. head:  acc = W a + bias (W (K, H)), q = (acc * M + 2^(S-1)) >> S (K,) without clamping: the
+     logits in units of 2^-12 nats (vqkit.codec.tables.LOGIT_BITS), ``logit_scale`` folded into M.
+
+Why the result is exact and machine-independent:
+  * every product in a matmul is an integer of magnitude <= 127 * 127, and every partial sum of the
+    fan_in products is bounded by fan_in * 127 * 127. float32 holds every integer below 2^24 exactly,
+    so when fan_in * 127 * 127 < 2^24 (fan_in <= 1040: the context layer of radius 3 and E = 16 has
+    fan_in 784, a hidden layer of width 256 has 256) a float32 matmul makes no rounding error at all,
+    whatever the order of the sums, blocking, FMA contraction or vector width: the result is the exact
+    integer sum. Larger fan_in uses float64 (exact below 2^53). ``torch._int_mm`` (int8 x int8 -> int32,
+    exact while fan_in * 127 * 127 < 2^31) gives the same integers and is 2-4x faster than the float32
+    GEMM on the CPU, where ``matmul`` = "auto" uses it. On CUDA "auto" takes the float path, in float64:
+    float32 matmuls there may run in TF32 (inputs rounded to 10 bits), and cuBLASLt's int8 GEMM behind
+    ``_int_mm`` has returned wrong results on some CUDA versions (pytorch issue 107671); "int_mm"
+    asks for it explicitly (m > 16, k and n multiples of 8);
+  * biases, multiplications by M and the shift run in int64: |acc| < 2^46 and M < 2^16 bound every
+    product below 2^62 (checked when the tensors are built), and ``>>`` of an int64 is an arithmetic
+    shift, i.e. floor division by 2^S, the same everywhere. Adding 2^(S-1) first rounds half up;
+  * gathers, clamps and comparisons are exact by nature.
+So no floating-point rounding happens anywhere, and the tables (vqkit.codec.tables, integer too) are
+bit-identical for any batch size, thread count, CPU capability, BLAS or device.
+
+The integers come from a trained GroupedPrior by post-training quantization:
+vqkit.priors.integer_export.export_integer.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save_file
+from torch import Tensor
+
+from vqkit.config import ConfigError
+from vqkit.priors.config import PriorConfig, prior_config_from_dict, prior_config_to_dict
+from vqkit.priors.grouped import schedule_steps, step_map
+from vqkit.runs import RunError, atomic_write
+
+INTEGER_FORMAT = "vqkit-integer-prior"
+INTEGER_FORMAT_VERSION = 1
+LOGIT_BITS = 12  # q is in units of 2^-12 nats; equals vqkit.codec.tables.LOGIT_BITS (a test checks)
+QMAX = 127  # |embedding|, |weight| and activations are <= QMAX
+MULTIPLIER_BITS = 16  # M < 2^16
+MAX_SHIFT = 48
+ACC_BITS = 46  # |acc| < 2^46, so |acc * M| < 2^62 and adding 2^(S-1) <= 2^47 stays in int64
+BIAS_LIMIT = 1 << 40  # |bias| in accumulator units; with fan_in * 127^2 << 2^45 keeps |acc| < 2^46
+FLOAT32_EXACT = 1 << 24  # float32 represents every integer of magnitude <= 2^24
+INT32_EXACT = (1 << 31) - 1
+MATMULS = ("auto", "float", "int_mm")
+
+
+def layer_names(layers: int) -> list[str]:
+    return ["context", *(f"hidden.{i}" for i in range(layers - 1)), "head"]
+
+
+def expected_shapes(config: PriorConfig) -> dict[str, tuple[tuple[int, ...], str]]:
+    """name -> (shape, stored dtype) of every tensor of an integer prior of ``config``."""
+    c, k = config, 2 * config.radius + 1
+    h = c.width
+    shapes: dict[str, tuple[tuple[int, ...], str]] = {
+        "embed": ((c.codebook_size + 1, c.embed_dim), "int8"),
+        "context.weight": ((h, k, k, c.embed_dim), "int8"),
+        "context.step_bias": ((schedule_steps(c.schedule), h), "int64"),
+        "context.class_bias": ((c.num_classes + 1, h), "int64"),
+        "context.multiplier": ((h,), "int64"),
+        "shifts": ((c.layers + 1,), "int64"),
+    }
+    for name in layer_names(c.layers)[1:]:
+        out = c.codebook_size if name == "head" else h
+        shapes[f"{name}.weight"] = ((out, h), "int8")
+        shapes[f"{name}.bias"] = ((out,), "int64")
+        shapes[f"{name}.multiplier"] = ((out,), "int64")
+    return shapes
+
+
+def _fan_in(config: PriorConfig, layer: int) -> int:
+    k = 2 * config.radius + 1
+    return k * k * config.embed_dim if layer == 0 else config.width
+
+
+def check_tensors(config: PriorConfig, tensors: dict[str, np.ndarray]) -> None:
+    """ValueError unless ``tensors`` are exactly the integer prior of ``config``: names, dtypes,
+    shapes and every value range the exactness argument (module docstring) relies on."""
+    if config.kind != "grouped":
+        raise ValueError(f"an integer prior needs a grouped prior, got kind {config.kind!r}")
+    want = expected_shapes(config)
+    if set(tensors) != set(want):
+        missing, extra = sorted(set(want) - set(tensors)), sorted(set(tensors) - set(want))
+        raise ValueError(f"integer prior tensors: missing {missing}, unexpected {extra}")
+    for name, (shape, dtype) in want.items():
+        t = tensors[name]
+        if t.dtype != np.dtype(dtype) or t.shape != shape:
+            raise ValueError(
+                f"integer prior tensor {name}: expected {dtype} {shape}, got {t.dtype} {t.shape}"
+            )
+
+    def within(name: str, lo: int, hi: int) -> None:
+        t = tensors[name]
+        if t.size and (int(t.min()) < lo or int(t.max()) > hi):
+            raise ValueError(f"integer prior tensor {name}: values must lie in [{lo}, {hi}]")
+
+    within("embed", -QMAX, QMAX)
+    within("shifts", 1, MAX_SHIFT)
+    bias_max = int(np.abs(tensors["context.step_bias"]).max(initial=0))
+    bias_max += int(np.abs(tensors["context.class_bias"]).max(initial=0))
+    if bias_max >= BIAS_LIMIT:
+        raise ValueError(f"integer prior context biases: |step + class bias| must be < 2^40, got {bias_max}")
+    for i, name in enumerate(layer_names(config.layers)):
+        within(f"{name}.weight", -QMAX, QMAX)
+        within(f"{name}.multiplier", 0, (1 << MULTIPLIER_BITS) - 1)
+        if name != "context":
+            within(f"{name}.bias", -BIAS_LIMIT + 1, BIAS_LIMIT - 1)
+        # |acc| <= fan_in * 127^2 + |bias| < 2^46 (then |acc * M| < 2^62); never fails for real sizes
+        if _fan_in(config, i) * QMAX * QMAX + 2 * BIAS_LIMIT >= 1 << ACC_BITS:
+            raise ValueError(f"integer prior layer {name}: fan-in too large for exact accumulation")
+
+
+class IntegerPrior:
+    """The integer network of a grouped prior: ``step_logits`` and ``logits`` return int64 logits in
+    units of 2^-12 nats that are bit-identical on every machine (module docstring).
+
+    ``tensors``: name -> integer numpy array (``expected_shapes``), checked by `check_tensors`.
+    ``matmul``: "auto" (``torch._int_mm`` where it applies, else float), "float" or "int_mm"; every
+    choice gives the same integers. ``info``: free JSON-ready notes saved with the file (how it was
+    calibrated); not part of the digest."""
+
+    def __init__(
+        self,
+        config: PriorConfig,
+        tensors: dict[str, np.ndarray],
+        *,
+        device: str | torch.device = "cpu",
+        matmul: str = "auto",
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        check_tensors(config, tensors)
+        if matmul not in MATMULS:
+            raise ValueError(f"matmul must be one of {', '.join(MATMULS)}, got {matmul!r}")
+        self._config = config
+        self._arrays = {name: np.array(t, copy=True) for name, t in tensors.items()}
+        self.info = dict(info or {})
+        self.device = torch.device(device)
+        self.matmul = matmul
+        self._steps = schedule_steps(config.schedule)
+        self._build_device_tensors()
+
+    def _build_device_tensors(self) -> None:
+        a, dev, c = self._arrays, self.device, self._config
+        zero = np.zeros((1, c.embed_dim), dtype=np.int8)  # row K + 1: outside the grid (zero padding)
+        embed = np.concatenate([a["embed"], zero])
+        self._embed8 = torch.from_numpy(embed).to(dev)
+        self._weights8 = [
+            torch.from_numpy(np.ascontiguousarray(a["context.weight"].reshape(c.width, -1).T)).to(dev)
+        ]
+        for name in layer_names(c.layers)[1:]:
+            self._weights8.append(torch.from_numpy(np.ascontiguousarray(a[f"{name}.weight"].T)).to(dev))
+        self._fans = [w.shape[0] for w in self._weights8]
+        # float path: float32 where every partial sum is an exact integer, else float64 (and float64
+        # on CUDA, whose float32 matmuls may run in TF32)
+        self._float_dtypes = [
+            torch.float32 if f * QMAX * QMAX < FLOAT32_EXACT and dev.type == "cpu" else torch.float64
+            for f in self._fans
+        ]
+        self._embed_f = self._embed8.to(self._float_dtypes[0])
+        self._weights_f = [w.to(dt) for w, dt in zip(self._weights8, self._float_dtypes, strict=True)]
+        self._step_bias = torch.from_numpy(a["context.step_bias"]).to(dev)
+        self._class_bias = torch.from_numpy(a["context.class_bias"]).to(dev)
+        self._multipliers = [torch.from_numpy(a[f"{n}.multiplier"]).to(dev) for n in layer_names(c.layers)]
+        self._shifts = [int(s) for s in a["shifts"]]
+        # bias * M + 2^(S-1) of the hidden layers and the head: |bias * M| < 2^56, exact in int64
+        self._offsets = [
+            torch.from_numpy(a[f"{n}.bias"] * a[f"{n}.multiplier"] + (1 << (self._shifts[i] - 1))).to(dev)
+            for i, n in enumerate(layer_names(c.layers))
+            if i > 0
+        ]
+
+    # ------------------------------------------------------------------------------------ properties
+
+    @property
+    def config(self) -> PriorConfig:
+        return self._config
+
+    @property
+    def codebook_size(self) -> int:
+        return self._config.codebook_size
+
+    @property
+    def num_classes(self) -> int:
+        return self._config.num_classes
+
+    @property
+    def schedule(self) -> str:
+        return self._config.schedule
+
+    @property
+    def steps(self) -> int:
+        return self._steps
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Copies of every integer tensor (``expected_shapes``), e.g. for the NumPy reference."""
+        return {name: t.copy() for name, t in self._arrays.items()}
+
+    def to(self, device: str | torch.device) -> IntegerPrior:
+        """The same integer prior computing on ``device`` (same digest, same logits)."""
+        return IntegerPrior(self._config, self._arrays, device=device, matmul=self.matmul, info=self.info)
+
+    def digest(self) -> bytes:
+        """SHA-256 over a canonical serialisation: the format, the config as sorted JSON, then every
+        tensor in name order as its name, shape and little-endian int64 values."""
+        h = hashlib.sha256()
+        head = {"format": INTEGER_FORMAT, "format_version": INTEGER_FORMAT_VERSION,
+                "config": prior_config_to_dict(self._config)}  # fmt: skip
+        h.update(json.dumps(head, sort_keys=True, separators=(",", ":")).encode())
+        for name in sorted(self._arrays):
+            t = self._arrays[name]
+            h.update(json.dumps([name, list(t.shape)], separators=(",", ":")).encode())
+            h.update(t.astype("<i8").tobytes())
+        return h.digest()
+
+    # ------------------------------------------------------------------------------------- inference
+
+    def _mm(self, x: Tensor, layer: int) -> Tensor:
+        """x (n, fan_in) integers as int8 or the layer's float dtype -> x @ W^T (n, out) int64, exact."""
+        if self._use_int_mm(x.shape[0], layer):
+            return torch._int_mm(x.to(torch.int8), self._weights8[layer]).to(torch.int64)
+        return torch.matmul(x.to(self._float_dtypes[layer]), self._weights_f[layer]).to(torch.int64)
+
+    def _use_int_mm(self, rows: int, layer: int) -> bool:
+        if (
+            self.matmul == "float"
+            or not hasattr(torch, "_int_mm")
+            or self._fans[layer] * QMAX * QMAX > INT32_EXACT
+        ):
+            return False
+        if self.device.type == "cuda":  # only when asked for (module docstring)
+            w = self._weights8[layer]  # cuBLASLt's int8 GEMM: m > 16 and k, n multiples of 8
+            ok = self.matmul == "int_mm" and rows > 16 and w.shape[0] % 8 == 0 and w.shape[1] % 8 == 0
+            if self.matmul == "int_mm" and not ok:
+                raise ValueError(
+                    f"torch._int_mm cannot multiply ({rows}, {w.shape[0]}) by {tuple(w.shape)} on CUDA"
+                )
+            return ok
+        return self.device.type == "cpu"
+
+    def _requantize(self, acc: Tensor, layer: int, offset: Tensor, *, clamp: bool = True) -> Tensor:
+        """The matmul's acc (..., c) int64, overwritten -> ((acc + bias) * M_c + 2^(S-1)) >> S, clamped
+        to [0, 127] unless the head. ``offset`` = bias * M_c + 2^(S-1) (the same integer, fewer passes
+        over acc: for K = 4096 these element-wise passes cost more than the matmul)."""
+        acc.mul_(self._multipliers[layer]).add_(offset).bitwise_right_shift_(self._shifts[layer])
+        return acc.clamp_(0, QMAX) if clamp else acc
+
+    def step_logits(self, known: Tensor, step: int, start_ids: Tensor) -> Tensor:
+        """Integer logits of step ``step`` at its positions only: ``known`` (B, h, w) int64 holds the
+        codes of the steps before ``step`` (other positions are ignored), ``start_ids`` (B,) int64 the
+        labels (num_classes: "no label") -> (B, n_s, K) int64 in units of 2^-12 nats, the n_s positions
+        of ``step`` in raster order (vqkit.priors.grouped.step_map)."""
+        self._check_step_inputs(known, step, start_ids)
+        b, h, w = known.shape
+        c, r = self._config, self._config.radius
+        pos, window, earlier = step_geometry(c.schedule, h, w, step, r)
+        dev = self.device
+        known = known.to(dev)
+        tokens = torch.where(torch.from_numpy(earlier).to(dev), known, c.codebook_size)  # unknown: row K
+        padded = F.pad(tokens, (r, r, r, r), value=c.codebook_size + 1)  # outside the grid: zero row
+        win = padded.reshape(b, -1)[:, torch.from_numpy(window).to(dev)]  # (B, n_s, k*k)
+        n_s = len(pos)
+        if b * n_s == 0:  # a grid smaller than the schedule's tile can leave a step empty
+            return torch.zeros(b, n_s, c.codebook_size, dtype=torch.int64, device=dev)
+        table = self._embed8 if self._use_int_mm(b * n_s, 0) else self._embed_f
+        x = table[win].reshape(b * n_s, -1)  # (B*n_s, k*k*E)
+        bias = self._step_bias[step] + self._class_bias[start_ids.to(dev)]  # (B, H)
+        offset = bias * self._multipliers[0] + (1 << (self._shifts[0] - 1))
+        a = self._requantize(self._mm(x, 0).view(b, n_s, -1), 0, offset[:, None, :]).view(b * n_s, -1)
+        for i in range(1, c.layers):
+            a = self._requantize(self._mm(a, i), i, self._offsets[i - 1])
+        q = self._requantize(self._mm(a, c.layers), c.layers, self._offsets[-1], clamp=False)
+        return q.view(b, n_s, c.codebook_size)
+
+    def logits(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Teacher-forced integer logits: indices (B, h, w) int64 -> (B, h*w, K) int64, row t from
+        the step of t given the codes of the earlier steps and the label (None: "no label")."""
+        if indices.ndim != 3 or indices.dtype != torch.int64:
+            raise ValueError(f"indices must be (B, h, w) int64, got {indices.dtype} {tuple(indices.shape)}")
+        b, h, w = indices.shape
+        ids = self._start_ids(labels, b)
+        out = torch.empty(b, h * w, self.codebook_size, dtype=torch.int64, device=self.device)
+        for s in range(self.steps):
+            pos = step_geometry(self.schedule, h, w, s, self._config.radius)[0]
+            if len(pos):
+                out[:, torch.from_numpy(pos).to(self.device)] = self.step_logits(indices, s, ids)
+        return out
+
+    def _start_ids(self, labels: Tensor | None, n: int) -> Tensor:
+        if labels is None:
+            return torch.full((n,), self.num_classes, dtype=torch.int64, device=self.device)
+        if self.num_classes == 0:
+            raise ValueError("this prior is unconditional; pass labels=None")
+        if labels.shape != (n,) or labels.dtype != torch.int64:
+            raise ValueError(f"labels must be ({n},) int64, got {labels.dtype} {tuple(labels.shape)}")
+        return labels.to(self.device)
+
+    def _check_step_inputs(self, known: Tensor, step: int, start_ids: Tensor) -> None:
+        if known.ndim != 3 or known.dtype != torch.int64:
+            raise ValueError(f"known must be (B, h, w) int64, got {known.dtype} {tuple(known.shape)}")
+        if not 0 <= step < self.steps:
+            raise ValueError(f"step must lie in [0, {self.steps}), got {step}")
+        if start_ids.shape != (known.shape[0],) or start_ids.dtype != torch.int64:
+            raise ValueError(f"start_ids must be ({known.shape[0]},) int64, got {tuple(start_ids.shape)}")
+        if start_ids.numel() and (int(start_ids.min()) < 0 or int(start_ids.max()) > self.num_classes):
+            raise ValueError(f"start_ids must lie in [0, {self.num_classes}]")
+        earlier = torch.from_numpy(step_map(self.schedule, *known.shape[1:]) < step).to(known.device)
+        used = known[:, earlier]
+        if used.numel() and (int(used.min()) < 0 or int(used.max()) >= self.codebook_size):
+            raise ValueError(f"known codes must lie in [0, {self.codebook_size})")
+
+    # ------------------------------------------------------------------------------------------ files
+
+    def save(self, path: str | Path) -> None:
+        """Write a safetensors file (`write_file`) atomically: temp file + rename."""
+        atomic_write(Path(path), self.write_file)
+
+    def write_file(self, path: str | Path) -> None:
+        """Write a safetensors file in place: the integer tensors, and as metadata the format name and
+        version, the PriorConfig, ``info`` (JSON) and the digest. For commit sets (vqkit.runs.commit_files),
+        which make the file atomic themselves; elsewhere use `save`."""
+        metadata = {
+            "format": INTEGER_FORMAT,
+            "format_version": str(INTEGER_FORMAT_VERSION),
+            "prior_config": json.dumps(prior_config_to_dict(self._config)),
+            "info": json.dumps(self.info),
+            "digest": self.digest().hex(),
+        }
+        arrays = {name: np.ascontiguousarray(t) for name, t in self._arrays.items()}
+        save_file(arrays, str(path), metadata=metadata)
+
+    @classmethod
+    def load(
+        cls, path: str | Path, *, device: str | torch.device = "cpu", matmul: str = "auto"
+    ) -> IntegerPrior:
+        """Read a file written by `save`. RunError when it is missing, damaged, of another format or
+        a newer version, or when any tensor has the wrong dtype, shape or range."""
+        path = Path(path)
+        if not path.is_file():
+            raise RunError(f"no integer prior at {path}")
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                meta = f.metadata() or {}
+                tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+        except (SafetensorError, OSError, ValueError) as e:
+            raise RunError(f"{path} is not a readable integer prior (damaged or truncated?): {e}") from e
+        if meta.get("format") != INTEGER_FORMAT:
+            raise RunError(f"{path} is not a vqkit integer prior")
+        try:
+            version = int(meta.get("format_version", ""))
+        except ValueError as e:
+            raise RunError(f"{path}: bad format version {meta.get('format_version')!r}") from e
+        if version > INTEGER_FORMAT_VERSION:
+            raise RunError(f"{path} was written by a newer vqkit (integer prior format {version}); upgrade")
+        try:
+            config = prior_config_from_dict(json.loads(meta["prior_config"]))
+            info = json.loads(meta.get("info", "{}"))
+            prior = cls(config, tensors, device=device, matmul=matmul, info=info)
+        except (KeyError, json.JSONDecodeError, ConfigError, ValueError) as e:
+            raise RunError(f"{path}: not a valid integer prior: {e}") from e
+        if meta.get("digest") != prior.digest().hex():
+            raise RunError(f"{path}: its tensors do not match the digest it was saved with (damaged)")
+        return prior
+
+
+@functools.lru_cache(maxsize=256)
+def step_geometry(
+    schedule: str, h: int, w: int, step: int, radius: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For an h x w grid: the raster positions of ``step`` (n_s,), their k x k windows as indices into
+    the grid padded by ``radius`` on every side and flattened (n_s, k*k) in (dy, dx) order, and the
+    mask of the positions of earlier steps (h, w) bool. Cached (the codec asks for the same ones
+    often), so callers must not write to them."""
+    steps = step_map(schedule, h, w)
+    pos = np.flatnonzero(steps.reshape(-1) == step)
+    y, x = pos // w, pos % w
+    k, wp = 2 * radius + 1, w + 2 * radius
+    dy, dx = np.divmod(np.arange(k * k), k)  # window offset (dy - r, dx - r) in the unpadded grid
+    window = (y[:, None] + dy[None, :]) * wp + (x[:, None] + dx[None, :])
+    return pos, window, steps < step
+
+
+def ideal_bits(q: Tensor, codes: Tensor) -> Tensor:
+    """Integer logits q (n, K) and codes (n,) -> (n,) float64 -log2 p, p = softmax(q * 2^-12): the
+    code length the integer tables approach (within their 2^-20 resolution)."""
+    lp = torch.log_softmax(q.to(torch.float64) / (1 << LOGIT_BITS), dim=-1)
+    return -lp.gather(1, codes[:, None])[:, 0] / math.log(2.0)
+
+
+def integer_bits_per_code(prior: IntegerPrior, grids: np.ndarray, labels: np.ndarray | None = None,
+                          *, batch_size: int = 256) -> float:  # fmt: skip
+    """Mean ideal code length (`ideal_bits`) in bits per code of ``grids`` (N, h, w) under ``prior``."""
+    total, count = 0.0, 0
+    for lo in range(0, len(grids), batch_size):
+        g = torch.from_numpy(np.ascontiguousarray(grids[lo : lo + batch_size], dtype=np.int64))
+        lab = (
+            None
+            if labels is None
+            else torch.from_numpy(np.asarray(labels[lo : lo + batch_size], dtype=np.int64))
+        )
+        q = prior.logits(g, lab).cpu()
+        total += float(ideal_bits(q.reshape(-1, q.shape[-1]), g.reshape(-1)).sum())
+        count += g.numel()
+    return total / max(count, 1)
