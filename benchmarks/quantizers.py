@@ -5,11 +5,14 @@ the same training loop, for the same wall-clock budget on CIFAR-10.
     python benchmarks/quantizers.py --budget 2 --kinds fsq lfq  # a quick look at two kinds
 
 For each kind (9 bits per position at 8x8 codes: vq K=512, vq with the rotation trick, fsq levels
-8x8x8, lfq and bsq 9 bits, simvq K=512) two runs, one after the other, each in its own process:
+8x8x8, lfq and bsq 9 bits, simvq K=512, rvq 3 stages of K=8) two runs, one after the other, each in
+its own process:
   vqkit      recipes/cifar10-KIND.json through vqkit.training.train
   reference  the same recipe, networks and loop with vector-quantize-pytorch's quantizer of that kind
              (VectorQuantize, VectorQuantize(rotation_trick=True), FSQ, LFQ, LFQ(spherical=True),
-             SimVQ) at its defaults apart from the sizes, wrapped in vqkit's quantizer contract
+             SimVQ, ResidualVQ(quantize_dropout=True)) at its defaults apart from the sizes, wrapped in
+             vqkit's quantizer contract
+(codebook usage and perplexity of rvq: the means over its stages)
 Then every model is evaluated on the lossless CIFAR-10 val images: PSNR, SSIM, codebook usage and
 perplexity over the (implicit) codebook, and the training images/s from its metrics. Prints a table
 with vqkit / reference ratios and writes benchmarks/results/quantizers-DATE.json.
@@ -38,7 +41,7 @@ from vqkit.models import VQVAE
 from vqkit.quantizers import Quantizer, QuantizerOutput
 from vqkit.training import evaluate, train
 
-KINDS = ("vq", "vq-rotation", "fsq", "lfq", "bsq", "simvq")
+KINDS = ("vq", "vq-rotation", "fsq", "lfq", "bsq", "simvq", "rvq")
 RECIPES = {kind: ROOT / "recipes" / f"cifar10-{kind}.json" for kind in KINDS}
 RECIPES["vq"] = ROOT / "recipes" / "cifar10.json"
 
@@ -59,7 +62,25 @@ def reference_module(kind: str, q: QuantizerConfig) -> torch.nn.Module:
                        commitment_loss_weight=q.beta, channel_first=True, spherical=spherical)  # fmt: skip
     if kind == "simvq":
         return vqp.SimVQ(dim=dim, codebook_size=k, channel_first=True)
+    if kind == "rvq":  # its quantizer dropout draws one prefix per batch; vqkit's, one per sample
+        return Sequence2d(vqp.ResidualVQ(dim=dim, num_quantizers=q.stages, codebook_size=k, decay=0.99,
+                                         commitment_weight=q.beta, quantize_dropout=True))  # fmt: skip
     raise ValueError(kind)
+
+
+class Sequence2d(torch.nn.Module):
+    """A quantizer of (B, N, D) sequences on (B, D, h, w) maps: ResidualVQ's accept_image_fmap fails in
+    vector-quantize-pytorch 1.32 (its residuals keep the map layout). Returns (quantized (B, D, h, w),
+    indices (B, h, w, S), losses)."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b, d, h, w = z.shape
+        quantized, indices, losses = self.module(z.permute(0, 2, 3, 1).reshape(b, h * w, d))
+        return quantized.reshape(b, h, w, d).permute(0, 3, 1, 2), indices.reshape(b, h, w, -1), losses
 
 
 class ReferenceQuantizer(Quantizer):
@@ -68,15 +89,20 @@ class ReferenceQuantizer(Quantizer):
 
     discrete = True
 
-    def __init__(self, module: torch.nn.Module, codebook_size: int) -> None:
+    def __init__(self, module: torch.nn.Module, codebook_size: int, stages: int = 1) -> None:
         super().__init__()
         self.module = module
         self.k = codebook_size
+        self.s = stages
         self.restarts_total = torch.zeros((), dtype=torch.long)
 
     @property
     def codebook_size(self) -> int:
         return self.k
+
+    @property
+    def stages(self) -> int:
+        return self.s
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         with torch.autocast(z.device.type, enabled=False):  # float32, as vqkit's quantizers
@@ -86,8 +112,14 @@ class ReferenceQuantizer(Quantizer):
         losses = {}
         if loss is not None:
             losses["quantizer"] = loss.sum() if loss.ndim else loss
+        if self.s > 1:  # ResidualVQ's (B, h, w, S) -> vqkit's (B, S, h, w)
+            # its dropped stages hold -1 in training; code 0 there keeps the loop's usage bincount
+            # valid (a training-log figure only: evaluation runs without dropout)
+            indices = indices.permute(0, 3, 1, 2).clamp_min(0)
         return QuantizerOutput(
-            quantized.to(z.dtype), indices.long().reshape(z.shape[0], *z.shape[2:]), losses
+            quantized.to(z.dtype),
+            indices.long().reshape(z.shape[0], *([self.s] if self.s > 1 else []), *z.shape[2:]),
+            losses,
         )
 
     def frozen(self, z: torch.Tensor) -> QuantizerOutput:
@@ -103,7 +135,7 @@ def worker(kind: str, stack: str, budget: float, out: Path, a: argparse.Namespac
         import vqkit.models.vqvae as vqvae_module
 
         module = reference_module(kind, cfg.model.quantizer)
-        vqvae_module.build_quantizer = lambda q: ReferenceQuantizer(module, q.codebook_size)  # type: ignore[assignment]
+        vqvae_module.build_quantizer = lambda q: ReferenceQuantizer(module, q.codebook_size, q.stages)  # type: ignore[assignment]
     models: list[VQVAE] = []
     data = load_dataset(a.train, max_images=a.max_train_images)
     result = train(cfg, out / "run", data=data, progress=False,

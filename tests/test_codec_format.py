@@ -49,7 +49,7 @@ def test_container_index_addresses_each_payload() -> None:
     ]
 
 
-@pytest.mark.parametrize("version", [2, 3])
+@pytest.mark.parametrize("version", [2, 3, 4])
 def test_resampled_images_carry_their_coded_size(version: int) -> None:
     plain = [Record(5, 7, Mode.RGB, 3), Record(9, 2, Mode.RGBA, 2, 4, coded=(9, 2))]  # equal: not resampled
     payloads = [b"abc", b"de" + b"ALPH"]
@@ -167,7 +167,7 @@ def test_every_truncation_is_refused(coding: Coding, name: str) -> None:
     ("data", "message"),
     [
         (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "not a .vqk file"),
-        (b"VQ\x04" + FILES["raw"][3:], "format version 4"),
+        (b"VQ\x05" + FILES["raw"][3:], "format version 5"),
         (b"VQ\x00" + FILES["raw"][3:], "version 0"),
         (FILES["raw"][:3] + b"\x07" + FILES["raw"][4:], "unknown entropy model id 7"),
         (FILES["raw"] + b"\0", "unexpected bytes"),

@@ -18,6 +18,8 @@ import torch
 from vqkit.codec import Coding, EntropyModel, decode_codes, decompress, parse
 from vqkit.codec.api import encode_grids
 
+from .golden.make_golden import in_version
+
 GOLDEN = Path(__file__).resolve().parent / "golden"
 EXPECTED = json.loads((GOLDEN / "expected.json").read_text())
 
@@ -100,3 +102,53 @@ def test_golden_single_image_header_is_small() -> None:
     container = parse((GOLDEN / "raw.vqk").read_bytes())
     # magic 2 + version 1 + entropy model 1 + fingerprint 6 + count 1, then height, width, mode, length
     assert container.header_bytes == 11 + 4
+
+
+# ---- format version 4: a stage count per image ---------------------------------------------------
+
+V4 = GOLDEN / "v4"
+V4_EXPECTED = json.loads((V4 / "expected.json").read_text())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_version_4_golden_files_are_the_old_payloads_with_one_stage_each(coding: Coding, name: str) -> None:
+    """Version 4 adds a stage count to each index entry (1 for a single-stage run) and keeps every
+    payload byte; the older files and the new ones decode to the same stored codes."""
+    old = (GOLDEN / f"{name}.vqk").read_bytes()
+    new = (V4 / f"{name}.vqk").read_bytes()
+    assert new == in_version(old, 4)
+    assert parse(new).version == 4 and all(r.stages == 1 for r in parse(new).records)
+    assert len(new) == len((GOLDEN / "v3" / f"{name}.vqk").read_bytes()) + len(parse(new).records)
+    _, grids = decode_codes(coding, new, name=name)
+    for grid, want in zip(grids, EXPECTED[name]["indices"], strict=True):
+        np.testing.assert_array_equal(grid, np.array(want, dtype=np.int64))
+
+
+@pytest.fixture(scope="module")
+def rvq_coding() -> Coding:
+    return Coding(V4 / "rvq_run")
+
+
+@pytest.mark.parametrize("name", ["rvq_raw", "rvq_static"])
+def test_golden_residual_files_decode_to_the_stored_stage_grids(rvq_coding: Coding, name: str) -> None:
+    data = (V4 / f"{name}.vqk").read_bytes()
+    expected = V4_EXPECTED[name]
+    assert hashlib.sha256(data).hexdigest() == expected["sha256"], "the committed file itself changed"
+    container, grids = decode_codes(rvq_coding, data, name=name)
+    assert container.version == 4 and rvq_coding.stages == 3
+    assert [r.stages for r in container.records] == V4_EXPECTED["stages"] == [3, 1, 2]
+    for grid, want in zip(grids, expected["indices"], strict=True):
+        assert grid.dtype == np.int64
+        np.testing.assert_array_equal(grid, np.array(want, dtype=np.int64))  # (n, h, w)
+    images = decompress(rvq_coding, data)
+    assert [list(im.shape) for im in images] == expected["sizes"]
+
+
+@pytest.mark.parametrize("name", ["rvq_raw", "rvq_static"])
+def test_golden_residual_stage_grids_encode_to_the_same_payloads(rvq_coding: Coding, name: str) -> None:
+    data = (V4 / f"{name}.vqk").read_bytes()
+    container = parse(data)
+    grids = [np.array(g, dtype=np.int64) for g in V4_EXPECTED[name]["indices"]]
+    payloads, _ = encode_grids(rvq_coding, grids, container.entropy_model)
+    for payload, offset, record in zip(payloads, container.offsets(), container.records, strict=True):
+        assert payload == data[offset : offset + record.codes_length]

@@ -22,7 +22,7 @@ from vqkit.priors import (
 )
 from vqkit.priors.build import build_prior
 from vqkit.priors.evaluate import grid_bits
-from vqkit.priors.grouped import SCHEDULES, decode_order, schedule_steps, step_map
+from vqkit.priors.grouped import SCHEDULES, decode_order, schedule_steps, split_sizes, step_map
 from vqkit.training.schedule import Horizon
 
 
@@ -44,7 +44,6 @@ def random_grouped(schedule: str, k: int = 16, num_classes: int = 0, seed: int =
     with torch.no_grad():
         for p in prior.parameters():
             p.normal_(0.0, 0.3)
-        prior.logit_scale.fill_(0.8)
     return prior.eval()
 
 
@@ -78,6 +77,22 @@ def test_rows_depend_only_on_codes_of_earlier_steps(schedule: str, shape: tuple[
     y = x.reshape(2, -1).clone()
     y[:, first] = (y[:, first] + 1) % 16
     assert not torch.equal(prior.logits(y.view(2, h, w))[:, ~first], logits[:, ~first])
+
+
+@pytest.mark.parametrize("k", [16, 10])
+def test_two_part_head_is_a_normalised_distribution_and_the_training_loss_its_nll(k: int) -> None:
+    """log p(x) = log p(hi) + log p(lo | hi) sums to 1 over the K codes (none past K when K_lo does
+    not divide K), and the teacher-forced training loss is the mean -ln p of the true codes."""
+    prior = random_grouped("2x2", k=k)
+    assert (prior.k_hi, prior.k_lo) == split_sizes(k) and prior.k_hi * prior.k_lo >= k
+    x = torch.randint(0, k, (3, 6, 6))
+    ids = torch.zeros(3, dtype=torch.long)
+    lp = prior.logits(x).double()
+    torch.testing.assert_close(lp.exp().sum(-1), torch.ones(3, 36, dtype=torch.float64))
+    nll = -lp.gather(2, x.reshape(3, 36, 1)).mean()
+    torch.testing.assert_close(prior.training_nats(x, ids).double(), nll, rtol=1e-5, atol=1e-6)
+    drawn = prior.sample(64, grid=(6, 6), generator=torch.Generator().manual_seed(0))
+    assert int(drawn.max()) < k
 
 
 def block_grids(n: int, seed: int, k: int = 8) -> np.ndarray:

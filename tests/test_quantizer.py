@@ -185,10 +185,10 @@ def test_every_configurable_kind_is_built_and_meets_the_contract() -> None:
     base = QuantizerConfig(codebook_size=8, code_dim=6, levels=(2, 2, 2))
     z = torch.randn(2, 6, 3, 4)
     for kind in QUANTIZER_KINDS:
-        q = build_quantizer(dataclasses.replace(base, kind=kind)).eval()
-        assert q.discrete and q.codebook_size == 8, kind
+        stages = 2 if kind == "rvq" else 1  # residual VQ: S >= 2 codes per position
+        q = build_quantizer(dataclasses.replace(base, kind=kind, stages=stages)).eval()
+        assert q.discrete and q.codebook_size == 8 and q.stages == stages, kind
         idx = q.encode(z)
-        assert (
-            idx.shape == (2, 3, 4) and idx.dtype == torch.int64 and 0 <= int(idx.min()) <= int(idx.max()) < 8
-        )
+        shape = (2, 3, 4) if stages == 1 else (2, stages, 3, 4)
+        assert idx.shape == shape and idx.dtype == torch.int64 and 0 <= int(idx.min()) <= int(idx.max()) < 8
         torch.testing.assert_close(q.indices_to_codes(idx), q(z).quantized)

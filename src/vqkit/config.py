@@ -23,7 +23,7 @@ class ConfigError(ValueError):
     """A configuration file or override is malformed (unknown key, wrong type, bad value)."""
 
 
-QUANTIZER_KINDS = ("vq", "fsq", "lfq", "bsq", "simvq")
+QUANTIZER_KINDS = ("vq", "fsq", "lfq", "bsq", "simvq", "rvq")
 
 
 @dataclass(frozen=True)
@@ -36,9 +36,11 @@ class QuantizerConfig:
     # fsq: finite scalar quantization, bounded scalars rounded to ``levels`` (Mentzer et al. 2023);
     # lfq: lookup-free quantization, the sign of each of log2(K) dimensions (MAGVIT-v2, Yu et al. 2023);
     # bsq: binary spherical quantization, signs of an l2-normalised log2(K)-dim vector (Zhao et al. 2024);
-    # simvq: a frozen random codebook through one learned linear map (Zhu et al. 2024).
+    # simvq: a frozen random codebook through one learned linear map (Zhu et al. 2024);
+    # rvq: residual vector quantization, ``stages`` vq codebooks each quantizing the residual the
+    # earlier ones left (SoundStream, Zeghidour et al. 2021), every option of vq applying per stage.
     kind: str = "vq"
-    codebook_size: int = 512  # K; fsq: the product of ``levels``; lfq, bsq: a power of two
+    codebook_size: int = 512  # K; rvq: K per stage; fsq: the product of ``levels``; lfq, bsq: a power of two
     code_dim: int = 64  # D, channels of the encoder output z
     # Lower-dimensional code space (ViT-VQGAN, Yu et al. 2021, sec. 3.2): project z (D) -> lookup_dim
     # before the nearest-neighbour search and back after. None: search in D directly.
@@ -61,6 +63,10 @@ class QuantizerConfig:
     rotation_trick: bool = False
     levels: tuple[int, ...] = (8, 8, 8)  # fsq: quantization levels per dimension (K = their product)
     entropy_weight: float = 0.1  # lfq, bsq: weight of the entropy term that spreads code usage
+    stages: int = 1  # S, codes per position: 1 for every kind but rvq, which needs >= 2
+    # rvq: quantizer dropout (SoundStream sec. 3.3), the share of training samples that keep only a
+    # random prefix of n ~ Uniform{1..S} stages (the rest use all S), so any prefix decodes.
+    stage_dropout: float = 0.5
 
     def __post_init__(self) -> None:
         require(self.kind in QUANTIZER_KINDS, f"quantizer.kind must be one of {', '.join(QUANTIZER_KINDS)}")
@@ -78,6 +84,11 @@ class QuantizerConfig:
                 f"quantizer.codebook_size must be a power of two for {self.kind} (2 ** bits)",
             )
         require(self.entropy_weight >= 0, "quantizer.entropy_weight must be >= 0")
+        if self.kind == "rvq":
+            require(self.stages >= 2, "quantizer.stages must be >= 2 for rvq (one stage is plain vq)")
+        else:
+            require(self.stages == 1, f"quantizer.stages must be 1 for {self.kind} (only rvq has stages)")
+        require(0.0 <= self.stage_dropout <= 1.0, "quantizer.stage_dropout must be in [0, 1]")
         require(not self.rotation_trick or self.kind == "vq", "quantizer.rotation_trick is an option of vq")
         require(self.code_dim >= 1, "quantizer.code_dim must be >= 1")
         require(self.lookup_dim is None or self.lookup_dim >= 1, "quantizer.lookup_dim must be >= 1")

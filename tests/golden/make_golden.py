@@ -5,11 +5,13 @@
 Writes tests/golden/run/ (config.json, model.safetensors, entropy_static.json, prior.safetensors,
 prior_config.json), raw.vqk, static.vqk, prior.vqk, prior_overlap.vqk, scaled.vqk (format versions 1 and
 2, as vqkit 0.1 wrote them; scaled.vqk holds images coded at 1.5 times their size), the same five in
-v3/ (format version 3: the same payloads with checksums) and expected.json (each image's code grid);
-with NAMEs (e.g. prior_overlap), only those files, by the committed run; with the single NAME
-``v3``, only the version-3 files, rebuilt from the committed older ones. Regenerate only on a
-deliberate format change; tests/test_codec_golden.py and tests/test_vqk_integrity.py then guard the
-new files.
+v3/ (format version 3: the same payloads with checksums) and v4/ (version 4: a stage count of 1 per
+image) and expected.json (each image's code grid); with NAMEs (e.g. prior_overlap), only those files,
+by the committed run; with the single NAME ``v3`` or ``v4``, only the files of that version, rebuilt
+from the committed older ones. The single NAME ``rvq`` writes v4/rvq_run/ (a tiny residual VQ run
+of 3 stages with per-stage static tables), v4/rvq_raw.vqk and v4/rvq_static.vqk (images coded with
+1, 2 and 3 stages) and v4/expected.json. Regenerate only on a deliberate format change;
+tests/test_codec_golden.py and tests/test_vqk_integrity.py then guard the new files.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 
 from vqkit.codec import coded_size, compress_images, decode_codes, fit_static_model, parse, resample
-from vqkit.codec.container import FORMAT_VERSION, build
+from vqkit.codec.container import build
 from vqkit.codec.fitting import as_model_inputs
 from vqkit.config import ModelConfig, QuantizerConfig, RunConfig
 from vqkit.data import to_float
@@ -45,12 +47,20 @@ def blob_images(n: int, size: tuple[int, int], seed: int, channels: int = 3) -> 
 
 
 def build_tiny_run(
-    run_dir: Path, *, codebook_size: int = 16, seed: int = 0, channels: int = 3, static: bool = True
+    run_dir: Path,
+    *,
+    codebook_size: int = 16,
+    seed: int = 0,
+    channels: int = 3,
+    static: bool = True,
+    stages: int = 1,
 ) -> Path:
     """A small untrained VQ-VAE whose codebook is k-means-initialised on blob images (so codes vary),
-    saved as a run folder with a fitted static entropy model. About 40 KB; well under a second."""
+    saved as a run folder with a fitted static entropy model. About 40 KB; well under a second.
+    ``stages`` > 1: a residual VQ (rvq) run of that many stages."""
     torch.manual_seed(seed)
-    quantizer = QuantizerConfig(codebook_size=codebook_size, code_dim=4)
+    kind = {"kind": "rvq", "stages": stages} if stages > 1 else {}
+    quantizer = QuantizerConfig(codebook_size=codebook_size, code_dim=4, **kind)  # type: ignore[arg-type]
     net = {"channels": 8, "res_channels": 4, "res_blocks": 0, "in_channels": channels}
     cfg = RunConfig(model=ModelConfig(**net, quantizer=quantizer))  # type: ignore[arg-type]
     model = VQVAE(cfg.model)
@@ -125,12 +135,51 @@ def legacy_version(name: str) -> int:
     return 2 if name == "scaled" else 1  # what vqkit 0.1 wrote: 2 only for resampled images
 
 
-def write_v3_files(names: list[str]) -> None:
-    (GOLDEN / "v3").mkdir(exist_ok=True)
+def write_version_files(names: list[str], version: int) -> None:
+    """The committed older files rebuilt in ``version`` (3 or 4) into v3/ or v4/."""
+    folder = GOLDEN / f"v{version}"
+    folder.mkdir(exist_ok=True)
     for name in names:
-        data = in_version((GOLDEN / f"{name}.vqk").read_bytes(), FORMAT_VERSION)
-        (GOLDEN / "v3" / f"{name}.vqk").write_bytes(data)
-        print(f"v3/{name}.vqk: {len(data)} bytes")
+        data = in_version((GOLDEN / f"{name}.vqk").read_bytes(), version)
+        (folder / f"{name}.vqk").write_bytes(data)
+        print(f"v{version}/{name}.vqk: {len(data)} bytes")
+
+
+RVQ_STAGES = 3
+RVQ_COUNTS = [3, 1, 2]  # the stages each golden image is coded with
+
+
+def rvq_images() -> list[np.ndarray]:
+    rgb = blob_images(2, (16, 16), 21)
+    grey = blob_images(1, (12, 20), 22, channels=1)
+    return [rgb[0], grey[0], rgb[1]]
+
+
+def write_rvq_files() -> None:
+    """A residual VQ run of 3 stages and two archives whose images hold 3, 1 and 2 stages."""
+    folder = GOLDEN / "v4"
+    folder.mkdir(exist_ok=True)
+    run = build_tiny_run(folder / "rvq_run", seed=5, stages=RVQ_STAGES)
+    images = rvq_images()
+    grids = [Run.load(run).encode([x])[0] for x in as_model_inputs(images, 3)]
+    expected: dict[str, object] = {"stages": RVQ_COUNTS}
+    for model in ("raw", "static"):
+        result = compress_images(
+            run, images, entropy_model=model, archive=True, quality=False, stages=RVQ_COUNTS
+        )
+        data = result.files[0]
+        _, decoded = decode_codes(run, data)
+        want = [g[:n] for g, n in zip(grids, RVQ_COUNTS, strict=True)]
+        assert all(np.array_equal(a, b) for a, b in zip(want, decoded, strict=True)), model
+        (folder / f"rvq_{model}.vqk").write_bytes(data)
+        expected[f"rvq_{model}"] = {
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "bytes": len(data),
+            "sizes": [list(im.shape) for im in images],
+            "indices": [g.tolist() for g in want],
+        }
+        print(f"v4/rvq_{model}.vqk: {len(data)} bytes")
+    (folder / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
 
 
 def main() -> int:
@@ -142,8 +191,11 @@ def main() -> int:
     # With file names as arguments, only those are (re)written, by the committed run: a new entropy
     # model gets its golden file without touching the others.
     only = sys.argv[1:]
-    if only == ["v3"]:
-        write_v3_files(list(golden_images()))
+    if only in (["v3"], ["v4"]):
+        write_version_files(list(golden_images()), int(only[0][1]))
+        return 0
+    if only == ["rvq"]:
+        write_rvq_files()
         return 0
     expected: dict[str, dict[str, object]] = {}
     if only:
@@ -161,7 +213,8 @@ def main() -> int:
         )
         data = in_version(result.files[0], legacy_version(name))
         (GOLDEN / f"{name}.vqk").write_bytes(data)
-        write_v3_files([name])
+        write_version_files([name], 3)
+        write_version_files([name], 4)
         inputs = [resample(x, coded_size(*x.shape[:2], scale)) for x in as_model_inputs(images, 3)]
         grids = [Run.load(run).encode([x])[0] for x in inputs]
         _, decoded = decode_codes(run, data)

@@ -103,6 +103,11 @@ def codebook_main(argv: list[str]) -> int:
     run = Run.load(a.run, a.device, a.precision)
     if not run.model.quantizer.discrete:
         raise RunError(f"{a.run}: quantization is disabled in this run, so it has no codebook")
+    if run.stages > 1:
+        raise RunError(
+            f"{a.run} is a residual VQ run ({run.stages} codebooks): vqkit codebook pictures one "
+            "codebook; `vqkit eval` reports each stage's usage, perplexity and dead codes"
+        )
     if a.data:
         data, described = sample_images(load_dataset(a.data, channels=run.channels), a.max_images), a.data
     else:

@@ -2,7 +2,9 @@
 
 codes.npz holds ``indices`` (N, h, w) int16/int32 when all images share one size (else ``indices_<i>``
 per image), ``sizes`` (N, 2) original H, W, ``names`` and, when the data has them, ``labels``; plus
-``codebook_size`` and the run's ``model_fingerprint`` so decode refuses codes from another model.
+``codebook_size``, ``stages`` and the run's ``model_fingerprint`` so decode refuses codes from another
+model. A residual VQ run of S stages writes (N, S, h, w) ((S, h, w) per image); decode takes any
+prefix of the stages, (N, s, h, w) with 1 <= s <= S.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def encode_main(argv: list[str]) -> int:
         "sizes": np.array([im.shape[:2] for im in data.images], dtype=np.int64),
         "names": np.array(data.names),
         "codebook_size": np.array(run.model.codebook_size),
+        "stages": np.array(run.stages),
         "model_fingerprint": np.array(model_fingerprint(run.path)),
     }
     if len({g.shape for g in grids}) == 1:
@@ -77,7 +80,10 @@ def decode_main(argv: list[str]) -> int:
     )
     a.output.mkdir(parents=True, exist_ok=True)
     for i, (grid, size, name) in enumerate(zip(grids, sizes, names, strict=True)):
-        image = run.decode(grid[None].astype(np.int64), (int(size[0]), int(size[1])))[0]
+        try:
+            image = run.decode(grid[None].astype(np.int64), (int(size[0]), int(size[1])))[0]
+        except ValueError as e:  # grids of another shape or stage count, codes out of range
+            raise DataError(f"{a.codes}: image {i}: {e}") from e
         save_png(image, a.output / output_name(i, name))
     print(f"decoded {len(grids)} images into {a.output}")
     return 0

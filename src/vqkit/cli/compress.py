@@ -5,6 +5,9 @@ vqkit compress RUN INPUT... -o FILE.vqk --archive one archive holding every imag
 vqkit compress RUN --fit-static TRAIN_DATA        fit the run's static code-frequency model
 vqkit compress RUN INPUT... -o OUT --search 2     codes chosen by decoded error + rate (slower encoder)
 vqkit compress RUN INPUT... -o OUT --scale 1.25   code each image resampled 1.25x (more codes: higher rate)
+vqkit compress RUN INPUT... -o OUT --stages 2     a residual VQ run: code its first 2 stages (default all)
+vqkit compress RUN INPUT... -o OUT --target-bpp 1 ... per image, the most stages within 1 bit per pixel
+vqkit compress RUN INPUT... -o OUT --target-psnr 30 ... per image, the fewest stages reaching 30 dB
 vqkit decompress FILE.vqk... -o DIR               PNGs in the original sizes and modes; each file's
                                                   model found by its fingerprint (or --run RUN)
 """
@@ -35,6 +38,7 @@ from vqkit.codec import (
     Coding,
     CompressResult,
     EntropyModel,
+    choose_stages,
     compress_images,
     decompress_many,
     parse,
@@ -52,9 +56,11 @@ GROUP_BYTES = 4 << 20  # ... and this much .vqk data (CIFAR: ~50,000 images; Kod
 
 def _print_summary(result: CompressResult, where: Path) -> None:
     s = result.summary()
+    low, high = min(r.stages for r in result.reports), max(r.stages for r in result.reports)
+    stages = "" if high == 1 else f", stages {low}" if low == high else f", stages {low} to {high}"
     print(
         f"compressed {s['images']} images into {s['files']} file(s) in {where} "
-        f"(entropy model: {s['entropy_model']})\n"
+        f"(entropy model: {s['entropy_model']}{stages})\n"
         f"  bpp nominal {s['bpp_nominal']:.4f}  estimated {s['bpp_estimated']:.4f}  "
         f"actual {s['bpp_actual']:.4f} (headers {s['bytes_header']} of {s['bytes_total']} bytes)\n"
         f"  psnr {s['psnr']:.2f} dB  ssim {s['ssim']:.4f}"
@@ -109,11 +115,25 @@ def compress_main(argv: list[str]) -> int:
         help="code each image resampled by this factor and resample back when decoding: above 1 more "
         "codes (higher rate and quality), below 1 fewer; a rate control for any run (default 1)",
     )
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument("--stages", type=int, metavar="N",
+                      help="residual VQ (rvq) runs: code the first N of the run's S stages of "
+                           "codes (default all S): fewer stages, lower rate")  # fmt: skip
+    rate.add_argument("--target-bpp", type=float, metavar="B",
+                      help="residual VQ runs: per image, the most stages whose actual bits per pixel "
+                           "stay <= B (else 1 stage)")  # fmt: skip
+    rate.add_argument("--target-psnr", type=float, metavar="P",
+                      help="residual VQ runs: per image, the fewest stages whose decoded PSNR is "
+                           ">= P dB (else all stages)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for --search and the prior)")
     add_threads(p)
     add_device(p)
     a = p.parse_args(argv)
     apply_threads(p, a.threads)
+    if a.stages is not None and a.stages < 1:
+        p.error("--stages must be >= 1")
+    if a.target_bpp is not None and not a.target_bpp > 0:
+        p.error("--target-bpp must be > 0")
     if not SCALE_RANGE[0] <= a.scale <= SCALE_RANGE[1]:
         p.error(f"--scale must lie in [{SCALE_RANGE[0]:g}, {SCALE_RANGE[1]:g}]")
     search = None
@@ -137,15 +157,29 @@ def compress_main(argv: list[str]) -> int:
     images, names, problems = read_inputs(a.inputs, a.max_images, strict=a.strict)
     report_skipped(problems)
     coding = Coding(load_run(a.run, a.device, a.precision))
+    stages: int | list[int] | None = a.stages
+    entropy_model = a.entropy_model
+    if a.stages is not None and coding.stages == 1 and a.stages != 1:
+        raise CodecError(
+            f"--stages applies to residual VQ (rvq) runs; {a.run} has one stage of codes "
+            "(--scale sets the rate of any run)"
+        )
+    if a.target_bpp is not None or a.target_psnr is not None:
+        choice = choose_stages(
+            coding, images, target_bpp=a.target_bpp, target_psnr=a.target_psnr,
+            entropy_model=a.entropy_model, archive=a.archive, scale=a.scale,
+        )  # fmt: skip
+        stages, entropy_model = choice.stages, choice.entropy_model
     result = compress_images(
         coding,
         images,
-        entropy_model=a.entropy_model,
+        entropy_model=entropy_model,
         archive=a.archive,
         names=names,
         search=search,
         progress=not a.no_progress,
         scale=a.scale,
+        stages=stages,
     )
     if a.archive or (a.output.suffix == ".vqk" and len(images) == 1):
         out = a.output if a.output.suffix == ".vqk" else a.output.with_suffix(".vqk")
@@ -163,6 +197,8 @@ def compress_main(argv: list[str]) -> int:
             "run": str(a.run),
             "search": None if search is None else asdict(search),
             "scale": a.scale,
+            "target_bpp": a.target_bpp,
+            "target_psnr": a.target_psnr,
             **result.to_json(),
         }
         write_json(a.json, doc)

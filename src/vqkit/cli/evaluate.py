@@ -15,7 +15,7 @@ ROWS = [
     ("mse", "MSE (0-255)", "{:.3f}"),
     ("codebook_usage", "codebook usage", "{:.4f}"),
     ("perplexity", "perplexity", "{:.1f}"),
-    ("dead_codes", "dead codes", "{:d}"),
+    ("dead_codes", "dead codes", "{:g}"),  # a mean over the stages of a residual run
     ("code_entropy_bits", "code entropy (bits)", "{:.3f}"),
     ("bpp_nominal", "bpp (nominal)", "{:.4f}"),
 ]
@@ -42,4 +42,9 @@ def main(argv: list[str]) -> int:
     for key, label, fmt in ROWS:
         if key in result:
             print(f"{label:<{width}}  {fmt.format(result[key])}")
+    for stage in result.get("per_stage", []):  # residual VQ: each stage's codebook
+        print(
+            f"  stage {stage['stage']}: usage {stage['codebook_usage']:.4f}, perplexity "
+            f"{stage['perplexity']:.1f}, dead codes {stage['dead_codes']}"
+        )
     return 0

@@ -9,7 +9,7 @@ from typing import Any
 from vqkit.cli.common import add_device, add_json, add_run, load_run, parser, setting_given
 from vqkit.priors import calibrate_run, evaluate_prior, load_codes, load_prior, train_prior
 from vqkit.priors.evaluate import check_codes
-from vqkit.runs import RunError, registry, write_json
+from vqkit.runs import RunError, layout, registry, write_json
 
 ROWS = [
     ("num_grids", "grids", "{:d}"),
@@ -57,6 +57,8 @@ def _train(a: argparse.Namespace) -> int:
           f"{summary['train_grids']} training grids); saved in {a.run}")  # fmt: skip
     if "calibration" in summary:
         print_calibration(summary["calibration"])
+    if "integer" in summary:
+        print_integer(summary["integer"])
     if "eval" in summary:
         print(f"held-out {summary['val_grids']} grids:")
         print_table(summary["eval"])
@@ -67,6 +69,13 @@ def print_calibration(record: dict[str, Any]) -> None:
     print(f"calibrated on {record['num_grids']} {record['data']} grids: logits x {record['logit_scale']:.4f} "
           f"(temperature {record['temperature']:.4f}), {record['bits_per_code_raw']:.4f} -> "
           f"{record['bits_per_code_calibrated']:.4f} bits/code")  # fmt: skip
+
+
+def print_integer(record: dict[str, Any]) -> None:
+    change = 100.0 * (record["integer_bits_per_code"] / record["float_bits_per_code"] - 1.0)
+    print(f"integer network ({layout.INTEGER_PRIOR_FILE}): {record['integer_bits_per_code']:.4f} bits/code "
+          f"against {record['float_bits_per_code']:.4f} for the float model ({change:+.2f} %) on "
+          f"{record['eval_grids']} {record['data']} grids")  # fmt: skip
 
 
 def _calibrate(a: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ from vqkit.codec.container import FORMAT_VERSION, CodecError, Container, Entropy
 from vqkit.codec.entropy import PRIOR_BATCH
 from vqkit.codec.fitting import STATIC_TABLE_FILE, carry_entropy_models, fit_static_model, load_static_table
 from vqkit.codec.search import SearchConfig
+from vqkit.codec.targets import StageChoice, choose_stages
 
 __all__ = [
     "ENTROPY_CHOICES",
@@ -39,7 +40,9 @@ __all__ = [
     "ImageReport",
     "Mode",
     "SearchConfig",
+    "StageChoice",
     "carry_entropy_models",
+    "choose_stages",
     "coded_size",
     "compress_images",
     "decode_codes",

@@ -35,6 +35,7 @@ from vqkit.codec.container import (
     write_varint,
 )
 from vqkit.codec.search import SearchConfig, search_grids
+from vqkit.codec.staged import check_stage_counts, decode_stage_grid, encode_stage_grids, stage_counts
 from vqkit.codec.tables import code_bits
 from vqkit.data import to_float
 from vqkit.metrics import psnr_per_image, ssim_per_image
@@ -61,6 +62,7 @@ class ImageReport:
     alpha_bytes: int
     psnr: float
     ssim: float
+    stages: int = 1  # n, the stages of a residual VQ run's codes coded (bpp_nominal counts n log2 K)
 
 
 @dataclass
@@ -69,7 +71,7 @@ class CompressResult:
     entropy_model: str
     header_bytes: int  # container headers and index entries over all files
     reports: list[ImageReport]
-    grids: list[np.ndarray]  # (h, w) int64 code grid of each image, as written
+    grids: list[np.ndarray]  # (h, w) int64 code grid of each image, as written; (n, h, w) for rvq runs
 
     def summary(self) -> dict[str, Any]:
         pixels = sum(r.height * r.width for r in self.reports)
@@ -201,10 +203,11 @@ def _encode(
 def decode_grids(
     coding: Coding, grids: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]]
 ) -> list[np.ndarray]:
-    """(h, w) code grids -> (H, W, C) uint8 images at ``sizes``, what decompressing their files gives,
-    batching consecutive images of one size."""
+    """(h, w) code grids ((n, h, w) stage grids of a residual VQ run) -> (H, W, C) uint8 images at
+    ``sizes``, what decompressing their files gives, batching consecutive images of one size (and
+    stage count)."""
     out: list[np.ndarray] = []
-    for start, end in _groups(sizes):
+    for start, end in _groups([(*size, *g.shape[:-2]) for size, g in zip(sizes, grids, strict=True)]):
         out.extend(coding.run.decode(np.stack(grids[start:end]), sizes[start]))
     return out
 
@@ -218,6 +221,7 @@ def _quality(original: np.ndarray, recon: np.ndarray) -> tuple[float, float]:
 
 def _record_bytes(r: Record) -> int:
     n = len(write_varint(r.height)) + len(write_varint(r.width)) + 1 + len(write_varint(r.codes_length))
+    n += len(write_varint(r.stages))  # format version 4
     return n + (len(write_varint(r.alpha_length)) if r.mode.has_alpha else 0)
 
 
@@ -226,6 +230,8 @@ def encode_grids(
 ) -> tuple[list[bytes], list[float]]:
     """Entropy-code (h, w) grids: a codes payload per grid and its estimated bits (-log2 p);
     ``progress`` shows a bar over the codes for the prior (one prior step per code position)."""
+    if coding.stages > 1:  # (n, h, w) stage grids of a residual VQ run
+        return encode_stage_grids(coding, grids, model)
     k = coding.codebook_size
     if model is EntropyModel.RAW:
         return [raw_encode(g, k) for g in grids], [float(g.size * raw_bits(k)) for g in grids]
@@ -262,13 +268,16 @@ def compress_images(
     search: SearchConfig | None = None,
     progress: bool = False,
     scale: float = 1.0,
+    stages: int | Sequence[int] | None = None,
 ) -> CompressResult:
     """Encode ``images`` into one .vqk per image (``archive=False``) or one archive; report the rates
     and (``quality=True``) PSNR and SSIM of what decompression gives. ``search`` chooses the codes by
     decoded error and rate (vqkit.codec.search) instead of nearest codes: slower, better; ``progress``
     shows progress bars for it and for coding with the prior (a few seconds per photo). ``scale``
     codes each image resampled to ``coded_size(H, W, scale)`` (more codes above 1, fewer below: a
-    rate control for any run); decoding resamples back to H x W, and the rates count original pixels."""
+    rate control for any run); decoding resamples back to H x W, and the rates count original pixels.
+    ``stages`` (residual VQ runs): the stages coded, for every image or per image (default all S);
+    vqkit.codec.targets picks them per image for a target rate or quality."""
     coding = run if isinstance(run, Coding) else Coding(run, prior)
     if not images:
         raise CodecError("nothing to compress: no images")
@@ -286,7 +295,12 @@ def compress_images(
         # the search weighs squared errors of the coded picture, which has scale^2 pixels per original
         # pixel: lambda per original pixel's error stays the user's by scaling it alike
         search = replace(search, lmbda=search.lmbda * scale**2)
+    counts = stage_counts(coding, stages, len(images))
+    if search is not None and coding.stages > 1:
+        raise CodecError("the code search (--search) is for single-stage runs, not residual VQ runs")
     grids = _encode(coding, inputs, search, progress, entropy_model)
+    if coding.stages > 1:
+        grids = [g[:n] for g, n in zip(grids, counts, strict=True)]  # (n, h, w): the first n stages
     best: tuple[EntropyModel, list[bytes], list[float]] | None = None
     for candidate in coding.candidates(entropy_model):  # "auto": the smallest payloads win
         trial_codes, trial_bits = encode_grids(coding, grids, candidate, progress)
@@ -296,11 +310,11 @@ def compress_images(
     model, codes, est_bits = best
     fingerprint = coding.fingerprint(model)
     records, payloads = [], []
-    for (mode, color, alpha), size, payload in zip(split, coded, codes, strict=True):
+    for (mode, color, alpha), size, payload, n in zip(split, coded, codes, counts, strict=True):
         alpha_blob = b"" if alpha is None else zlib.compress(alpha.tobytes(), 9)
         height, width = color.shape[:2]
         resized = size if size != (height, width) else None
-        records.append(Record(height, width, mode, len(payload), len(alpha_blob), resized))
+        records.append(Record(height, width, mode, len(payload), len(alpha_blob), resized, n))
         payloads.append(payload + alpha_blob)
 
     if archive:
@@ -324,21 +338,24 @@ def compress_images(
             psnr, ssim = _quality(original, _finish(_restore(recons[i], rec), rec.mode))
         reports.append(ImageReport(
             index=i, name=names[i], height=rec.height, width=rec.width, mode=rec.mode.name,
-            grid=(int(grid.shape[0]), int(grid.shape[1])),
-            bpp_nominal=math.log2(coding.codebook_size) * grid.size / pixels,
+            grid=(int(grid.shape[-2]), int(grid.shape[-1])),
+            bpp_nominal=math.log2(coding.codebook_size) * grid.size / pixels,  # grid.size counts n stages
             bpp_estimated=(est_bits[i] + 8 * rec.alpha_length) / pixels,
             bpp_actual=8 * per_image_bytes[i] / pixels,
             codes_bits_estimated=est_bits[i], codes_bytes=rec.codes_length, alpha_bytes=rec.alpha_length,
-            psnr=psnr, ssim=ssim,
+            psnr=psnr, ssim=ssim, stages=rec.stages,
         ))  # fmt: skip
     return CompressResult(files, model_name(model), header, reports, list(grids))
 
 
 def _open(coding: Coding, data: bytes, name: str) -> Container:
     container = parse(bytes(data), name)
+    check_stage_counts(coding, container, name)
     model = container.entropy_model
     if model is EntropyModel.STATIC and not coding.has_static():
         raise CodecError(f"{name} uses the static entropy model, which {coding.run.path} lacks")
+    if (model in PRIOR_MODELS or model is EntropyModel.GROUPED) and coding.stages > 1:
+        coding.refuse_prior_for_stages()
     if model in PRIOR_MODELS and coding.prior(model) is None:
         raise CodecError(f"{name} uses the prior, which {coding.run.path} lacks")
     if model is EntropyModel.GROUPED and coding.grouped() is None:
@@ -355,7 +372,8 @@ def _open(coding: Coding, data: bytes, name: str) -> Container:
 def decode_codes(
     run: Run | str | Path | Coding, data: bytes, *, name: str = "input", prior: nn.Module | None = None
 ) -> tuple[Container, list[np.ndarray]]:
-    """Parse and entropy-decode a .vqk: its container and each image's (h, w) int64 code grid."""
+    """Parse and entropy-decode a .vqk: its container and each image's (h, w) int64 code grid ((n, h, w)
+    stage grids for a residual VQ run, n the image's stage count)."""
     return decode_codes_many(run, [data], names=[name], prior=prior)[0]
 
 
@@ -383,11 +401,14 @@ def decode_codes_many(
     pending: dict[EntropyModel, list[tuple[int, int, bytes, tuple[int, int]]]] = {}
     for f, (container, data) in enumerate(zip(containers, files, strict=True)):
         grids: list[np.ndarray] = []
-        table = coding.static_table() if container.entropy_model is EntropyModel.STATIC else None
+        static = container.entropy_model is EntropyModel.STATIC and coding.stages == 1
+        table = coding.static_table() if static else None
         for i, (offset, rec) in enumerate(zip(container.offsets(), container.records, strict=True)):
             h, w = coding.grid_shape(*rec.coded_size)
             payload = bytes(data[offset : offset + rec.codes_length])
-            if container.entropy_model in (*PRIOR_MODELS, EntropyModel.GROUPED):
+            if coding.stages > 1:  # (n, h, w) stage grids of a residual VQ run
+                grids.append(decode_stage_grid(coding, container.entropy_model, payload, rec, (h, w)))
+            elif container.entropy_model in (*PRIOR_MODELS, EntropyModel.GROUPED):
                 pending.setdefault(container.entropy_model, []).append((f, i, payload, (h, w)))
                 grids.append(np.empty(0))  # filled below
             elif table is None:

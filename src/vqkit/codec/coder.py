@@ -154,3 +154,42 @@ def raw_decode(payload: bytes, codebook_size: int, n: int) -> np.ndarray:
     if symbols.size and symbols.max() >= codebook_size:
         raise CodecError(f"corrupt raw codes: code {int(symbols.max())} >= codebook size {codebook_size}")
     return symbols
+
+
+def range_encode_stages(stages: list[np.ndarray], tables: np.ndarray) -> bytes:
+    """Several symbol sequences into one payload, sequence s under its shared (K,) table ``tables[s]``
+    ((n, K) for n sequences), one after another on one range coder. One sequence gives exactly the
+    bytes of `range_encode`."""
+    seqs = [np.ascontiguousarray(s, dtype=np.int32).reshape(-1) for s in stages]
+    models = [_model(tables[i])[0] for i in range(len(seqs))]
+    encoder = constriction.stream.queue.RangeEncoder()
+    for s, model in zip(seqs, models, strict=True):
+        encoder.encode(s, model)
+    payload: bytes = encoder.get_compressed().astype(">u4").tobytes()
+    lengths = [len(s) for s in seqs]
+
+    def decodes(candidate: bytes) -> bool:
+        try:
+            got = _decode_stages(candidate, models, lengths)
+        except Exception:  # constriction signals data invalid for the model with AssertionError
+            return False
+        return all(np.array_equal(g, s) for g, s in zip(got, seqs, strict=True))
+
+    while payload and decodes(payload[:-1]):  # trimmed as `range_encode` trims
+        payload = payload[:-1]
+    return payload
+
+
+def _decode_stages(payload: bytes, models: list[object], lengths: list[int]) -> list[np.ndarray]:
+    decoder = constriction.stream.queue.RangeDecoder(_words(payload))
+    return [np.asarray(decoder.decode(m, n), dtype=np.int64) for m, n in zip(models, lengths, strict=True)]
+
+
+def range_decode_stages(payload: bytes, tables: np.ndarray, n: int) -> np.ndarray:
+    """Inverse of :func:`range_encode_stages` for sequences of n symbols each, one per row of
+    ``tables`` (S', K): (S', n) int64."""
+    models = [_model(t)[0] for t in tables]
+    try:
+        return np.stack(_decode_stages(payload, models, [n] * len(models)))
+    except Exception as e:  # constriction reports invalid data with its own exception types
+        raise CodecError(f"corrupt codes payload ({e})") from e

@@ -42,9 +42,11 @@ class Coding:
     def __init__(self, run: Run | str | Path, prior: nn.Module | None = None) -> None:
         self.run = run if isinstance(run, Run) else Run.load(run)
         self.codebook_size = self.run.model.codebook_size
+        self.stages = self.run.stages  # S: a residual VQ run codes 1..S stages per image
         check_codebook_size(self.codebook_size)
         self.digest = model_digest(self.run.path)
-        self._static = load_static_table(self.run.path, self.codebook_size, self.digest)
+        # (S, K) integer tables, one per stage, or None
+        self._static = load_static_table(self.run.path, self.codebook_size, self.digest, self.stages)
         self._prior_module = prior
         self._coders: dict[EntropyModel, PriorCoder] = {}
         self._search_prior: nn.Module | None = None
@@ -58,7 +60,8 @@ class Coding:
     def grid_shape(self, height: int, width: int) -> tuple[int, int]:
         return math.ceil(height / self.downsample), math.ceil(width / self.downsample)
 
-    def static_table(self) -> np.ndarray:
+    def static_tables(self) -> np.ndarray:
+        """(S, K) int64: the static coding table of each stage (S = 1 but for residual VQ runs)."""
         if self._static is None:
             raise RunError(
                 f"{self.run.path} has no static entropy model; fit one with "
@@ -66,17 +69,26 @@ class Coding:
             )
         return self._static
 
+    def static_table(self) -> np.ndarray:
+        """(K,) int64: the static coding table of a single-stage run (its only stage's)."""
+        if self.stages != 1:
+            raise ValueError(f"{self.run.path} has {self.stages} stages: use static_tables()")
+        return self.static_tables()[0]
+
     def static_bits(self) -> np.ndarray | None:
-        """(K,) bits of each code under the static table (None when the run has none)."""
-        if self._static is None:
+        """(K,) bits of each code under a single-stage run's static table (None when it has none)."""
+        if self._static is None or self.stages != 1:
             return None
-        return -np.log2(self._static / float(self._static.sum()))
+        table = self._static[0]
+        return -np.log2(table / float(table.sum()))
 
     def prior(self, model: EntropyModel = EntropyModel.PRIOR_OVERLAP) -> PriorCoder | None:
         """The coder of a prior entropy model (PRIOR: tiles, PRIOR_OVERLAP: overlapping windows), or
-        None when the run has no prior."""
+        None when the run has no prior (never for a residual VQ run: the prior models one grid)."""
         if model not in PRIOR_MODELS:
             raise ValueError(f"{model.name} is not a prior entropy model")
+        if self.stages > 1:  # a residual VQ run has no prior (require_prior says why)
+            return None
         if model not in self._coders:
             if self._prior_module is None:
                 self._prior_module = load_serial_prior(self.run.path)
@@ -88,6 +100,8 @@ class Coding:
 
     def grouped(self) -> GroupedCoder | None:
         """The coder of the run's grouped prior (its integer network), or None when it has none."""
+        if self.stages > 1:  # a residual VQ run has no prior (require_grouped says why)
+            return None
         if not self._grouped_loaded:
             prior = load_integer_prior(self.run.path)
             self._grouped = None if prior is None else GroupedCoder(prior, self.codebook_size)
@@ -95,6 +109,7 @@ class Coding:
         return self._grouped
 
     def require_grouped(self) -> GroupedCoder:
+        self.refuse_prior_for_stages()
         coder = self.grouped()
         if coder is None:
             raise RunError(
@@ -102,6 +117,14 @@ class Coding:
                 f"`vqkit prior train {self.run.path} --set model.kind=grouped`"
             )
         return coder
+
+    def refuse_prior_for_stages(self) -> None:
+        """The prior models one code grid per image, not the stages of a residual VQ run."""
+        if self.stages > 1:
+            raise CodecError(
+                f"{self.run.path} is a residual VQ run ({self.stages} stages), which the prior entropy "
+                "models do not code; use --entropy-model static or raw"
+            )
 
     def search_prior(self) -> nn.Module | None:
         """The prior as the encoder search's rate model: a float32 copy on the run's device, eval mode
@@ -113,6 +136,7 @@ class Coding:
         return self._search_prior
 
     def require_prior(self, model: EntropyModel = EntropyModel.PRIOR_OVERLAP) -> PriorCoder:
+        self.refuse_prior_for_stages()
         prior = self.prior(model)
         if prior is None:
             raise RunError(f"{self.run.path} has no prior; train one with `vqkit prior train`")
@@ -122,7 +146,8 @@ class Coding:
         """6 bytes binding the file to the VQ-VAE weights and the entropy model's parameters."""
         params = b""
         if entropy_model is EntropyModel.STATIC:
-            params = self.static_table().astype("<u4").tobytes()
+            # the S tables in stage order; one stage: its K entries, as before stages existed
+            params = self.static_tables().astype("<u4").tobytes()
         elif entropy_model in PRIOR_MODELS:
             params = self.require_prior(entropy_model).digest
         elif entropy_model is EntropyModel.GROUPED:
@@ -138,7 +163,7 @@ class Coding:
         if requested != "auto":
             model = CHOICE_MODELS[requested]
             if model is EntropyModel.STATIC:
-                self.static_table()
+                self.static_tables()
             elif model in PRIOR_MODELS:
                 self.require_prior(model)
             elif model is EntropyModel.GROUPED:

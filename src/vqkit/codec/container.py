@@ -2,15 +2,18 @@
 
     magic "VQ" | version u8 | entropy model u8 | fingerprint 6 bytes | image count varint
     per image: height varint | width varint | mode u8 [| coded height varint | coded width varint]
-               | codes length varint [| alpha length varint] | payload CRC-32 u32 (version 3)
-    header CRC-32 u32 (version 3)
+               [| stage count varint (version 4)] | codes length varint [| alpha length varint]
+               | payload CRC-32 u32 (version 3 on)
+    header CRC-32 u32 (version 3 on)
     per image, in order: codes payload [then alpha payload]
 
 Parsing checks every count and length against fixed limits and against the bytes that remain before
 anything is allocated, so a damaged or hostile file costs at most a bounded amount of memory and time.
 From version 3 on, a CRC-32 over the header and one over each image's payloads make any corruption a
 CodecError instead of wrong pixels: CRC-32 detects every error burst up to 32 bits and all but
-2**-32 of the others. Versions 1 and 2 (no checksums) are still read.
+2**-32 of the others. Versions 1 and 2 (no checksums) are still read. Version 4 adds each image's
+stage count n (a residual VQ run codes the first n of its S stages; 1 for every other run); files of
+versions 1 to 3 hold one stage per image.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ MAGIC = b"VQ"
 FORMAT_VERSION = 4  # the version this vqkit writes, and the newest it reads
 GROUPED_SINCE = 4  # the first version whose files may use EntropyModel.GROUPED
 CHECKSUMS = 3  # the first version with header and payload checksums
+STAGE_COUNTS = 4  # the first version with a stage count per image
+MAX_STAGES = 64  # stage counts above this are refused as corrupt (a run's own S is checked on decoding)
 RESAMPLED = 0x80  # mode byte flag (version 2 on): the coded height and width follow the mode
 FINGERPRINT_BYTES = 6
 CRC_BYTES = 4  # CRC-32 (zlib's polynomial, as in PNG and gzip), little-endian
@@ -82,6 +87,7 @@ class Record:
     codes_length: int
     alpha_length: int = 0
     coded: tuple[int, int] | None = None  # (height, width) the codes describe when not the original's
+    stages: int = 1  # n, the stages of a residual VQ run's codes this image holds (version 4 on)
 
     @property
     def coded_size(self) -> tuple[int, int]:
@@ -148,6 +154,7 @@ def build(
         raise ValueError(f"{len(payloads)} payloads for {len(records)} records")
     if (
         (version < 2 and any(r.resampled for r in records))
+        or (version < STAGE_COUNTS and any(r.stages != 1 for r in records))
         or not 1 <= version <= FORMAT_VERSION
         or (entropy_model is EntropyModel.GROUPED and version < GROUPED_SINCE)
     ):
@@ -170,6 +177,10 @@ def build(
             )
         else:
             head += bytes([int(r.mode)])
+        if version >= STAGE_COUNTS:
+            if not 1 <= r.stages <= MAX_STAGES:
+                raise CodecError(f"an image holds 1 to {MAX_STAGES} stages of codes, got {r.stages}")
+            head += write_varint(r.stages)
         head += write_varint(r.codes_length)
         if r.mode.has_alpha:
             head += write_varint(r.alpha_length)
@@ -273,9 +284,14 @@ def parse(data: bytes, name: str = "input") -> Container:
             )
             if 0 in coded or coded[0] * coded[1] > MAX_PIXELS:
                 raise r.fail(f"corrupt: image {i} is coded at {coded[0]}x{coded[1]}")
+        stages = 1
+        if version >= STAGE_COUNTS:
+            stages = r.varint(f"image {i} stage count", MAX_STAGES)
+            if stages == 0:
+                raise r.fail(f"corrupt: image {i} holds 0 stages of codes")
         codes_length = r.length(f"image {i} codes")
         alpha_length = r.length(f"image {i} alpha") if mode.has_alpha else 0
-        records.append(Record(height, width, mode, codes_length, alpha_length, coded))
+        records.append(Record(height, width, mode, codes_length, alpha_length, coded, stages))
         if version >= CHECKSUMS:
             checksums.append(r.take(CRC_BYTES, f"image {i} checksum"))
     if version >= CHECKSUMS:

@@ -3,8 +3,10 @@ carrying both to a decoder fine-tune.
 
 ``entropy_static.json`` in the run folder holds integer code counts from encoding training images,
 stamped with the model's fingerprint; its coding table is ``tables.frequencies_from_counts`` of them
-(add-one smoothing). The prior is the run's ``vqkit.priors`` checkpoint. What codes with them, given
-the tables or the prior, is vqkit.codec.entropy, which knows nothing of run folders.
+(add-one smoothing). A residual VQ run of S stages has one table per stage: ``counts`` is then S lists
+of K counts (and ``stages`` says S); a single-stage run's file is one list, as it always was. The prior
+is the run's ``vqkit.priors`` checkpoint. What codes with them, given the tables or the prior, is
+vqkit.codec.entropy, which knows nothing of run folders.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from vqkit.codec.container import CodecError
 from vqkit.codec.tables import frequencies_from_counts
 from vqkit.data import ImageSet, load_dataset
 from vqkit.priors.build import Prior
-from vqkit.priors.integer import IntegerPrior
 from vqkit.priors.checkpoint import load_prior, prior_exists, read_prior_doc, save_prior
+from vqkit.priors.integer import IntegerPrior
 from vqkit.priors.model import CodePrior
 from vqkit.runs import Run, RunError, model_fingerprint, read_format_json, run_lock, write_json
 from vqkit.runs.layout import (
@@ -86,12 +88,13 @@ def fit_static_model(
         arrays = as_model_inputs(images, run.channels)
         if not arrays:
             raise CodecError("fit_static_model needs at least one image")
-        k = run.model.codebook_size
-        counts = np.zeros(k, dtype=np.int64)
+        k, stages = run.model.codebook_size, run.stages
+        counts = np.zeros((stages, k), dtype=np.int64)
         for start in range(0, len(arrays), 4096):
             for grid in run.encode(arrays[start : start + 4096], batch_size=batch_size):
-                counts += np.bincount(grid.reshape(-1), minlength=k)
-        doc = {
+                stage_grids = grid.reshape(stages, -1)  # (h, w) or (S, h, w) -> (S, h*w)
+                counts += np.stack([np.bincount(g, minlength=k) for g in stage_grids])
+        doc: dict[str, object] = {
             "format": STATIC_FORMAT,
             "format_version": STATIC_FORMAT_VERSION,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -100,15 +103,18 @@ def fit_static_model(
             "images": len(arrays),
             "codes": int(counts.sum()),
             "source": str(images) if isinstance(images, str | Path) else f"{len(arrays)} images",
-            "counts": counts.tolist(),
+            "counts": counts[0].tolist() if stages == 1 else counts.tolist(),
         }
+        if stages > 1:
+            doc["stages"] = stages
         path = run.path / STATIC_TABLE_FILE
         write_json(path, doc)
         return path
 
 
-def load_static_table(run_dir: Path, codebook_size: int, digest: bytes) -> np.ndarray | None:
-    """The run's (K,) integer coding table, or None when the run has no static model."""
+def load_static_table(run_dir: Path, codebook_size: int, digest: bytes, stages: int = 1) -> np.ndarray | None:
+    """The run's (S, K) integer coding tables, one per stage, or None when the run has no static
+    model."""
     path = Path(run_dir) / STATIC_TABLE_FILE
     if not path.is_file():
         return None
@@ -118,13 +124,21 @@ def load_static_table(run_dir: Path, codebook_size: int, digest: bytes) -> np.nd
             f"{path} was fitted for another model; refit it (vqkit compress RUN --fit-static DATA)"
         )
     counts = doc.get("counts")
+    rows = [counts] if stages == 1 else counts
     if (
-        not isinstance(counts, list)
-        or len(counts) != codebook_size
-        or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts)
+        not isinstance(rows, list)
+        or len(rows) != stages
+        or doc.get("stages", 1) != stages
+        or not all(
+            isinstance(row, list)
+            and len(row) == codebook_size
+            and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in row)
+            for row in rows
+        )
     ):
-        raise RunError(f"{path}: 'counts' must be {codebook_size} non-negative integers")
-    return frequencies_from_counts(np.array(counts, dtype=np.int64))
+        shape = f"{codebook_size}" if stages == 1 else f"{stages} lists of {codebook_size}"
+        raise RunError(f"{path}: 'counts' must be {shape} non-negative integers")
+    return np.stack([frequencies_from_counts(np.array(row, dtype=np.int64)) for row in rows])
 
 
 def load_run_prior(run_dir: Path) -> Prior | None:
@@ -141,7 +155,14 @@ def load_integer_prior(run_dir: Path) -> IntegerPrior | None:
     path = Path(run_dir) / INTEGER_PRIOR_FILE
     if not path.is_file():
         return None
-    return IntegerPrior.load(path)
+    prior = IntegerPrior.load(path)
+    made_for, expected = prior.info.get("model_fingerprint"), model_fingerprint(run_dir)
+    if made_for != expected:
+        raise RunError(
+            f"{path} was made for another VQ-VAE (fingerprint {made_for}, the run's model is {expected}); "
+            f"retrain the prior with `vqkit prior train {run_dir} --set model.kind=grouped`"
+        )
+    return prior
 
 
 def load_serial_prior(run_dir: Path) -> CodePrior | None:
@@ -192,8 +213,12 @@ def _carry_entropy_models(source: Path, run_dir: Path) -> list[Path]:
         fresh = ("format", "format_version", "vqkit_version", "saved", "argv", "model_fingerprint", "prior")
         info = {k: v for k, v in doc.items() if k not in fresh}
         info["carried_from"] = {**carried, "argv": doc.get("argv")}
-        save_prior(run_dir, prior, info=info, fingerprint=fingerprint)
+        integer = load_integer_prior(source)  # a grouped prior's integer network goes along
+        if integer is not None:
+            integer.info["model_fingerprint"] = fingerprint  # info is outside its digest: codes are the same
+        save_prior(run_dir, prior, info=info, fingerprint=fingerprint, integer=integer)
         written += [run_dir / PRIOR_FILE, run_dir / PRIOR_CONFIG_FILE]
+        written += [run_dir / INTEGER_PRIOR_FILE] if integer is not None else []
         evaluation = source / PRIOR_EVAL_FILE
         if evaluation.is_file():  # an evaluation of codes, which are the same here
             shutil.copyfile(evaluation, run_dir / PRIOR_EVAL_FILE)

@@ -1,9 +1,12 @@
 """Entropy model 4: a grouped prior's integer network codes a grid in a fixed number of parallel steps.
 
-A grid's codes are coded step by step (``vqkit.priors.grouped.step_map``), and within a step in raster
-order. Step s's tables come from one call of the integer network (``IntegerPrior.step_logits``) on the
-codes of steps < s, for every position of the step at once, and the decoder makes the very same call
-on what it has decoded so far. The network computes in integers only (vqkit.priors.integer), so the
+A grid's codes are coded step by step (``vqkit.priors.grouped.step_map``). Each code x is coded in two
+parts, hi = x // K_lo and lo = x % K_lo (``IntegerPrior.k_hi``, ``k_lo``; about sqrt(K) each): step s
+codes the hi parts of all its positions in raster order, then their lo parts in raster order. The
+tables come from the integer network (vqkit.priors.integer): one call (``step_hidden``) on the codes of
+steps < s gives every position's features, the hi tables follow from them (``hi_logits``), and the lo
+tables from them and the hi parts (``lo_logits``). The decoder makes the very same calls on what it
+has decoded so far. The network computes in integers only (vqkit.priors.integer), so the
 tables are the same on every machine, for every batch of images and thread count: images of one
 shape are coded together, in batches of any size, and a file decodes alone as it decodes beside
 others. Coding is always without a class label (the "no label" embedding).
@@ -43,7 +46,8 @@ class GroupedCoder:
     def __init__(self, prior: IntegerPrior, codebook_size: int) -> None:
         if prior.codebook_size != codebook_size:
             raise CodecError(
-                f"the grouped prior models {prior.codebook_size} codes; the run's codebook has {codebook_size}"
+                f"the grouped prior models {prior.codebook_size} codes; the run's codebook has "
+                f"{codebook_size}"
             )
         self.prior = prior
         self.codebook_size = codebook_size
@@ -54,29 +58,38 @@ class GroupedCoder:
         steps = step_map(self.prior.schedule, h, w).reshape(-1)
         return [np.flatnonzero(steps == s) for s in range(self.prior.steps)]
 
-    def _tables(self, known: torch.Tensor, step: int) -> np.ndarray:
-        """(B, n_s, K) int64 tables of step ``step`` for the grids ``known`` (B, h, w)."""
+    def _hidden(self, known: torch.Tensor, step: int) -> torch.Tensor:
+        """(B, n_s, H) integer features of step ``step`` for the grids ``known`` (B, h, w), no label."""
         ids = torch.full((len(known),), self.prior.num_classes, dtype=torch.long)
-        q = self.prior.step_logits(known, step, ids).numpy()
+        return self.prior.step_hidden(known, step, ids)
+
+    @staticmethod
+    def _tables(q: torch.Tensor) -> np.ndarray:
+        """Integer logits (B, n, k) -> (B, n, k) int64 frequency tables."""
         b, n, k = q.shape
-        return frequencies_from_int_logits(q.reshape(b * n, k)).reshape(b, n, k)
+        return frequencies_from_int_logits(q.reshape(b * n, k).numpy()).reshape(b, n, k)
 
     def encode(self, grids: Sequence[np.ndarray]) -> tuple[list[bytes], list[float]]:
         """(h, w) int64 grids -> a payload per grid and its bits (-log2 p under the tables)."""
         payloads, bits = [b""] * len(grids), [0.0] * len(grids)
+        k_lo = self.prior.k_lo
         for batch in _batches([g.shape for g in grids]):
             h, w = grids[batch[0]].shape
             known = torch.from_numpy(np.stack([grids[i] for i in batch]).astype(np.int64))
-            flat = known.reshape(len(batch), -1).numpy()
+            flat = known.reshape(len(batch), -1)
             encoders = [StreamEncoder() for _ in batch]
             for step, pos in enumerate(self._positions(h, w)):
                 if len(pos) == 0:
                     continue
-                tables = self._tables(known, step)
-                for j, i in enumerate(batch):
-                    symbols = flat[j, pos]
-                    encoders[j].encode(symbols, tables[j])
-                    bits[i] += code_bits(tables[j], symbols)
+                a = self._hidden(known, step)
+                x = flat[:, torch.from_numpy(pos)]  # (B, n_s)
+                hi, lo = x // k_lo, x % k_lo
+                for part, tables in ((hi, self._tables(self.prior.hi_logits(a))),
+                                     (lo, self._tables(self.prior.lo_logits(a, hi)))):  # fmt: skip
+                    symbols = part.numpy()
+                    for j, i in enumerate(batch):
+                        encoders[j].encode(symbols[j], tables[j])
+                        bits[i] += code_bits(tables[j], symbols[j])
             for j, i in enumerate(batch):
                 payloads[i] = encoders[j].finish()
         return payloads, bits
@@ -87,9 +100,11 @@ class GroupedCoder:
         shapes: Sequence[tuple[int, int]],
         progress: Callable[[int], object] | None = None,
     ) -> list[np.ndarray]:
-        """Payloads -> (h, w) int64 grids, ``len(steps)`` network calls per batch of same-shape grids;
-        ``progress`` gets the number of codes decoded after each step of each batch."""
+        """Payloads -> (h, w) int64 grids, one ``step_hidden`` call per step for a batch of same-shape
+        grids; ``progress`` gets the number of codes decoded after each step of each batch. A code
+        >= K (only a damaged payload decodes one) is a CodecError."""
         out: list[np.ndarray] = [np.empty(0)] * len(payloads)
+        k_lo = self.prior.k_lo
         for batch in _batches(shapes):
             h, w = shapes[batch[0]]
             decoders = [StepDecoder(payloads[i]) for i in batch]
@@ -98,10 +113,17 @@ class GroupedCoder:
             for step, pos in enumerate(self._positions(h, w)):
                 if len(pos) == 0:
                     continue
-                tables = self._tables(known, step)
-                index = torch.from_numpy(pos)
-                for j in range(len(batch)):
-                    flat[j, index] = torch.from_numpy(decoders[j].many(tables[j]))
+                a = self._hidden(known, step)
+                tables = self._tables(self.prior.hi_logits(a))
+                hi = torch.from_numpy(np.stack([decoders[j].many(tables[j]) for j in range(len(batch))]))
+                tables = self._tables(self.prior.lo_logits(a, hi))
+                lo = torch.from_numpy(np.stack([decoders[j].many(tables[j]) for j in range(len(batch))]))
+                codes = hi * k_lo + lo
+                if int(codes.max()) >= self.codebook_size:
+                    raise CodecError(
+                        f"corrupt codes payload (code {int(codes.max())} >= {self.codebook_size})"
+                    )
+                flat[:, torch.from_numpy(pos)] = codes
                 if progress is not None:
                     progress(len(batch) * len(pos))
             for j, i in enumerate(batch):

@@ -1,7 +1,8 @@
 """VQ-VAE: encoder -> per-position vector quantizer -> decoder (van den Oord et al. 2017).
 
 Public shapes: images (B, C, H, W) float in [0, 1]; z and quantized (B, D, h, w);
-indices (B, h, w) int64 with h = ceil(H / f), w = ceil(W / f).
+indices (B, h, w) int64 with h = ceil(H / f), w = ceil(W / f), or (B, S, h, w) for a residual
+quantizer of S = ``quantizer.stages`` stages (a prefix (B, s, h, w) of them decodes).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from vqkit.quantizers import Quantizer, QuantizerOutput, build_quantizer
 @dataclass
 class VQVAEOutput:
     reconstruction: torch.Tensor  # (B, C, H, W), unclamped
-    indices: torch.Tensor  # (B, h, w) int64; NO_CODE (-1) everywhere when the quantizer is not discrete
+    # (B, h, w) int64 ((B, S, h, w) with S > 1 stages); NO_CODE (-1) everywhere when the quantizer is not
+    # discrete
+    indices: torch.Tensor
     # "reconstruction", "commitment", ["codebook"], "total"; "reconstruction" and "total" alone with
     # frozen codes or without a discrete quantizer
     losses: dict[str, torch.Tensor]
@@ -93,13 +96,14 @@ class VQVAE(nn.Module):
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """images (B, C, H, W) in [0, 1] -> indices (B, h, w) int64; NoCodesError for a plain
-        autoencoder."""
+        """images (B, C, H, W) in [0, 1] -> indices (B, h, w) int64 ((B, S, h, w) with S > 1 stages);
+        NoCodesError for a plain autoencoder."""
         return self.quantizer.encode(self.encode_latents(images))
 
     @torch.no_grad()
     def decode_indices(self, indices: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
-        """indices (B, h, w) -> images (B, C, H, W) clamped to [0, 1]; cropped to ``size`` if given."""
+        """indices (B, h, w) (or a prefix (B, s, h, w) of S > 1 stages) -> images (B, C, H, W) clamped
+        to [0, 1]; cropped to ``size`` if given."""
         out = self.decode(self.quantizer.indices_to_codes(indices)).clamp(0, 1)
         return out if size is None else out[..., : size[0], : size[1]]
 

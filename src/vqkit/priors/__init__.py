@@ -9,6 +9,8 @@ from vqkit.priors.data import CodeSet, load_codes
 from vqkit.priors.evaluate import evaluate_prior
 from vqkit.priors.fit import FitResult, fit_prior
 from vqkit.priors.grouped import GroupedPrior
+from vqkit.priors.integer import IntegerPrior
+from vqkit.priors.integer_export import export_integer
 from vqkit.priors.model import CodePrior
 from vqkit.priors.train import calibrate_run, train_prior
 
@@ -18,6 +20,7 @@ __all__ = [
     "CodeSet",
     "FitResult",
     "GroupedPrior",
+    "IntegerPrior",
     "Prior",
     "PriorConfig",
     "PriorTrainConfig",
@@ -25,6 +28,7 @@ __all__ = [
     "calibrate",
     "calibrate_run",
     "evaluate_prior",
+    "export_integer",
     "fit_prior",
     "load_codes",
     "load_prior",

@@ -5,6 +5,9 @@
   prior_train_state.pt    optimizer, step, RNG, elapsed; ``torch.load(weights_only=True)``
   prior_metrics.jsonl     one record per logging step / evaluation
   prior_eval.json         held-out evaluation at the end of training
+  prior_integer.safetensors  a grouped prior's integer network (vqkit.priors.integer), exported at
+                          the end of training and after calibration; removed whenever the prior is
+                          saved without one, so it never pairs with other weights
 
 The fingerprint (vqkit.runs.fingerprint: 16 hex digits naming the run's VQ-VAE, by its tensors and
 config, or for runs made before that scheme by its weights file's bytes) makes sure a prior is never
@@ -30,6 +33,7 @@ from vqkit._version import __version__
 from vqkit.config import ConfigError
 from vqkit.priors.build import Prior, build_prior
 from vqkit.priors.config import PriorConfig, prior_config_from_dict, prior_config_to_dict
+from vqkit.priors.integer import IntegerPrior
 from vqkit.runs import (
     RunError,
     commit_files,
@@ -41,6 +45,7 @@ from vqkit.runs import (
     write_json,
 )
 from vqkit.runs.layout import (
+    INTEGER_PRIOR_FILE,
     PRIOR_CONFIG_FILE,
     PRIOR_FILE,
     PRIOR_STATE_FILE,
@@ -55,18 +60,27 @@ def prior_exists(run_dir: str | Path) -> bool:
 
 
 def save_prior(run_dir: str | Path, prior: Prior, *, info: dict[str, Any] | None = None,
-               fingerprint: str | None = None) -> None:  # fmt: skip
-    """Write prior.safetensors and prior_config.json, as one set. ``info`` adds entries to the JSON
-    (training config, data spec, class names); ``fingerprint`` defaults to the run's current VQ-VAE."""
+               fingerprint: str | None = None, integer: IntegerPrior | None = None) -> None:  # fmt: skip
+    """Write prior.safetensors and prior_config.json, and ``integer`` (prior_integer.safetensors) if
+    given, as one set. ``info`` adds entries to the JSON (training config, data spec, class names);
+    ``fingerprint`` defaults to the run's current VQ-VAE. Without ``integer``, an old integer file
+    is removed first: it belongs to the weights being replaced."""
     run_dir = Path(run_dir)
     fp = fingerprint or model_fingerprint(run_dir)
-    commit_files(run_dir, _prior_writes(prior, info, fp), {"step": (info or {}).get("step")})
+    writes = _prior_writes(prior, info, fp)
+    if integer is None:
+        (run_dir / INTEGER_PRIOR_FILE).unlink(missing_ok=True)
+    else:
+        writes[INTEGER_PRIOR_FILE] = integer.write_file
+    commit_files(run_dir, writes, {"step": (info or {}).get("step")})
 
 
 def save_prior_checkpoint(
     run_dir: Path, prior: Prior, state: dict[str, Any], *, info: dict[str, Any], fingerprint: str
 ) -> None:
-    """Weights, prior_config.json (its ``step`` from ``state``) and the training state, as one set."""
+    """Weights, prior_config.json (its ``step`` from ``state``) and the training state, as one set;
+    an integer network of earlier weights is removed first."""
+    (Path(run_dir) / INTEGER_PRIOR_FILE).unlink(missing_ok=True)
     writes = _prior_writes(prior, {**info, "step": state["step"]}, fingerprint)
     writes[PRIOR_STATE_FILE] = torch_writer(state)
     commit_files(Path(run_dir), writes, {"step": state["step"]})

@@ -20,6 +20,7 @@ from vqkit.priors.build import Prior
 from vqkit.priors.config import PriorTrainConfig
 from vqkit.priors.data import CodeSet
 from vqkit.priors.evaluate import grid_bits
+from vqkit.priors.grouped import GroupedPrior
 from vqkit.priors.model import LOG2
 from vqkit.training.fitting import Cadence, run_fit
 from vqkit.training.loop import resolve_device
@@ -80,6 +81,8 @@ def fit_prior(
     SIGTERM does). The loop itself is vqkit.training.fitting's, which the VQ-VAE shares."""
     if len(train) == 0:
         raise ValueError("fit_prior needs at least one training grid")
+    if isinstance(prior, GroupedPrior) and cfg.label_smoothing:
+        raise ValueError("train.label_smoothing applies to serial priors only")
     if train.grid != prior.config.grid:
         raise ValueError(f"training grids are {train.grid}; the prior models {prior.config.grid}")
     if cfg.threads:
@@ -162,10 +165,13 @@ class _PriorTask:
         labels = None if self.labels is None else self.labels[rows]
         ids = start_ids(self.cfg, step, labels, len(rows), num_classes)
         with precision.autocast(self.device, self.cfg.precision):  # evaluation stays in float32
-            logits = self.prior._forward(x, ids.to(self.device))  # (B, T, K)
-        loss = F.cross_entropy(
-            logits.float().reshape(-1, k), x.reshape(-1), label_smoothing=self.cfg.label_smoothing
-        )
+            if isinstance(self.prior, GroupedPrior):  # its two-part head, teacher-forced
+                loss = self.prior.training_nats(x, ids.to(self.device))
+            else:
+                logits = self.prior._forward(x, ids.to(self.device))  # (B, T, K)
+                loss = F.cross_entropy(
+                    logits.float().reshape(-1, k), x.reshape(-1), label_smoothing=self.cfg.label_smoothing
+                )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip > 0:

@@ -14,10 +14,16 @@ Network, per position t of step s (all shapes per position; K codes, E = embed_d
      code not yet decoded shows the learned "unknown" embedding (row K) and a position outside the grid
      shows zeros (the convolution's zero padding): one conv, (2r+1)^2 * E -> H, plus a bias, the
      embedding of the step s and the embedding of the label (row num_classes: "no label");
-  2. ReLU, then ``layers`` - 1 times: linear H -> H, ReLU;
-  3. head: linear H -> K logits, times ``logit_scale`` (1 while training; `calibrate` fits it).
-Only ReLU and linear maps: the network quantizes to an integer network (vqkit.priors.integer) whose
-probability tables are exact on every machine.
+  2. ReLU, then ``layers`` - 1 times: linear H -> H, ReLU; call the result a (H,);
+  3. a code x is coded in two parts, hi = x // K_lo and lo = x % K_lo (K_lo = 2^ceil(log2(K) / 2),
+     K_hi = ceil(K / K_lo); for K = 512: 16 x 32, for K = 4096: 64 x 64):
+       p(hi | context) = softmax(head_hi(a))               head_hi: H -> K_hi
+       p(lo | hi, context) = softmax(head_lo(relu(a + U[hi])))   U: (K_hi, H), head_lo: H -> K_lo
+     so p(x) = p(hi) p(lo | hi) exactly, and a coder builds tables of K_hi + K_lo entries per position
+     instead of K (32x fewer for K = 4096). Codes past K (when K_lo does not divide K) get no mass.
+Only ReLU, additions and linear maps: the network quantizes to an integer network
+(vqkit.priors.integer) whose probability tables are exact on every machine. ``logit_scale`` stays 1:
+temperature calibration does not apply to the two-part head.
 
 Schedules (``SCHEDULES``; the step of (y, x) depends on (y mod n, x mod n) only, so any grid size works):
   "2x2"  4 steps on the 2 x 2 sub-lattices: (0,0), then (1,1), then (0,1), then (1,0) (the diagonal
@@ -49,6 +55,12 @@ SCHEDULES: dict[str, np.ndarray] = {
 }
 
 
+def split_sizes(codebook_size: int) -> tuple[int, int]:
+    """(K_hi, K_lo) of the two-part head: K_lo = 2^ceil(log2(K) / 2), K_hi = ceil(K / K_lo)."""
+    lo = 1 << math.ceil(math.log2(codebook_size) / 2)
+    return -(-codebook_size // lo), lo
+
+
 def schedule_steps(schedule: str) -> int:
     """G, the number of steps of ``schedule``."""
     return int(SCHEDULES[schedule].max()) + 1
@@ -74,7 +86,8 @@ class GroupedPrior(nn.Module):
     (``sample``): row t of ``logits`` is the distribution the coder uses for position t, which
     depends only on the codes of earlier steps and the label."""
 
-    logit_scale: Tensor  # () buffer: 1 while training, fitted by vqkit.priors.calibrate
+    logit_scale: Tensor  # () buffer: 1 (calibration applies to serial priors only)
+    invalid: Tensor  # (K_hi, K_lo) bool: lo values whose code is >= K
 
     def __init__(self, config: PriorConfig) -> None:
         super().__init__()
@@ -89,23 +102,31 @@ class GroupedPrior(nn.Module):
         self.class_embed = nn.Embedding(c.num_classes + 1, c.width)  # row num_classes: "no label"
         self.hidden = nn.ModuleList(nn.Linear(c.width, c.width) for _ in range(c.layers - 1))
         self.drop = nn.Dropout(c.dropout)
-        self.head = nn.Linear(c.width, c.codebook_size)
+        self.k_hi, self.k_lo = split_sizes(c.codebook_size)
+        self.head = nn.Linear(c.width, self.k_hi)  # p(hi)
+        self.hi_embed = nn.Embedding(self.k_hi, c.width)  # U: the hi part's shift of a
+        self.head_lo = nn.Linear(c.width, self.k_lo)  # p(lo | hi)
         self.register_buffer("logit_scale", torch.ones(()))
+        # lo values whose code lies past K (hi = K_hi - 1 only): -inf before the softmax
+        invalid = (torch.arange(self.k_hi)[:, None] * self.k_lo + torch.arange(self.k_lo)) >= c.codebook_size
+        self.register_buffer("invalid", invalid, persistent=False)  # (K_hi, K_lo)
         nn.init.normal_(self.embed.weight, 0.0, 1.0)
         nn.init.zeros_(self.step_embed.weight)
         nn.init.zeros_(self.class_embed.weight)
-        nn.init.zeros_(self.head.weight)  # start from the uniform distribution: log2(K) bits per code
-        nn.init.zeros_(self.head.bias)
+        nn.init.normal_(self.hi_embed.weight, 0.0, 0.1)
+        for head in (self.head, self.head_lo):  # start from the uniform distribution: log2(K) bits
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
 
     # ---------------------------------------------------------------------------------- internals
 
     def _steps_of(self, h: int, w: int, device: torch.device) -> Tensor:
         return torch.from_numpy(step_map(self.config.schedule, h, w)).to(device)
 
-    def step_logits(self, known: Tensor, step: int, start_ids: Tensor) -> Tensor:
-        """The logits of step ``step`` at every position: ``known`` (B, h, w) int64 holds the codes of
-        steps < ``step`` and anything elsewhere (it is masked here); start_ids (B,) label ids
-        (num_classes: "no label") -> (B, h, w, K) float. Only the positions of step ``step`` are
+    def step_hidden(self, known: Tensor, step: int, start_ids: Tensor) -> Tensor:
+        """The features a of step ``step`` at every position: ``known`` (B, h, w) int64 holds the codes
+        of steps < ``step`` and anything elsewhere (it is masked here); start_ids (B,) label ids
+        (num_classes: "no label") -> (B, h, w, H) float. Only the positions of step ``step`` are
         meaningful."""
         h, w = known.shape[1:]
         steps = self._steps_of(h, w, known.device)
@@ -116,24 +137,63 @@ class GroupedPrior(nn.Module):
         a = self.drop(F.relu(a))
         for layer in self.hidden:
             a = self.drop(F.relu(layer(a)))
-        return self.head(a) * self.logit_scale  # x * 1.0 == x while uncalibrated
+        return a
 
-    def _forward(self, indices: Tensor, start_ids: Tensor) -> Tensor:
-        """indices (B, h, w), start ids (B,) -> logits (B, h*w, K), each row from its own step (teacher
-        forcing: one pass per step over the whole batch)."""
+    def hi_logits(self, a: Tensor) -> Tensor:
+        """Features (..., H) -> logits of the hi part (..., K_hi)."""
+        return self.head(a)
+
+    def lo_logits(self, a: Tensor, hi: Tensor) -> Tensor:
+        """Features (..., H) and hi parts (...) int64 -> logits of the lo part (..., K_lo), -inf for
+        lo values whose code would be >= K."""
+        out = self.head_lo(self.drop(F.relu(a + self.hi_embed(hi))))
+        return out.masked_fill(self.invalid[hi], float("-inf"))
+
+    def log_probs(self, a: Tensor) -> Tensor:
+        """Features (..., H) -> log p(x) for every code x (..., K): log p(hi) + log p(lo | hi), with
+        the lo head evaluated for every hi (K_hi times the work of coding; for scoring)."""
+        hi_lp = torch.log_softmax(self.hi_logits(a).float(), dim=-1)  # (..., K_hi)
+        every = torch.arange(self.k_hi, device=a.device)
+        lo = self.lo_logits(a[..., None, :], every)  # (..., K_hi, K_lo)
+        lo_lp = torch.log_softmax(lo.float(), dim=-1)
+        joint = (hi_lp[..., None] + lo_lp).flatten(-2)  # (..., K_hi * K_lo)
+        return joint[..., : self.config.codebook_size]
+
+    def _per_step(self, indices: Tensor, start_ids: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """(flat positions (n_s,), features (B, n_s, H)) of each step, teacher-forced: one pass per step."""
         b, h, w = indices.shape
         steps = self._steps_of(h, w, indices.device).reshape(-1)
-        out: Tensor | None = None
+        out = []
         for s in range(self.steps):
             rows = torch.nonzero(steps == s)[:, 0]
-            if len(rows) == 0:
-                continue
-            lg = self.step_logits(indices, s, start_ids).reshape(b, h * w, -1)
-            if out is None:
-                out = lg.new_zeros(lg.shape)
-            out[:, rows] = lg[:, rows]
-        assert out is not None
+            if len(rows):
+                out.append((rows, self.step_hidden(indices, s, start_ids).reshape(b, h * w, -1)[:, rows]))
         return out
+
+    def _forward(self, indices: Tensor, start_ids: Tensor) -> Tensor:
+        """indices (B, h, w), start ids (B,) -> log-probabilities (B, h*w, K) (normalised logits), each
+        row from its own step."""
+        b, h, w = indices.shape
+        out = torch.empty(b, h * w, self.config.codebook_size, device=indices.device)
+        for rows, a in self._per_step(indices, start_ids):
+            out[:, rows] = self.log_probs(a)
+        return out
+
+    def training_nats(self, indices: Tensor, start_ids: Tensor) -> Tensor:
+        """Mean -ln p(x) per code of the batch, teacher-forced (the hi part given, as the coder has it):
+        the training loss, without the K_hi-fold work of ``log_probs``."""
+        b = len(indices)
+        flat = indices.reshape(b, -1)
+        total = indices.new_zeros((), dtype=torch.float32)
+        for rows, a in self._per_step(indices, start_ids):
+            x = flat[:, rows]
+            hi, lo = x // self.k_lo, x % self.k_lo
+            total = total + F.cross_entropy(
+                self.hi_logits(a).float().flatten(0, 1), hi.flatten(), reduction="sum"
+            )
+            lo_logits = self.lo_logits(a, hi).float().flatten(0, 1)
+            total = total + F.cross_entropy(lo_logits, lo.flatten(), reduction="sum")
+        return total / flat.numel()
 
     def _check(self, indices: Tensor, labels: Tensor | None) -> None:
         if indices.ndim != 3 or indices.dtype != torch.int64:
@@ -215,8 +275,13 @@ class GroupedPrior(nn.Module):
                 rows = torch.nonzero((steps == s) & ~fixed)[:, 0]
                 if len(rows) == 0:
                     continue
-                lg = self.step_logits(out.view(n, h, w), s, ids).reshape(n, h * w, -1)[:, rows]
-                drawn = draw(lg.reshape(-1, lg.shape[-1]), temperature, top_k, generator)
+                a = self.step_hidden(out.view(n, h, w), s, ids).reshape(n, h * w, -1)[:, rows]
+                a = a.reshape(-1, a.shape[-1])  # (n * n_s, H)
+                if top_k is None and temperature == 1.0:  # hi, then lo given hi: the joint distribution
+                    hi = draw(self.hi_logits(a), temperature, None, generator)
+                    drawn = hi * self.k_lo + draw(self.lo_logits(a, hi), temperature, None, generator)
+                else:  # a temperature or top-k applies to the joint distribution
+                    drawn = draw(self.log_probs(a), temperature, top_k, generator)
                 out[:, rows] = drawn.view(n, len(rows))
         finally:
             self.train(was_training)

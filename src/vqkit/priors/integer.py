@@ -27,9 +27,11 @@ Why the result is exact and machine-independent:
     fan_in 784, a hidden layer of width 256 has 256) a float32 matmul makes no rounding error at all,
     whatever the order of the sums, blocking, FMA contraction or vector width: the result is the exact
     integer sum. Larger fan_in uses float64 (exact below 2^53). ``torch._int_mm`` (int8 x int8 -> int32,
-    exact while fan_in * 127 * 127 < 2^31) gives the same integers, and is used where it is faster
-    (``matmul`` = "auto": on the CPU, and on CUDA for the shapes it accepts). CUDA float32 may use TF32,
-    which rounds its inputs to 10 bits: on CUDA the float path is float64;
+    exact while fan_in * 127 * 127 < 2^31) gives the same integers and is 2-4x faster than the float32
+    GEMM on the CPU, where ``matmul`` = "auto" uses it. On CUDA "auto" takes the float path, in float64:
+    float32 matmuls there may run in TF32 (inputs rounded to 10 bits), and cuBLASLt's int8 GEMM behind
+    ``_int_mm`` has returned wrong results on some CUDA versions (pytorch issue 107671); "int_mm"
+    asks for it explicitly (m > 16, k and n multiples of 8);
   * biases, multiplications by M and the shift run in int64: |acc| < 2^46 and M < 2^16 bound every
     product below 2^62 (checked when the tensors are built), and ``>>`` of an int64 is an arithmetic
     shift, i.e. floor division by 2^S, the same everywhere. Adding 2^(S-1) first rounds half up;
@@ -37,11 +39,8 @@ Why the result is exact and machine-independent:
 So no floating-point rounding happens anywhere, and the tables (vqkit.codec.tables, integer too) are
 bit-identical for any batch size, thread count, CPU capability, BLAS or device.
 
-Quantization (`export_integer`, post-training): one scale for the embeddings (max |v| -> 127),
-symmetric per-output-channel weight scales (max |w| -> 127), per-layer activation scales from a
-percentile of the calibration activations (the percentile is chosen by the ideal code length on the
-calibration grids among ``PERCENTILES``), biases (the context bias, step and class embeddings) rounded
-to accumulator units, multipliers M/2^S = input scale * weight scale / output scale rounded to 16 bits.
+The integers come from a trained GroupedPrior by post-training quantization:
+vqkit.priors.integer_export.export_integer.
 """
 
 from __future__ import annotations
@@ -62,7 +61,7 @@ from torch import Tensor
 
 from vqkit.config import ConfigError
 from vqkit.priors.config import PriorConfig, prior_config_from_dict, prior_config_to_dict
-from vqkit.priors.grouped import GroupedPrior, schedule_steps, step_map
+from vqkit.priors.grouped import schedule_steps, step_map
 from vqkit.runs import RunError, atomic_write
 
 INTEGER_FORMAT = "vqkit-integer-prior"
@@ -74,13 +73,11 @@ MAX_SHIFT = 48
 ACC_BITS = 46  # |acc| < 2^46, so |acc * M| < 2^62 and adding 2^(S-1) <= 2^47 stays in int64
 BIAS_LIMIT = 1 << 40  # |bias| in accumulator units; with fan_in * 127^2 << 2^45 keeps |acc| < 2^46
 FLOAT32_EXACT = 1 << 24  # float32 represents every integer of magnitude <= 2^24
-FLOAT64_EXACT = 1 << 53
 INT32_EXACT = (1 << 31) - 1
-PERCENTILES = (99.9, 99.99, 99.999, 100.0)  # activation-scale candidates; export measures each
 MATMULS = ("auto", "float", "int_mm")
 
 
-def _layer_names(layers: int) -> list[str]:
+def layer_names(layers: int) -> list[str]:
     return ["context", *(f"hidden.{i}" for i in range(layers - 1)), "head"]
 
 
@@ -96,7 +93,7 @@ def expected_shapes(config: PriorConfig) -> dict[str, tuple[tuple[int, ...], str
         "context.multiplier": ((h,), "int64"),
         "shifts": ((c.layers + 1,), "int64"),
     }
-    for name in _layer_names(c.layers)[1:]:
+    for name in layer_names(c.layers)[1:]:
         out = c.codebook_size if name == "head" else h
         shapes[f"{name}.weight"] = ((out, h), "int8")
         shapes[f"{name}.bias"] = ((out,), "int64")
@@ -121,7 +118,9 @@ def check_tensors(config: PriorConfig, tensors: dict[str, np.ndarray]) -> None:
     for name, (shape, dtype) in want.items():
         t = tensors[name]
         if t.dtype != np.dtype(dtype) or t.shape != shape:
-            raise ValueError(f"integer prior tensor {name}: expected {dtype} {shape}, got {t.dtype} {t.shape}")
+            raise ValueError(
+                f"integer prior tensor {name}: expected {dtype} {shape}, got {t.dtype} {t.shape}"
+            )
 
     def within(name: str, lo: int, hi: int) -> None:
         t = tensors[name]
@@ -134,12 +133,13 @@ def check_tensors(config: PriorConfig, tensors: dict[str, np.ndarray]) -> None:
     bias_max += int(np.abs(tensors["context.class_bias"]).max(initial=0))
     if bias_max >= BIAS_LIMIT:
         raise ValueError(f"integer prior context biases: |step + class bias| must be < 2^40, got {bias_max}")
-    for i, name in enumerate(_layer_names(config.layers)):
+    for i, name in enumerate(layer_names(config.layers)):
         within(f"{name}.weight", -QMAX, QMAX)
         within(f"{name}.multiplier", 0, (1 << MULTIPLIER_BITS) - 1)
         if name != "context":
             within(f"{name}.bias", -BIAS_LIMIT + 1, BIAS_LIMIT - 1)
-        if _fan_in(config, i) * QMAX * QMAX >= FLOAT64_EXACT - BIAS_LIMIT:  # never for real sizes
+        # |acc| <= fan_in * 127^2 + |bias| < 2^46 (then |acc * M| < 2^62); never fails for real sizes
+        if _fan_in(config, i) * QMAX * QMAX + 2 * BIAS_LIMIT >= 1 << ACC_BITS:
             raise ValueError(f"integer prior layer {name}: fan-in too large for exact accumulation")
 
 
@@ -177,8 +177,10 @@ class IntegerPrior:
         zero = np.zeros((1, c.embed_dim), dtype=np.int8)  # row K + 1: outside the grid (zero padding)
         embed = np.concatenate([a["embed"], zero])
         self._embed8 = torch.from_numpy(embed).to(dev)
-        self._weights8 = [torch.from_numpy(np.ascontiguousarray(a["context.weight"].reshape(c.width, -1).T)).to(dev)]
-        for name in _layer_names(c.layers)[1:]:
+        self._weights8 = [
+            torch.from_numpy(np.ascontiguousarray(a["context.weight"].reshape(c.width, -1).T)).to(dev)
+        ]
+        for name in layer_names(c.layers)[1:]:
             self._weights8.append(torch.from_numpy(np.ascontiguousarray(a[f"{name}.weight"].T)).to(dev))
         self._fans = [w.shape[0] for w in self._weights8]
         # float path: float32 where every partial sum is an exact integer, else float64 (and float64
@@ -191,9 +193,14 @@ class IntegerPrior:
         self._weights_f = [w.to(dt) for w, dt in zip(self._weights8, self._float_dtypes, strict=True)]
         self._step_bias = torch.from_numpy(a["context.step_bias"]).to(dev)
         self._class_bias = torch.from_numpy(a["context.class_bias"]).to(dev)
-        self._biases = [torch.from_numpy(a[f"{n}.bias"]).to(dev) for n in _layer_names(c.layers)[1:]]
-        self._multipliers = [torch.from_numpy(a[f"{n}.multiplier"]).to(dev) for n in _layer_names(c.layers)]
+        self._multipliers = [torch.from_numpy(a[f"{n}.multiplier"]).to(dev) for n in layer_names(c.layers)]
         self._shifts = [int(s) for s in a["shifts"]]
+        # bias * M + 2^(S-1) of the hidden layers and the head: |bias * M| < 2^56, exact in int64
+        self._offsets = [
+            torch.from_numpy(a[f"{n}.bias"] * a[f"{n}.multiplier"] + (1 << (self._shifts[i] - 1))).to(dev)
+            for i, n in enumerate(layer_names(c.layers))
+            if i > 0
+        ]
 
     # ------------------------------------------------------------------------------------ properties
 
@@ -247,21 +254,28 @@ class IntegerPrior:
         return torch.matmul(x.to(self._float_dtypes[layer]), self._weights_f[layer]).to(torch.int64)
 
     def _use_int_mm(self, rows: int, layer: int) -> bool:
-        if self.matmul == "float" or not hasattr(torch, "_int_mm") or self._fans[layer] * QMAX * QMAX > INT32_EXACT:
+        if (
+            self.matmul == "float"
+            or not hasattr(torch, "_int_mm")
+            or self._fans[layer] * QMAX * QMAX > INT32_EXACT
+        ):
             return False
-        if self.device.type == "cuda":  # cuBLASLt's int8 GEMM: m > 16 and k, n multiples of 8
-            w = self._weights8[layer]
-            ok = rows > 16 and w.shape[0] % 8 == 0 and w.shape[1] % 8 == 0
+        if self.device.type == "cuda":  # only when asked for (module docstring)
+            w = self._weights8[layer]  # cuBLASLt's int8 GEMM: m > 16 and k, n multiples of 8
+            ok = self.matmul == "int_mm" and rows > 16 and w.shape[0] % 8 == 0 and w.shape[1] % 8 == 0
             if self.matmul == "int_mm" and not ok:
-                raise ValueError(f"torch._int_mm cannot multiply ({rows}, {w.shape[0]}) by {tuple(w.shape)} on CUDA")
+                raise ValueError(
+                    f"torch._int_mm cannot multiply ({rows}, {w.shape[0]}) by {tuple(w.shape)} on CUDA"
+                )
             return ok
         return self.device.type == "cpu"
 
-    def _requantize(self, acc: Tensor, layer: int, *, clamp: bool = True) -> Tensor:
-        """acc (n, c) int64 -> (acc * M_c + 2^(S-1)) >> S, clamped to [0, 127] unless the head."""
-        s = self._shifts[layer]
-        out = (acc * self._multipliers[layer] + (1 << (s - 1))) >> s
-        return out.clamp_(0, QMAX) if clamp else out
+    def _requantize(self, acc: Tensor, layer: int, offset: Tensor, *, clamp: bool = True) -> Tensor:
+        """The matmul's acc (..., c) int64, overwritten -> ((acc + bias) * M_c + 2^(S-1)) >> S, clamped
+        to [0, 127] unless the head. ``offset`` = bias * M_c + 2^(S-1) (the same integer, fewer passes
+        over acc: for K = 4096 these element-wise passes cost more than the matmul)."""
+        acc.mul_(self._multipliers[layer]).add_(offset).bitwise_right_shift_(self._shifts[layer])
+        return acc.clamp_(0, QMAX) if clamp else acc
 
     def step_logits(self, known: Tensor, step: int, start_ids: Tensor) -> Tensor:
         """Integer logits of step ``step`` at its positions only: ``known`` (B, h, w) int64 holds the
@@ -271,21 +285,23 @@ class IntegerPrior:
         self._check_step_inputs(known, step, start_ids)
         b, h, w = known.shape
         c, r = self._config, self._config.radius
-        pos, window, earlier = _step_geometry(c.schedule, h, w, step, r)
+        pos, window, earlier = step_geometry(c.schedule, h, w, step, r)
         dev = self.device
         known = known.to(dev)
         tokens = torch.where(torch.from_numpy(earlier).to(dev), known, c.codebook_size)  # unknown: row K
         padded = F.pad(tokens, (r, r, r, r), value=c.codebook_size + 1)  # outside the grid: zero row
         win = padded.reshape(b, -1)[:, torch.from_numpy(window).to(dev)]  # (B, n_s, k*k)
         n_s = len(pos)
+        if b * n_s == 0:  # a grid smaller than the schedule's tile can leave a step empty
+            return torch.zeros(b, n_s, c.codebook_size, dtype=torch.int64, device=dev)
         table = self._embed8 if self._use_int_mm(b * n_s, 0) else self._embed_f
         x = table[win].reshape(b * n_s, -1)  # (B*n_s, k*k*E)
         bias = self._step_bias[step] + self._class_bias[start_ids.to(dev)]  # (B, H)
-        acc = self._mm(x, 0).view(b, n_s, -1) + bias[:, None, :]
-        a = self._requantize(acc.view(b * n_s, -1), 0)
+        offset = bias * self._multipliers[0] + (1 << (self._shifts[0] - 1))
+        a = self._requantize(self._mm(x, 0).view(b, n_s, -1), 0, offset[:, None, :]).view(b * n_s, -1)
         for i in range(1, c.layers):
-            a = self._requantize(self._mm(a, i) + self._biases[i - 1], i)
-        q = self._requantize(self._mm(a, c.layers) + self._biases[-1], c.layers, clamp=False)
+            a = self._requantize(self._mm(a, i), i, self._offsets[i - 1])
+        q = self._requantize(self._mm(a, c.layers), c.layers, self._offsets[-1], clamp=False)
         return q.view(b, n_s, c.codebook_size)
 
     def logits(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
@@ -297,7 +313,7 @@ class IntegerPrior:
         ids = self._start_ids(labels, b)
         out = torch.empty(b, h * w, self.codebook_size, dtype=torch.int64, device=self.device)
         for s in range(self.steps):
-            pos = _step_geometry(self.schedule, h, w, s, self._config.radius)[0]
+            pos = step_geometry(self.schedule, h, w, s, self._config.radius)[0]
             if len(pos):
                 out[:, torch.from_numpy(pos).to(self.device)] = self.step_logits(indices, s, ids)
         return out
@@ -328,8 +344,13 @@ class IntegerPrior:
     # ------------------------------------------------------------------------------------------ files
 
     def save(self, path: str | Path) -> None:
-        """Write a safetensors file: the integer tensors, and as metadata the format name and version,
-        the PriorConfig and ``info`` (JSON). Atomic (temp file + rename)."""
+        """Write a safetensors file (`write_file`) atomically: temp file + rename."""
+        atomic_write(Path(path), self.write_file)
+
+    def write_file(self, path: str | Path) -> None:
+        """Write a safetensors file in place: the integer tensors, and as metadata the format name and
+        version, the PriorConfig, ``info`` (JSON) and the digest. For commit sets (vqkit.runs.commit_files),
+        which make the file atomic themselves; elsewhere use `save`."""
         metadata = {
             "format": INTEGER_FORMAT,
             "format_version": str(INTEGER_FORMAT_VERSION),
@@ -338,10 +359,12 @@ class IntegerPrior:
             "digest": self.digest().hex(),
         }
         arrays = {name: np.ascontiguousarray(t) for name, t in self._arrays.items()}
-        atomic_write(Path(path), lambda tmp: save_file(arrays, str(tmp), metadata=metadata))
+        save_file(arrays, str(path), metadata=metadata)
 
     @classmethod
-    def load(cls, path: str | Path, *, device: str | torch.device = "cpu", matmul: str = "auto") -> IntegerPrior:
+    def load(
+        cls, path: str | Path, *, device: str | torch.device = "cpu", matmul: str = "auto"
+    ) -> IntegerPrior:
         """Read a file written by `save`. RunError when it is missing, damaged, of another format or
         a newer version, or when any tensor has the wrong dtype, shape or range."""
         path = Path(path)
@@ -373,7 +396,9 @@ class IntegerPrior:
 
 
 @functools.lru_cache(maxsize=256)
-def _step_geometry(schedule: str, h: int, w: int, step: int, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def step_geometry(
+    schedule: str, h: int, w: int, step: int, radius: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For an h x w grid: the raster positions of ``step`` (n_s,), their k x k windows as indices into
     the grid padded by ``radius`` on every side and flattened (n_s, k*k) in (dy, dx) order, and the
     mask of the positions of earlier steps (h, w) bool. Cached (the codec asks for the same ones
@@ -385,99 +410,6 @@ def _step_geometry(schedule: str, h: int, w: int, step: int, radius: int) -> tup
     dy, dx = np.divmod(np.arange(k * k), k)  # window offset (dy - r, dx - r) in the unpadded grid
     window = (y[:, None] + dy[None, :]) * wp + (x[:, None] + dx[None, :])
     return pos, window, steps < step
-
-
-# ----------------------------------------------------------------------------------------------- export
-
-
-def _scale(max_abs: np.ndarray | float) -> np.ndarray:
-    """Symmetric scale mapping max_abs to QMAX; a zero range gets scale 1/QMAX (its values are all 0)."""
-    m = np.asarray(max_abs, dtype=np.float64)
-    return np.where(m > 0, m, 1.0) / QMAX
-
-
-def _multipliers(m: np.ndarray) -> tuple[np.ndarray, int]:
-    """Real multipliers m (c,) >= 0 -> integers M (c,) < 2^16 and one shift S with M / 2^S ~ m."""
-    top = float(m.max(initial=0.0))
-    if top >= (1 << (MULTIPLIER_BITS - 1)):
-        raise ValueError(f"requantization multiplier {top:.3g} too large for a shift >= 1")
-    s = MAX_SHIFT if top == 0 else min(MAX_SHIFT, int(math.floor(math.log2(((1 << MULTIPLIER_BITS) - 1) / top))))
-    mult = np.rint(m * 2.0**s).astype(np.int64)
-    return np.minimum(mult, (1 << MULTIPLIER_BITS) - 1), s
-
-
-def _quantize_weight(w: np.ndarray, bias_abs: np.ndarray, in_scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """w (out, fan_in) float -> (int8 weights, per-channel scale). A channel whose bias would not fit
-    BIAS_LIMIT accumulator units (only a channel of near-zero weights) gets a coarser scale."""
-    scale = np.maximum(_scale(np.abs(w).max(axis=1)), bias_abs / (in_scale * (BIAS_LIMIT >> 1)))
-    return np.clip(np.rint(w / scale[:, None]), -QMAX, QMAX).astype(np.int8), scale
-
-
-def _float_weights(prior: GroupedPrior) -> dict[str, np.ndarray]:
-    sd = {k: v.detach().to("cpu", torch.float64).numpy() for k, v in prior.state_dict().items()}
-    return sd
-
-
-@torch.no_grad()
-def _float_pass(prior: GroupedPrior, grids: Tensor, ids: Tensor, step: int) -> tuple[list[Tensor], Tensor]:
-    """The float model at the positions of ``step``, in float64: the activations after each ReLU
-    [(B, n_s, H)] and the logits (B, n_s, K). Mirrors GroupedPrior.step_logits (export checks it)."""
-    c = prior.config
-    h, w = grids.shape[1:]
-    pos, _, earlier = _step_geometry(c.schedule, h, w, step, c.radius)
-    p = {k: v.detach().to("cpu", torch.float64) for k, v in prior.state_dict().items()}
-    tokens = torch.where(torch.from_numpy(earlier), grids, c.codebook_size)
-    x = p["embed.weight"][tokens].permute(0, 3, 1, 2)
-    a = F.conv2d(x, p["context.weight"], p["context.bias"], padding=c.radius).permute(0, 2, 3, 1)
-    a = a.reshape(len(grids), h * w, -1)[:, torch.from_numpy(pos)]
-    a = F.relu(a + (p["step_embed.weight"][step] + p["class_embed.weight"][ids])[:, None, :])
-    acts = [a]
-    for i in range(c.layers - 1):
-        a = F.relu(a @ p[f"hidden.{i}.weight"].T + p[f"hidden.{i}.bias"])
-        acts.append(a)
-    return acts, (a @ p["head.weight"].T + p["head.bias"]) * p["logit_scale"]
-
-
-def _build_tensors(prior: GroupedPrior, act_scales: list[float]) -> tuple[dict[str, np.ndarray], list[float]]:
-    """The integer tensors for activation scales ``act_scales`` (one per ReLU layer), and the scales
-    used: each raised where needed so that the multipliers into its layer stay below 2^14 (a shift
-    >= 1 then exists; only a dead or nearly dead layer needs it)."""
-    act_scales = list(act_scales)
-    c, p = prior.config, _float_weights(prior)
-    out: dict[str, np.ndarray] = {}
-    s_e = float(_scale(np.abs(p["embed.weight"]).max()))
-    out["embed"] = np.clip(np.rint(p["embed.weight"] / s_e), -QMAX, QMAX).astype(np.int8)
-    w0 = p["context.weight"].transpose(0, 2, 3, 1).reshape(c.width, -1)  # (H, k*k*E) in (dy, dx, e) order
-    step_b = p["context.bias"][None, :] + p["step_embed.weight"]  # (G, H)
-    class_b = p["class_embed.weight"]  # (C + 1, H)
-    bias_abs = np.abs(step_b).max(axis=0) + np.abs(class_b).max(axis=0)
-    wq, sw = _quantize_weight(w0, bias_abs, s_e)
-    unit = s_e * sw  # (H,) real value of one accumulator unit per channel
-    out["context.weight"] = wq.reshape(c.width, 2 * c.radius + 1, 2 * c.radius + 1, c.embed_dim)
-    out["context.step_bias"] = np.rint(step_b / unit).astype(np.int64)
-    out["context.class_bias"] = np.rint(class_b / unit).astype(np.int64)
-    shifts = []
-    act_scales[0] = max(act_scales[0], float(unit.max()) / (1 << 14))
-    out["context.multiplier"], s = _multipliers(unit / act_scales[0])
-    shifts.append(s)
-    for i, name in enumerate(_layer_names(c.layers)[1:], start=1):
-        w, b = p[f"{name}.weight"], p[f"{name}.bias"]
-        wq, sw = _quantize_weight(w, np.abs(b), act_scales[i - 1])
-        unit = act_scales[i - 1] * sw
-        out[f"{name}.weight"], out[f"{name}.bias"] = wq, np.rint(b / unit).astype(np.int64)
-        if name != "head":
-            act_scales[i] = max(act_scales[i], float(unit.max()) / (1 << 14))
-        target = unit / act_scales[i] if name != "head" else unit * float(p["logit_scale"]) * (1 << LOGIT_BITS)
-        out[f"{name}.multiplier"], s = _multipliers(target)
-        shifts.append(s)
-    out["shifts"] = np.array(shifts, dtype=np.int64)
-    return out, act_scales
-
-
-def _activation_scale(values: np.ndarray, percentile: float) -> float:
-    """Scale mapping the ``percentile`` of the positive ``values`` to QMAX (0 for a dead layer)."""
-    pos = values[values > 0]
-    return float(np.percentile(pos, percentile)) / QMAX if pos.size else 0.0
 
 
 def ideal_bits(q: Tensor, codes: Tensor) -> Tensor:
@@ -493,76 +425,12 @@ def integer_bits_per_code(prior: IntegerPrior, grids: np.ndarray, labels: np.nda
     total, count = 0.0, 0
     for lo in range(0, len(grids), batch_size):
         g = torch.from_numpy(np.ascontiguousarray(grids[lo : lo + batch_size], dtype=np.int64))
-        lab = None if labels is None else torch.from_numpy(np.asarray(labels[lo : lo + batch_size], dtype=np.int64))
+        lab = (
+            None
+            if labels is None
+            else torch.from_numpy(np.asarray(labels[lo : lo + batch_size], dtype=np.int64))
+        )
         q = prior.logits(g, lab).cpu()
         total += float(ideal_bits(q.reshape(-1, q.shape[-1]), g.reshape(-1)).sum())
         count += g.numel()
     return total / max(count, 1)
-
-
-@torch.no_grad()
-def export_integer(prior: GroupedPrior, grids: np.ndarray, labels: np.ndarray | None = None) -> IntegerPrior:
-    """Quantize a trained grouped prior (post-training) on calibration ``grids`` (N, h, w) int64 (held
-    out from training; e.g. 512) and their ``labels`` (N,) (None: "no label"). The activation scales
-    come from a percentile of each layer's float activations at every step's positions; the
-    percentile of ``PERCENTILES`` with the lowest ideal code length on ``grids`` wins."""
-    if not isinstance(prior, GroupedPrior):
-        raise ValueError("export_integer needs a GroupedPrior")
-    c = prior.config
-    g = np.asarray(grids)
-    if g.ndim != 3 or len(g) == 0 or not np.issubdtype(g.dtype, np.integer):
-        raise ValueError(f"calibration grids must be (N, h, w) integers with N >= 1, got {g.dtype} {g.shape}")
-    if int(g.min()) < 0 or int(g.max()) >= c.codebook_size:
-        raise ValueError(f"calibration grids must hold codes in [0, {c.codebook_size})")
-    g_t = torch.from_numpy(g.astype(np.int64))
-    if labels is not None and c.num_classes:
-        lab = np.asarray(labels, dtype=np.int64)
-        if lab.shape != (len(g),) or (lab.size and (lab.min() < 0 or lab.max() >= c.num_classes)):
-            raise ValueError(f"labels must be ({len(g)},) in [0, {c.num_classes})")
-        ids = torch.from_numpy(lab)
-    else:
-        lab, ids = None, torch.full((len(g),), c.num_classes, dtype=torch.int64)
-    was_training = prior.training
-    prior.eval()
-    try:
-        acts = _calibration_activations(prior, g_t, ids)
-    finally:
-        prior.train(was_training)
-    best: tuple[float, IntegerPrior] | None = None
-    for pct in PERCENTILES:
-        tensors, scales = _build_tensors(prior, [_activation_scale(values, pct) for values in acts])
-        candidate = IntegerPrior(c, tensors, info={"activation_percentile": pct, "activation_scales": scales,
-                                                   "calibration_grids": len(g)})  # fmt: skip
-        bits = integer_bits_per_code(candidate, g, lab if c.num_classes else None)
-        candidate.info["calibration_bits_per_code"] = bits
-        if best is None or bits < best[0]:
-            best = (bits, candidate)
-    assert best is not None
-    return best[1]
-
-
-def _calibration_activations(prior: GroupedPrior, grids: Tensor, ids: Tensor) -> list[np.ndarray]:
-    """Per ReLU layer, a deterministic sample (<= 2^22) of its float activations over every step's
-    positions of ``grids``; checks on the way that `_float_pass` reproduces the prior's logits."""
-    c = prior.config
-    per_layer: list[list[np.ndarray]] = [[] for _ in range(c.layers)]
-    h, w = grids.shape[1:]
-    for lo in range(0, len(grids), 64):
-        gb, ib = grids[lo : lo + 64], ids[lo : lo + 64]
-        for s in range(prior.steps):
-            pos = _step_geometry(c.schedule, h, w, s, c.radius)[0]
-            if not len(pos):
-                continue
-            acts, logits = _float_pass(prior, gb, ib, s)
-            if lo == 0 and s == 0:  # the mirror must stay the model: a changed GroupedPrior breaks it
-                ref = prior.step_logits(gb, s, ib).reshape(len(gb), h * w, -1)[:, torch.from_numpy(pos)]
-                if not torch.allclose(ref.double(), logits, rtol=1e-4, atol=1e-3):
-                    raise RuntimeError("export_integer's float pass no longer matches GroupedPrior.step_logits")
-            for i, a in enumerate(acts):
-                per_layer[i].append(a.reshape(-1).numpy().astype(np.float32))
-    out = []
-    for chunks in per_layer:
-        v = np.concatenate(chunks)
-        stride = max(1, len(v) >> 22)
-        out.append(v[::stride])
-    return out

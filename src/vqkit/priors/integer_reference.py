@@ -18,7 +18,9 @@ from vqkit.priors.grouped import schedule_steps, step_map
 class ReferencePrior:
     """``arrays``: IntegerPrior.arrays(); ``schedule``, ``radius``, ``num_classes`` from its config."""
 
-    def __init__(self, arrays: dict[str, np.ndarray], *, schedule: str, radius: int, num_classes: int) -> None:
+    def __init__(
+        self, arrays: dict[str, np.ndarray], *, schedule: str, radius: int, num_classes: int
+    ) -> None:
         self.a = {name: np.asarray(t, dtype=np.int64) for name, t in arrays.items()}
         self.schedule, self.radius, self.num_classes = schedule, radius, num_classes
         self.codebook_size = self.a["embed"].shape[0] - 1
@@ -28,7 +30,9 @@ class ReferencePrior:
     @staticmethod
     def _requantize(acc: np.ndarray, mult: np.ndarray, shift: int) -> np.ndarray:
         """round-half-up(acc * M / 2^S) with floor division, as the format defines it."""
-        return np.floor_divide(acc * mult + (np.int64(1) << np.int64(shift - 1)), np.int64(1) << np.int64(shift))
+        return np.floor_divide(
+            acc * mult + (np.int64(1) << np.int64(shift - 1)), np.int64(1) << np.int64(shift)
+        )
 
     def step_logits(self, known: np.ndarray, step: int, start_ids: np.ndarray) -> np.ndarray:
         """known (B, h, w), step, start_ids (B,) -> (B, n_s, K) int64 (IntegerPrior.step_logits)."""
@@ -65,7 +69,11 @@ class ReferencePrior:
         """indices (B, h, w) -> (B, h*w, K) int64, each row from its own step (IntegerPrior.logits)."""
         indices = np.asarray(indices, dtype=np.int64)
         b, h, w = indices.shape
-        ids = np.full(b, self.num_classes, dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
+        ids = (
+            np.full(b, self.num_classes, dtype=np.int64)
+            if labels is None
+            else np.asarray(labels, dtype=np.int64)
+        )
         out = np.zeros((b, h * w, self.codebook_size), dtype=np.int64)
         flat = step_map(self.schedule, h, w).reshape(-1)
         for s in range(self.steps):

@@ -18,8 +18,11 @@ from vqkit.priors.build import Prior, build_prior
 from vqkit.priors.calibrate import Calibration, calibrate
 from vqkit.priors.config import PriorConfig, PriorTrainConfig, apply_prior_overrides
 from vqkit.priors.data import CodeSet, canonical_spec, codes_path, load_augmented_codes, load_codes
-from vqkit.priors.evaluate import check_codes, evaluate_prior
+from vqkit.priors.evaluate import check_codes, evaluate_prior, grid_bits
 from vqkit.priors.fit import fit_prior, steps_per_epoch
+from vqkit.priors.grouped import GroupedPrior
+from vqkit.priors.integer import IntegerPrior, integer_bits_per_code
+from vqkit.priors.integer_export import export_integer
 from vqkit.runs import Run, RunError, layout, run_lock, write_text
 from vqkit.runs.results import write_result
 from vqkit.training.fitting import append_record, resume_metrics
@@ -27,6 +30,7 @@ from vqkit.training.loop import resolve_device
 from vqkit.training.schedule import Horizon
 
 PRIOR_STOP_HINT = "--epochs N, --time-budget MIN or --max-steps N"
+INTEGER_GRIDS = 512  # held-out grids that calibrate a grouped prior's integer network
 
 
 def with_copies(train: CodeSet, train_idx: np.ndarray, copies: CodeSet, num_images: int) -> CodeSet:
@@ -50,6 +54,31 @@ def calibration_record(cal: Calibration, data: str) -> dict[str, Any]:
     return {"logit_scale": cal.logit_scale, "temperature": 1.0 / cal.logit_scale, "data": data,
             "num_grids": cal.num_grids, "bits_per_code_raw": cal.bits_per_code_raw,
             "bits_per_code_calibrated": cal.bits_per_code_calibrated}  # fmt: skip
+
+
+def export_integer_record(
+    prior: GroupedPrior, codes: CodeSet, *, data: str, eval_grids: int, fingerprint: str
+) -> tuple[IntegerPrior, dict[str, Any]]:
+    """The integer network of ``prior`` (vqkit.priors.integer), calibrated on up to INTEGER_GRIDS of
+    ``codes`` (held-out grids, evenly spread), and the ``integer`` entry of prior_config.json: the
+    bits per code of the float and of the integer model on up to ``eval_grids`` of the other grids
+    (on the calibration grids themselves when no other is left)."""
+    n = len(codes)
+    cal_idx = np.unique(np.linspace(0, n - 1, min(n, INTEGER_GRIDS)).round().astype(np.int64))
+    rest = np.setdiff1d(np.arange(n), cal_idx)
+    held = codes.subset(rest if len(rest) else cal_idx).spread(eval_grids)
+    cal = codes.subset(cal_idx)
+    use_labels = prior.config.num_classes > 0 and codes.labels is not None  # as grid_bits scores them
+    integer = export_integer(prior, cal.indices, cal.labels if use_labels else None)
+    integer.info["model_fingerprint"] = fingerprint
+    length = held.grid[0] * held.grid[1]
+    float_bits = float(grid_bits(prior, held).mean()) / length
+    int_bits = integer_bits_per_code(integer, held.indices, held.labels if use_labels else None)
+    record = {"data": data, "calibration_grids": len(cal), "eval_grids": len(held),
+              "eval_is_calibration": not len(rest), "float_bits_per_code": float_bits,
+              "integer_bits_per_code": int_bits, "digest": integer.digest().hex(),
+              "activation_percentile": integer.info["activation_percentile"]}  # fmt: skip
+    return integer, record
 
 
 def train_prior(
@@ -112,6 +141,11 @@ def _train_prior(
     precision: str | None,
 ) -> dict[str, Any]:
     run = Run.load(run_dir)
+    if run.stages > 1:
+        raise RunError(
+            f"{run_dir} is a residual VQ run ({run.stages} stages of codes per position); the prior "
+            "models one code grid per image, not stages (its codes compress with the static table)"
+        )
     fingerprint = pck.model_fingerprint(run_dir)
     state: dict[str, Any] | None = None
     source: Prior | None = None
@@ -227,6 +261,7 @@ def _train_prior(
             layout.PRIOR_FILE,
             layout.PRIOR_STATE_FILE,
             layout.PRIOR_EVAL_FILE,
+            layout.INTEGER_PRIOR_FILE,
         ):  # --overwrite: the old
             (run_dir / name).unlink(missing_ok=True)  # prior must not pair with the new config
         pck.write_prior_doc(run_dir, model_cfg, info={**info, "step": 0}, fingerprint=fingerprint)
@@ -258,10 +293,21 @@ def _train_prior(
         "val_grids": len(val_set),
         "prior": to_dict(model_cfg),
     }
-    if len(val_set) and result.stopped == "finished" and train_cfg.calibrate:
+    finished = len(val_set) > 0 and result.stopped == "finished"
+    # temperature calibration applies to the serial prior's softmax, not to the grouped two-part head
+    calibrated = finished and train_cfg.calibrate and model_cfg.kind == "serial"
+    if calibrated:
         cal = calibrate(result.prior, val_set, max_grids=train_cfg.eval_grids)
         info["calibration"] = summary["calibration"] = calibration_record(cal, "holdout")
-        pck.save_prior(run_dir, result.prior, info={**info, "step": result.step}, fingerprint=fingerprint)
+    integer: IntegerPrior | None = None
+    if finished and isinstance(result.prior, GroupedPrior):  # after calibration: its scale is folded in
+        integer, record = export_integer_record(
+            result.prior, val_set, data="holdout", eval_grids=train_cfg.eval_grids, fingerprint=fingerprint
+        )
+        info["integer"] = summary["integer"] = record
+    if calibrated or integer is not None:  # one commit: weights, doc, integer
+        pck.save_prior(run_dir, result.prior, info={**info, "step": result.step}, fingerprint=fingerprint,
+                       integer=integer)  # fmt: skip
     if len(val_set) and result.stopped == "finished":
         ev = {"data": "holdout", "spec": spec, "step": result.step, **evaluate_prior(result.prior, val_set)}
         write_result(run_dir, layout.PRIOR_EVAL_FILE, "prior_eval", ev)
@@ -302,6 +348,8 @@ def _calibrate_run(
     run_dir: Path, data_spec: str | None, max_grids: int, device: str, precision: str
 ) -> dict[str, Any]:
     run, doc = Run.load(run_dir), pck.read_prior_doc(run_dir)
+    if doc.get("prior", {}).get("kind", "serial") != "serial":
+        raise ConfigError("calibration applies to serial priors; a grouped prior is used as trained")
     if torch.device(device).type != "cpu":  # encode where the prior runs, in fp32, as train_prior does
         run = Run.load(run_dir, device=device, precision="fp32")
     prior = pck.load_prior(run_dir, device)

@@ -10,6 +10,7 @@ from vqkit.quantizers.bsq import BinarySphericalQuantizer
 from vqkit.quantizers.fsq import FiniteScalarQuantizer
 from vqkit.quantizers.identity import IdentityQuantizer
 from vqkit.quantizers.lfq import LookupFreeQuantizer
+from vqkit.quantizers.rvq import ResidualVQ
 from vqkit.quantizers.simvq import SimVQ
 from vqkit.quantizers.vq import VectorQuantizer, kmeans, nearest_code, squared_distances
 
@@ -19,6 +20,7 @@ KINDS: dict[str, type[Quantizer]] = {
     "lfq": LookupFreeQuantizer,
     "bsq": BinarySphericalQuantizer,
     "simvq": SimVQ,
+    "rvq": ResidualVQ,
 }
 
 
@@ -40,6 +42,7 @@ __all__ = [
     "NoCodesError",
     "Quantizer",
     "QuantizerOutput",
+    "ResidualVQ",
     "SimVQ",
     "VectorQuantizer",
     "build_quantizer",

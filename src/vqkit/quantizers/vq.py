@@ -57,6 +57,15 @@ def rotate_onto(x: torch.Tensor, e: torch.Tensor, eps: float = 1e-12) -> torch.T
     return e.detach() + (moved - moved.detach())
 
 
+def _masked_mse(a: torch.Tensor, b: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    """Mean squared difference of a, b (N, d) over the rows marked in ``rows`` (N,) bool (all when
+    None); 0 when no row is marked."""
+    if rows is None:
+        return F.mse_loss(a, b)
+    sq = (a - b).pow(2).sum(1)  # (N,)
+    return (sq * rows).sum() / (rows.sum().clamp_min(1) * a.shape[1])
+
+
 def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Lloyd's k-means on x (N, d) -> centres (k, d). Seeds from distinct random rows
     (with replacement when N < k); an empty cluster keeps its previous centre."""
@@ -163,21 +172,30 @@ class VectorQuantizer(Quantizer):
         return self._unflatten(e, torch.Size((b, self.cfg.code_dim, h, w)))
 
     def _forward(self, z: torch.Tensor) -> QuantizerOutput:
-        x = self._flatten(z)  # (N, d)
+        return self.forward_samples(z, None)
+
+    def forward_samples(self, z: torch.Tensor, keep: torch.Tensor | None) -> QuantizerOutput:
+        """``forward`` on float32 z (B, D, h, w) where only the samples with ``keep`` (B,) bool True
+        count: they alone enter k-means, the EMA, the usage windows, restarts and the loss terms
+        (residual VQ's quantizer dropout: a stage a sample does not use learns nothing from it).
+        Every sample still gets its code and straight-through vector. ``keep`` None: all samples."""
+        x = self._flatten(z)  # (N, d), rows in (b, y, x) order
+        rows = None if keep is None else keep.repeat_interleave(z.shape[2] * z.shape[3])  # (N,) bool
         if self.training and not bool(self.initialized):
-            self._kmeans_init(vdist.all_gather_cat(x.detach()))
+            self._kmeans_init(self._global_rows(x.detach(), rows))
         idx = nearest_code(x.detach(), self.codebook.detach())  # (N,)
         e = F.embedding(idx, self.codebook)  # (N, d); differentiable w.r.t. a learned codebook
-        losses = {"commitment": self.cfg.beta * F.mse_loss(x, e.detach())}
+        losses = {"commitment": self.cfg.beta * _masked_mse(x, e.detach(), rows)}
         if not self.cfg.ema:
-            losses["codebook"] = self.cfg.codebook_weight * F.mse_loss(e, x.detach())
+            losses["codebook"] = self.cfg.codebook_weight * _masked_mse(e, x.detach(), rows)
         if self.training:
-            counts = torch.bincount(idx, minlength=self.cfg.codebook_size).float()  # (K,)
+            used = idx if rows is None else idx[rows]
+            counts = torch.bincount(used, minlength=self.cfg.codebook_size).float()  # (K,)
             vdist.all_reduce_sum(counts)  # global usage: every rank sees the same counts
             if self.cfg.ema:
-                self._ema_update(x.detach(), idx, counts)
+                self._ema_update(x.detach() if rows is None else x.detach()[rows], used, counts)
             if self.cfg.restart_dead:
-                self._track_and_restart(x.detach(), counts)
+                self._track_and_restart(x.detach(), counts, rows)
         # Straight-through estimator x + sg(e - x), or the rotation trick: e in value, the gradient to
         # x rotated and scaled onto e.
         st = rotate_onto(x, e) if self.cfg.rotation_trick else x + (e - x).detach()
@@ -185,12 +203,24 @@ class VectorQuantizer(Quantizer):
         indices = idx.view(z.shape[0], z.shape[2], z.shape[3])
         return QuantizerOutput(quantized=quantized, indices=indices, losses=losses)
 
+    @staticmethod
+    def _global_rows(x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+        """The rows of the global batch (every rank's x in rank order) that count: (M, d). Ranks may
+        keep different numbers of rows, so the whole batch and the mask are gathered, then selected."""
+        pool = vdist.all_gather_cat(x)
+        return (
+            pool if rows is None else pool[vdist.all_gather_cat(rows.to(torch.uint8)).bool()]
+        )  # gloo: no bool
+
     # ----------------------------------------------------------------------------- codebook learning
 
     @torch.no_grad()
     def _kmeans_init(self, x: torch.Tensor) -> None:
         """Data-driven initialisation: k-means on the first global batch of encoder outputs; the
-        result is broadcast from rank 0 so every process starts from the same codebook."""
+        result is broadcast from rank 0 so every process starts from the same codebook. No rows (no
+        sample of the global batch reached this residual stage): wait for the next batch."""
+        if x.shape[0] == 0:
+            return
         centres = kmeans(x, self.cfg.codebook_size, self.cfg.kmeans_iters)
         if self.cfg.l2_normalize:
             centres = F.normalize(centres, dim=1)
@@ -219,10 +249,11 @@ class VectorQuantizer(Quantizer):
         self.codebook.data.copy_(new)
 
     @torch.no_grad()
-    def _track_and_restart(self, x: torch.Tensor, counts: torch.Tensor) -> None:
+    def _track_and_restart(self, x: torch.Tensor, counts: torch.Tensor, rows: torch.Tensor | None) -> None:
         """Every ``restart_every`` steps, codes whose share of the window's assignments is below
-        ``dead_threshold / K`` move onto random encoder outputs of the current global batch
-        (rank 0's choice is broadcast, so every rank holds the same codebook)."""
+        ``dead_threshold / K`` move onto random encoder outputs of the current global batch (those of
+        ``rows`` only, when given; rank 0's choice is broadcast, so every rank holds the same
+        codebook)."""
         self.window_counts.add_(counts)
         self.window_steps.add_(1)
         if int(self.window_steps) < self.cfg.restart_every:
@@ -231,8 +262,8 @@ class VectorQuantizer(Quantizer):
         floor = self.cfg.dead_threshold * self.window_counts.sum() / k
         dead = self.window_counts < floor  # (K,), identical on every rank (counts are global)
         n_dead = int(dead.sum())
-        if n_dead:
-            pool = vdist.all_gather_cat(x)  # the global batch, as one process would see it
+        pool = self._global_rows(x, rows) if n_dead else x[:0]  # the global batch, as one process sees it
+        if n_dead and pool.shape[0]:
             pick = torch.randint(0, pool.shape[0], (n_dead,), device="cpu").to(x.device)
             fresh = pool[pick].contiguous()
             vdist.broadcast(fresh, src=0)

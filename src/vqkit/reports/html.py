@@ -138,6 +138,8 @@ def _evaluation(rf: RunFolder) -> str | None:
         result = rf.result(name, "eval")
         if result is not None:
             parts.append(f"<h3>{html.escape(name)}</h3>" + _written(result) + dict_table(result.data))
+            if isinstance(result.data.get("per_stage"), list):  # residual VQ: each stage's codebook health
+                parts.append(records_table(result.data["per_stage"]))
     return "".join(parts) or None
 
 

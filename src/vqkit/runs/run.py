@@ -1,7 +1,8 @@
 """The Python face of a trained run: load it, encode images to indices, decode, reconstruct.
 
 Mirrors the command line (``vqkit encode / decode / reconstruct``). Images go in as (H, W, C) uint8
-arrays, as files store them; indices come out as (h, w) int64 grids.
+arrays, as files store them; indices come out as (h, w) int64 grids, or (S, h, w) for a residual
+quantizer of S stages (``stages``), whose prefixes (s, h, w), 1 <= s <= S, decode too.
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ class Run:
     def channels(self) -> int:
         return self.config.model.in_channels
 
+    @property
+    def stages(self) -> int:
+        """S, codes per position (1 for every quantizer but residual VQ)."""
+        return self.model.quantizer.stages
+
     def _batches(self, images: list[np.ndarray], batch_size: int) -> Iterator[torch.Tensor]:
         for batch in iter_batches(images, batch_size):
             # uint8 crosses to the device (a quarter of float32's bytes); conversion happens there.
@@ -61,7 +67,8 @@ class Run:
         return stack
 
     def encode(self, images: list[np.ndarray], batch_size: int = 256) -> list[np.ndarray]:
-        """(H, W, C) uint8 images -> (h, w) int64 index grids, h = ceil(H / f)."""
+        """(H, W, C) uint8 images -> (h, w) int64 index grids, h = ceil(H / f); (S, h, w) with S > 1
+        stages."""
         out: list[np.ndarray] = []
         with self.inference():
             for x in self._batches(images, batch_size):
@@ -83,8 +90,17 @@ class Run:
         return to_uint8_hwc(out if size is None else out[..., : size[0], : size[1]])
 
     def decode(self, indices: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
-        """(B, h, w) index grids -> (B, H, W, C) uint8 images, cropped to ``size`` when given."""
+        """(B, h, w) index grids -> (B, H, W, C) uint8 images, cropped to ``size`` when given; with S > 1
+        stages (B, s, h, w), the first 1 <= s <= S stages of each grid."""
         idx = torch.as_tensor(np.asarray(indices), dtype=torch.long, device=self.device)
+        s = self.stages
+        if s == 1 and idx.ndim != 3:
+            raise ValueError(f"indices must be (B, h, w) grids, got shape {tuple(idx.shape)}")
+        if s > 1 and (idx.ndim != 4 or not 1 <= idx.shape[1] <= s):
+            raise ValueError(
+                f"indices must be (B, s, h, w) with 1 <= s <= {s} stages (a residual VQ run), got "
+                f"{tuple(idx.shape)}"
+            )
         if idx.min() < 0 or idx.max() >= self.model.codebook_size:
             raise ValueError(f"indices must lie in [0, {self.model.codebook_size})")
         with self.inference():

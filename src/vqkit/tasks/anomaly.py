@@ -32,6 +32,8 @@ def load_prior_if_any(run: Run) -> tuple[Any | None, str | None]:
     """(the run's prior, None), or (None, the reason there is none)."""
     if not run.model.quantizer.discrete:
         return None, "quantization is disabled in this run: no codes, no prior"
+    if run.stages > 1:
+        return None, "a residual VQ run has no prior (the prior models single-stage code grids)"
     if not prior_exists(run.path):
         return None, "the run has no prior (`vqkit prior train RUN` adds one)"
     try:

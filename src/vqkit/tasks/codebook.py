@@ -40,6 +40,11 @@ class CodebookStats:
 def count_codes(run: Run, data: ImageSet, batch_size: int = 256) -> CodebookStats:
     if not run.model.quantizer.discrete:
         raise RunError(f"{run.path}: quantization is disabled in this run, so it has no codebook")
+    if run.stages > 1:
+        raise RunError(
+            f"{run.path} is a residual VQ run ({run.stages} codebooks): vqkit codebook pictures one "
+            "codebook; `vqkit eval` reports each stage's usage, perplexity and dead codes"
+        )
     k = run.model.codebook_size
     counts = np.zeros(k, np.int64)
     per_class = None

@@ -2,6 +2,9 @@
 
 For image i with encoder output z_i (D, h, w) and codes c_i (h, w):
   histogram[i, k]  = #{positions with code k} / (h * w)        (K,), rows sum to 1
+A residual VQ run of S stages has codes c_i (S, h, w): its histogram is the S stages' histograms side
+by side, (S*K,), each divided by S so the row still sums to 1 (bag of codes per stage; stage s's code
+k is entry s*K + k), and ``indices`` are (S, h, w).
   latent_mean[i]   = mean of z_i over positions                 (D,)
   latent_max[i]    = max of z_i over positions                  (D,)
 A plain-autoencoder run (quantization disabled) has no codes: indices and histograms are None.
@@ -25,7 +28,7 @@ class EncodedBatch:
     images: np.ndarray  # (B, H, W, C) uint8, as given
     z: torch.Tensor  # (B, D, h, w) encoder output
     quantized: torch.Tensor  # (B, D, h, w); z itself for a plain autoencoder
-    indices: torch.Tensor | None  # (B, h, w) int64; None for a plain autoencoder
+    indices: torch.Tensor | None  # (B, h, w) int64 ((B, S, h, w) for S stages); None for a plain autoencoder
     reconstruction: np.ndarray | None  # (B, H, W, C) uint8 when asked for
 
 
@@ -58,11 +61,12 @@ class Features:
     names: tuple[str, ...]
     latent_mean: np.ndarray  # (N, D) float32
     latent_max: np.ndarray  # (N, D) float32
-    histograms: np.ndarray | None  # (N, K) float64, rows sum to 1; None without quantization
-    indices: list[np.ndarray] | None  # N grids (h, w) int64; None without quantization
+    histograms: np.ndarray | None  # (N, S*K) float64, rows sum to 1; None without quantization
+    indices: list[np.ndarray] | None  # N grids (h, w) ((S, h, w)) int64; None without quantization
     labels: np.ndarray | None  # (N,) int64
     class_names: tuple[str, ...] | None
     codebook_size: int | None
+    stages: int = 1  # S, codes per position (residual VQ: S > 1)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -73,8 +77,12 @@ class Features:
         return np.concatenate([self.latent_mean, self.latent_max], axis=1)
 
 
-def code_histograms(indices: torch.Tensor, codebook_size: int) -> torch.Tensor:
-    """(B, h, w) codes -> (B, K) normalised counts (each row sums to 1)."""
+def code_histograms(indices: torch.Tensor, codebook_size: int, stages: int = 1) -> torch.Tensor:
+    """(B, h, w) codes -> (B, K) normalised counts (each row sums to 1); with ``stages`` S > 1,
+    (B, S, h, w) -> (B, S*K), stage s's counts at s*K.. (s+1)*K, each stage's summing to 1/S."""
+    if stages > 1:
+        per_stage = [code_histograms(indices[:, s], codebook_size) for s in range(stages)]
+        return torch.cat(per_stage, dim=1) / stages
     b = indices.shape[0]
     flat = indices.reshape(b, -1)
     counts = torch.zeros(b, codebook_size, dtype=torch.float64, device=indices.device)
@@ -87,6 +95,7 @@ def extract_features(run: Run, data: ImageSet, batch_size: int = 256) -> Feature
     if len(data) == 0:
         raise DataError(f"{data.source}: no images to extract features from")
     k = run.model.quantizer.codebook_size
+    stages = run.stages
     means: list[np.ndarray] = []
     maxes: list[np.ndarray] = []
     hists: list[np.ndarray] = []
@@ -95,7 +104,7 @@ def extract_features(run: Run, data: ImageSet, batch_size: int = 256) -> Feature
         means.append(enc.z.float().mean(dim=(2, 3)).cpu().numpy())
         maxes.append(enc.z.float().amax(dim=(2, 3)).cpu().numpy())
         if enc.indices is not None and k is not None:
-            hists.append(code_histograms(enc.indices, k).cpu().numpy())
+            hists.append(code_histograms(enc.indices, k, stages).cpu().numpy())
             grids.extend(enc.indices.cpu().numpy())
     return Features(
         names=data.names,
@@ -106,12 +115,14 @@ def extract_features(run: Run, data: ImageSet, batch_size: int = 256) -> Feature
         labels=data.labels,
         class_names=data.class_names,
         codebook_size=k,
+        stages=stages,
     )
 
 
 def save_features(path: str | Path, features: Features) -> None:
     """features.npz: ``latent_mean``, ``latent_max`` (N, D), ``names``; with codes ``histograms``
-    (N, K) and ``indices`` (N, h, w) when every grid has one shape (else ``indices_<i>``);
+    (N, S*K) and ``indices`` (N, h, w) or (N, S, h, w) when every grid has one shape (else
+    ``indices_<i>``), with ``stages`` S;
     ``labels`` and ``class_names`` when the data has them."""
     arrays: dict[str, np.ndarray] = {
         "names": np.array(features.names),
@@ -121,6 +132,7 @@ def save_features(path: str | Path, features: Features) -> None:
     if features.histograms is not None and features.indices is not None:
         arrays["histograms"] = features.histograms
         arrays["codebook_size"] = np.array(features.codebook_size)
+        arrays["stages"] = np.array(features.stages)
         if len({g.shape for g in features.indices}) == 1:
             arrays["indices"] = np.stack(features.indices)
         else:

@@ -28,13 +28,19 @@ def evaluate(
 ) -> dict[str, Any]:
     """Reconstruct every image (H, W, C uint8) and report psnr, ssim, mse (on 0-255 values),
     codebook_usage, perplexity, dead_codes, bpp_nominal and num_images. With ``corruption`` the
-    model sees corrupted images (seeded per batch) and is scored against the clean ones."""
+    model sees corrupted images (seeded per batch) and is scored against the clean ones.
+
+    A residual quantizer of S > 1 stages adds ``stages`` and ``per_stage`` (usage, perplexity, dead
+    codes and code entropy of each stage's codebook); its codebook_usage, perplexity and dead_codes
+    are then the means over the stages, code_entropy_bits their sum (bits per position when each
+    stage is coded on its own), and bpp_nominal counts S log2 K bits per position."""
     if not images:
         raise ValueError("evaluate() needs at least one image")
     was_training = model.training
     model.eval()
     device = torch.device(device)
-    usage = CodebookUsage(model.codebook_size)
+    stages = model.quantizer.stages
+    usages = [CodebookUsage(model.codebook_size) for _ in range(stages)]
     psnrs: list[np.ndarray] = []
     ssims: list[np.ndarray] = []
     sq_err, n_values = 0.0, 0
@@ -48,9 +54,11 @@ def evaluate(
             q = model.quantize(z)
             recon = model.decode(q.quantized).clamp(0, 1)[..., :h, :w]
             if model.quantizer.discrete:
-                usage.update(q.indices)
-                grid = (q.indices.shape[1], q.indices.shape[2])
-                bits += nominal_bpp(model.codebook_size, grid, (h, w)) * h * w * len(batch)
+                per_stage = [q.indices] if stages == 1 else q.indices.unbind(1)  # (B, h, w) each
+                for usage, grid_codes in zip(usages, per_stage, strict=True):
+                    usage.update(grid_codes)
+                grid = (q.indices.shape[-2], q.indices.shape[-1])
+                bits += stages * nominal_bpp(model.codebook_size, grid, (h, w)) * h * w * len(batch)
             pixels += h * w * len(batch)
             psnrs.append(psnr_per_image(x, recon).clamp(max=PSNR_CAP).cpu().numpy())
             out8 = to_uint8_hwc(recon.cpu())
@@ -70,12 +78,27 @@ def evaluate(
     if with_ssim:
         result["ssim"] = float(np.concatenate(ssims).mean())
     if model.quantizer.discrete:
-        result.update(
-            codebook_usage=usage.usage,
-            perplexity=usage.perplexity,
-            dead_codes=usage.dead_codes,
-            code_entropy_bits=usage.entropy_bits,
-            bpp_nominal=bits / pixels,
-            codebook_size=model.codebook_size,
-        )
+        health = [codebook_health(u) for u in usages]
+        if stages == 1:
+            result.update(health[0])
+        else:
+            result.update(
+                codebook_usage=float(np.mean([h["codebook_usage"] for h in health])),
+                perplexity=float(np.mean([h["perplexity"] for h in health])),
+                dead_codes=float(np.mean([h["dead_codes"] for h in health])),
+                code_entropy_bits=float(sum(h["code_entropy_bits"] for h in health)),
+                stages=stages,
+                per_stage=[{"stage": i + 1, **h} for i, h in enumerate(health)],
+            )
+        result.update(bpp_nominal=bits / pixels, codebook_size=model.codebook_size)
     return result
+
+
+def codebook_health(usage: CodebookUsage) -> dict[str, Any]:
+    """Usage, perplexity, dead codes and code entropy (bits) of one codebook's counts."""
+    return {
+        "codebook_usage": usage.usage,
+        "perplexity": usage.perplexity,
+        "dead_codes": usage.dead_codes,
+        "code_entropy_bits": usage.entropy_bits,
+    }

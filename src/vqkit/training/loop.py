@@ -274,7 +274,7 @@ class _VQVAETask:
         k = model.codebook_size
         self.window_loss_sum = torch.zeros((), device=device)
         self.window_mse = torch.zeros((), device=device)
-        self.window_counts = torch.zeros(k, device=device)
+        self.window_counts = torch.zeros(model.quantizer.stages, k, device=device)  # (S, K) per stage
         self.window_steps = 0
         self.t_window = time.perf_counter()
 
@@ -301,7 +301,11 @@ class _VQVAETask:
         self.window_loss_sum += loss.detach()
         self.window_mse += out.losses["reconstruction"].detach() / self.cfg.model.reconstruction_weight
         if self.model.quantizer.discrete:
-            self.window_counts += torch.bincount(out.indices.reshape(-1), minlength=self.model.codebook_size)
+            s, k = self.window_counts.shape
+            # (B, h, w) or (B, S, h, w) -> stage-major, then one bincount over offset codes s * K + k
+            per_stage = out.indices.reshape(out.indices.shape[0], s, -1).transpose(0, 1).reshape(s, -1)
+            offset = per_stage + torch.arange(s, device=per_stage.device)[:, None] * k
+            self.window_counts += torch.bincount(offset.reshape(-1), minlength=s * k).view(s, k)
         self.window_steps += 1
 
     def window_loss(self) -> float:
@@ -319,7 +323,7 @@ class _VQVAETask:
             "loss": loss,
             "mse": mse,
             "psnr": 10 * math.log10(1.0 / max(mse, 1e-12)),
-            "usage": float((counts > 0).float().mean()),
+            "usage": float((counts > 0).float().mean()),  # the mean over stages of each one's usage
             "images_per_s": self.window_steps
             * self.cfg.train.batch_size
             / (time.perf_counter() - self.t_window),

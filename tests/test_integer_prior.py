@@ -1,0 +1,417 @@
+"""The integer prior: its torch inference equals an independent NumPy int64 reference bit for bit (any
+batch size, grid size, schedule, thread count, CPU capability, matmul path, device); the exactness
+bounds hold at their worst case; quantization costs under 1 % of the float model's bits; save -> load
+is exact and damaged or foreign files are refused; `vqkit prior train` exports it with the prior."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vqkit.cli import main
+from vqkit.codec.tables import (
+    LOGIT_BITS,
+    TOTAL,
+    code_bits,
+    frequencies_from_int_logits,
+    frequencies_from_logits,
+    quantize_logits,
+)
+from vqkit.pipeline import train
+from vqkit.priors import GroupedPrior, PriorConfig, load_prior
+from vqkit.priors import integer as integer_mod
+from vqkit.priors.build import build_prior
+from vqkit.priors.grouped import SCHEDULES, step_map
+from vqkit.priors.integer import IntegerPrior, expected_shapes
+from vqkit.priors.integer_export import export_integer
+from vqkit.priors.integer_reference import ReferencePrior
+from vqkit.runs import RunError
+from vqkit.runs.layout import INTEGER_PRIOR_FILE
+
+from .conftest import smooth_images, tiny_run_config
+
+K = 48
+
+
+@pytest.fixture(autouse=True)
+def two_threads() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def random_grouped(schedule: str, *, k: int = K, num_classes: int = 3, seed: int = 0) -> GroupedPrior:
+    """Random weights large enough to drive activations into the clamp and logits over tens of nats."""
+    torch.manual_seed(seed)
+    cfg = PriorConfig(kind="grouped", schedule=schedule, codebook_size=k, num_classes=num_classes,
+                      width=32, layers=3, embed_dim=8, radius=2)  # fmt: skip
+    prior = build_prior(cfg)
+    assert isinstance(prior, GroupedPrior)
+    with torch.no_grad():
+        for p in prior.parameters():
+            p.normal_(0.0, 0.3)
+        prior.logit_scale.fill_(1.3)
+    return prior.eval()
+
+
+@pytest.fixture(scope="module", params=sorted(SCHEDULES))
+def exported(request: pytest.FixtureRequest) -> IntegerPrior:
+    prior = random_grouped(request.param)
+    grids = np.random.default_rng(0).integers(0, K, (24, 8, 8))
+    return export_integer(prior, grids, np.arange(24) % 3)
+
+
+def reference(ip: IntegerPrior) -> ReferencePrior:
+    c = ip.config
+    return ReferencePrior(ip.arrays(), schedule=c.schedule, radius=c.radius, num_classes=c.num_classes)
+
+
+def random_batch(b: int, h: int, w: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, K, (b, h, w), generator=g), torch.randint(0, 4, (b,), generator=g) % 3
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (5, 7), (16, 12)])
+def test_torch_equals_numpy_reference(exported: IntegerPrior, shape: tuple[int, int]) -> None:
+    ref = reference(exported)
+    paths = {m: IntegerPrior(exported.config, exported.arrays(), matmul=m) for m in ("float", "int_mm")}
+    for b in (1, 2, 7, 64):
+        x, labels = random_batch(b, *shape, seed=b)
+        want = ref.logits(x.numpy(), labels.numpy())
+        assert np.abs(want).max() > 10 << LOGIT_BITS  # logits over tens of nats: the scale is exercised
+        for name, ip in paths.items():
+            assert np.array_equal(ip.logits(x, labels).numpy(), want), (name, b)
+        # a batch's rows are the rows of its grids computed alone (no batch-size dependence)
+        if b == 7:
+            alone = paths["float"].logits(x[3:4], labels[3:4]).numpy()
+            assert np.array_equal(alone, want[3:4])
+
+
+def test_step_logits_are_the_rows_of_their_step_and_ignore_later_codes(exported: IntegerPrior) -> None:
+    x, labels = random_batch(3, 6, 9, seed=5)
+    full = exported.logits(x, labels)
+    steps = step_map(exported.schedule, 6, 9).reshape(-1)
+    for s in range(exported.steps):
+        rows = np.flatnonzero(steps == s)
+        noisy = x.clone().reshape(3, -1)
+        later = torch.from_numpy(steps >= s)
+        noisy[:, later] = torch.randint(0, K, (3, int(later.sum())))
+        got = exported.step_logits(noisy.view(3, 6, 9), s, labels)
+        assert got.shape == (3, len(rows), K) and got.dtype == torch.int64
+        assert torch.equal(got, full[:, torch.from_numpy(rows)])
+
+
+def test_grids_smaller_than_a_tile(exported: IntegerPrior) -> None:
+    x, labels = random_batch(2, 3, 2, seed=6)  # the 4x4 schedules leave steps without positions
+    want = reference(exported).logits(x.numpy(), labels.numpy())
+    assert np.array_equal(exported.logits(x, labels).numpy(), want)
+    empty = [s for s in range(exported.steps) if not (step_map(exported.schedule, 3, 2) == s).any()]
+    for s in empty:
+        assert exported.step_logits(x, s, labels).shape == (2, 0, K)
+
+
+def test_thread_counts_give_identical_logits(exported: IntegerPrior) -> None:
+    x, labels = random_batch(64, 16, 12, seed=3)
+    out = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        out.append(exported.logits(x, labels))
+    assert torch.equal(out[0], out[1])
+
+
+def test_inputs_are_checked(exported: IntegerPrior) -> None:
+    x, labels = random_batch(2, 8, 8, seed=0)
+    with pytest.raises(ValueError, match="step"):
+        exported.step_logits(x, exported.steps, labels)
+    bad = x.clone()
+    bad[:, 0, 0] = K  # position (0, 0) is in step 0 of every schedule: known to every later step
+    with pytest.raises(ValueError, match="known codes"):
+        exported.step_logits(bad, 1, labels)
+    exported.step_logits(bad, 0, labels)  # at step 0 no code is known: its value does not matter
+    with pytest.raises(ValueError, match="start_ids"):
+        exported.step_logits(x, 0, torch.tensor([0, 4]))
+
+
+# --------------------------------------------------------------------------------- exactness bounds
+
+
+def worst_case(width: int, radius: int, embed_dim: int, k: int = 16) -> IntegerPrior:
+    """Every weight and embedding at +127 (the largest partial sums there are) and biases 0, so that
+    every accumulator reaches fan_in * 127 * 127; multipliers 1 with shift 1 keep activations at 127."""
+    cfg = PriorConfig(kind="grouped", codebook_size=k, width=width, layers=2, embed_dim=embed_dim,
+                      radius=radius, schedule="2x2", heads=1)  # fmt: skip
+    tensors = {}
+    for name, (shape, dtype) in expected_shapes(cfg).items():
+        fill = {"int8": 127, "int64": 0}[dtype]
+        tensors[name] = np.full(shape, fill, dtype=dtype)
+    for name in ("context.multiplier", "hidden.0.multiplier", "head.multiplier"):
+        tensors[name][:] = 1
+    tensors["shifts"][:] = 1
+    return IntegerPrior(cfg, tensors, matmul="float")
+
+
+@pytest.mark.parametrize(
+    ("width", "radius", "embed_dim"), [(1040, 0, 1), (1041, 0, 1), (16, 3, 16), (16, 4, 16)]
+)
+def test_worst_case_accumulations_stay_exact(width: int, radius: int, embed_dim: int) -> None:
+    ip = worst_case(width, radius, embed_dim)
+    for fan_in, dtype in zip(ip._fans, ip._float_dtypes, strict=True):
+        worst = fan_in * 127 * 127
+        # float32 only where every partial sum is an integer float32 represents exactly
+        assert dtype == (torch.float32 if worst <= 2**24 else torch.float64), (fan_in, dtype)
+        assert worst < (2**24 if dtype == torch.float32 else 2**53)
+    x = torch.full((2, 5, 5), 3, dtype=torch.int64)
+    got = ip.logits(x)
+    assert torch.equal(got, torch.from_numpy(reference(ip).logits(x.numpy())))
+    # every activation saturates at 127, so every head accumulator is width * 127 * 127, exactly
+    assert (got == (width * 127 * 127 + 1) >> 1).all()
+    for layer, fan_in in enumerate(ip._fans):  # each layer's largest accumulation, exact
+        assert int(ip._mm(torch.full((1, fan_in), 127.0), layer)[0, 0]) == fan_in * 127 * 127
+
+
+def test_float32_would_not_be_exact_past_the_bound() -> None:
+    """The bound is real: at fan_in 1041 the worst case is not a float32 integer, so a float32 GEMM
+    could round it (this is why such layers accumulate in float64)."""
+    worst = 1041 * 127 * 127
+    assert worst > 2**24 and float(np.float32(worst)) != worst
+    assert float(np.float32(1040 * 127 * 127)) == 1040 * 127 * 127
+
+
+# ------------------------------------------------------------------------------- machine independence
+
+
+TABLE_HASH_SCRIPT = """
+import hashlib, sys, numpy as np, torch
+from vqkit.codec.tables import frequencies_from_int_logits
+from vqkit.priors.integer import IntegerPrior
+ip = IntegerPrior.load(sys.argv[1])
+x = torch.from_numpy(np.load(sys.argv[2]))
+labels = torch.arange(len(x)) % 3
+digests = []
+for matmul in ("float", "int_mm"):
+    q = IntegerPrior(ip.config, ip.arrays(), matmul=matmul).logits(x, labels).numpy()
+    freq = frequencies_from_int_logits(q.reshape(-1, q.shape[-1]))
+    digests.append(hashlib.sha256(freq.tobytes()).hexdigest())
+print(torch.backends.cpu.get_cpu_capability(), *digests)
+"""
+
+
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":")[1].split()}
+
+
+@pytest.mark.slow  # five fresh processes that import torch
+def test_tables_identical_under_every_cpu_capability(tmp_path: Path) -> None:
+    """Each run in a fresh process with the dispatch forced: ATen kernels (default / AVX2 / AVX512) and
+    MKL's code path (SSE4.2 / AVX2). A capability this CPU lacks is skipped (and named)."""
+    ip = export_integer(random_grouped("4x4"), np.random.default_rng(0).integers(0, K, (16, 8, 8)))
+    ip.save(tmp_path / "ip.safetensors")
+    x, labels = random_batch(7, 16, 12, seed=2)
+    labels = torch.arange(7) % 3
+    np.save(tmp_path / "x.npy", x.numpy())
+    q = reference(ip).logits(x.numpy(), labels.numpy())
+    want = hashlib.sha256(frequencies_from_int_logits(q.reshape(-1, K)).tobytes()).hexdigest()
+    flags = cpu_flags()
+    runs = {("ATEN_CPU_CAPABILITY", "default"): True, ("ATEN_CPU_CAPABILITY", "avx2"): "avx2" in flags,
+            ("ATEN_CPU_CAPABILITY", "avx512"): "avx512f" in flags and "avx512bw" in flags,
+            ("MKL_ENABLE_INSTRUCTIONS", "SSE4_2"): "sse4_2" in flags,
+            ("MKL_ENABLE_INSTRUCTIONS", "AVX2"): "avx2" in flags}  # fmt: skip
+    skipped, checked = [], []
+    for (var, value), available in runs.items():
+        if not available:
+            skipped.append(f"{var}={value}")
+            continue
+        env = {**os.environ, var: value, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+        argv = [
+            sys.executable,
+            "-c",
+            TABLE_HASH_SCRIPT,
+            str(tmp_path / "ip.safetensors"),
+            str(tmp_path / "x.npy"),
+        ]
+        out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
+        capability, *digests = out.stdout.split()
+        if var == "ATEN_CPU_CAPABILITY":  # the kernels really were the ones asked for
+            assert capability.lower() == value, (value, capability)
+        assert digests == [want, want], f"{var}={value}"  # float GEMM (MKL) and torch._int_mm
+        checked.append(f"{var}={value}")
+    assert checked
+    if skipped:
+        pytest.skip(f"checked {', '.join(checked)}; this CPU lacks {', '.join(skipped)}")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_equals_cpu(exported: IntegerPrior) -> None:
+    x, labels = random_batch(64, 16, 12, seed=4)
+    want = exported.logits(x, labels)
+    for matmul in ("auto", "float", "int_mm"):  # auto: float64 on CUDA
+        gpu = IntegerPrior(exported.config, exported.arrays(), device="cuda", matmul=matmul)
+        assert torch.equal(gpu.logits(x.cuda(), labels.cuda()).cpu(), want), matmul
+    one = IntegerPrior(exported.config, exported.arrays(), device="cuda").step_logits(
+        x[:1].cuda(), 1, labels[:1].cuda()
+    )
+    assert torch.equal(one.cpu(), exported.step_logits(x[:1], 1, labels[:1]))
+
+
+# ------------------------------------------------------------------------------------ quantization loss
+
+
+def structured_grids(n: int, seed: int, k: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 8, 8) codes on a random slope, (a y + b x + c) mod k, 15 % of them replaced by uniform
+    noise; the label is a function of the slope. Learnable context from every side."""
+    rng = np.random.default_rng(seed)
+    a, b, c = (rng.integers(0, m, (n, 1, 1)) for m in (3, 3, k))
+    grid = (a * np.arange(8)[None, :, None] + b * np.arange(8)[None, None, :] + c) % k
+    grid = np.where(rng.random((n, 8, 8)) < 0.15, rng.integers(0, k, (n, 8, 8)), grid)
+    return grid.astype(np.int64), ((3 * a + b)[:, 0, 0] % 3).astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def trained() -> GroupedPrior:
+    torch.manual_seed(0)
+    prior = build_prior(PriorConfig(kind="grouped", schedule="2x2", codebook_size=32, num_classes=3,
+                                    width=32, layers=2, embed_dim=8, radius=2))  # fmt: skip
+    assert isinstance(prior, GroupedPrior)
+    grids, labels = (torch.from_numpy(a) for a in structured_grids(512, 0))
+    opt = torch.optim.Adam(prior.parameters(), lr=1e-2)
+    for step in range(40):
+        rows = torch.arange(step * 64, step * 64 + 64) % 512
+        loss = prior.nll_bits(grids[rows], labels[rows]).mean() / 64
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        prior.logit_scale.fill_(0.9)  # a calibrated scale, folded into the head's multipliers
+    return prior.eval()
+
+
+def test_integer_model_loses_under_one_percent(trained: GroupedPrior) -> None:
+    cal, cal_labels = structured_grids(128, 1)
+    ip = export_integer(trained, cal, cal_labels)
+    held, labels = structured_grids(256, 2)
+    with torch.no_grad():
+        float_bits = (
+            float(trained.nll_bits(torch.from_numpy(held), torch.from_numpy(labels)).sum()) / held.size
+        )
+    assert float_bits < 4.5  # it learned something (uniform: 5 bits), so the comparison means something
+    q = ip.logits(torch.from_numpy(held), torch.from_numpy(labels)).numpy()
+    table_bits = code_bits(frequencies_from_int_logits(q.reshape(-1, 32)), held.reshape(-1)) / held.size
+    assert abs(table_bits - float_bits) < 0.01 * float_bits, (table_bits, float_bits)
+    assert integer_mod.integer_bits_per_code(ip, held, labels) == pytest.approx(table_bits, rel=2e-3)
+
+
+def test_int_logits_tables_are_the_float_tables_after_quantization() -> None:
+    logits = np.random.default_rng(0).normal(0.0, 4.0, (50, 40))
+    q = quantize_logits(logits)
+    assert np.array_equal(frequencies_from_logits(logits), frequencies_from_int_logits(q))
+    freq = frequencies_from_int_logits(q - (1 << 40))  # a shift of every logit changes nothing
+    assert np.array_equal(freq, frequencies_from_int_logits(q)) and (freq.sum(axis=1) == TOTAL).all()
+    assert LOGIT_BITS == integer_mod.LOGIT_BITS
+    with pytest.raises(ValueError, match="int64"):
+        frequencies_from_int_logits(logits)
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+def test_save_load_round_trip(exported: IntegerPrior, tmp_path: Path) -> None:
+    path = tmp_path / INTEGER_PRIOR_FILE
+    exported.save(path)
+    loaded = IntegerPrior.load(path)
+    assert loaded.digest() == exported.digest() and loaded.config == exported.config
+    assert loaded.info == exported.info
+    x, labels = random_batch(5, 7, 6, seed=9)
+    assert torch.equal(loaded.logits(x, labels), exported.logits(x, labels))
+    other = IntegerPrior(exported.config, {**exported.arrays(), "shifts": exported.arrays()["shifts"] + 1})
+    assert other.digest() != exported.digest()  # every tensor is in the digest
+
+
+def rewrite(src: Path, dst: Path, *, tensors: dict[str, np.ndarray] | None = None,
+            meta: dict[str, str] | None = None) -> None:  # fmt: skip
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    with safe_open(str(src), framework="numpy") as f:
+        old_meta = f.metadata()
+        old = {n: f.get_tensor(n) for n in f.keys()}  # noqa: SIM118
+    save_file({**old, **(tensors or {})}, str(dst), metadata={**old_meta, **(meta or {})})
+
+
+def test_damaged_and_foreign_files_are_refused(exported: IntegerPrior, tmp_path: Path) -> None:
+    good = tmp_path / "good.safetensors"
+    exported.save(good)
+    a = exported.arrays()
+    cases = {
+        "truncated": lambda p: p.write_bytes(good.read_bytes()[:-100]),
+        "flipped": lambda p: p.write_bytes(good.read_bytes()[:-1] + bytes([good.read_bytes()[-1] ^ 1])),
+        "foreign": lambda p: rewrite(good, p, meta={"format": "vqkit-prior"}),
+        "newer": lambda p: rewrite(good, p, meta={"format_version": "2"}),
+        "dtype": lambda p: rewrite(good, p, tensors={"embed": a["embed"].astype(np.int64)}),
+        "shape": lambda p: rewrite(good, p, tensors={"head.bias": a["head.bias"][:-1]}),
+        "range": lambda p: rewrite(good, p, tensors={"head.weight": np.full_like(a["head.weight"], -128)}),
+        "multiplier": lambda p: rewrite(
+            good, p, tensors={"head.multiplier": a["head.multiplier"] + (1 << 16)}
+        ),
+        "shift": lambda p: rewrite(good, p, tensors={"shifts": np.zeros_like(a["shifts"])}),
+        "edited": lambda p: rewrite(
+            good, p, tensors={"head.bias": a["head.bias"] + 1}
+        ),  # valid, wrong digest
+    }
+    for name, make in cases.items():
+        path = tmp_path / f"{name}.safetensors"
+        make(path)
+        with pytest.raises(RunError):
+            IntegerPrior.load(path)
+    with pytest.raises(RunError, match="no integer prior"):
+        IntegerPrior.load(tmp_path / "missing.safetensors")
+
+
+# ------------------------------------------------------------------------------- vqkit prior train hook
+
+
+def test_prior_train_exports_the_integer_prior(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data.npz"
+    np.savez(data, images=smooth_images(96), labels=np.arange(96) % 3, class_names=np.array(["a", "b", "c"]))
+    run = tmp_path / "run"
+    train(tiny_run_config(str(data), max_steps=4), run, progress=False)
+    grouped = ["--set", "model.kind=grouped", "--set", "model.width=16", "--set", "model.layers=2",
+               "--set", "model.embed_dim=4", "--set", "model.radius=1", "--set", "train.batch_size=16",
+               "--set", "train.warmup_steps=2", "--set", "train.checkpoint_every=5"]  # fmt: skip
+    assert main(["prior", "train", str(run), "--max-steps", "12", "--no-progress", *grouped]) == 0
+    assert "integer network (prior_integer.safetensors)" in capsys.readouterr().out
+    doc = json.loads((run / "prior_config.json").read_text())
+    record = doc["integer"]
+    ip = IntegerPrior.load(run / INTEGER_PRIOR_FILE)
+    assert record["digest"] == ip.digest().hex() and record["data"] == "holdout"
+    assert record["calibration_grids"] == doc["data"]["num_val"]
+    assert ip.info["model_fingerprint"] == doc["model_fingerprint"]
+    assert (
+        abs(record["integer_bits_per_code"] - record["float_bits_per_code"])
+        < 0.02 * record["float_bits_per_code"]
+    )
+    prior = load_prior(run)  # the integer network is the saved prior's, calibrated scale included
+    assert isinstance(prior, GroupedPrior)
+    assert ip.config == prior.config
+    # re-calibration re-exports it; a new training removes the old one before its first checkpoint
+    assert main(["prior", "calibrate", str(run)]) == 0
+    assert (
+        IntegerPrior.load(run / INTEGER_PRIOR_FILE).digest().hex()
+        == json.loads((run / "prior_config.json").read_text())["integer"]["digest"]
+    )
+    assert main(["prior", "train", str(run), "--overwrite", "--max-steps", "2", "--no-progress",
+                 "--set", "train.holdout=0", *grouped]) == 0  # fmt: skip
+    assert not (run / INTEGER_PRIOR_FILE).exists()  # no held-out grids: no export, and no stale file
