@@ -160,7 +160,7 @@ def rate_only(coding: Coding, images: Sequence[np.ndarray], model: str) -> dict[
 def report(doc: dict[str, Any]) -> None:
     k = doc["kodak"]
     on_serial = k.get("serial", {}).get("images", 0)
-    print(f"\nKodak ({k['grouped']['images']} photos; serial prior on {on_serial}), seconds per photo, median")
+    print(f"\nKodak ({k['grouped']['images']} photos; serial prior on {on_serial}), s per photo, median")
     print(f"{'codec':28} {'encode s':>9} {'decode s':>9} {'bits/code':>10} {'bpp':>7}")
     rows = [("vqkit grouped (integer)", k["grouped"])]
     if "serial" in k:
