@@ -13,26 +13,10 @@ import torch
 from vqkit.codec import CodecError, Coding, EntropyModel, compress_images, decode_codes, decode_codes_many
 from vqkit.codec.container import GROUPED_SINCE, build, parse
 from vqkit.codec.tables import code_bits, frequencies_from_int_logits
-from vqkit.priors import GroupedPrior, PriorConfig
-from vqkit.priors.integer import IntegerPrior, export_integer
-from vqkit.runs import Run
+from vqkit.priors.integer import IntegerPrior
 from vqkit.runs.layout import INTEGER_PRIOR_FILE
 
-from .golden.make_golden import blob_images, build_tiny_run
-
-
-def grouped_run(path: Path, schedule: str = "2x2", seed: int = 0) -> Path:
-    """A tiny run with a random (not uniform) grouped prior exported to its integer network."""
-    run_dir = build_tiny_run(path)
-    torch.manual_seed(seed)
-    prior = GroupedPrior(PriorConfig(kind="grouped", schedule=schedule, codebook_size=16, width=16,
-                                     layers=2, embed_dim=4, radius=2))  # fmt: skip
-    with torch.no_grad():
-        for p in prior.parameters():
-            p.normal_(0.0, 0.5)
-    grids = Run.load(run_dir).encode(blob_images(32, (16, 16), 5))
-    export_integer(prior.eval(), np.stack(grids)).save(run_dir / INTEGER_PRIOR_FILE)
-    return run_dir
+from .golden.make_golden import blob_images, grouped_run
 
 
 @pytest.fixture(scope="module")
