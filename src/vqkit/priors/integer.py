@@ -486,7 +486,7 @@ class IntegerPrior:
         if version < INTEGER_FORMAT_VERSION:  # format 1 had a single K-way head: nothing to convert
             raise RunError(
                 f"{path} is integer prior format {version}, for the old one-part head; this vqkit reads "
-                f"format {INTEGER_FORMAT_VERSION} only: re-export it from the run (vqkit prior calibrate RUN)"
+                f"format {INTEGER_FORMAT_VERSION} only: train the prior again (vqkit prior train RUN --overwrite)"
             )
         try:
             config = prior_config_from_dict(json.loads(meta["prior_config"]))
