@@ -5,6 +5,7 @@ is exact and damaged or foreign files are refused; `vqkit prior train` exports i
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -12,7 +13,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-import dataclasses
 
 import numpy as np
 import pytest
@@ -367,7 +367,9 @@ def test_cuda_equals_cpu(exported: IntegerPrior) -> None:
     one = IntegerPrior(exported.config, exported.arrays(), device="cuda")
     assert_same(every_step(one, x[:1].cuda(), labels[:1].cuda()), [[t[:1] for t in w] for w in want], "one")
     # same integers: the ideal bits differ at most by float64 rounding in log_softmax
-    assert torch.allclose(one.nll_bits(x.cuda(), labels.cuda()).cpu(), exported.nll_bits(x, labels), rtol=1e-12)
+    assert torch.allclose(
+        one.nll_bits(x.cuda(), labels.cuda()).cpu(), exported.nll_bits(x, labels), rtol=1e-12
+    )
 
 
 # ------------------------------------------------------------------------------------ quantization loss

@@ -154,7 +154,9 @@ def check_tensors(config: PriorConfig, tensors: dict[str, np.ndarray]) -> None:
     within("shifts", 1, MAX_SHIFT)
     shifts = tensors["shifts"]
     if int(shifts[-2:].min()) < MIN_HEAD_SHIFT:
-        raise ValueError(f"integer prior heads: shifts must be >= {MIN_HEAD_SHIFT}, got {shifts[-2:].tolist()}")
+        raise ValueError(
+            f"integer prior heads: shifts must be >= {MIN_HEAD_SHIFT}, got {shifts[-2:].tolist()}"
+        )
     bias_max = int(np.abs(tensors["context.step_bias"]).max(initial=0))
     bias_max += int(np.abs(tensors["context.class_bias"]).max(initial=0))
     if bias_max >= BIAS_LIMIT:
@@ -411,7 +413,9 @@ class IntegerPrior:
 
     def _check_features(self, a_int: Tensor) -> None:
         if a_int.dtype != torch.int64 or a_int.ndim < 1 or a_int.shape[-1] != self.width:
-            raise ValueError(f"a_int must be (..., {self.width}) int64, got {a_int.dtype} {tuple(a_int.shape)}")
+            raise ValueError(
+                f"a_int must be (..., {self.width}) int64, got {a_int.dtype} {tuple(a_int.shape)}"
+            )
         if a_int.numel() and (int(a_int.min()) < 0 or int(a_int.max()) > QMAX):
             raise ValueError(f"a_int must lie in [0, {QMAX}] (the output of step_hidden)")
 
@@ -486,7 +490,8 @@ class IntegerPrior:
         if version < INTEGER_FORMAT_VERSION:  # format 1 had a single K-way head: nothing to convert
             raise RunError(
                 f"{path} is integer prior format {version}, for the old one-part head; this vqkit reads "
-                f"format {INTEGER_FORMAT_VERSION} only: train the prior again (vqkit prior train RUN --overwrite)"
+                f"format {INTEGER_FORMAT_VERSION} only: train the prior again "
+                "(vqkit prior train RUN --overwrite)"
             )
         try:
             config = prior_config_from_dict(json.loads(meta["prior_config"]))
