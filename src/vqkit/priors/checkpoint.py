@@ -6,8 +6,8 @@
   prior_metrics.jsonl     one record per logging step / evaluation
   prior_eval.json         held-out evaluation at the end of training
   prior_integer.safetensors  a grouped prior's integer network (vqkit.priors.integer), exported at
-                          the end of training and after calibration; removed whenever the prior is
-                          saved without one, so it never pairs with other weights
+                          the end of training; removed whenever the prior is saved without one, so
+                          it never pairs with other weights
 
 The fingerprint (vqkit.runs.fingerprint: 16 hex digits naming the run's VQ-VAE, by its tensors and
 config, or for runs made before that scheme by its weights file's bytes) makes sure a prior is never

@@ -6,8 +6,8 @@ thread count and GPU kernels all change the last bits). This network computes it
 integers only, in the manner of Ballé et al. 2019, "Integer networks for data compression": every
 operation below is exact, so its result is a pure function of the stored integers and the inputs.
 
-Shapes (K codes, E = embed_dim, H = width, r = radius, k = 2r + 1, G steps, C classes, L = layers;
-per position t of step s, label l):
+Shapes (K codes, K_hi x K_lo its two parts (vqkit.priors.grouped.split_sizes), E = embed_dim,
+H = width, r = radius, k = 2r + 1, G steps, C classes, L = layers; per position t of step s, label l):
   1. context: the k x k window of code ids around t, each one of
        a code decoded in an earlier step  -> its row of ``embed`` (K + 1, E), |v| <= 127,
        a code not decoded yet             -> row K of ``embed`` (the "unknown" embedding),
@@ -16,26 +16,43 @@ per position t of step s, label l):
        acc = W0 x + step_bias[s] + class_bias[l]      W0 = ``context.weight`` (H, k, k, E), |w| <= 127
   2. requantization to [0, 127]:  a = clamp((acc * M + 2^(S-1)) >> S, 0, 127)  per output channel c,
      M = ``*.multiplier`` (H,) in [0, 2^16), S = ``shifts[layer]`` in [1, 48];
-  3. L - 1 times:  acc = W a + bias (W (H, H), |w| <= 127), requantized as in 2;
-  4. head:  acc = W a + bias (W (K, H)), q = (acc * M + 2^(S-1)) >> S (K,) without clamping: the
-     logits in units of 2^-12 nats (vqkit.codec.tables.LOGIT_BITS), ``logit_scale`` folded into M.
+  3. L - 1 times:  acc = W a + bias (W (H, H), |w| <= 127), requantized as in 2. The last result is
+     a_int (H,) in [0, 127] (`step_hidden`);
+  4. hi part (`hi_logits`):  acc = W_hi a_int + bias (W_hi = ``head.weight`` (K_hi, H)),
+     q_hi = (acc * M + 2^(S-1)) >> S (K_hi,) without clamping: logits in units of 2^-12 nats
+     (vqkit.codec.tables.LOGIT_BITS), S >= 2;
+  5. lo part given hi (`lo_logits`):  b = clamp(a_int + U[hi], 0, 127) with U = ``hi_embed``
+     (K_hi, H), the float model's hi embedding in a_int's units, |U| <= 127 (a larger |U| would be
+     clamped to the same b anyway: a_int + U lies in [0, 127] only for U in [-127, 127]); then
+     acc = W_lo b + bias (W_lo = ``head_lo.weight`` (K_lo, H)) and q_lo (K_lo,) as in 4. A lo value
+     whose code hi * K_lo + lo is >= K (only when K_lo does not divide K, only for hi = K_hi - 1) gets
+     q_lo = max(q_lo of the valid lo values) - MASK_GAP, 32 nats below the row's largest logit: its
+     integer table weight is 0, so its frequency is the minimum, 1. A valid encoder never codes such
+     a value; a decoder that decodes one has a damaged stream (the codec refuses it).
+  So p(x) = p(hi) p(lo | hi) with x = hi * K_lo + lo, the float model's two-part head, and a coder
+  builds K_hi + K_lo table entries per code instead of K.
 
 Why the result is exact and machine-independent:
-  * every product in a matmul is an integer of magnitude <= 127 * 127, and every partial sum of the
-    fan_in products is bounded by fan_in * 127 * 127. float32 holds every integer below 2^24 exactly,
-    so when fan_in * 127 * 127 < 2^24 (fan_in <= 1040: the context layer of radius 3 and E = 16 has
-    fan_in 784, a hidden layer of width 256 has 256) a float32 matmul makes no rounding error at all,
-    whatever the order of the sums, blocking, FMA contraction or vector width: the result is the exact
-    integer sum. Larger fan_in uses float64 (exact below 2^53). ``torch._int_mm`` (int8 x int8 -> int32,
-    exact while fan_in * 127 * 127 < 2^31) gives the same integers and is 2-4x faster than the float32
-    GEMM on the CPU, where ``matmul`` = "auto" uses it. On CUDA "auto" takes the float path, in float64:
-    float32 matmuls there may run in TF32 (inputs rounded to 10 bits), and cuBLASLt's int8 GEMM behind
-    ``_int_mm`` has returned wrong results on some CUDA versions (pytorch issue 107671); "int_mm"
-    asks for it explicitly (m > 16, k and n multiples of 8);
+  * every product in a matmul is an integer of magnitude <= 127 * 127 (activations a_int and b in
+    [0, 127], weights and embeddings in [-127, 127]), and every partial sum of the fan_in products is
+    bounded by fan_in * 127 * 127. float32 holds every integer below 2^24 exactly, so when
+    fan_in * 127 * 127 < 2^24 (fan_in <= 1040: the context layer of radius 3 and E = 16 has fan_in
+    784, a hidden layer and both heads of width 256 have 256) a float32 matmul makes no rounding
+    error at all, whatever the order of the sums, blocking, FMA contraction or vector width: the
+    result is the exact integer sum. Larger fan_in uses float64 (exact below 2^53).
+    ``torch._int_mm`` (int8 x int8 -> int32, exact while fan_in * 127 * 127 < 2^31) gives the same
+    integers and is 2-4x faster than the float32 GEMM on the CPU, where ``matmul`` = "auto" uses it.
+    On CUDA "auto" takes the float path, in float64: float32 matmuls there may run in TF32 (inputs
+    rounded to 10 bits), and cuBLASLt's int8 GEMM behind ``_int_mm`` has returned wrong results on
+    some CUDA versions (pytorch issue 107671); "int_mm" asks for it explicitly (m > 16, k and n
+    multiples of 8);
   * biases, multiplications by M and the shift run in int64: |acc| < 2^46 and M < 2^16 bound every
-    product below 2^62 (checked when the tensors are built), and ``>>`` of an int64 is an arithmetic
-    shift, i.e. floor division by 2^S, the same everywhere. Adding 2^(S-1) first rounds half up;
-  * gathers, clamps and comparisons are exact by nature.
+    product below 2^62 (checked when the tensors are built and on load), and ``>>`` of an int64 is an
+    arithmetic shift, i.e. floor division by 2^S, the same everywhere. Adding 2^(S-1) first rounds
+    half up. The heads' S >= 2 keeps |q| <= 2^60 + 1, so even a masked q_lo stays inside the
+    (-2^61, 2^61) that vqkit.codec.tables accepts;
+  * the addition a_int + U[hi], gathers, clamps, maxima and comparisons are exact by nature, and the
+    inputs of `hi_logits` / `lo_logits` are checked to lie in [0, 127] and [0, K_hi).
 So no floating-point rounding happens anywhere, and the tables (vqkit.codec.tables, integer too) are
 bit-identical for any batch size, thread count, CPU capability, BLAS or device.
 
@@ -61,40 +78,45 @@ from torch import Tensor
 
 from vqkit.config import ConfigError
 from vqkit.priors.config import PriorConfig, prior_config_from_dict, prior_config_to_dict
-from vqkit.priors.grouped import schedule_steps, step_map
+from vqkit.priors.grouped import schedule_steps, split_sizes, step_map
 from vqkit.runs import RunError, atomic_write
 
 INTEGER_FORMAT = "vqkit-integer-prior"
-INTEGER_FORMAT_VERSION = 1
+INTEGER_FORMAT_VERSION = 2  # 2: the two-part head (1, a single K-way head, was never shipped)
 LOGIT_BITS = 12  # q is in units of 2^-12 nats; equals vqkit.codec.tables.LOGIT_BITS (a test checks)
-QMAX = 127  # |embedding|, |weight| and activations are <= QMAX
+QMAX = 127  # |embedding|, |weight|, |hi_embed| and activations are <= QMAX
 MULTIPLIER_BITS = 16  # M < 2^16
 MAX_SHIFT = 48
+MIN_HEAD_SHIFT = 2  # the heads' S >= 2: |q| <= 2^60 + 1 (module docstring)
 ACC_BITS = 46  # |acc| < 2^46, so |acc * M| < 2^62 and adding 2^(S-1) <= 2^47 stays in int64
 BIAS_LIMIT = 1 << 40  # |bias| in accumulator units; with fan_in * 127^2 << 2^45 keeps |acc| < 2^46
+MASK_GAP = 32 << LOGIT_BITS  # masked lo values: 32 nats below the row's largest logit (tables: weight 0)
 FLOAT32_EXACT = 1 << 24  # float32 represents every integer of magnitude <= 2^24
 INT32_EXACT = (1 << 31) - 1
 MATMULS = ("auto", "float", "int_mm")
 
 
 def layer_names(layers: int) -> list[str]:
-    return ["context", *(f"hidden.{i}" for i in range(layers - 1)), "head"]
+    """The matmul layers in order: context, hidden.0 .. hidden.{L-2}, head (hi part), head_lo."""
+    return ["context", *(f"hidden.{i}" for i in range(layers - 1)), "head", "head_lo"]
 
 
 def expected_shapes(config: PriorConfig) -> dict[str, tuple[tuple[int, ...], str]]:
     """name -> (shape, stored dtype) of every tensor of an integer prior of ``config``."""
     c, k = config, 2 * config.radius + 1
     h = c.width
+    k_hi, k_lo = split_sizes(c.codebook_size)
     shapes: dict[str, tuple[tuple[int, ...], str]] = {
         "embed": ((c.codebook_size + 1, c.embed_dim), "int8"),
         "context.weight": ((h, k, k, c.embed_dim), "int8"),
         "context.step_bias": ((schedule_steps(c.schedule), h), "int64"),
         "context.class_bias": ((c.num_classes + 1, h), "int64"),
         "context.multiplier": ((h,), "int64"),
-        "shifts": ((c.layers + 1,), "int64"),
+        "hi_embed": ((k_hi, h), "int8"),
+        "shifts": ((c.layers + 2,), "int64"),
     }
     for name in layer_names(c.layers)[1:]:
-        out = c.codebook_size if name == "head" else h
+        out = {"head": k_hi, "head_lo": k_lo}.get(name, h)
         shapes[f"{name}.weight"] = ((out, h), "int8")
         shapes[f"{name}.bias"] = ((out,), "int64")
         shapes[f"{name}.multiplier"] = ((out,), "int64")
@@ -128,7 +150,13 @@ def check_tensors(config: PriorConfig, tensors: dict[str, np.ndarray]) -> None:
             raise ValueError(f"integer prior tensor {name}: values must lie in [{lo}, {hi}]")
 
     within("embed", -QMAX, QMAX)
+    within("hi_embed", -QMAX, QMAX)
     within("shifts", 1, MAX_SHIFT)
+    shifts = tensors["shifts"]
+    if int(shifts[-2:].min()) < MIN_HEAD_SHIFT:
+        raise ValueError(
+            f"integer prior heads: shifts must be >= {MIN_HEAD_SHIFT}, got {shifts[-2:].tolist()}"
+        )
     bias_max = int(np.abs(tensors["context.step_bias"]).max(initial=0))
     bias_max += int(np.abs(tensors["context.class_bias"]).max(initial=0))
     if bias_max >= BIAS_LIMIT:
@@ -144,8 +172,9 @@ def check_tensors(config: PriorConfig, tensors: dict[str, np.ndarray]) -> None:
 
 
 class IntegerPrior:
-    """The integer network of a grouped prior: ``step_logits`` and ``logits`` return int64 logits in
-    units of 2^-12 nats that are bit-identical on every machine (module docstring).
+    """The integer network of a grouped prior: `step_hidden` gives the requantized features a_int of a
+    step's positions, `hi_logits` and `lo_logits` the int64 logits of a code's two parts in units of
+    2^-12 nats, bit-identical on every machine (module docstring).
 
     ``tensors``: name -> integer numpy array (``expected_shapes``), checked by `check_tensors`.
     ``matmul``: "auto" (``torch._int_mm`` where it applies, else float), "float" or "int_mm"; every
@@ -170,6 +199,7 @@ class IntegerPrior:
         self.device = torch.device(device)
         self.matmul = matmul
         self._steps = schedule_steps(config.schedule)
+        self._k_hi, self._k_lo = split_sizes(config.codebook_size)
         self._build_device_tensors()
 
     def _build_device_tensors(self) -> None:
@@ -193,14 +223,18 @@ class IntegerPrior:
         self._weights_f = [w.to(dt) for w, dt in zip(self._weights8, self._float_dtypes, strict=True)]
         self._step_bias = torch.from_numpy(a["context.step_bias"]).to(dev)
         self._class_bias = torch.from_numpy(a["context.class_bias"]).to(dev)
+        self._hi_embed = torch.from_numpy(a["hi_embed"].astype(np.int64)).to(dev)  # (K_hi, H)
         self._multipliers = [torch.from_numpy(a[f"{n}.multiplier"]).to(dev) for n in layer_names(c.layers)]
         self._shifts = [int(s) for s in a["shifts"]]
-        # bias * M + 2^(S-1) of the hidden layers and the head: |bias * M| < 2^56, exact in int64
+        # bias * M + 2^(S-1) of the hidden layers and both heads: |bias * M| < 2^56, exact in int64
         self._offsets = [
             torch.from_numpy(a[f"{n}.bias"] * a[f"{n}.multiplier"] + (1 << (self._shifts[i] - 1))).to(dev)
             for i, n in enumerate(layer_names(c.layers))
             if i > 0
         ]
+        codes = np.arange(self._k_hi)[:, None] * self._k_lo + np.arange(self._k_lo)[None, :]
+        invalid = codes >= c.codebook_size  # (K_hi, K_lo): lo values past K (row K_hi - 1 only)
+        self._masked = torch.from_numpy(invalid).to(dev) if invalid.any() else None
 
     # ------------------------------------------------------------------------------------ properties
 
@@ -211,6 +245,21 @@ class IntegerPrior:
     @property
     def codebook_size(self) -> int:
         return self._config.codebook_size
+
+    @property
+    def k_hi(self) -> int:
+        """K_hi, the number of hi parts (vqkit.priors.grouped.split_sizes)."""
+        return self._k_hi
+
+    @property
+    def k_lo(self) -> int:
+        """K_lo, the number of lo parts: code x = hi * K_lo + lo."""
+        return self._k_lo
+
+    @property
+    def width(self) -> int:
+        """H, the length of a_int."""
+        return self._config.width
 
     @property
     def num_classes(self) -> int:
@@ -248,7 +297,8 @@ class IntegerPrior:
     # ------------------------------------------------------------------------------------- inference
 
     def _mm(self, x: Tensor, layer: int) -> Tensor:
-        """x (n, fan_in) integers as int8 or the layer's float dtype -> x @ W^T (n, out) int64, exact."""
+        """x (n, fan_in) integers as int8, int64 or the layer's float dtype -> x @ W^T (n, out) int64,
+        exact (module docstring)."""
         if self._use_int_mm(x.shape[0], layer):
             return torch._int_mm(x.to(torch.int8), self._weights8[layer]).to(torch.int64)
         return torch.matmul(x.to(self._float_dtypes[layer]), self._weights_f[layer]).to(torch.int64)
@@ -272,16 +322,16 @@ class IntegerPrior:
 
     def _requantize(self, acc: Tensor, layer: int, offset: Tensor, *, clamp: bool = True) -> Tensor:
         """The matmul's acc (..., c) int64, overwritten -> ((acc + bias) * M_c + 2^(S-1)) >> S, clamped
-        to [0, 127] unless the head. ``offset`` = bias * M_c + 2^(S-1) (the same integer, fewer passes
-        over acc: for K = 4096 these element-wise passes cost more than the matmul)."""
+        to [0, 127] unless a head. ``offset`` = bias * M_c + 2^(S-1) (the same integer, fewer passes
+        over acc: for large heads these element-wise passes cost more than the matmul)."""
         acc.mul_(self._multipliers[layer]).add_(offset).bitwise_right_shift_(self._shifts[layer])
         return acc.clamp_(0, QMAX) if clamp else acc
 
-    def step_logits(self, known: Tensor, step: int, start_ids: Tensor) -> Tensor:
-        """Integer logits of step ``step`` at its positions only: ``known`` (B, h, w) int64 holds the
-        codes of the steps before ``step`` (other positions are ignored), ``start_ids`` (B,) int64 the
-        labels (num_classes: "no label") -> (B, n_s, K) int64 in units of 2^-12 nats, the n_s positions
-        of ``step`` in raster order (vqkit.priors.grouped.step_map)."""
+    def step_hidden(self, known: Tensor, step: int, start_ids: Tensor) -> Tensor:
+        """The requantized features a_int of step ``step`` at its positions only: ``known`` (B, h, w)
+        int64 holds the codes of the steps before ``step`` (other positions are ignored), ``start_ids``
+        (B,) int64 the labels (num_classes: "no label") -> (B, n_s, H) int64 in [0, 127], the n_s
+        positions of ``step`` in raster order (vqkit.priors.grouped.step_map)."""
         self._check_step_inputs(known, step, start_ids)
         b, h, w = known.shape
         c, r = self._config, self._config.radius
@@ -293,7 +343,7 @@ class IntegerPrior:
         win = padded.reshape(b, -1)[:, torch.from_numpy(window).to(dev)]  # (B, n_s, k*k)
         n_s = len(pos)
         if b * n_s == 0:  # a grid smaller than the schedule's tile can leave a step empty
-            return torch.zeros(b, n_s, c.codebook_size, dtype=torch.int64, device=dev)
+            return torch.zeros(b, n_s, c.width, dtype=torch.int64, device=dev)
         table = self._embed8 if self._use_int_mm(b * n_s, 0) else self._embed_f
         x = table[win].reshape(b * n_s, -1)  # (B*n_s, k*k*E)
         bias = self._step_bias[step] + self._class_bias[start_ids.to(dev)]  # (B, H)
@@ -301,22 +351,73 @@ class IntegerPrior:
         a = self._requantize(self._mm(x, 0).view(b, n_s, -1), 0, offset[:, None, :]).view(b * n_s, -1)
         for i in range(1, c.layers):
             a = self._requantize(self._mm(a, i), i, self._offsets[i - 1])
-        q = self._requantize(self._mm(a, c.layers), c.layers, self._offsets[-1], clamp=False)
-        return q.view(b, n_s, c.codebook_size)
+        return a.view(b, n_s, c.width)
 
-    def logits(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
-        """Teacher-forced integer logits: indices (B, h, w) int64 -> (B, h*w, K) int64, row t from
-        the step of t given the codes of the earlier steps and the label (None: "no label")."""
+    def hi_logits(self, a_int: Tensor) -> Tensor:
+        """a_int (..., H) int64 in [0, 127] (`step_hidden`) -> q_hi (..., K_hi) int64, the logits of
+        the hi part x // K_lo in units of 2^-12 nats."""
+        self._check_features(a_int)
+        layer = self._config.layers
+        a = a_int.reshape(-1, self.width).to(self.device)
+        if not len(a):  # an empty step (a grid smaller than the schedule's tile)
+            return torch.zeros(*a_int.shape[:-1], self._k_hi, dtype=torch.int64, device=self.device)
+        q = self._requantize(self._mm(a, layer), layer, self._offsets[layer - 1], clamp=False)
+        return q.view(*a_int.shape[:-1], self._k_hi)
+
+    def lo_logits(self, a_int: Tensor, hi: Tensor) -> Tensor:
+        """a_int (..., H) int64 in [0, 127] and hi (...) int64 in [0, K_hi) -> q_lo (..., K_lo) int64,
+        the logits of the lo part x % K_lo given hi, in units of 2^-12 nats. A lo value whose code
+        hi * K_lo + lo is >= K gets the row's largest valid q minus MASK_GAP (32 nats): its table
+        frequency is the minimum, 1; a valid encoder never codes it, and the codec refuses it when a
+        damaged stream decodes to it."""
+        self._check_features(a_int)
+        if hi.dtype != torch.int64 or hi.shape != a_int.shape[:-1]:
+            raise ValueError(f"hi must be {tuple(a_int.shape[:-1])} int64, got {hi.dtype} {tuple(hi.shape)}")
+        if hi.numel() and (int(hi.min()) < 0 or int(hi.max()) >= self._k_hi):
+            raise ValueError(f"hi must lie in [0, {self._k_hi})")
+        layer = self._config.layers + 1
+        if not hi.numel():  # an empty step (a grid smaller than the schedule's tile)
+            return torch.zeros(*a_int.shape[:-1], self._k_lo, dtype=torch.int64, device=self.device)
+        hi_flat = hi.reshape(-1).to(self.device)
+        b = (a_int.reshape(-1, self.width).to(self.device) + self._hi_embed[hi_flat]).clamp_(0, QMAX)
+        q = self._requantize(self._mm(b, layer), layer, self._offsets[layer - 1], clamp=False)
+        if self._masked is not None:
+            masked = self._masked[hi_flat]  # (n, K_lo)
+            top = q.masked_fill(masked, torch.iinfo(torch.int64).min).amax(dim=-1, keepdim=True)
+            q = torch.where(masked, top - MASK_GAP, q)
+        return q.view(*a_int.shape[:-1], self._k_lo)
+
+    def nll_bits(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Teacher-forced ideal code length: indices (B, h, w) int64 -> (B,) float64 bits per grid,
+        the sum over positions of -log2 p(hi) - log2 p(lo | hi), p the exact softmax (float64) of
+        q / 2^12 (`ideal_bits`); for measurements (the integer tables approach it within their
+        2^-20 resolution), not for coding."""
         if indices.ndim != 3 or indices.dtype != torch.int64:
             raise ValueError(f"indices must be (B, h, w) int64, got {indices.dtype} {tuple(indices.shape)}")
+        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.codebook_size):
+            raise ValueError(f"indices must lie in [0, {self.codebook_size})")
         b, h, w = indices.shape
         ids = self._start_ids(labels, b)
-        out = torch.empty(b, h * w, self.codebook_size, dtype=torch.int64, device=self.device)
+        flat = indices.to(self.device).reshape(b, -1)
+        bits = torch.zeros(b, dtype=torch.float64, device=self.device)
         for s in range(self.steps):
             pos = step_geometry(self.schedule, h, w, s, self._config.radius)[0]
-            if len(pos):
-                out[:, torch.from_numpy(pos).to(self.device)] = self.step_logits(indices, s, ids)
-        return out
+            if not len(pos):
+                continue
+            a = self.step_hidden(indices, s, ids)  # (B, n_s, H)
+            x = flat[:, torch.from_numpy(pos).to(self.device)]  # (B, n_s)
+            hi, lo = x // self._k_lo, x % self._k_lo
+            bits += ideal_bits(self.hi_logits(a), hi).sum(dim=1)
+            bits += ideal_bits(self.lo_logits(a, hi), lo).sum(dim=1)
+        return bits
+
+    def _check_features(self, a_int: Tensor) -> None:
+        if a_int.dtype != torch.int64 or a_int.ndim < 1 or a_int.shape[-1] != self.width:
+            raise ValueError(
+                f"a_int must be (..., {self.width}) int64, got {a_int.dtype} {tuple(a_int.shape)}"
+            )
+        if a_int.numel() and (int(a_int.min()) < 0 or int(a_int.max()) > QMAX):
+            raise ValueError(f"a_int must lie in [0, {QMAX}] (the output of step_hidden)")
 
     def _start_ids(self, labels: Tensor | None, n: int) -> Tensor:
         if labels is None:
@@ -325,6 +426,8 @@ class IntegerPrior:
             raise ValueError("this prior is unconditional; pass labels=None")
         if labels.shape != (n,) or labels.dtype != torch.int64:
             raise ValueError(f"labels must be ({n},) int64, got {labels.dtype} {tuple(labels.shape)}")
+        if n and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+            raise ValueError(f"labels must lie in [0, {self.num_classes})")
         return labels.to(self.device)
 
     def _check_step_inputs(self, known: Tensor, step: int, start_ids: Tensor) -> None:
@@ -384,6 +487,12 @@ class IntegerPrior:
             raise RunError(f"{path}: bad format version {meta.get('format_version')!r}") from e
         if version > INTEGER_FORMAT_VERSION:
             raise RunError(f"{path} was written by a newer vqkit (integer prior format {version}); upgrade")
+        if version < INTEGER_FORMAT_VERSION:  # format 1 had a single K-way head: nothing to convert
+            raise RunError(
+                f"{path} is integer prior format {version}, for the old one-part head; this vqkit reads "
+                f"format {INTEGER_FORMAT_VERSION} only: train the prior again "
+                "(vqkit prior train RUN --overwrite)"
+            )
         try:
             config = prior_config_from_dict(json.loads(meta["prior_config"]))
             info = json.loads(meta.get("info", "{}"))
@@ -412,16 +521,18 @@ def step_geometry(
     return pos, window, steps < step
 
 
-def ideal_bits(q: Tensor, codes: Tensor) -> Tensor:
-    """Integer logits q (n, K) and codes (n,) -> (n,) float64 -log2 p, p = softmax(q * 2^-12): the
-    code length the integer tables approach (within their 2^-20 resolution)."""
+def ideal_bits(q: Tensor, symbols: Tensor) -> Tensor:
+    """Integer logits q (..., n) and symbols (...) -> (...) float64 -log2 p, p = softmax(q * 2^-12)
+    (exact in float64 up to its rounding): the code length the integer tables approach (within their
+    2^-20 resolution)."""
     lp = torch.log_softmax(q.to(torch.float64) / (1 << LOGIT_BITS), dim=-1)
-    return -lp.gather(1, codes[:, None])[:, 0] / math.log(2.0)
+    return -lp.gather(-1, symbols[..., None])[..., 0] / math.log(2.0)
 
 
 def integer_bits_per_code(prior: IntegerPrior, grids: np.ndarray, labels: np.ndarray | None = None,
                           *, batch_size: int = 256) -> float:  # fmt: skip
-    """Mean ideal code length (`ideal_bits`) in bits per code of ``grids`` (N, h, w) under ``prior``."""
+    """Mean ideal code length (`IntegerPrior.nll_bits`) in bits per code of ``grids`` (N, h, w) under
+    ``prior``."""
     total, count = 0.0, 0
     for lo in range(0, len(grids), batch_size):
         g = torch.from_numpy(np.ascontiguousarray(grids[lo : lo + batch_size], dtype=np.int64))
@@ -430,7 +541,6 @@ def integer_bits_per_code(prior: IntegerPrior, grids: np.ndarray, labels: np.nda
             if labels is None
             else torch.from_numpy(np.asarray(labels[lo : lo + batch_size], dtype=np.int64))
         )
-        q = prior.logits(g, lab).cpu()
-        total += float(ideal_bits(q.reshape(-1, q.shape[-1]), g.reshape(-1)).sum())
+        total += float(prior.nll_bits(g, lab).sum())
         count += g.numel()
     return total / max(count, 1)

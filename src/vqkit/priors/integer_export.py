@@ -9,8 +9,11 @@
   trained tiny models the differences are ~0.1 %, and the best one varies by model);
 * biases (context bias + step embedding, and class embedding, separately) rounded to accumulator
   units (input scale * weight scale of the channel);
+* the hi embedding U (K_hi, H) rounded to the units of the last layer's activations a, clipped to
+  [-127, 127] (lossless: the lo part clamps a + U to [0, 127] anyway), so b = relu(a + U[hi]) is an
+  integer addition and a clamp;
 * multipliers: M / 2^S = input scale * weight scale / output scale, M < 2^16, one shift S per layer;
-  the head's output scale is 2^-12 nats / logit_scale, so the calibrated temperature is folded in.
+  both heads' output scale is 2^-12 nats (the grouped model has no temperature: ``logit_scale`` is 1).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from vqkit.priors.integer import (
     BIAS_LIMIT,
     LOGIT_BITS,
     MAX_SHIFT,
+    MIN_HEAD_SHIFT,
     MULTIPLIER_BITS,
     QMAX,
     IntegerPrior,
@@ -70,10 +74,11 @@ def _float_weights(prior: GroupedPrior) -> dict[str, np.ndarray]:
 @torch.no_grad()
 def _float_pass(
     prior: GroupedPrior, p: dict[str, Tensor], grids: Tensor, ids: Tensor, step: int
-) -> tuple[list[Tensor], Tensor]:
+) -> tuple[list[Tensor], Tensor, Tensor]:
     """The float model (``p``: its state dict in float64 on the CPU) at the positions of ``step``: the
-    activations after each ReLU [(B, n_s, H)] and the logits (B, n_s, K). Mirrors
-    GroupedPrior.step_logits (export checks it)."""
+    activations after each ReLU [(B, n_s, H)] (the last is a), the hi logits (B, n_s, K_hi) and the
+    lo logits given the true hi part (B, n_s, K_lo), unmasked. Mirrors GroupedPrior.step_hidden,
+    hi_logits and lo_logits (export checks it)."""
     c = prior.config
     h, w = grids.shape[1:]
     pos, _, earlier = step_geometry(c.schedule, h, w, step, c.radius)
@@ -86,7 +91,9 @@ def _float_pass(
     for i in range(c.layers - 1):
         a = F.relu(a @ p[f"hidden.{i}.weight"].T + p[f"hidden.{i}.bias"])
         acts.append(a)
-    return acts, (a @ p["head.weight"].T + p["head.bias"]) * p["logit_scale"]
+    hi = grids.reshape(len(grids), -1)[:, torch.from_numpy(pos)] // prior.k_lo  # (B, n_s)
+    b = F.relu(a + p["hi_embed.weight"][hi])
+    return acts, a @ p["head.weight"].T + p["head.bias"], b @ p["head_lo.weight"].T + p["head_lo.bias"]
 
 
 def _build_tensors(prior: GroupedPrior, act_scales: list[float]) -> tuple[dict[str, np.ndarray], list[float]]:
@@ -113,16 +120,20 @@ def _build_tensors(prior: GroupedPrior, act_scales: list[float]) -> tuple[dict[s
     shifts.append(s)
     for i, name in enumerate(layer_names(c.layers)[1:], start=1):
         w, b = p[f"{name}.weight"], p[f"{name}.bias"]
-        wq, sw = _quantize_weight(w, np.abs(b), act_scales[i - 1])
-        unit = act_scales[i - 1] * sw
+        in_scale = act_scales[min(i - 1, c.layers - 1)]  # both heads read a (head_lo: b, a's units)
+        wq, sw = _quantize_weight(w, np.abs(b), in_scale)
+        unit = in_scale * sw
         out[f"{name}.weight"], out[f"{name}.bias"] = wq, np.rint(b / unit).astype(np.int64)
-        if name != "head":
+        if name.startswith("hidden."):
             act_scales[i] = max(act_scales[i], float(unit.max()) / (1 << 14))
-        target = (
-            unit / act_scales[i] if name != "head" else unit * float(p["logit_scale"]) * (1 << LOGIT_BITS)
-        )
-        out[f"{name}.multiplier"], s = _multipliers(target)
+            out[f"{name}.multiplier"], s = _multipliers(unit / act_scales[i])
+        else:  # logits in units of 2^-12 nats
+            out[f"{name}.multiplier"], s = _multipliers(unit * (1 << LOGIT_BITS))
+            if s < MIN_HEAD_SHIFT:
+                raise ValueError(f"{name}: one accumulator unit is worth over 2 nats; cannot quantize")
         shifts.append(s)
+    last = act_scales[c.layers - 1]
+    out["hi_embed"] = np.clip(np.rint(p["hi_embed.weight"] / last), -QMAX, QMAX).astype(np.int8)
     out["shifts"] = np.array(shifts, dtype=np.int64)
     return out, act_scales
 
@@ -180,7 +191,8 @@ def export_integer(prior: GroupedPrior, grids: np.ndarray, labels: np.ndarray | 
 
 def _calibration_activations(prior: GroupedPrior, grids: Tensor, ids: Tensor) -> list[np.ndarray]:
     """Per ReLU layer, a deterministic sample (<= 2^22) of its float activations over every step's
-    positions of ``grids``; checks on the way that `_float_pass` reproduces the prior's logits."""
+    positions of ``grids``; checks on the way that `_float_pass` reproduces the prior's hi and lo
+    logits."""
     c = prior.config
     weights = {k: v.detach().to("cpu", torch.float64) for k, v in prior.state_dict().items()}
     per_layer: list[list[np.ndarray]] = [[] for _ in range(c.layers)]
@@ -191,15 +203,9 @@ def _calibration_activations(prior: GroupedPrior, grids: Tensor, ids: Tensor) ->
             pos = step_geometry(c.schedule, h, w, s, c.radius)[0]
             if not len(pos):
                 continue
-            acts, logits = _float_pass(prior, weights, gb, ib, s)
+            acts, hi_logits, lo_logits = _float_pass(prior, weights, gb, ib, s)
             if lo == 0 and s == 0:  # the mirror must stay the model: a changed GroupedPrior breaks it
-                dev = prior.head.weight.device
-                ref = prior.step_logits(gb.to(dev), s, ib.to(dev)).reshape(len(gb), h * w, -1).cpu()
-                ref = ref[:, torch.from_numpy(pos)]
-                if not torch.allclose(ref.double(), logits, rtol=1e-4, atol=1e-3):
-                    raise RuntimeError(
-                        "export_integer's float pass no longer matches GroupedPrior.step_logits"
-                    )
+                _check_mirror(prior, gb, ib, s, hi_logits, lo_logits)
             for i, a in enumerate(acts):
                 per_layer[i].append(a.reshape(-1).numpy().astype(np.float32))
     out = []
@@ -208,3 +214,25 @@ def _calibration_activations(prior: GroupedPrior, grids: Tensor, ids: Tensor) ->
         stride = max(1, len(v) >> 22)
         out.append(v[::stride])
     return out
+
+
+def _check_mirror(prior: GroupedPrior, grids: Tensor, ids: Tensor, step: int, hi_logits: Tensor,
+                  lo_logits: Tensor) -> None:  # fmt: skip
+    """RuntimeError unless `_float_pass`'s logits at ``step`` are the prior's own (GroupedPrior's
+    step_hidden, hi_logits and lo_logits given the true hi; masked lo values aside)."""
+    b, h, w = grids.shape
+    pos = torch.from_numpy(step_geometry(prior.config.schedule, h, w, step, prior.config.radius)[0])
+    dev = prior.head.weight.device
+    a = prior.step_hidden(grids.to(dev), step, ids.to(dev)).reshape(b, h * w, -1)[:, pos.to(dev)]
+    hi = grids.reshape(b, -1)[:, pos].to(dev) // prior.k_lo
+    ref_hi = prior.hi_logits(a).cpu().double()
+    ref_lo = prior.lo_logits(a, hi).cpu().double()
+    valid = torch.isfinite(ref_lo)
+    if not (
+        torch.allclose(ref_hi, hi_logits, rtol=1e-4, atol=1e-3)
+        and torch.allclose(ref_lo[valid], lo_logits[valid], rtol=1e-4, atol=1e-3)
+        and torch.equal(valid, ~prior.invalid[hi].cpu())
+    ):
+        raise RuntimeError(
+            "export_integer's float pass no longer matches GroupedPrior.step_hidden / hi_logits / lo_logits"
+        )

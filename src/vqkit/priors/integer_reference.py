@@ -1,11 +1,12 @@
 """A second, independent implementation of `IntegerPrior`'s inference, in NumPy int64 only.
 
 The tests hold vqkit.priors.integer to it bit for bit. It shares nothing with the torch path but the
-stored integers and the schedule (vqkit.priors.grouped.step_map): no float anywhere, no torch
-arithmetic, the context layer written as a sum over the k x k window offsets of (embedding rows @
-weight slice) instead of one gather and matmul, and the requantization spelled out in Python-int
-semantics on int64 arrays. NumPy's integer matmul is exact (no BLAS), so this is slow but plainly
-right: a reference, not a fast path.
+stored integers, the schedule (vqkit.priors.grouped.step_map) and the format's MASK_GAP: no float
+anywhere, no torch arithmetic, the context layer written as a sum over the k x k window offsets of
+(embedding rows @ weight slice) instead of one gather and matmul, the lo part's invalid codes found
+from hi * K_lo + lo >= K directly, and the requantization spelled out in Python-int semantics on int64
+arrays. NumPy's integer matmul is exact (no BLAS), so this is slow but plainly right: a reference,
+not a fast path.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from vqkit.priors.grouped import schedule_steps, step_map
+from vqkit.priors.integer import MASK_GAP
 
 
 class ReferencePrior:
@@ -24,7 +26,9 @@ class ReferencePrior:
         self.a = {name: np.asarray(t, dtype=np.int64) for name, t in arrays.items()}
         self.schedule, self.radius, self.num_classes = schedule, radius, num_classes
         self.codebook_size = self.a["embed"].shape[0] - 1
-        self.layers = len(self.a["shifts"]) - 1
+        self.layers = len(self.a["shifts"]) - 2  # context, L - 1 hidden layers, head, head_lo
+        self.k_hi = self.a["head.weight"].shape[0]
+        self.k_lo = self.a["head_lo.weight"].shape[0]
         self.steps = schedule_steps(schedule)
 
     @staticmethod
@@ -34,8 +38,8 @@ class ReferencePrior:
             acc * mult + (np.int64(1) << np.int64(shift - 1)), np.int64(1) << np.int64(shift)
         )
 
-    def step_logits(self, known: np.ndarray, step: int, start_ids: np.ndarray) -> np.ndarray:
-        """known (B, h, w), step, start_ids (B,) -> (B, n_s, K) int64 (IntegerPrior.step_logits)."""
+    def step_hidden(self, known: np.ndarray, step: int, start_ids: np.ndarray) -> np.ndarray:
+        """known (B, h, w), step, start_ids (B,) -> a_int (B, n_s, H) int64 (IntegerPrior.step_hidden)."""
         a, r, k_codes = self.a, self.radius, self.codebook_size
         known = np.asarray(known, dtype=np.int64)
         b, h, w = known.shape
@@ -62,22 +66,23 @@ class ReferencePrior:
         for i in range(self.layers - 1):
             acc = np.matmul(act, a[f"hidden.{i}.weight"].T) + a[f"hidden.{i}.bias"]
             act = np.clip(self._requantize(acc, a[f"hidden.{i}.multiplier"], int(a["shifts"][i + 1])), 0, 127)
-        acc = np.matmul(act, a["head.weight"].T) + a["head.bias"]
-        return self._requantize(acc, a["head.multiplier"], int(a["shifts"][-1]))
+        return act
 
-    def logits(self, indices: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
-        """indices (B, h, w) -> (B, h*w, K) int64, each row from its own step (IntegerPrior.logits)."""
-        indices = np.asarray(indices, dtype=np.int64)
-        b, h, w = indices.shape
-        ids = (
-            np.full(b, self.num_classes, dtype=np.int64)
-            if labels is None
-            else np.asarray(labels, dtype=np.int64)
-        )
-        out = np.zeros((b, h * w, self.codebook_size), dtype=np.int64)
-        flat = step_map(self.schedule, h, w).reshape(-1)
-        for s in range(self.steps):
-            rows = np.flatnonzero(flat == s)
-            if len(rows):
-                out[:, rows] = self.step_logits(indices, s, ids)
-        return out
+    def hi_logits(self, a_int: np.ndarray) -> np.ndarray:
+        """a_int (..., H) -> q_hi (..., K_hi) int64 (IntegerPrior.hi_logits)."""
+        a = self.a
+        acc = np.matmul(np.asarray(a_int, dtype=np.int64), a["head.weight"].T) + a["head.bias"]
+        return self._requantize(acc, a["head.multiplier"], int(a["shifts"][-2]))
+
+    def lo_logits(self, a_int: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """a_int (..., H), hi (...) -> q_lo (..., K_lo) int64 (IntegerPrior.lo_logits)."""
+        a = self.a
+        hi = np.asarray(hi, dtype=np.int64)
+        b = np.clip(np.asarray(a_int, dtype=np.int64) + a["hi_embed"][hi], 0, 127)
+        acc = np.matmul(b, a["head_lo.weight"].T) + a["head_lo.bias"]
+        q = self._requantize(acc, a["head_lo.multiplier"], int(a["shifts"][-1]))
+        invalid = hi[..., None] * self.k_lo + np.arange(self.k_lo) >= self.codebook_size  # (..., K_lo)
+        if invalid.any():
+            top = np.where(invalid, np.iinfo(np.int64).min, q).max(axis=-1, keepdims=True)
+            q = np.where(invalid, top - MASK_GAP, q)
+        return q

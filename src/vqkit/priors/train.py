@@ -300,7 +300,7 @@ def _train_prior(
         cal = calibrate(result.prior, val_set, max_grids=train_cfg.eval_grids)
         info["calibration"] = summary["calibration"] = calibration_record(cal, "holdout")
     integer: IntegerPrior | None = None
-    if finished and isinstance(result.prior, GroupedPrior):  # after calibration: its scale is folded in
+    if finished and isinstance(result.prior, GroupedPrior):  # the integer network of the two-part head
         integer, record = export_integer_record(
             result.prior, val_set, data="holdout", eval_grids=train_cfg.eval_grids, fingerprint=fingerprint
         )
