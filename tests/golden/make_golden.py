@@ -98,7 +98,7 @@ def tiny_prior(codebook_size: int, grid: tuple[int, int], seed: int = 0) -> torc
 def grouped_run(path: Path, schedule: str = "2x2", seed: int = 0) -> Path:
     """A tiny run with a random (not uniform) grouped prior exported to its integer network."""
     from vqkit.priors import GroupedPrior, PriorConfig
-    from vqkit.priors.integer import export_integer
+    from vqkit.priors.integer_export import export_integer
     from vqkit.runs import Run, model_fingerprint
     from vqkit.runs.layout import INTEGER_PRIOR_FILE
 
