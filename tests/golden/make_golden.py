@@ -95,6 +95,27 @@ def tiny_prior(codebook_size: int, grid: tuple[int, int], seed: int = 0) -> torc
     return prior.eval()
 
 
+def grouped_run(path: Path, schedule: str = "2x2", seed: int = 0) -> Path:
+    """A tiny run with a random (not uniform) grouped prior exported to its integer network."""
+    from vqkit.priors import GroupedPrior, PriorConfig
+    from vqkit.priors.integer_export import export_integer
+    from vqkit.runs import Run, model_fingerprint
+    from vqkit.runs.layout import INTEGER_PRIOR_FILE
+
+    run_dir = build_tiny_run(path)
+    torch.manual_seed(seed)
+    prior = GroupedPrior(PriorConfig(kind="grouped", schedule=schedule, codebook_size=16, width=16,
+                                     layers=2, embed_dim=4, radius=2))  # fmt: skip
+    with torch.no_grad():
+        for p in prior.parameters():
+            p.normal_(0.0, 0.5)
+    grids = Run.load(run_dir).encode(blob_images(32, (16, 16), 5))
+    integer = export_integer(prior.eval(), np.stack(grids))
+    integer.info["model_fingerprint"] = model_fingerprint(run_dir)  # as `vqkit prior train` stamps it
+    integer.save(run_dir / INTEGER_PRIOR_FILE)
+    return run_dir
+
+
 def golden_images() -> dict[str, list[np.ndarray]]:
     rgb = blob_images(3, (16, 16), 11)
     grey = blob_images(1, (12, 20), 12, channels=1)

@@ -241,6 +241,8 @@ def encode_grids(
         for i, g in enumerate(grids):
             payloads[i], bits[i] = range_encode(g.reshape(-1), table), code_bits(table, g.reshape(-1))
         return payloads, bits
+    if model is EntropyModel.GROUPED:
+        return coding.require_grouped().encode(grids)
     encoders: dict[int, StreamEncoder] = {}
     total = sum(g.size for g in grids)
     with tqdm(total=total, desc="prior", unit="code", unit_scale=True, disable=not progress) as bar:
@@ -352,10 +354,12 @@ def _open(coding: Coding, data: bytes, name: str) -> Container:
     model = container.entropy_model
     if model is EntropyModel.STATIC and not coding.has_static():
         raise CodecError(f"{name} uses the static entropy model, which {coding.run.path} lacks")
-    if model in PRIOR_MODELS and coding.stages > 1:
+    if (model in PRIOR_MODELS or model is EntropyModel.GROUPED) and coding.stages > 1:
         coding.refuse_prior_for_stages()
     if model in PRIOR_MODELS and coding.prior(model) is None:
         raise CodecError(f"{name} uses the prior, which {coding.run.path} lacks")
+    if model is EntropyModel.GROUPED and coding.grouped() is None:
+        raise CodecError(f"{name} uses the grouped prior, which {coding.run.path} lacks")
     if container.fingerprint != coding.fingerprint(model):
         raise CodecError(
             f"{name} was written with another model than {coding.run.path} (file fingerprint "
@@ -404,7 +408,7 @@ def decode_codes_many(
             payload = bytes(data[offset : offset + rec.codes_length])
             if coding.stages > 1:  # (n, h, w) stage grids of a residual VQ run
                 grids.append(decode_stage_grid(coding, container.entropy_model, payload, rec, (h, w)))
-            elif container.entropy_model in PRIOR_MODELS:
+            elif container.entropy_model in (*PRIOR_MODELS, EntropyModel.GROUPED):
                 pending.setdefault(container.entropy_model, []).append((f, i, payload, (h, w)))
                 grids.append(np.empty(0))  # filled below
             elif table is None:
@@ -413,7 +417,7 @@ def decode_codes_many(
                 grids.append(range_decode(payload, table, h * w).reshape(h, w))
         decoded.append(grids)
     for model, items in pending.items():
-        coder = coding.require_prior(model)
+        coder = coding.require_grouped() if model is EntropyModel.GROUPED else coding.require_prior(model)
         out = coder.decode([p for _, _, p, _ in items], [s for _, _, _, s in items], progress)
         for (f, i, _, _), grid in zip(items, out, strict=True):
             decoded[f][i] = grid

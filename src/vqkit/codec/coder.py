@@ -110,7 +110,8 @@ def range_decode(payload: bytes, freq: np.ndarray, n: int) -> np.ndarray:
 
 
 class StepDecoder:
-    """Decodes one symbol at a time, each with its own (K,) table (autoregressive decoding)."""
+    """Decodes one symbol at a time, each with its own (K,) table (autoregressive decoding), or a
+    step's symbols at once with their (n, K) tables (``many``)."""
 
     def __init__(self, payload: bytes) -> None:
         self._decoder = constriction.stream.queue.RangeDecoder(_words(payload))
@@ -120,6 +121,14 @@ class StepDecoder:
         probabilities = (freq.astype(np.float64) / TOTAL)[None, :]
         try:
             return int(self._decoder.decode(self._family, probabilities)[0])
+        except Exception as e:
+            raise CodecError(f"corrupt codes payload ({e})") from e
+
+    def many(self, freq: np.ndarray) -> np.ndarray:
+        """The next n symbols, each under its row of ``freq`` (n, K) -> (n,) int64."""
+        probabilities = freq.astype(np.float64) / TOTAL
+        try:
+            return np.asarray(self._decoder.decode(self._family, probabilities), dtype=np.int64)
         except Exception as e:
             raise CodecError(f"corrupt codes payload ({e})") from e
 

@@ -13,11 +13,12 @@ from torch import nn
 
 from vqkit.codec.container import FINGERPRINT_BYTES, CodecError, EntropyModel
 from vqkit.codec.entropy import PriorCoder
-from vqkit.codec.fitting import load_serial_prior, load_static_table
+from vqkit.codec.fitting import load_integer_prior, load_serial_prior, load_static_table
+from vqkit.codec.grouped import GroupedCoder
 from vqkit.codec.tables import check_codebook_size
 from vqkit.runs import Run, RunError, model_digest
 
-ENTROPY_CHOICES = ("auto", "raw", "static", "prior", "prior-tiles")
+ENTROPY_CHOICES = ("auto", "raw", "static", "prior", "prior-tiles", "grouped")
 PRIOR_MODELS = (EntropyModel.PRIOR_OVERLAP, EntropyModel.PRIOR)
 # what each choice codes with; "prior" is the prior's best (overlapping windows), "prior-tiles" the
 # older independent tiles: on Kodak photos 5 % bigger, coded 2.7-2.8 times as fast (README)
@@ -26,6 +27,7 @@ CHOICE_MODELS = {
     "static": EntropyModel.STATIC,
     "prior": EntropyModel.PRIOR_OVERLAP,
     "prior-tiles": EntropyModel.PRIOR,
+    "grouped": EntropyModel.GROUPED,
 }
 
 
@@ -48,6 +50,8 @@ class Coding:
         self._prior_module = prior
         self._coders: dict[EntropyModel, PriorCoder] = {}
         self._search_prior: nn.Module | None = None
+        self._grouped: GroupedCoder | None = None
+        self._grouped_loaded = False
 
     @property
     def downsample(self) -> int:
@@ -94,6 +98,26 @@ class Coding:
             self._coders[model] = PriorCoder(self._prior_module, self.codebook_size, overlap)
         return self._coders[model]
 
+    def grouped(self) -> GroupedCoder | None:
+        """The coder of the run's grouped prior (its integer network), or None when it has none."""
+        if self.stages > 1:  # a residual VQ run has no prior (require_grouped says why)
+            return None
+        if not self._grouped_loaded:
+            prior = load_integer_prior(self.run.path)
+            self._grouped = None if prior is None else GroupedCoder(prior, self.codebook_size)
+            self._grouped_loaded = True
+        return self._grouped
+
+    def require_grouped(self) -> GroupedCoder:
+        self.refuse_prior_for_stages()
+        coder = self.grouped()
+        if coder is None:
+            raise RunError(
+                f"{self.run.path} has no grouped prior; train one with "
+                f"`vqkit prior train {self.run.path} --set model.kind=grouped`"
+            )
+        return coder
+
     def refuse_prior_for_stages(self) -> None:
         """The prior models one code grid per image, not the stages of a residual VQ run."""
         if self.stages > 1:
@@ -126,11 +150,14 @@ class Coding:
             params = self.static_tables().astype("<u4").tobytes()
         elif entropy_model in PRIOR_MODELS:
             params = self.require_prior(entropy_model).digest
+        elif entropy_model is EntropyModel.GROUPED:
+            params = self.require_grouped().digest
         return hashlib.sha256(self.digest + bytes([int(entropy_model)]) + params).digest()[:FINGERPRINT_BYTES]
 
     def candidates(self, requested: str) -> list[EntropyModel]:
-        """Entropy models to try: the requested one, or for "auto" every available one (the prior over
-        overlapping windows, which codes any grid shape; static if fitted; raw), best guess first."""
+        """Entropy models to try: the requested one, or for "auto" every available one (the grouped
+        prior's integer network; the serial prior over overlapping windows, which codes any grid shape;
+        static if fitted; raw), best guess first."""
         if requested not in ENTROPY_CHOICES:
             raise CodecError(f"entropy model must be one of {', '.join(ENTROPY_CHOICES)}, got {requested!r}")
         if requested != "auto":
@@ -139,8 +166,11 @@ class Coding:
                 self.static_tables()
             elif model in PRIOR_MODELS:
                 self.require_prior(model)
+            elif model is EntropyModel.GROUPED:
+                self.require_grouped()
             return [model]
         return [
+            *([EntropyModel.GROUPED] if self.grouped() is not None else []),
             *([EntropyModel.PRIOR_OVERLAP] if self.prior() is not None else []),
             *([EntropyModel.STATIC] if self._static is not None else []),
             EntropyModel.RAW,

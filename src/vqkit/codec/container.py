@@ -26,6 +26,7 @@ from vqkit.data import DataError
 
 MAGIC = b"VQ"
 FORMAT_VERSION = 4  # the version this vqkit writes, and the newest it reads
+GROUPED_SINCE = 4  # the first version whose files may use EntropyModel.GROUPED
 CHECKSUMS = 3  # the first version with header and payload checksums
 STAGE_COUNTS = 4  # the first version with a stage count per image
 MAX_STAGES = 64  # stage counts above this are refused as corrupt (a run's own S is checked on decoding)
@@ -50,6 +51,7 @@ class EntropyModel(IntEnum):
     STATIC = 1  # one integer code-frequency table per run (entropy_static.json)
     PRIOR = 2  # the run's autoregressive prior, integer tables from quantized logits, independent tiles
     PRIOR_OVERLAP = 3  # the same prior over windows that overlap by 2 rows and columns (context)
+    GROUPED = 4  # a grouped prior's integer network, in parallel steps (format version 4 on)
 
 
 class Mode(IntEnum):
@@ -154,6 +156,7 @@ def build(
         (version < 2 and any(r.resampled for r in records))
         or (version < STAGE_COUNTS and any(r.stages != 1 for r in records))
         or not 1 <= version <= FORMAT_VERSION
+        or (entropy_model is EntropyModel.GROUPED and version < GROUPED_SINCE)
     ):
         raise ValueError(f"cannot write these records in format version {version}")
     head = bytearray(MAGIC + bytes([version, int(entropy_model)]) + fingerprint)
@@ -254,6 +257,8 @@ def parse(data: bytes, name: str = "input") -> Container:
         entropy_model = EntropyModel(entropy_id)
     except ValueError:
         raise r.fail(f"unknown entropy model id {entropy_id} (newer vqkit, or a corrupt file)") from None
+    if entropy_model is EntropyModel.GROUPED and version < GROUPED_SINCE:
+        raise r.fail(f"corrupt: entropy model {entropy_id} does not exist in format version {version}")
     fingerprint = r.take(FINGERPRINT_BYTES, "model fingerprint")
     # Every record takes at least 4 bytes, so the count is bounded by what remains before allocating.
     count = r.varint("image count", min(MAX_IMAGES, r.left // 4))

@@ -26,9 +26,17 @@ from vqkit.codec.tables import frequencies_from_counts
 from vqkit.data import ImageSet, load_dataset
 from vqkit.priors.build import Prior
 from vqkit.priors.checkpoint import load_prior, prior_exists, read_prior_doc, save_prior
+from vqkit.priors.integer import IntegerPrior
 from vqkit.priors.model import CodePrior
 from vqkit.runs import Run, RunError, model_fingerprint, read_format_json, run_lock, write_json
-from vqkit.runs.layout import MODEL_FILE, PRIOR_CONFIG_FILE, PRIOR_EVAL_FILE, PRIOR_FILE, STATIC_TABLE_FILE
+from vqkit.runs.layout import (
+    INTEGER_PRIOR_FILE,
+    MODEL_FILE,
+    PRIOR_CONFIG_FILE,
+    PRIOR_EVAL_FILE,
+    PRIOR_FILE,
+    STATIC_TABLE_FILE,
+)
 
 STATIC_FORMAT = "vqkit-entropy-static"
 STATIC_FORMAT_VERSION = 1
@@ -141,6 +149,22 @@ def load_run_prior(run_dir: Path) -> Prior | None:
     return load_prior(run_dir)
 
 
+def load_integer_prior(run_dir: Path) -> IntegerPrior | None:
+    """The integer network of the run's grouped prior (entropy model GROUPED), or None when the run
+    has none. One written for another VQ-VAE is an error."""
+    path = Path(run_dir) / INTEGER_PRIOR_FILE
+    if not path.is_file():
+        return None
+    prior = IntegerPrior.load(path)
+    made_for, expected = prior.info.get("model_fingerprint"), model_fingerprint(run_dir)
+    if made_for != expected:
+        raise RunError(
+            f"{path} was made for another VQ-VAE (fingerprint {made_for}, the run's model is {expected}); "
+            f"retrain the prior with `vqkit prior train {run_dir} --set model.kind=grouped`"
+        )
+    return prior
+
+
 def load_serial_prior(run_dir: Path) -> CodePrior | None:
     """The run's serial prior (entropy models PRIOR and PRIOR_OVERLAP), or None when the run has no
     prior or a grouped one (which codes through its integer network instead)."""
@@ -189,8 +213,12 @@ def _carry_entropy_models(source: Path, run_dir: Path) -> list[Path]:
         fresh = ("format", "format_version", "vqkit_version", "saved", "argv", "model_fingerprint", "prior")
         info = {k: v for k, v in doc.items() if k not in fresh}
         info["carried_from"] = {**carried, "argv": doc.get("argv")}
-        save_prior(run_dir, prior, info=info, fingerprint=fingerprint)
+        integer = load_integer_prior(source)  # a grouped prior's integer network goes along
+        if integer is not None:
+            integer.info["model_fingerprint"] = fingerprint  # info is outside its digest: codes are the same
+        save_prior(run_dir, prior, info=info, fingerprint=fingerprint, integer=integer)
         written += [run_dir / PRIOR_FILE, run_dir / PRIOR_CONFIG_FILE]
+        written += [run_dir / INTEGER_PRIOR_FILE] if integer is not None else []
         evaluation = source / PRIOR_EVAL_FILE
         if evaluation.is_file():  # an evaluation of codes, which are the same here
             shutil.copyfile(evaluation, run_dir / PRIOR_EVAL_FILE)
