@@ -318,7 +318,7 @@ def cpu_flags() -> set[str]:
     return {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":")[1].split()}
 
 
-@pytest.mark.slow  # five fresh processes that import torch
+# Five fresh processes that import torch (~30 s): in the default run, as the codec promises portability.
 def test_tables_identical_under_every_cpu_capability(tmp_path: Path) -> None:
     """Each run in a fresh process with the dispatch forced: ATen kernels (default / AVX2 / AVX512) and
     MKL's code path (SSE4.2 / AVX2). A capability this CPU lacks is skipped (and named)."""
