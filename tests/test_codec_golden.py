@@ -152,3 +152,19 @@ def test_golden_residual_stage_grids_encode_to_the_same_payloads(rvq_coding: Cod
     payloads, _ = encode_grids(rvq_coding, grids, container.entropy_model)
     for payload, offset, record in zip(payloads, container.offsets(), container.records, strict=True):
         assert payload == data[offset : offset + record.codes_length]
+
+
+def test_golden_grouped_file_decodes_to_the_stored_codes_and_reencodes_to_its_bytes() -> None:
+    """Entropy model 4: the integer network's tables, hi and lo parts, step by step, must not change."""
+    data = (V4 / "grouped.vqk").read_bytes()
+    expected = json.loads((V4 / "grouped.json").read_text())
+    assert hashlib.sha256(data).hexdigest() == expected["sha256"], "the committed file itself changed"
+    coding = Coding(V4 / "grouped_run")
+    container, grids = decode_codes(coding, data, name="grouped")
+    assert container.entropy_model is EntropyModel.GROUPED and container.version == 4
+    for grid, want in zip(grids, expected["indices"], strict=True):
+        np.testing.assert_array_equal(grid, np.array(want, dtype=np.int64))
+    payloads, _ = encode_grids(coding, grids, EntropyModel.GROUPED)
+    for payload, offset, record in zip(payloads, container.offsets(), container.records, strict=True):
+        assert payload == data[offset : offset + record.codes_length]
+    assert [list(im.shape) for im in decompress(coding, data)] == expected["sizes"]

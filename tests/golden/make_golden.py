@@ -10,7 +10,8 @@ image) and expected.json (each image's code grid); with NAMEs (e.g. prior_overla
 by the committed run; with the single NAME ``v3`` or ``v4``, only the files of that version, rebuilt
 from the committed older ones. The single NAME ``rvq`` writes v4/rvq_run/ (a tiny residual VQ run
 of 3 stages with per-stage static tables), v4/rvq_raw.vqk and v4/rvq_static.vqk (images coded with
-1, 2 and 3 stages) and v4/expected.json. Regenerate only on a deliberate format change;
+1, 2 and 3 stages) and v4/expected.json; the single NAME ``grouped`` writes v4/grouped_run/ (a tiny run
+with a grouped prior's integer network), v4/grouped.vqk (entropy model 4) and v4/grouped.json. Regenerate only on a deliberate format change;
 tests/test_codec_golden.py and tests/test_vqk_integrity.py then guard the new files.
 """
 
@@ -203,6 +204,23 @@ def write_rvq_files() -> None:
     (folder / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
 
 
+def write_grouped_files() -> None:
+    """A run with a grouped prior's integer network (4x4-8 schedule) and one archive of images of
+    three grid shapes coded with it (entropy model 4)."""
+    folder = GOLDEN / "v4"
+    run = grouped_run(folder / "grouped_run", schedule="4x4-8", seed=3)
+    images = [blob_images(1, size, 90 + i)[0] for i, size in enumerate([(16, 16), (40, 28), (12, 20)])]
+    result = compress_images(run, images, entropy_model="grouped", archive=True, quality=False)
+    data = result.files[0]
+    _, decoded = decode_codes(run, data)
+    assert all(np.array_equal(a, b) for a, b in zip(result.grids, decoded, strict=True))
+    (folder / "grouped.vqk").write_bytes(data)
+    expected = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+                "sizes": [list(im.shape) for im in images], "indices": [g.tolist() for g in decoded]}  # fmt: skip
+    (folder / "grouped.json").write_text(json.dumps(expected, indent=1) + "\n")
+    print(f"v4/grouped.vqk: {len(data)} bytes")
+
+
 def main() -> int:
     if os.environ.get(SWITCH) != "1":
         print(f"refusing to overwrite the golden files; set {SWITCH}=1 to regenerate them", file=sys.stderr)
@@ -214,6 +232,9 @@ def main() -> int:
     only = sys.argv[1:]
     if only in (["v3"], ["v4"]):
         write_version_files(list(golden_images()), int(only[0][1]))
+        return 0
+    if only == ["grouped"]:
+        write_grouped_files()
         return 0
     if only == ["rvq"]:
         write_rvq_files()
