@@ -11,7 +11,8 @@ by the committed run; with the single NAME ``v3`` or ``v4``, only the files of t
 from the committed older ones. The single NAME ``rvq`` writes v4/rvq_run/ (a tiny residual VQ run
 of 3 stages with per-stage static tables), v4/rvq_raw.vqk and v4/rvq_static.vqk (images coded with
 1, 2 and 3 stages) and v4/expected.json; the single NAME ``grouped`` writes v4/grouped_run/ (a tiny run
-with a grouped prior's integer network), v4/grouped.vqk (entropy model 4) and v4/grouped.json. Regenerate only on a deliberate format change;
+with a grouped prior's integer network), v4/grouped.vqk (entropy model 4) and v4/grouped.json.
+Regenerate only on a deliberate format change;
 tests/test_codec_golden.py and tests/test_vqk_integrity.py then guard the new files.
 """
 
@@ -216,7 +217,8 @@ def write_grouped_files() -> None:
     assert all(np.array_equal(a, b) for a, b in zip(result.grids, decoded, strict=True))
     (folder / "grouped.vqk").write_bytes(data)
     expected = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
-                "sizes": [list(im.shape) for im in images], "indices": [g.tolist() for g in decoded]}  # fmt: skip
+                "sizes": [list(im.shape) for im in images],
+                "indices": [g.tolist() for g in decoded]}  # fmt: skip
     (folder / "grouped.json").write_text(json.dumps(expected, indent=1) + "\n")
     print(f"v4/grouped.vqk: {len(data)} bytes")
 
