@@ -1,4 +1,4 @@
-"""Fuzz of the .vqk decoder: mutated version-3 files (bit flips, byte overwrites, truncations,
+"""Fuzz of the .vqk decoder: mutated version-3 and version-4 files (bit flips, byte overwrites, truncations,
 splices from other files, header edits, payload flips) must be refused with one CodecError or decode
 to exactly what the unmutated file decodes to. Anything else is counted: a silent wrong decode, a
 traceback (any other exception), a hang (a decode over --timeout seconds), and the peak memory.
@@ -6,6 +6,8 @@ traceback (any other exception), a hang (a decode over --timeout seconds), and t
     .venv/bin/python benchmarks/fuzz_codec.py --iterations 10000
     .venv/bin/python benchmarks/fuzz_codec.py --minutes 10 --seed 3
 
+Version 4 seeds are the golden files of every entropy model, the residual VQ archives (stage counts) and
+the grouped prior's archive (entropy model 4, its integer network), each decoded with its own run.
 Also fuzzes the version-1/2 golden files (no checksums): those may decode to other pixels, but never
 raise anything but CodecError, hang or grow memory. Prints a table, writes JSON under
 benchmarks/results/ and exits 1 on any silent wrong decode, traceback or hang; the first few failing
@@ -96,10 +98,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="results JSON (default benchmarks/results/fuzz_codec-DATE.json)")
     a = p.parse_args(argv)
     signal.signal(signal.SIGALRM, _alarm)
-    coding = Coding(GOLDEN / "run")
+    codings = {"run": Coding(GOLDEN / "run"), "rvq": Coding(GOLDEN / "v4" / "rvq_run"),
+               "grouped": Coding(GOLDEN / "v4" / "grouped_run")}  # fmt: skip
+
+    def run_of(name: str) -> Coding:
+        stem = name.split("/")[-1]
+        return codings[
+            "rvq" if stem.startswith("rvq") else "grouped" if stem.startswith("grouped") else "run"
+        ]
+
     seeds = {f"v3/{path.name}": path.read_bytes() for path in sorted((GOLDEN / "v3").glob("*.vqk"))}
+    seeds |= {f"v4/{path.name}": path.read_bytes() for path in sorted((GOLDEN / "v4").glob("*.vqk"))}
     legacy = {path.name: path.read_bytes() for path in sorted(GOLDEN.glob("*.vqk"))}
-    reference = {name: decompress(coding, data) for name, data in {**seeds, **legacy}.items()}
+    reference = {name: decompress(run_of(name), data) for name, data in {**seeds, **legacy}.items()}
     donors = [*seeds.values(), *legacy.values()]
     rng = np.random.default_rng(a.seed)
     rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -113,13 +124,13 @@ def main(argv: list[str] | None = None) -> int:
         name = sorted(pool)[int(rng.integers(0, len(pool)))]
         kind = KINDS[int(rng.integers(0, len(KINDS)))]
         data = mutate(pool[name], kind, donors, rng)
-        group = "v3" if name.startswith("v3/") else "v1/v2"
+        group = name.split("/")[0] if "/" in name else "v1/v2"
         row = table.setdefault((group, kind), {"inputs": 0, "refused": 0, "same": 0, "different": 0,
                                                "traceback": 0, "hang": 0})  # fmt: skip
         row["inputs"] += 1
         started = time.perf_counter()
         try:
-            result = outcome(coding, data, reference[name], a.timeout)
+            result = outcome(run_of(name), data, reference[name], a.timeout)
         except Hang:
             result = "hang"
         except Exception:
@@ -128,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                 failures.append(f"input {n} ({kind} of {name}):\n{traceback.format_exc()}")
         slowest = max(slowest, time.perf_counter() - started)
         row[result] += 1
-        if result in ("traceback", "hang") or (result == "different" and group == "v3"):
+        if result in ("traceback", "hang") or (result == "different" and group != "v1/v2"):
             if len(failures) < 5:
                 failures.append(f"input {n} ({kind} of {name}): {result}")
             bad = ROOT / "benchmarks" / "results" / f"fuzz-failure-{a.seed}-{n}.vqk"
@@ -144,10 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{group:<6} {kind:<15} " + " ".join(f"{row[k]:>{w}}" for k, w in cells))
         for k in totals:
             totals[k] += row[k]
-    silent = sum(row["different"] for (group, _), row in table.items() if group == "v3")
+    silent = sum(row["different"] for (group, _), row in table.items() if group != "v1/v2")
     growth_mb = (rss_peak - rss_start) / 1024
     print(
-        f"\n{n} inputs: {silent} silent wrong decodes of version-3 files, {totals['traceback']} "
+        f"\n{n} inputs: {silent} silent wrong decodes of version-3/4 files, {totals['traceback']} "
         f"tracebacks, {totals['hang']} hangs; slowest decode {slowest:.3f} s; peak memory "
         f"{rss_peak / 1024:.0f} MB ({growth_mb:.0f} MB above the start)"
     )
@@ -160,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "seed": a.seed,
         "inputs": n,
-        "silent_wrong_decodes_v3": silent,
+        "silent_wrong_decodes_v3_v4": silent,
         "totals": totals,
         "rows": [{"files": g, "mutation": k, **row} for (g, k), row in sorted(table.items())],
         "slowest_decode_s": round(slowest, 4),

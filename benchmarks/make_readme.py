@@ -576,15 +576,16 @@ def reliability_section(docs: dict[str, dict[str, Any]]) -> list[str]:
         "| hangs |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    silent = fuzz.get("silent_wrong_decodes_v3_v4", fuzz.get("silent_wrong_decodes_v3"))
     for r in fuzz["rows"]:
-        files = "version 3" if r["files"] == "v3" else "versions 1-2"
+        files = {"v3": "version 3", "v4": "version 4"}.get(r["files"], "versions 1-2")
         counts = " | ".join(
             str(r[k]) for k in ("inputs", "refused", "same", "different", "traceback", "hang")
         )
         lines.append(f"| {files} | {r['mutation'].replace('_', ' ')} | {counts} |")
     lines += [
         "",
-        f"Silent wrong decodes of version-3 files: **{fuzz['silent_wrong_decodes_v3']}**; slowest decode "
+        f"Silent wrong decodes of version-3/4 files: **{silent}**; slowest decode "
         f"{fuzz['slowest_decode_s']:.2f} s; peak memory {fuzz['peak_rss_mb']:.0f} MB "
         f"({fuzz['rss_growth_mb']:.0f} MB above the start).",
         "",
