@@ -20,7 +20,9 @@ from vqkit.codec.search import (
     window_sse_batch,
     window_sse_many,
 )
+from vqkit.config import ModelConfig, QuantizerConfig, RunConfig
 from vqkit.data import to_float
+from vqkit.models import VQVAE
 from vqkit.priors import PriorConfig
 from vqkit.priors.checkpoint import save_prior
 from vqkit.priors.grouped import GroupedPrior, step_map
@@ -173,3 +175,23 @@ def test_compress_searches_with_the_runs_grouped_prior(run_dir: Path, tmp_path: 
     np.testing.assert_array_equal(np.stack(auto.grids), searched)
     rate_static = compress_images(coding, images, search=SearchConfig(1, 4, 5000.0, "static"), quality=False)
     np.testing.assert_array_equal(np.stack(rate_static.grids), static)
+
+
+@pytest.mark.parametrize(("f", "blocks"), [(4, 2), (2, 1), (8, 0)])
+def test_decode_inner_is_decode_window_cut_on_every_side(f: int, blocks: int) -> None:
+    """The unpadded decode of a window cut on all sides gives decode_window's pixels, with residual
+    blocks (whose convolutions then run unpadded) and without."""
+    torch.manual_seed(f + blocks)
+    cfg = ModelConfig(channels=16, res_channels=8, res_blocks=blocks, downsample=f,
+                      quantizer=QuantizerConfig(codebook_size=32, code_dim=4))  # fmt: skip
+    fast = Run(Path("."), RunConfig(model=cfg), VQVAE(cfg).eval(), torch.device("cpu"), {}, precision="fp32")
+    r = fast.fast_decoder.reach
+    for side in (2 * r + 1, 2 * r + 3):
+        idx = torch.randint(0, 32, (5, side, side + 1))
+        with torch.inference_mode():
+            want = fast.fast_decoder.decode_window(idx, (True, True, True, True))
+            got = fast.fast_decoder.decode_inner(idx)
+        assert got.shape == want.shape == (5, 3, (side - 2 * r) * f, (side + 1 - 2 * r) * f)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="no cell"):
+        fast.fast_decoder.decode_inner(torch.zeros(1, 2 * r, 2 * r + 1, dtype=torch.long))

@@ -172,9 +172,8 @@ def window_sse_batch(
     pxs = ((cols[sel] - rho) * f)[:, None] + px
     target = x[:, :, py[:, :, None], pxs[:, None, :]].transpose(1, 2)  # (B, m, C, S, S)
     flat = codes.flatten(0, 2)  # (B*m*k, P, P)
-    decoded = torch.cat(
-        [fast.decode_window(part, (True, True, True, True)) for part in flat.split(WINDOWS_PER_DECODE)]
-    )  # (B*m*k, C, S, S): the 2 rho + 1 cells around each position
+    # (B*m*k, C, S, S): the 2 rho + 1 cells around each position
+    decoded = torch.cat([fast.decode_inner(part) for part in flat.split(WINDOWS_PER_DECODE)])
     diff = decoded.clamp(0, 1).float().unflatten(0, (b, len(sel), k)) - target[:, :, None]
     out[:, sel] = diff.square().sum((3, 4, 5)) * 255.0**2
     return out
