@@ -10,8 +10,12 @@ position's few nearest codes (``candidates``), keeping the one that lowers
 where bits is the code's cost under the entropy model that will code the file: with the run's prior
 (``rate="auto"``), -log2 p(code | the codes before it in its window) from a prior walked along the
 sweep, the grid cut into the prior's windows as the coder cuts it; otherwise the static table (no rate
-term when the run has no table). The prior's rate is greedy: a choice's effect on the bits of later
-positions is not counted. ``passes`` repeats the sweep. The decoder,
+term when the run has no table). With a grouped prior (vqkit.priors.grouped, its run's "auto" rate)
+the sweep follows the prior's schedule instead, step by step: one ``step_hidden`` call at the start
+of step s gives the features of all of its positions (their context, the codes of earlier steps, does
+not change during the step), and a candidate's bits are -log2 p(hi) - log2 p(lo | hi), the two-part
+head evaluated for the k candidates only. The prior's rate is greedy: a choice's effect on the bits of
+later positions is not counted. ``passes`` repeats the sweep. The decoder,
 the file format and decoding speed are untouched: this only chooses better indices, at an encoding
 cost of about passes x candidates x h x w decodes of a window per image.
 
@@ -21,7 +25,13 @@ trial decodes that window alone (clipped at the image border, where the decoder'
 matches the full decode), and the error is summed over the reachable pixels only: exact, and
 independent of the image size. Inside the window each layer runs only on the cells the scored pixels
 still need (``FastDecoder.decode_window``), and positions of one sweep step too far apart to share a
-window are scored in one batch (``independent_groups``).
+window are scored in one batch (``independent_groups``; under a grouped prior ``lattice_groups`` and
+``window_sse_batch``, which gathers a whole group's windows as tensors).
+
+``radius`` < r narrows the scored pixels to the cells within ``radius`` of the position, and the
+decoded window with them (2 (radius + r) + 1 codes across): an approximation (the change a code makes
+further out is ignored) that costs a fraction of the exact trial. On CIFAR-10 (f = 4, r = 4) radius 1
+kept nearly all of the exact search's gain, radius 0 lost its distortion gain (benchmarks/search_speed.py).
 """
 
 from __future__ import annotations
