@@ -43,6 +43,7 @@ from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vqkit.codec.entropy import Layout
@@ -156,37 +157,36 @@ def window_sse_batch(
 ) -> torch.Tensor:
     """`window_sse_many` for n positions as tensors: rows, cols (n,) int64 grid positions, options
     (B, n, k) codes to try there -> (B, n, k) squared errors. The positions must lie more than
-    ``radius`` + r cells apart (none in another's window). Those whose window lies inside the grid
-    on every side (most of a photo's) are gathered and decoded in batches without a per-position
-    Python loop; those near the grid's edge go through `window_sse_many`."""
+    ``radius`` + r cells apart (none in another's window). Every window has one shape: the grid is
+    padded by radius + r cells (codes -1, cells masked out: ``FastDecoder.decode_inner``) and the
+    image by as many pixels (not scored), so all windows are gathered and decoded in batches without
+    a per-position Python loop, and at the grid's edges they give what ``decode_window`` gives."""
     fast = run.fast_decoder
     f, r = run.model.downsample, fast.reach
     rho = r if radius is None else min(radius, r)
     d, side = rho + r, (2 * rho + 1) * f  # window half-width in codes; scored pixels across
-    (h, w), (b, n, k) = idx.shape[1:], options.shape
-    out = torch.empty(b, n, k, device=x.device)
-    inner = (rows > d) & (rows + d + 1 < h) & (cols > d) & (cols + d + 1 < w)  # cut on all four sides
-    edge = torch.nonzero(~inner)[:, 0].tolist()
-    if edge:
-        trials = [(int(rows[t]), int(cols[t]), options[:, t]) for t in edge]
-        out[:, edge] = torch.stack(window_sse_many(run, x, idx, trials, radius), 1)
-    sel = torch.nonzero(inner)[:, 0]
-    if not len(sel):
-        return out
+    (h, w), (height, width), (b, n, k) = idx.shape[1:], x.shape[2:], options.shape
+    padded = F.pad(idx, (d, d, d, d), value=-1)  # (B, h + 2d, w + 2d)
+    # pixels of the padded grid: the image, zeros past it, and which of them are scored
+    image = F.pad(x, (d * f, (w + d) * f - width, d * f, (h + d) * f - height))
+    valid = torch.zeros(image.shape[2:], dtype=torch.bool, device=x.device)
+    valid[d * f : d * f + height, d * f : d * f + width] = True
     off = torch.arange(-d, d + 1, device=x.device)
-    codes = idx[:, (rows[sel, None] + off)[:, :, None], (cols[sel, None] + off)[:, None, :]]  # (B, m, P, P)
-    codes = codes[:, :, None].repeat(1, 1, k, 1, 1)  # (B, m, k, P, P)
-    codes[:, :, :, d, d] = options[:, sel]
+    wr, wc = (
+        (rows[:, None] + d + off)[:, :, None],
+        (cols[:, None] + d + off)[:, None, :],
+    )  # (n, P, 1), (n, 1, P)
+    codes = padded[:, wr, wc][:, :, None].repeat(1, 1, k, 1, 1)  # (B, n, k, P, P)
+    codes[:, :, :, d, d] = options
     px = torch.arange(side, device=x.device)
-    py = ((rows[sel] - rho) * f)[:, None] + px  # (m, S) scored pixel rows, likewise columns
-    pxs = ((cols[sel] - rho) * f)[:, None] + px
-    target = x[:, :, py[:, :, None], pxs[:, None, :]].transpose(1, 2)  # (B, m, C, S, S)
-    flat = codes.flatten(0, 2)  # (B*m*k, P, P)
-    # (B*m*k, C, S, S): the 2 rho + 1 cells around each position
-    decoded = torch.cat([fast.decode_inner(part) for part in flat.split(WINDOWS_PER_DECODE)])
-    diff = decoded.clamp(0, 1).float().unflatten(0, (b, len(sel), k)) - target[:, :, None]
-    out[:, sel] = diff.square().sum((3, 4, 5)) * 255.0**2
-    return out
+    py, pxs = ((rows + d - rho) * f)[:, None] + px, ((cols + d - rho) * f)[:, None] + px  # (n, S) each
+    target = image[:, :, py[:, :, None], pxs[:, None, :]].transpose(1, 2)  # (B, n, C, S, S)
+    scored = valid[py[:, :, None], pxs[:, None, :]]  # (n, S, S)
+    flat = codes.flatten(0, 2)  # (B*n*k, P, P)
+    # (B*n*k, C, S, S): the 2 rho + 1 cells around each position
+    decoded = torch.cat([fast.decode_inner(part, part >= 0) for part in flat.split(WINDOWS_PER_DECODE)])
+    diff = (decoded.clamp(0, 1).float().unflatten(0, (b, n, k)) - target[:, :, None]) * scored[:, None, None]
+    return diff.square().sum((3, 4, 5)) * 255.0**2
 
 
 def grouped_candidate_bits(
