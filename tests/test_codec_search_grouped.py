@@ -195,3 +195,30 @@ def test_decode_inner_is_decode_window_cut_on_every_side(f: int, blocks: int) ->
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="no cell"):
         fast.fast_decoder.decode_inner(torch.zeros(1, 2 * r, 2 * r + 1, dtype=torch.long))
+
+
+@pytest.mark.parametrize(("f", "blocks"), [(4, 2), (2, 1)])
+def test_decode_inner_over_the_grids_edge_gives_the_whole_decode(f: int, blocks: int) -> None:
+    """A window overhanging a corner of the grid (codes -1 and ``inside`` False there) decodes the
+    cells inside as the whole grid does: the masks stand in for the decoder's zero padding."""
+    torch.manual_seed(10 * f + blocks)
+    cfg = ModelConfig(channels=16, res_channels=8, res_blocks=blocks, downsample=f,
+                      quantizer=QuantizerConfig(codebook_size=32, code_dim=4))  # fmt: skip
+    fast = Run(Path("."), RunConfig(model=cfg), VQVAE(cfg).eval(), torch.device("cpu"), {}, precision="fp32")
+    decoder = fast.fast_decoder
+    r = decoder.reach
+    h, w, d = 3 * r + 2, 3 * r + 1, r + 1  # the window: codes within d of the cell scored
+    grid = torch.randint(0, 32, (2, h, w))
+    padded = torch.nn.functional.pad(grid, (d, d, d, d), value=-1)
+    with torch.inference_mode():
+        whole = decoder(grid)  # (2, 3, h f, w f)
+        for i, j in [(0, 0), (h - 1, w - 1), (1, w - 2), (h // 2, 0)]:
+            window = padded[:, i : i + 2 * d + 1, j : j + 2 * d + 1]
+            got = decoder.decode_inner(window, window >= 0)  # the 3 x 3 cells around (i, j)
+            for di in range(-1, 2):
+                for dj in range(-1, 2):
+                    y, x = i + di, j + dj
+                    if 0 <= y < h and 0 <= x < w:
+                        cell = got[..., (di + 1) * f : (di + 2) * f, (dj + 1) * f : (dj + 2) * f]
+                        want = whole[..., y * f : (y + 1) * f, x * f : (x + 1) * f]
+                        torch.testing.assert_close(cell, want, atol=1e-5, rtol=1e-5)
