@@ -13,10 +13,20 @@ decoded each position's whole (4r + 1)^2 window alone, one position after anothe
 dropped the rings of cells they no longer need and far-apart positions were scored in one batch
 (the visiting order within a sweep step changed with it, so near-ties can fall either way).
 
+With ``--rates``, instead: one search configuration under each rate model, in one process, one
+after the other on the same images: no search (the plain encoder's codes), the static table, the
+serial prior of ``--serial-run`` (a run with the same VQ-VAE weights and a serial prior; skipped
+without one) and the grouped prior of ``--run`` (model.kind=grouped), with the seconds per image
+spent in the search, PSNR, and bits per code under the grouped prior's float rate (what its coder
+approximates), so the gain of each beside its cost. Times on a shared machine are noisy: compare the
+rows of one run, not runs.
+
 Prints a table; writes JSON (machine, command, date) to benchmarks/results/search_speed-DATE.json.
 
     .venv/bin/python benchmarks/search_speed.py --run benchmarks/runs/cpu-photo/photo-f4-k4096 \\
         --data ../shared/data/kodak --max-images 2 --passes 2
+    .venv/bin/python benchmarks/search_speed.py --rates --run RUN_WITH_GROUPED_PRIOR \\
+        --serial-run RUN_WITH_SERIAL_PRIOR --max-images 1 --passes 1 --candidates 2 --radius 1
 """
 
 from __future__ import annotations
@@ -34,13 +44,18 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+import torch
 
 import common
 from vqkit.codec import Coding, compress_images
 from vqkit.codec import api as codec_api
 from vqkit.codec import search as codec_search
 from vqkit.codec.files import read_inputs
-from vqkit.runs import Run
+from vqkit.data import to_float
+from vqkit.metrics import psnr_per_image
+from vqkit.priors import load_prior
+from vqkit.priors.grouped import GroupedPrior
+from vqkit.runs import Run, model_digest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,8 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--passes", type=int, default=2)
     p.add_argument("--candidates", type=int, default=4)
     p.add_argument("--lmbda", type=float, default=500.0)
+    p.add_argument("--radius", type=int, help="scored cells around a position (default: exact)")
+    p.add_argument("--rates", action="store_true", help="compare rate models (see above)")
+    p.add_argument("--serial-run", type=Path, help="with --rates: a run of the same weights, serial prior")
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
+    if a.rates:
+        return rates(a)
     images, _, _ = read_inputs([a.data], a.max_images, strict=True)
     coding = Coding(Run.load(a.run, "cpu"))
     config = codec_search.SearchConfig(a.passes, a.candidates, a.lmbda)
@@ -121,6 +141,65 @@ def main(argv: list[str] | None = None) -> int:
            "data": a.data, "images": len(images), "baseline": a.baseline, "passes": a.passes,
            "candidates": a.candidates, "lmbda": a.lmbda, "rows": rows, "speedup": speedup,
            "codes_differing": differ, "codes": codes}  # fmt: skip
+    common.write_result(doc, "search_speed", now, a.out)
+    return 0
+
+
+def rates(a: argparse.Namespace) -> int:
+    """The --rates comparison: the same search under each rate model, its cost and its gain."""
+    images, _, _ = read_inputs([a.data], a.max_images, strict=True)
+    run = Run.load(a.run, "cpu")
+    grouped = load_prior(a.run).float().eval()
+    if not isinstance(grouped, GroupedPrior):
+        raise SystemExit(f"{a.run} has no grouped prior (model.kind=grouped)")
+    serial = None
+    if a.serial_run is not None:
+        if model_digest(a.serial_run) != model_digest(a.run):
+            raise SystemExit(f"{a.serial_run} holds other VQ-VAE weights than {a.run}")
+        serial_coding = Coding(Run.load(a.serial_run, "cpu"))
+        serial = serial_coding.search_prior()
+    bits = Coding(run).static_bits()
+    config = codec_search.SearchConfig(a.passes, a.candidates, a.lmbda, radius=a.radius)
+    cases: dict[str, Callable[[np.ndarray], np.ndarray] | None] = {
+        "no search": None,
+        "static table": lambda im: codec_search.search_grids(run, im, config, bits),
+        "serial prior": None if serial is None else (
+            lambda im: codec_search.search_grids(run, im, config, None, None, serial)),
+        "grouped prior": lambda im: codec_search.search_grids(run, im, config, None, None, grouped),
+    }  # fmt: skip
+    rows: list[dict[str, Any]] = []
+    for name, search in cases.items():
+        if name != "no search" and search is None:
+            continue
+        spent, psnrs, nats, codes = 0.0, [], 0.0, 0
+        for im in images:
+            start = time.perf_counter()
+            grid = np.stack(run.encode([im])) if search is None else search(im[None])
+            spent += time.perf_counter() - start if search is not None else 0.0
+            out = run.decode(grid, im.shape[:2])[0]
+            x, y = (to_float(torch.from_numpy(np.array(v[None]))) for v in (im, out))
+            psnrs.append(float(psnr_per_image(x, y)[0]))
+            with torch.no_grad():
+                nats += float(grouped.nll_bits(torch.from_numpy(grid)).sum())
+            codes += grid.size
+        rows.append({"rate": name, "search_s_per_image": spent / len(images), "psnr": float(np.mean(psnrs)),
+                     "bits_per_code": nats / codes})  # fmt: skip
+        print(rows[-1], flush=True)
+    base = rows[0]
+    print(f"\n{len(images)} image(s) of {a.data}; search {a.passes}:{a.candidates}:{a.lmbda:g}, "
+          f"radius {a.radius if a.radius is not None else 'exact'}")  # fmt: skip
+    print("| rate | s/image in the search | PSNR dB | bits/code (grouped) | gain dB | bits change |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['rate']} | {row['search_s_per_image']:.2f} | {row['psnr']:.2f} | "
+              f"{row['bits_per_code']:.3f} | {row['psnr'] - base['psnr']:+.2f} | "
+              f"{100 * (row['bits_per_code'] / base['bits_per_code'] - 1):+.1f} % |")  # fmt: skip
+    now = datetime.now()
+    doc = {"benchmark": "search_speed", "mode": "rates", "date": now.isoformat(timespec="seconds"),
+           "command": [sys.executable, *sys.argv], "machine": common.machine(), "run": str(a.run),
+           "serial_run": None if a.serial_run is None else str(a.serial_run), "data": a.data,
+           "images": len(images), "passes": a.passes, "candidates": a.candidates, "lmbda": a.lmbda,
+           "radius": a.radius, "rows": rows}  # fmt: skip
     common.write_result(doc, "search_speed", now, a.out)
     return 0
 

@@ -243,7 +243,7 @@ def test_cli_search_flags(run_dir: Path, tmp_path: Path) -> None:
     searched = json.loads((tmp_path / "s.json").read_text())["summary"]
     assert searched["psnr"] > plain["psnr"]
     doc = json.loads((tmp_path / "s.json").read_text())
-    assert doc["search"] == {"passes": 2, "candidates": 4, "lmbda": 0.0, "rate": "auto"}
+    assert doc["search"] == {"passes": 2, "candidates": 4, "lmbda": 0.0, "rate": "auto", "radius": None}
     with pytest.raises(SystemExit) as e:
         main([*argv, "--search", "1", "--search-candidates", "1"])
     assert e.value.code == 2

@@ -34,11 +34,13 @@ from vqkit.codec.container import (
     parse,
     write_varint,
 )
+from vqkit.codec.fitting import load_run_prior
 from vqkit.codec.search import SearchConfig, search_grids
 from vqkit.codec.staged import check_stage_counts, decode_stage_grid, encode_stage_grids, stage_counts
 from vqkit.codec.tables import code_bits
 from vqkit.data import to_float
 from vqkit.metrics import psnr_per_image, ssim_per_image
+from vqkit.priors.grouped import GroupedPrior
 from vqkit.runs import Run
 
 PSNR_CAP = 100.0
@@ -190,7 +192,7 @@ def _encode(
     # into windows as its coder will cut the grid
     model = CHOICE_MODELS.get(entropy_model, EntropyModel.PRIOR_OVERLAP)
     uses_prior = search.rate == "auto" and model in PRIOR_MODELS and coding.prior(model) is not None
-    prior = coding.search_prior() if uses_prior else None
+    prior = coding.search_prior() if uses_prior else _grouped_search_prior(coding, search, entropy_model)
     context = coding.require_prior(model).context if uses_prior else (0, 0)
     total = search.passes * sum(math.prod(coding.grid_shape(*im.shape[:2])) for im in inputs)
     with tqdm(total=total, desc="search", unit="code", unit_scale=True, disable=not progress) as bar:
@@ -198,6 +200,16 @@ def _encode(
             images = np.stack(inputs[start:end])
             grids.extend(search_grids(coding.run, images, search, bits, bar.update, prior, context))
     return grids
+
+
+def _grouped_search_prior(coding: Coding, search: SearchConfig, entropy_model: str) -> GroupedPrior | None:
+    """The run's grouped prior as the search's rate when the rate is "auto" and the file may be coded
+    with it (entropy model "auto" or "grouped"): a float32 copy on the run's device, eval mode. None
+    when the run's prior is not a grouped one (or it has none)."""
+    if search.rate != "auto" or entropy_model not in ("auto", "grouped") or coding.stages > 1:
+        return None
+    prior = load_run_prior(coding.run.path)
+    return prior.float().eval().to(coding.run.device) if isinstance(prior, GroupedPrior) else None
 
 
 def decode_grids(

@@ -10,8 +10,12 @@ position's few nearest codes (``candidates``), keeping the one that lowers
 where bits is the code's cost under the entropy model that will code the file: with the run's prior
 (``rate="auto"``), -log2 p(code | the codes before it in its window) from a prior walked along the
 sweep, the grid cut into the prior's windows as the coder cuts it; otherwise the static table (no rate
-term when the run has no table). The prior's rate is greedy: a choice's effect on the bits of later
-positions is not counted. ``passes`` repeats the sweep. The decoder,
+term when the run has no table). With a grouped prior (vqkit.priors.grouped, its run's "auto" rate)
+the sweep follows the prior's schedule instead, step by step: one ``step_hidden`` call at the start
+of step s gives the features of all of its positions (their context, the codes of earlier steps, does
+not change during the step), and a candidate's bits are -log2 p(hi) - log2 p(lo | hi), the two-part
+head evaluated for the k candidates only. The prior's rate is greedy: a choice's effect on the bits of
+later positions is not counted. ``passes`` repeats the sweep. The decoder,
 the file format and decoding speed are untouched: this only chooses better indices, at an encoding
 cost of about passes x candidates x h x w decodes of a window per image.
 
@@ -21,7 +25,13 @@ trial decodes that window alone (clipped at the image border, where the decoder'
 matches the full decode), and the error is summed over the reachable pixels only: exact, and
 independent of the image size. Inside the window each layer runs only on the cells the scored pixels
 still need (``FastDecoder.decode_window``), and positions of one sweep step too far apart to share a
-window are scored in one batch (``independent_groups``).
+window are scored in one batch (``independent_groups``; under a grouped prior ``lattice_groups`` and
+``window_sse_batch``, which gathers a whole group's windows as tensors).
+
+``radius`` < r narrows the scored pixels to the cells within ``radius`` of the position, and the
+decoded window with them (2 (radius + r) + 1 codes across): an approximation (the change a code makes
+further out is ignored) that costs a fraction of the exact trial. On CIFAR-10 (f = 4, r = 4) radius 1
+kept nearly all of the exact search's gain, radius 0 lost its distortion gain (benchmarks/search_speed.py).
 """
 
 from __future__ import annotations
@@ -33,10 +43,12 @@ from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vqkit.codec.entropy import Layout
 from vqkit.data import to_float
+from vqkit.priors.grouped import SCHEDULES, GroupedPrior, step_map
 from vqkit.runs import Run
 
 RATES = ("auto", "static")
@@ -48,8 +60,12 @@ class SearchConfig:
     candidates: int = 4  # nearest codes tried per position (the nearest included)
     lmbda: float = 2000.0  # squared error (8-bit units) a bit is worth
     rate: str = "auto"  # "auto": the prior's bits when the file is prior-coded, else static; "static"
+    # cells around a position whose pixels are scored; None: all the code reaches (exact, slowest)
+    radius: int | None = None
 
     def __post_init__(self) -> None:
+        if self.radius is not None and self.radius < 0:
+            raise ValueError(f"search radius must be >= 0 or None, got {self.radius}")
         if self.rate not in RATES:
             raise ValueError(f"search rate must be one of {', '.join(RATES)}, got {self.rate!r}")
         if self.passes < 1:
@@ -70,10 +86,17 @@ class _Shape(NamedTuple):
 
 
 def window_sse_many(
-    run: Run, x: torch.Tensor, idx: torch.Tensor, trials: list[tuple[int, int, torch.Tensor]]
+    run: Run,
+    x: torch.Tensor,
+    idx: torch.Tensor,
+    trials: list[tuple[int, int, torch.Tensor]],
+    radius: int | None = None,
 ) -> list[torch.Tensor]:
     """Squared error (8-bit units) of the pixels code (i, j) reaches, for each option at (i, j), for
     each (i, j, options) of ``trials``: options (B, k) codes to try there, the result (B, k).
+    ``radius`` (None: r, the decoder's reach) narrows the scored pixels to those of the cells within
+    ``radius`` cells of (i, j), and the decoded window to the codes within ``radius`` + r: cheaper,
+    and for ``radius`` < r an approximation (the change a code makes further out is not counted).
 
     x (B, C, H, W) float images; idx (B, h, w) current codes. Each trial decodes the window of codes
     that its scored pixels depend on, apart from the others: the positions must not change each
@@ -83,12 +106,14 @@ def window_sse_many(
     and the scored pixels depend only on the decoded window."""
     fast = run.fast_decoder
     f, r = run.model.downsample, fast.reach
+    rho = r if radius is None else min(radius, r)  # scored cells around (i, j)
     (h, w), (height, width) = idx.shape[1:], x.shape[2:]
     groups: dict[_Shape, list[tuple[int, torch.Tensor, tuple[int, int, int, int]]]] = {}
     for n, (i, j, options) in enumerate(trials):
         # Window of codes decoded (p, q) and of code cells scored (e, g), clipped to the grid.
-        p0, p1, q0, q1 = max(0, i - 2 * r), min(h, i + 2 * r + 1), max(0, j - 2 * r), min(w, j + 2 * r + 1)
-        e0, e1, g0, g1 = max(0, i - r), min(h, i + r + 1), max(0, j - r), min(w, j + r + 1)
+        d = rho + r
+        p0, p1, q0, q1 = max(0, i - d), min(h, i + d + 1), max(0, j - d), min(w, j + d + 1)
+        e0, e1, g0, g1 = max(0, i - rho), min(h, i + rho + 1), max(0, j - rho), min(w, j + rho + 1)
         y0, y1, x0, x1 = e0 * f, min(e1 * f, height), g0 * f, min(g1 * f, width)  # scored pixels
         cut = (p0 > 0, p1 < h, q0 > 0, q1 < w)
         oy, ox = (p0 + r * cut[0]) * f, (q0 + r * cut[2]) * f  # origin of the decoded pixels
@@ -116,6 +141,121 @@ def window_sse(
 ) -> torch.Tensor:
     """`window_sse_many` for one position: (B, k) errors of the options (B, k) at (i, j)."""
     return window_sse_many(run, x, idx, [(i, j, options)])[0]
+
+
+WINDOWS_PER_DECODE = 512  # windows decoded per call by window_sse_batch: bounds the memory of a photo's step
+
+
+def window_sse_batch(
+    run: Run,
+    x: torch.Tensor,
+    idx: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    options: torch.Tensor,
+    radius: int | None = None,
+) -> torch.Tensor:
+    """`window_sse_many` for n positions as tensors: rows, cols (n,) int64 grid positions, options
+    (B, n, k) codes to try there -> (B, n, k) squared errors. The positions must lie more than
+    ``radius`` + r cells apart (none in another's window). Every window has one shape: the grid is
+    padded by radius + r cells (codes -1, cells masked out: ``FastDecoder.decode_inner``) and the
+    image by as many pixels (not scored), so all windows are gathered and decoded in batches without
+    a per-position Python loop, and at the grid's edges they give what ``decode_window`` gives."""
+    fast = run.fast_decoder
+    f, r = run.model.downsample, fast.reach
+    rho = r if radius is None else min(radius, r)
+    d, side = rho + r, (2 * rho + 1) * f  # window half-width in codes; scored pixels across
+    (h, w), (height, width), (b, n, k) = idx.shape[1:], x.shape[2:], options.shape
+    padded = F.pad(idx, (d, d, d, d), value=-1)  # (B, h + 2d, w + 2d)
+    # pixels of the padded grid: the image, zeros past it, and which of them are scored
+    image = F.pad(x, (d * f, (w + d) * f - width, d * f, (h + d) * f - height))
+    valid = torch.zeros(image.shape[2:], dtype=torch.bool, device=x.device)
+    valid[d * f : d * f + height, d * f : d * f + width] = True
+    off = torch.arange(-d, d + 1, device=x.device)
+    wr, wc = (
+        (rows[:, None] + d + off)[:, :, None],
+        (cols[:, None] + d + off)[:, None, :],
+    )  # (n, P, 1), (n, 1, P)
+    codes = padded[:, wr, wc][:, :, None].repeat(1, 1, k, 1, 1)  # (B, n, k, P, P)
+    codes[:, :, :, d, d] = options
+    px = torch.arange(side, device=x.device)
+    py, pxs = ((rows + d - rho) * f)[:, None] + px, ((cols + d - rho) * f)[:, None] + px  # (n, S) each
+    target = image[:, :, py[:, :, None], pxs[:, None, :]].transpose(1, 2)  # (B, n, C, S, S)
+    scored = valid[py[:, :, None], pxs[:, None, :]]  # (n, S, S)
+    flat = codes.flatten(0, 2)  # (B*n*k, P, P)
+    # (B*n*k, C, S, S): the 2 rho + 1 cells around each position
+    decoded = torch.cat([fast.decode_inner(part, part >= 0) for part in flat.split(WINDOWS_PER_DECODE)])
+    diff = (decoded.clamp(0, 1).float().unflatten(0, (b, n, k)) - target[:, :, None]) * scored[:, None, None]
+    return diff.square().sum((3, 4, 5)) * 255.0**2
+
+
+def grouped_candidate_bits(
+    prior: GroupedPrior, features: torch.Tensor, options: torch.Tensor
+) -> torch.Tensor:
+    """Bits of candidate codes under a grouped prior: features (B, n, H) of the positions (its
+    ``step_hidden`` there), options (B, n, k) codes -> (B, n, k) float32 -log2 p(hi) - log2 p(lo | hi),
+    code = hi * K_lo + lo; the lo head runs for the k candidates' hi parts only, not all K_hi."""
+    hi, lo = options // prior.k_lo, options % prior.k_lo
+    hi_nats = torch.log_softmax(prior.hi_logits(features).float(), dim=-1).gather(-1, hi)  # (B, n, k)
+    expanded = features[:, :, None, :].expand(*options.shape, features.shape[-1])  # (B, n, k, H)
+    lo_lp = torch.log_softmax(prior.lo_logits(expanded, hi).float(), dim=-1)  # (B, n, k, K_lo)
+    return -(hi_nats + lo_lp.gather(-1, lo[..., None])[..., 0]) / math.log(2)
+
+
+def lattice_groups(rows: torch.Tensor, cols: torch.Tensor, reach: int, period: int) -> list[torch.Tensor]:
+    """Split one grouped-prior step's positions (rows, cols (n,), raster order) into groups whose
+    members lie more than ``reach`` cells apart (Chebyshev): the positions that share (row mod M,
+    col mod M), M the first multiple of the schedule's ``period`` above ``reach`` (so a step, one
+    lattice of that period, splits into few groups). Returns index tensors into the n positions, the
+    groups in order of their residues, members in raster order."""
+    m = period * -(-(reach + 1) // period)
+    key = (rows % m) * m + cols % m
+    return [torch.nonzero(key == value)[:, 0] for value in torch.unique(key)]
+
+
+def _search_grouped(
+    run: Run,
+    x: torch.Tensor,
+    idx: torch.Tensor,
+    cand: torch.Tensor,
+    prior: GroupedPrior,
+    config: SearchConfig,
+    progress: Callable[[int], object] | None,
+) -> None:
+    """The sweep under a grouped prior, updating idx (B, h, w) in place: step by step, as its coder
+    walks the grid. One ``step_hidden`` call per step gives every position of the step its features
+    (its context, the codes of earlier steps, is fixed during the step) and so the bits of every
+    candidate; the step's positions are then scored for distortion in groups far enough apart to
+    be decoded in one batch (``lattice_groups``)."""
+    b, h, w = idx.shape
+    r = run.fast_decoder.reach
+    reach = r + (r if config.radius is None else min(config.radius, r))
+    steps = torch.from_numpy(step_map(prior.config.schedule, h, w)).to(x.device)
+    period = SCHEDULES[prior.config.schedule].shape[0]
+    start = torch.full((b,), prior.config.num_classes, dtype=torch.long, device=x.device)  # no label
+    plan = []
+    for s in range(prior.steps):
+        pos = torch.nonzero(steps == s)  # (n, 2), raster order
+        if len(pos):
+            plan.append((s, pos[:, 0], pos[:, 1], lattice_groups(pos[:, 0], pos[:, 1], reach, period)))
+    for done in range(config.passes):
+        changed = 0
+        for s, rows, cols, groups in plan:
+            options = cand[:, rows, cols]  # (B, n, k)
+            features = prior.step_hidden(idx, s, start)[:, rows, cols]  # (B, n, H)
+            rate = config.lmbda * grouped_candidate_bits(prior, features, options)  # (B, n, k)
+            for g in groups:
+                gr, gc = rows[g], cols[g]
+                cost = window_sse_batch(run, x, idx, gr, gc, options[:, g], config.radius) + rate[:, g]
+                best = options[:, g].gather(2, cost.argmin(2, keepdim=True))[..., 0]  # (B, m)
+                changed += int((best != idx[:, gr, gc]).sum())
+                idx[:, gr, gc] = best
+                if progress is not None:
+                    progress(b * len(g))
+        if not changed:  # a fixed point: further passes would change nothing
+            if progress is not None:
+                progress(b * h * w * (config.passes - done - 1))
+            break
 
 
 def independent_groups(positions: list[tuple[int, int, int]], reach: int) -> list[list[tuple[int, int, int]]]:
@@ -183,7 +323,10 @@ def search_grids(
 
     ``code_bits`` (K,) is the rate of each code in bits (None: distortion only). ``prior`` (a CodePrior
     on the run's device, or None) replaces it with the prior's conditional bits, window by window as the
-    coder cuts the grid (windows overlapping by ``context`` rows and columns, ``entropy.Layout``).
+    coder cuts the grid (windows overlapping by ``context`` rows and columns, ``entropy.Layout``); a
+    GroupedPrior (float32, eval mode, on the run's device) with its bits, step by step
+    (``_search_grouped``; ``context`` does not apply), or with lambda = 0, where the rate plays no
+    part, the distortion-only raster sweep.
     ``progress(n)`` is told of every n image-positions done (B per position; all
     passes' worth by the end)."""
     model = run.model
@@ -195,8 +338,14 @@ def search_grids(
         idx = cand[..., 0].clone()  # (B, h, w): the plain encoder's codes
         bits = None if code_bits is None else torch.as_tensor(code_bits, dtype=torch.float32, device=x.device)
         x = x.float()
+        if isinstance(prior, GroupedPrior):
+            if config.lmbda > 0:
+                _search_grouped(run, x, idx, cand, prior, config, progress)
+                return idx.cpu().numpy()
+            prior = None  # no rate term: the distortion-only raster sweep
         rows = torch.arange(len(idx), device=x.device)
         reach = run.fast_decoder.reach
+        scored = reach if config.radius is None else min(config.radius, reach)  # cells scored around a code
         b, h, w = idx.shape
         grid = getattr(getattr(prior, "config", None), "grid", None)
         tile = None if prior is None or grid is None else (int(grid[0]), int(grid[1]))
@@ -218,8 +367,9 @@ def search_grids(
                 for step, positions in enumerate(_sweep((h, w), wave)):
                     if stream is not None and positions:  # a step of context alone needs no rates
                         nats = -torch.log_softmax(stream.logits().float(), dim=-1).unflatten(0, (-1, b))
-                    for group in independent_groups(positions, 2 * reach):
-                        costs = window_sse_many(run, x, idx, [(i, j, cand[:, i, j]) for _, i, j in group])
+                    for group in independent_groups(positions, reach + scored):
+                        trials = [(i, j, cand[:, i, j]) for _, i, j in group]
+                        costs = window_sse_many(run, x, idx, trials, config.radius)
                         for (n, i, j), cost in zip(group, costs, strict=True):  # cost (B, k)
                             if nats is not None:
                                 cost = cost + config.lmbda * nats[n].gather(1, cand[:, i, j]) / math.log(2)

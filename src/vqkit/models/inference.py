@@ -23,7 +23,7 @@ many times: ``reach`` says how far a code acts, ``decode_window`` decodes a wind
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
@@ -262,3 +262,49 @@ class FastDecoder(nn.Module):
         f = h.shape[2] // cells
         # The upsampling reaches into the neighbouring cells: the outer cell on a cut side is wrong.
         return drop(h, f * int(self._upsamples)) + self.offset
+
+    def decode_inner(self, indices: torch.Tensor, inside: torch.Tensor | None = None) -> torch.Tensor:
+        """``decode_window(indices, (True, True, True, True))``, a window cut on every side, without
+        the work that window drops: (N, ph, pw) -> (N, C, (ph - 2r) f, (pw - 2r) f).
+
+        The latent-grid convolutions run unpadded, so each gives only the cells its input determines
+        (``decode_window`` computes one more ring per convolution, with zero padding, and drops it):
+        for the search's 11 x 11 windows (scored radius 1 of a reach-4 decoder) the residual blocks
+        compute 49 + 25 cells instead of 81 + 49. Equal to ``decode_window`` up to float rounding.
+
+        ``inside`` (N, ph, pw) bool marks the cells of the grid, for a window that overhangs the
+        grid's edge (its codes there -1): every layer's output is zeroed outside, the zero padding
+        (upsampling: the absence of inputs) the whole grid's decode sees at its edge, so the pixels
+        of the cells inside equal those of decoding the grid (the others are meaningless). One
+        window shape then serves every position, at the edges too."""
+        r = self.reach
+        if indices.shape[1] <= 2 * r or indices.shape[2] <= 2 * r:
+            raise ValueError(f"a {tuple(indices.shape[1:])} window leaves no cell {r} cells inside")
+        mask = None if inside is None else inside[:, None].to(self._dtype(indices))  # (N, 1, ph, pw)
+
+        def crop(z: torch.Tensor, rings: int) -> torch.Tensor:
+            return z[:, :, rings : z.shape[2] - rings, rings : z.shape[3] - rings]
+
+        def outside_zero(z: torch.Tensor) -> torch.Tensor:
+            return z if mask is None else z * crop(mask, (mask.shape[2] - z.shape[2]) // 2)
+
+        h = outside_zero(crop(self.first_layer(indices, self._dtype(indices)), self._rings[0]))
+        layers = list(self.body)
+        blocks = len(self._rings) - 1
+        for block in layers[:blocks]:
+            y = h
+            for m in cast(ResidualBlock, block).net:
+                if isinstance(m, nn.Conv2d):  # stride 1 (checked by the reach): unpadded
+                    y = F.conv2d(y, m.weight, m.bias, 1, 0, m.dilation, m.groups)
+                else:
+                    y = m(y)
+            h = outside_zero(crop(h, (h.shape[2] - y.shape[2]) // 2) + y)
+        cells = h.shape[2]
+        inner = None if mask is None else crop(mask, (mask.shape[2] - cells) // 2)  # (N, 1, cells, ...)
+        for layer in layers[blocks:]:
+            h = layer(h)
+            if inner is not None:  # upsampled cells outside the grid are zeros the decode never sees
+                up = h.shape[2] // cells
+                h = h * inner.repeat_interleave(up, 2).repeat_interleave(up, 3)
+        f = h.shape[2] // cells
+        return crop(h, f * int(self._upsamples)) + self.offset
