@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqkit.priors.config import PriorConfig
-from vqkit.priors.model import draw
+from vqkit.priors.model import check_labels, draw, start_ids
 
 LOG2 = math.log(2.0)
 
@@ -203,19 +203,10 @@ class GroupedPrior(nn.Module):
         self._check_labels(labels, len(indices))
 
     def _check_labels(self, labels: Tensor | None, n: int) -> None:
-        if labels is None:
-            return
-        if self.config.num_classes == 0:
-            raise ValueError("this prior is unconditional; pass labels=None")
-        if labels.shape != (n,) or labels.dtype != torch.int64:
-            raise ValueError(f"labels must be ({n},) int64, got {labels.dtype} {tuple(labels.shape)}")
-        if n and (int(labels.min()) < 0 or int(labels.max()) >= self.config.num_classes):
-            raise ValueError(f"labels must lie in [0, {self.config.num_classes})")
+        check_labels(labels, n, self.config.num_classes)
 
     def _start_ids(self, labels: Tensor | None, n: int, device: torch.device) -> Tensor:
-        if labels is None:
-            return torch.full((n,), self.config.num_classes, dtype=torch.long, device=device)
-        return labels.to(device)
+        return start_ids(labels, n, self.config.num_classes, device)
 
     # ---------------------------------------------------------------------------------- public API
 

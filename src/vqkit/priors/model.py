@@ -106,6 +106,25 @@ def draw(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 
+def check_labels(labels: Tensor | None, n: int, num_classes: int) -> None:
+    """ValueError unless ``labels`` is None or (n,) int64 in [0, num_classes) of a conditional prior."""
+    if labels is None:
+        return
+    if num_classes == 0:
+        raise ValueError("this prior is unconditional; pass labels=None")
+    if labels.shape != (n,) or labels.dtype != torch.int64:
+        raise ValueError(f"labels must be ({n},) int64, got {labels.dtype} {tuple(labels.shape)}")
+    if n and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes})")
+
+
+def start_ids(labels: Tensor | None, n: int, num_classes: int, device: torch.device) -> Tensor:
+    """(n,) label ids on ``device``: the labels, or num_classes ("no label") for each of n grids."""
+    if labels is None:
+        return torch.full((n,), num_classes, dtype=torch.long, device=device)
+    return labels.to(device)
+
+
 class PriorStream:
     """One position at a time through a CodePrior, with a key/value cache per block: ``logits()`` gives
     the current position's (n, K) logits, ``push(codes)`` feeds the codes chosen there and moves on.
@@ -209,19 +228,10 @@ class CodePrior(nn.Module):
         self._check_labels(labels, len(indices))
 
     def _check_labels(self, labels: Tensor | None, n: int) -> None:
-        if labels is None:
-            return
-        if self.config.num_classes == 0:
-            raise ValueError("this prior is unconditional; pass labels=None")
-        if labels.shape != (n,) or labels.dtype != torch.int64:
-            raise ValueError(f"labels must be ({n},) int64, got {labels.dtype} {tuple(labels.shape)}")
-        if n and (int(labels.min()) < 0 or int(labels.max()) >= self.config.num_classes):
-            raise ValueError(f"labels must lie in [0, {self.config.num_classes})")
+        check_labels(labels, n, self.config.num_classes)
 
     def _start_ids(self, labels: Tensor | None, n: int, device: torch.device) -> Tensor:
-        if labels is None:
-            return torch.full((n,), self.config.num_classes, dtype=torch.long, device=device)
-        return labels.to(device)
+        return start_ids(labels, n, self.config.num_classes, device)
 
     # ---------------------------------------------------------------------------------- public API
 
