@@ -66,6 +66,16 @@ def reference_bits(run: Path, grids: np.ndarray) -> float:
     return total
 
 
+@pytest.mark.parametrize("k", [32, 36])
+def test_parts_of_unequal_width_and_masked_codes_round_trip(tmp_path: Path, k: int) -> None:
+    """K = 32 codes as 4 x 8 (hi and lo tables of different widths in one stream); K = 36 as 5 x 8 (its
+    4 codes past K masked), every file decoding alone."""
+    run = grouped_run(tmp_path / "run", k=k)
+    result = compress_images(run, mixed_images(), entropy_model="grouped", quality=False)
+    for data, want in zip(result.files, result.grids, strict=True):
+        np.testing.assert_array_equal(decode_codes(run, data)[1][0], want)
+
+
 def test_estimated_bits_are_the_integer_tables_and_payloads_follow_them(run: Path) -> None:
     images = blob_images(8, (16, 16), 9)
     result = compress_images(run, images, entropy_model="grouped", quality=False)

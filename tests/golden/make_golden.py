@@ -97,16 +97,16 @@ def tiny_prior(codebook_size: int, grid: tuple[int, int], seed: int = 0) -> torc
     return prior.eval()
 
 
-def grouped_run(path: Path, schedule: str = "2x2", seed: int = 0) -> Path:
+def grouped_run(path: Path, schedule: str = "2x2", seed: int = 0, k: int = 16) -> Path:
     """A tiny run with a random (not uniform) grouped prior exported to its integer network."""
     from vqkit.priors import GroupedPrior, PriorConfig
     from vqkit.priors.integer_export import export_integer
     from vqkit.runs import Run, model_fingerprint
     from vqkit.runs.layout import INTEGER_PRIOR_FILE
 
-    run_dir = build_tiny_run(path)
+    run_dir = build_tiny_run(path, codebook_size=k)
     torch.manual_seed(seed)
-    prior = GroupedPrior(PriorConfig(kind="grouped", schedule=schedule, codebook_size=16, width=16,
+    prior = GroupedPrior(PriorConfig(kind="grouped", schedule=schedule, codebook_size=k, width=16,
                                      layers=2, embed_dim=4, radius=2))  # fmt: skip
     with torch.no_grad():
         for p in prior.parameters():

@@ -12,6 +12,7 @@ Probabilities reach constriction as float64 ``freq / 2**20``: exact binary fract
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import constriction
 import numpy as np
@@ -39,12 +40,22 @@ def _trimmed(payload: bytes, model: object, extra: tuple[np.ndarray, ...], symbo
     """``payload`` without the trailing bytes it can lose and still decode to ``symbols``."""
 
     def decodes(candidate: bytes) -> bool:
+        return bool(np.array_equal(_decode(candidate, model, extra, len(symbols)), symbols))
+
+    return _trim(payload, decodes)
+
+
+def _trim(payload: bytes, decodes: Callable[[bytes], bool]) -> bytes:
+    """Drop trailing bytes while ``decodes(shorter payload)`` holds; a decoding error means it does not
+    (constriction signals data invalid for the model with AssertionError)."""
+
+    def ok(candidate: bytes) -> bool:
         try:
-            return bool(np.array_equal(_decode(candidate, model, extra, len(symbols)), symbols))
-        except Exception:  # constriction signals data invalid for the model with AssertionError
+            return decodes(candidate)
+        except Exception:
             return False
 
-    while payload and decodes(payload[:-1]):
+    while payload and ok(payload[:-1]):
         payload = payload[:-1]
     return payload
 
@@ -89,9 +100,16 @@ class StreamEncoder:
         payload: bytes = self._encoder.get_compressed().astype(">u4").tobytes()
         if not self._kept:
             return payload
-        symbols = np.concatenate([s for s, _ in self._kept])
-        probabilities = np.concatenate([p for _, p in self._kept])
-        return _trimmed(payload, self._family, (probabilities,), symbols)
+        kept = self._kept
+
+        def decodes(candidate: bytes) -> bool:  # piece by piece: tables of different widths may follow
+            decoder = constriction.stream.queue.RangeDecoder(_words(candidate))
+            return all(
+                np.array_equal(np.asarray(decoder.decode(self._family, p), dtype=np.int64), s)
+                for s, p in kept
+            )
+
+        return _trim(payload, decodes)
 
 
 def _decode(payload: bytes, model: object, extra: tuple[np.ndarray, ...], n: int) -> np.ndarray:
