@@ -42,7 +42,7 @@ CURRENT: dict[str, str] = {
     "throughput": "throughput-20261127-0449.json",  # speed against the usual stack, CPU
     "throughput_gpu": "throughput-cuda-20261127-0221.json",  # the same on one GPU at batch 64
     "threads": "prior_threads-20261128-0006.json",  # prior coding on 1 and 2 cores
-    "fuzz": "fuzz_codec-20261206-0238.json",  # 10,000 damaged .vqk files: refused or unchanged
+    "fuzz": "fuzz_codec-20261206-0631.json",  # 10,000 damaged .vqk files (versions 1-4): refused or unchanged
     "soak": "soak_resume-20261206-0253.json",  # 50 kills, SIGTERMs and full disks during training
 }
 # Run folders whose training GPU the results files do not name (they record only "cuda").
