@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqkit.priors.config import PriorConfig
-from vqkit.priors.model import check_labels, draw, start_ids
+from vqkit.priors.model import check_labels, draw, grid_bits_of, start_ids
 
 LOG2 = math.log(2.0)
 
@@ -221,9 +221,7 @@ class GroupedPrior(nn.Module):
 
     def nll_bits(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
         """(B,) total bits per grid: sum over positions of -log2 p(x_t | earlier steps, label)."""
-        logits = self.logits(indices, labels)
-        nats = F.cross_entropy(logits.transpose(1, 2), indices.reshape(len(indices), -1), reduction="none")
-        return nats.sum(dim=1) / LOG2
+        return grid_bits_of(self.logits(indices, labels), indices)
 
     @torch.no_grad()
     def sample(

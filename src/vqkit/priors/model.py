@@ -118,6 +118,12 @@ def check_labels(labels: Tensor | None, n: int, num_classes: int) -> None:
         raise ValueError(f"labels must lie in [0, {num_classes})")
 
 
+def grid_bits_of(logits: Tensor, indices: Tensor) -> Tensor:
+    """logits (B, T, K) of grids indices (B, h, w) with h * w = T -> (B,) bits per grid."""
+    nats = F.cross_entropy(logits.transpose(1, 2), indices.reshape(len(indices), -1), reduction="none")
+    return nats.sum(dim=1) / LOG2
+
+
 def start_ids(labels: Tensor | None, n: int, num_classes: int, device: torch.device) -> Tensor:
     """(n,) label ids on ``device``: the labels, or num_classes ("no label") for each of n grids."""
     if labels is None:
@@ -263,9 +269,7 @@ class CodePrior(nn.Module):
 
     def nll_bits(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
         """(B,) total bits per grid: sum over positions of -log2 p(x_t | x_<t, label)."""
-        logits = self.logits(indices, labels)
-        nats = F.cross_entropy(logits.transpose(1, 2), indices.reshape(len(indices), -1), reduction="none")
-        return nats.sum(dim=1) / LOG2
+        return grid_bits_of(self.logits(indices, labels), indices)
 
     @torch.no_grad()
     def sample(
