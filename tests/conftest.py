@@ -88,3 +88,12 @@ def decoder_only(cfg: RunConfig, source: Path | str, **train: object) -> RunConf
     """``cfg`` fine-tuning the decoder of the run in ``source`` (train.init_from, trainable=decoder)."""
     t = dataclasses.replace(cfg.train, init_from=str(source), trainable="decoder", **train)  # type: ignore[arg-type]
     return dataclasses.replace(cfg, train=t)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread (and do not fight a busy machine for cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -5,7 +5,6 @@ spatial context from every side; sampling keeps a prefix and is reproducible; sa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -25,13 +24,7 @@ from vqkit.priors.evaluate import grid_bits
 from vqkit.priors.grouped import SCHEDULES, decode_order, schedule_steps, split_sizes, step_map
 from vqkit.training.schedule import Horizon
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models on one thread
 
 
 def random_grouped(schedule: str, k: int = 16, num_classes: int = 0, seed: int = 0) -> GroupedPrior:

@@ -23,14 +23,7 @@ from vqkit.priors.model import draw
 from vqkit.runs import RunError
 from vqkit.training.schedule import Horizon
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    """Tiny models run fastest on one thread (and do not fight a busy machine for cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models on one thread
 
 
 def random_prior(
