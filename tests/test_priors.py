@@ -4,6 +4,7 @@ entropy, save -> load is exact and tied to its VQ-VAE, resume equals an uninterr
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -270,6 +271,29 @@ def test_save_load_is_exact_and_tied_to_the_vqvae(tmp_path: Path) -> None:
     (tmp_path / "prior.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(RunError, match="cannot read"):
         load_prior(tmp_path)
+
+
+def test_float16_storage_halves_the_file_and_rounds_only_the_weights(tmp_path: Path) -> None:
+    (tmp_path / "model.safetensors").write_bytes(b"weights of one VQ-VAE")
+    prior = random_prior(num_classes=2)
+    save_prior(tmp_path, prior)
+    full = (tmp_path / "prior.safetensors").stat().st_size
+    half = CodePrior(dataclasses.replace(prior.config, storage="float16"))
+    half.load_state_dict(prior.state_dict())
+    save_prior(tmp_path, half.eval())
+    assert (tmp_path / "prior.safetensors").stat().st_size < 0.55 * full
+    state = load_file(tmp_path / "prior.safetensors")
+    assert state["logit_scale"].dtype == torch.float32  # the calibrated scale keeps its precision
+    assert {v.dtype for k, v in state.items() if k != "logit_scale"} == {torch.float16}
+    loaded = load_prior(tmp_path)
+    assert loaded.config.storage == "float16"
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())  # computes in float32
+    for name, p in loaded.state_dict().items():
+        assert torch.equal(p, prior.state_dict()[name].half().float() if p.numel() > 1 else p), name
+    x = torch.randint(0, 16, (3, 3, 4))
+    torch.testing.assert_close(loaded.logits(x), prior.logits(x), atol=0.05, rtol=0.01)
+    with pytest.raises(ConfigError, match="storage"):
+        PriorConfig(storage="int8")
 
 
 def test_overrides_are_strict() -> None:

@@ -95,6 +95,8 @@ def _prior_writes(prior: Prior, info: dict[str, Any] | None, fingerprint: str) -
         "model_fingerprint": fingerprint,
     }
     state = model_state(prior)
+    if prior.config.storage == "float16":  # scalars (the calibrated logit scale) keep float32
+        state = {k: v.half() if v.is_floating_point() and v.numel() > 1 else v for k, v in state.items()}
     doc = _prior_doc(prior.config, info, fingerprint)
     return {
         PRIOR_FILE: lambda p: save_file(state, str(p), metadata=metadata),
