@@ -20,7 +20,7 @@ LAYERS: dict[str, int] = {
     "quantizers": 1, "networks": 1,
     "models": 2,
     "runs": 3,
-    "training": 4, "priors": 4,
+    "training": 4, "priors": 4, "zoo": 4,
     "codec": 5, "tasks": 5,
     "pipeline": 6, "reports": 6,
     "cli": 7, "__main__": 7, "": 8,  # "" is the package facade, vqkit/__init__.py

@@ -11,6 +11,11 @@ from vqkit.data.datasets import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
 
 # subcommand -> (module, function `(argv) -> int`, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "models": (
+        "vqkit.cli.models",
+        "main",
+        "the models shipped with vqkit: list them, print a card, copy one",
+    ),
     "train": ("vqkit.cli.train", "main", "train a VQ-VAE into a run folder (resumable)"),
     "eval": ("vqkit.cli.evaluate", "main", "evaluate a run on a data set: PSNR, SSIM, codebook health"),
     "reconstruct": ("vqkit.cli.reconstruct", "main", "picture of images beside their reconstructions"),

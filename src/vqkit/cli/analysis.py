@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from vqkit.cli.common import add_device, parser
+from vqkit.cli.common import add_device, add_run, parser
 from vqkit.codec.files import write_bytes
 from vqkit.data import DataError, load_dataset
-from vqkit.runs import Run, RunError, layout
+from vqkit.runs import Run, RunError, layout, shipped
 from vqkit.runs.results import write_result, write_result_file
 from vqkit.visual import image_grid, save_png
 
@@ -28,7 +28,7 @@ def features_main(argv: list[str]) -> int:
     from vqkit.tasks.features import extract_features, save_features
 
     p = parser("features", "Per-image code grids, code histograms and pooled latents (.npz).")
-    p.add_argument("run", type=Path, help="run folder")
+    add_run(p)
     p.add_argument("--data", required=True, help="data spec")
     p.add_argument("-o", "--output", type=Path, required=True, help="output .npz")
     p.add_argument("--max-images", type=int, help="use at most the first N images")
@@ -50,7 +50,7 @@ def probe_main(argv: list[str]) -> int:
     from vqkit.tasks.probe import ProbeSettings, format_probe_table, run_probes
 
     p = parser("probe", "Linear-probe and k-NN accuracy of code histograms, pooled latents and pixels.")
-    p.add_argument("run", type=Path, help="run folder")
+    add_run(p)
     p.add_argument("--train", required=True, help="labelled data spec the classifiers learn from")
     p.add_argument("--test", required=True, help="labelled data spec they are scored on")
     p.add_argument("--json", type=Path, help="also write the results here")
@@ -85,7 +85,7 @@ def codebook_main(argv: list[str]) -> int:
     from vqkit.tasks.features import load_run_eval_set, sample_images
 
     p = parser("codebook", "Picture of every code's patch, most used first, and code usage.")
-    p.add_argument("run", type=Path, help="run folder")
+    add_run(p)
     p.add_argument("-o", "--output", type=Path, required=True, help="output PNG of the code patches")
     p.add_argument("--data", help="data to count usage on (default: the run's held-out data)")
     p.add_argument(
@@ -134,16 +134,17 @@ def codebook_main(argv: list[str]) -> int:
     if a.json:
         write_result_file(a.json, "codebook", summary)
     save_png(picture, a.output, scale=zoom)
-    save_png(picture, run.path / layout.CODEBOOK_TILES, scale=zoom)
-    write_bytes(run.path / layout.CODEBOOK_USAGE, usage_histogram_png(stats.counts))
+    save_png(picture, shipped.output_path(run.path, layout.CODEBOOK_TILES), scale=zoom)
+    write_bytes(shipped.output_path(run.path, layout.CODEBOOK_USAGE), usage_histogram_png(stats.counts))
     if stats.per_class is not None and stats.class_names is not None:
         shares = stats.per_class / np.maximum(stats.per_class.sum(1, keepdims=True), 1)
         png = class_usage_png(shares[:, stats.order], stats.class_names)
-        write_bytes(run.path / layout.CODEBOOK_CLASSES, png)
+        write_bytes(shipped.output_path(run.path, layout.CODEBOOK_CLASSES), png)
+    details = shipped.output_path(run.path, layout.CODEBOOK_FILE)
     print(
         f"wrote {a.output} ({len(tiles)} codes, {tiles.shape[1]}x{tiles.shape[2]} px each, most used "
         f"first); usage {summary['codebook_usage']:.3f}, perplexity {summary['perplexity']:.1f}, dead "
-        f"{summary['dead_codes']} on {described}; details in {run.path / layout.CODEBOOK_FILE}"
+        f"{summary['dead_codes']} on {described}; details in {details}"
     )
     return 0
 
@@ -157,7 +158,7 @@ def anomaly_main(argv: list[str]) -> int:
         "Per-image anomaly scores (reconstruction error, quantization error, prior "
         "NLL) and their AUROC when the anomalous classes are named.",
     )
-    p.add_argument("run", type=Path, help="run folder")
+    add_run(p)
     p.add_argument("--data", required=True, help="data spec to score")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--normal-classes", help="comma-separated classes that are normal (others: anomalies)")
@@ -204,7 +205,7 @@ def similar_main(argv: list[str]) -> int:
     from vqkit.tasks.retrieval import METRICS, rank
 
     p = parser("similar", "Retrieve the images whose code histograms are most like the query's.")
-    p.add_argument("run", type=Path, help="run folder")
+    add_run(p)
     p.add_argument("query", help="query image file (or data spec: its first image)")
     p.add_argument("--data", required=True, help="data spec to search")
     p.add_argument("-k", type=int, default=8, help="how many to retrieve (default 8)")

@@ -12,7 +12,7 @@ import torch
 from vqkit.config import ConfigError
 from vqkit.data import DataError
 from vqkit.precision import PRECISIONS
-from vqkit.runs import Run, RunError, registry
+from vqkit.runs import Run, RunError, registry, shipped
 from vqkit.training.loop import TrainingDiverged, resolve_device
 
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
@@ -60,12 +60,18 @@ def apply_threads(p: argparse.ArgumentParser, threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
-RUN_HELP = "run folder: a trained model (vqkit train -o RUN)"
+RUN_HELP = "run folder: a trained model (vqkit train -o RUN), or a shipped model's name (vqkit models)"
+
+
+def run_ref(text: str) -> Path:
+    """A RUN argument: a run folder, or the name of a model shipped with vqkit (a folder of that name
+    in the working directory wins); see vqkit.runs.shipped."""
+    return shipped.resolve(text)
 
 
 def add_run(p: argparse.ArgumentParser, help: str = RUN_HELP) -> None:
     """The trained model every command that uses one takes as its first positional argument."""
-    p.add_argument("run", type=Path, help=help)
+    p.add_argument("run", type=run_ref, help=help)
 
 
 def add_output(p: argparse.ArgumentParser, help: str, *, required: bool = True) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,7 @@ from vqkit.codec.coding import model_name
 from vqkit.codec.files import output_stems, read_inputs, read_vqk, write_bytes, write_png
 from vqkit.codec.fitting import fit_static_model
 from vqkit.codec.search import RATES, SearchConfig
-from vqkit.runs import Run, RunError, registry, write_json
+from vqkit.runs import Run, RunError, registry, shipped, write_json
 
 FILE_GROUP = 64  # at most this many files decoded together by `vqkit decompress`
 GROUP_BYTES = 4 << 20  # ... and this much .vqk data (CIFAR: ~50,000 images; Kodak: ~150)
@@ -234,9 +235,10 @@ def _file_model(path: Path) -> FileModel:
 
 
 def _find_runs(files: list[Path], device: str, precision: str) -> list[tuple[Coding, list[int]]]:
-    """Each file's model found among the registered runs (vqkit.runs.registry) by the fingerprint in
-    its header, which binds the VQ-VAE's weights and the entropy model's parameters: (coding, indices
-    of its files) per run, in the order the runs are first needed. Every file is matched before
+    """Each file's model found among the registered runs (vqkit.runs.registry), then the shipped
+    models (vqkit.runs.shipped), by the fingerprint in its header, which binds the VQ-VAE's weights
+    and the entropy model's parameters: (coding, indices of its files) per run, in the order the runs
+    are first needed. Every file is matched before
     anything is decoded, so a file no known run wrote stops the command before it writes."""
     found: dict[FileModel, Path | None] = {}
     codings: dict[Path, Coding | None] = {}  # None: a registered run that cannot code (e.g. stale table)
@@ -262,7 +264,8 @@ def _find_runs(files: list[Path], device: str, precision: str) -> list[tuple[Cod
     for i, path in enumerate(files):
         key = _file_model(path)
         if key not in found:
-            found[key] = next((f for _, f in registry.registered_runs() if matches(f, key)), None)
+            candidates = chain((f for _, f in registry.registered_runs()), shipped.model_folders())
+            found[key] = next((f for f in candidates if matches(f, key)), None)
         folder = found[key]
         if folder is None:
             raise CodecError(
@@ -290,13 +293,27 @@ def _unique_stems(files: list[Path]) -> list[str]:
     return stems
 
 
+def _vqk_files(paths: list[Path]) -> list[Path]:
+    """The files to decode: each file as given, each folder's *.vqk files in name order."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(path.glob("*.vqk"))
+            if not found:
+                raise CodecError(f"{path} is a folder without .vqk files")
+            files += found
+        else:
+            files.append(path)
+    return files
+
+
 def decompress_main(argv: list[str]) -> int:
     p = parser(
         "decompress",
         "Decompress .vqk files to PNG images (original sizes and modes). Each file's model is found by "
         "the fingerprint in its header among the runs trained or used on this machine, or named by --run.",
     )
-    p.add_argument("files", nargs="+", type=Path, help=".vqk files")
+    p.add_argument("files", nargs="+", type=Path, help=".vqk files, or folders of them (their *.vqk files)")
     add_output(p, "output folder of PNG images")
     p.add_argument("--run", type=Path, help="the run that compressed the files (default: each file's run, "
                    "found by its fingerprint among the runs trained or used on this machine)")  # fmt: skip
@@ -308,6 +325,7 @@ def decompress_main(argv: list[str]) -> int:
     add_device(p)
     a = p.parse_args(argv)
     apply_threads(p, a.threads)
+    a.files = _vqk_files(a.files)
     if a.run is not None:
         groups = [(Coding(load_run(a.run, a.device, a.precision)), list(range(len(a.files))))]
     else:

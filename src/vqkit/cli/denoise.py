@@ -23,9 +23,9 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from vqkit.cli.common import add_device, parser
+from vqkit.cli.common import add_device, add_run, parser
 from vqkit.data import IMAGE_EXTENSIONS, DataError, load_dataset
-from vqkit.runs import Run, layout
+from vqkit.runs import Run, layout, shipped
 from vqkit.runs.results import write_result, write_result_file
 from vqkit.tasks.denoise import MAX_PIXELS, denoise_images, evaluate_denoising, save_examples
 from vqkit.visual import save_png
@@ -61,9 +61,15 @@ def main(argv: list[str]) -> int:
         "Denoise images with a run trained on corrupted inputs (data.corruption), or measure how well "
         "it denoises (--eval).",
     )
-    p.add_argument("run", type=Path, help="run folder")
+    add_run(p)
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders or data specs")
-    p.add_argument("-o", "--output", type=Path, help="output folder, or a .png file for a single input image")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="output folder, or a .png file for a single input image (default for one image file: "
+        "STEM-denoised.png in the working directory)",
+    )
     p.add_argument(
         "--eval",
         metavar="DATA",
@@ -84,8 +90,13 @@ def main(argv: list[str]) -> int:
         if a.inputs or a.output:
             p.error("--eval measures the run on DATA; give no INPUT or -o with it")
     else:
-        if not a.inputs or a.output is None:
-            p.error("give INPUT images and -o OUTPUT (or --eval DATA to measure the run)")
+        if not a.inputs:
+            p.error("give INPUT images (and -o OUTPUT), or --eval DATA to measure the run")
+        if a.output is None:
+            # One image file: STEM-denoised.png in the working directory, as tools of this kind do.
+            if len(a.inputs) != 1 or not Path(a.inputs[0]).is_file():
+                p.error("give -o OUTPUT (a folder) for several images or a folder of them")
+            a.output = Path(Path(a.inputs[0]).stem + "-denoised.png")
         if a.json or a.max_images is not None:
             p.error("--json and --max-images go with --eval")
     if a.max_images is not None and a.max_images < 1:
@@ -136,7 +147,8 @@ def _evaluate(run: Run, spec: str, sigmas: list[float], a: argparse.Namespace) -
     path = write_result(run.path, layout.DENOISE_FILE, "denoise", data)
     if a.json:
         write_result_file(a.json, "denoise", data)
-    save_examples(run, clean, example_sigma, run.path / layout.DENOISE_EXAMPLES, seed=a.seed)
+    examples = shipped.output_path(run.path, layout.DENOISE_EXAMPLES)
+    save_examples(run, clean, example_sigma, examples, seed=a.seed)
     print(f"{'sigma':>6}  {'noisy PSNR / SSIM':>18}  {'denoised PSNR / SSIM':>21}")
     for r in result["results"]:
         noisy, out = r["noisy"], r["denoised"]
@@ -144,5 +156,5 @@ def _evaluate(run: Run, spec: str, sigmas: list[float], a: argparse.Namespace) -
             f"{r['sigma']:>6g}  {noisy['psnr']:>9.2f} / {noisy['ssim']:.4f}  "
             f"{out['psnr']:>12.2f} / {out['ssim']:.4f}"
         )
-    print(f"{len(clean)} images of {spec}; wrote {path} and {run.path / layout.DENOISE_EXAMPLES}")
+    print(f"{len(clean)} images of {spec}; wrote {path} and {examples}")
     return 0

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from vqkit.cli.common import add_device, add_json, add_run, load_run, parser, setting_given
+from vqkit.cli.common import add_device, add_json, add_run, load_run, parser, run_ref, setting_given
 from vqkit.priors import calibrate_run, evaluate_prior, load_codes, load_prior, train_prior
 from vqkit.priors.evaluate import check_codes
 from vqkit.runs import RunError, layout, registry, write_json
@@ -138,7 +138,7 @@ def main(argv: list[str]) -> int:
                    help="override a setting, e.g. --set model.layers=6 --set train.lr=5e-4")  # fmt: skip
     t.add_argument("--resume", action="store_true", help="continue the run's prior")
     t.add_argument("--overwrite", action="store_true", help="replace an existing prior")
-    t.add_argument("--init-from", type=Path, metavar="RUN",
+    t.add_argument("--init-from", type=run_ref, metavar="RUN",
                    help="start from the prior saved in this run folder (same VQ-VAE): its weights and "
                         "architecture, a new schedule (--set train.* and model.dropout apply)")  # fmt: skip
     t.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from vqkit.cli.common import add_device, add_threads, apply_threads, load_run, parser, report_skipped
+from vqkit.cli.common import add_device, add_run, add_threads, apply_threads, load_run, parser, report_skipped
 from vqkit.codec import ENTROPY_CHOICES, Coding
 from vqkit.codec.api import SCALE_RANGE
 from vqkit.codec.files import read_inputs
@@ -38,7 +38,7 @@ def _numbers(text: str, flag: str) -> list[float]:
 def main(argv: list[str]) -> int:
     p = parser("rd", "Rate-distortion of a run's codec on a data set: bpp (nominal, estimated, actual), "
                      "PSNR, SSIM and speed per entropy model and coding scale.")  # fmt: skip
-    p.add_argument("run", type=Path, help="run folder")
+    add_run(p)
     p.add_argument("--data", required=True, help="images to compress: files, folders or a data spec")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--max-images", type=int, help="use at most the first N images")

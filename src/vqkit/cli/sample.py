@@ -12,7 +12,7 @@ import torch
 from vqkit.cli.common import add_device, add_output, add_run, load_run, parser
 from vqkit.data import DataError, load_dataset
 from vqkit.priors import Prior, load_prior, read_prior_doc
-from vqkit.runs import Run, layout
+from vqkit.runs import Run, layout, shipped
 from vqkit.visual import image_grid, save_png
 
 
@@ -72,12 +72,12 @@ def sample_main(argv: list[str]) -> int:
     add_output(
         p,
         f"grid PNG; the images go to <stem>_samples/ beside it (default: RUN/{layout.SAMPLES_FILE}, "
-        "which the report shows)",
+        "which the report shows; MODEL-samples.png here for a shipped model)",
         required=False,
     )
     _add_sampling(p)
     a = p.parse_args(argv)
-    a.output = a.output or a.run / layout.SAMPLES_FILE
+    a.output = a.output or shipped.output_path(a.run, layout.SAMPLES_FILE)
     run, prior, labels, generator = _load(a)
     t0 = time.perf_counter()
     indices = prior.sample(a.n, temperature=a.temperature, top_k=a.top_k, labels=labels, generator=generator)
@@ -104,13 +104,13 @@ def complete_main(argv: list[str]) -> int:
     add_output(
         p,
         f"PNG: original | reconstruction | completions (default: RUN/{layout.COMPLETION_FILE}, which "
-        "the report shows)",
+        "the report shows; MODEL-completion.png here for a shipped model)",
         required=False,
     )
     p.add_argument("-n", type=int, default=4, help="completions (default 4)")
     _add_sampling(p)
     a = p.parse_args(argv)
-    a.output = a.output or a.run / layout.COMPLETION_FILE
+    a.output = a.output or shipped.output_path(a.run, layout.COMPLETION_FILE)
     run, prior, labels, generator = _load(a)
     data = load_dataset(a.image, channels=run.channels)
     if len(data) != 1:

@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 
 from vqkit import distributed as vdist
-from vqkit.cli.common import add_device, parser, setting_given
+from vqkit.cli.common import add_device, parser, run_ref, setting_given
 from vqkit.config import ConfigError, RunConfig, apply_overrides, load_config
 from vqkit.pipeline import train
 from vqkit.runs import RunError, layout, load_run_config
@@ -65,7 +65,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--max-steps", type=int, help="optimizer steps")
     add_device(p, from_config=True)
     p.add_argument("--resume", action="store_true", help="continue the run in -o RUN")
-    p.add_argument("--init-from", type=Path, metavar="RUN",
+    p.add_argument("--init-from", type=run_ref, metavar="RUN",
                    help="start from this run's weights; its model section is taken unless --config "
                         "gives one (which must then be the same)")  # fmt: skip
     p.add_argument("--decoder-only", action="store_true",

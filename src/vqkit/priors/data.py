@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vqkit.data import DataError, ImageSet, load_dataset
-from vqkit.runs import Run, atomic_write, model_fingerprint
+from vqkit.runs import Run, atomic_write, model_fingerprint, shipped
 
 ENCODE_CHUNK = 2048  # images per progress-bar tick
 
@@ -161,6 +161,7 @@ def _encode_cached(
     """Grids of every version (``versions(images)``, one list per version) of the images of ``spec``,
     version after version (labels repeated), from the cache file ``path`` while it is valid."""
     fingerprint = model_fingerprint(run.path)
+    cache = cache and shipped.shipped_name(run.path) is None  # a shipped model's folder is read-only
     if cache and path.is_file():
         found = _read_cache(path, spec, fingerprint)
         if found is not None:

@@ -19,7 +19,7 @@ from typing import Any
 from vqkit._version import __version__
 from vqkit.reports.plots import training_curves_png, xy_plot_png
 from vqkit.reports.tables import denoise_table, dict_table, fmt, probe_table, rd_table, records_table
-from vqkit.runs import RunError, layout, read_config_doc, run_lock, write_text
+from vqkit.runs import RunError, layout, read_config_doc, run_lock, shipped, write_text
 from vqkit.runs.layout import CONFIG_FILE, METRICS_FILE
 from vqkit.runs.results import Result, read_result
 
@@ -304,6 +304,9 @@ def write_report(run_dir: str | Path, output: str | Path) -> Path:
     if output.is_dir():
         raise RunError(f"{output} is a folder; give a file name such as report.html")
     read_config_doc(Path(run_dir))  # a missing or foreign folder is refused before the lock makes it
+    if shipped.shipped_name(run_dir) is not None:  # read-only and never changing: nothing to lock
+        write_text(output, build_report(run_dir))
+        return output
     with run_lock(run_dir, "report"):
         write_text(output, build_report(run_dir))
     return output

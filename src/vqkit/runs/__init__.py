@@ -5,7 +5,7 @@ A run folder is the unit every stage consumes (training writes it; the prior, th
 and the report read and extend it). This package owns it, and imports none of those stages.
 """
 
-from vqkit.runs import layout
+from vqkit.runs import layout, shipped
 from vqkit.runs.checkpoint import (
     RUN_FORMAT,
     RUN_FORMAT_VERSION,
@@ -56,6 +56,7 @@ __all__ = [
     "save_checkpoint",
     "save_config",
     "save_model",
+    "shipped",
     "torch_writer",
     "write_json",
     "write_text",

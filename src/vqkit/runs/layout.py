@@ -49,3 +49,6 @@ RD_FILE = "rd.json"  # rate-distortion evaluation of the run's codec (vqkit rd)
 SAMPLES_FILE = "samples.png"  # vqkit sample's default output: a grid of samples from the prior
 COMPLETION_FILE = "completion.png"  # vqkit complete's default output
 REPORT_FILE = "report.html"  # vqkit report's default output
+
+# Only in a model shipped with the package (vqkit.runs.shipped): what it is, how it was made, its figures.
+CARD_FILE = "card.json"

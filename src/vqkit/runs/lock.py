@@ -29,6 +29,7 @@ from typing import Any
 
 from vqkit.runs.files import RunError, file_mode, finish_commit
 from vqkit.runs.layout import LOCK_FILE
+from vqkit.runs.shipped import refuse_writes
 
 _held = threading.local()  # .counts: {resolved run folder: depth} of the locks this thread holds
 
@@ -39,6 +40,7 @@ def run_lock(run_dir: str | Path, what: str) -> Iterator[None]:
     the writer in the message another one gets, e.g. "training". RunError when another process or
     thread holds it. Taking the lock also finishes a checkpoint commit that a crash interrupted."""
     run_dir = Path(run_dir)
+    refuse_writes(run_dir, what)
     run_dir.mkdir(parents=True, exist_ok=True)
     key = str(run_dir.resolve())
     counts: dict[str, int] = _held.__dict__.setdefault("counts", {})

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from vqkit.runs.files import RunError, write_json
 from vqkit.runs.fingerprint import model_fingerprint
+from vqkit.runs.shipped import shipped_name
 
 REGISTRY_FORMAT = "vqkit-run-registry"
 REGISTRY_FORMAT_VERSION = 1
@@ -66,11 +67,12 @@ def register(run_dir: str | Path) -> str | None:
     """Record that the run in ``run_dir`` has its current model fingerprint; return the fingerprint,
     or None when the run has no weights or the registry cannot be written. The newest registration of
     a fingerprint wins (a copied run folder points the fingerprint at the copy), and entries whose
-    folders are gone are dropped on the way."""
+    folders are gone are dropped on the way. A shipped model is not recorded: the package's registry
+    already finds it, and its folder moves with each install."""
     folder = Path(run_dir).resolve()
     fingerprint = _fingerprint_of(folder)
-    if fingerprint is None:
-        return None
+    if fingerprint is None or shipped_name(folder) is not None:
+        return fingerprint
     runs, writable = _read()
     if not writable:
         return fingerprint

@@ -28,6 +28,7 @@ from typing import Any
 
 from vqkit._version import __version__
 from vqkit.runs.files import RunError, read_format_json, write_json
+from vqkit.runs.shipped import output_path
 
 RESULT_FORMAT = "vqkit-result"
 RESULT_FORMAT_VERSION = 1
@@ -64,8 +65,9 @@ def write_result_file(path: str | Path, kind: str, data: dict[str, Any]) -> Path
 
 
 def write_result(run_dir: str | Path, name: str, kind: str, data: dict[str, Any]) -> Path:
-    """Write a result document into the run folder under ``name`` (a name from runs.layout)."""
-    return write_result_file(Path(run_dir) / name, kind, data)
+    """Write a result document into the run folder under ``name`` (a name from runs.layout); for a
+    read-only shipped model, into the working directory as ``MODEL-name`` (runs.shipped.output_path)."""
+    return write_result_file(output_path(run_dir, name), kind, data)
 
 
 def read_result(path: str | Path, kind: str) -> Result:

@@ -21,6 +21,7 @@ from vqkit.config import RunConfig
 from vqkit.data import iter_batches, to_float, to_uint8_hwc
 from vqkit.models import VQVAE
 from vqkit.models.inference import FastDecoder
+from vqkit.runs import shipped
 from vqkit.runs.checkpoint import load_model, load_run_config, read_config_doc
 
 
@@ -36,9 +37,14 @@ class Run:
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu", precision: str = "auto") -> Run:
-        """Load a run folder. Inference runs channels-last (faster convolutions on CPU and GPU) and,
-        with precision "auto", in bf16 where the hardware has native bf16 (the quantizer stays fp32)."""
-        path = Path(path)
+        """Load a run folder, or a shipped model by name (``vqkit models``; its files are checked
+        against the package's SHA-256 registry first). Inference runs channels-last (faster
+        convolutions on CPU and GPU) and, with precision "auto", in bf16 where the hardware has native
+        bf16 (the quantizer stays fp32)."""
+        path = shipped.resolve(path)  # a shipped model's name, or a run folder
+        name = shipped.shipped_name(path)
+        if name is not None:
+            shipped.verify(name)  # every file against the package registry's SHA-256
         doc = read_config_doc(path)
         dev = torch.device(device)
         model = load_model(path, dev).to(memory_format=torch.channels_last)  # type: ignore[call-overload]

@@ -1,0 +1,64 @@
+"""Put a trained run into the package as a shipped model: its files, its card and their SHA-256 in the
+registry. Used by ``benchmarks/zoo/zoo.py pack`` (which also writes the card's figures and the docs)
+and by the tests, with a registry of their own."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from vqkit.runs import RunError, model_fingerprint, shipped
+from vqkit.runs.layout import CARD_FILE, CONFIG_FILE, MODEL_FILE
+from vqkit.zoo.cards import CARD_FORMAT, CARD_FORMAT_VERSION, CARD_KEYS
+
+MAX_FILE_BYTES = 8 * 2**20  # a shipped file, at most (git keeps every version of a binary)
+MAX_TOTAL_BYTES = 60 * 2**20  # every shipped model together
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def install_model(work: Path, name: str, files: Sequence[str], card: dict[str, Any]) -> shipped.ShippedModel:
+    """Copy ``files`` of the run folder ``work`` into the package as model ``name`` (replacing an
+    older copy), write its card, and record every file's SHA-256 and the model fingerprint in the
+    registry. RunError for a missing file, a file over MAX_FILE_BYTES, a card without every key, or
+    when all models together would pass MAX_TOTAL_BYTES (then nothing is changed)."""
+    missing = [k for k in CARD_KEYS if k not in card]
+    if missing:
+        raise RunError(f"the card of {name} lacks {', '.join(missing)}")
+    for f in {CONFIG_FILE, MODEL_FILE, *files}:
+        path = work / f
+        if not path.is_file():
+            raise RunError(f"{work} lacks {f}")
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise RunError(
+                f"{path} is {path.stat().st_size / 2**20:.1f} MB, over {MAX_FILE_BYTES // 2**20} MB"
+            )
+    others = sum(m.size_bytes for n, m in shipped.registry().items() if n != name)
+    size = sum((work / f).stat().st_size for f in {CONFIG_FILE, MODEL_FILE, *files})
+    if others + size > MAX_TOTAL_BYTES:
+        raise RunError(f"shipping {name} would take the models to {(others + size) / 2**20:.1f} MB, over "
+                       f"{MAX_TOTAL_BYTES // 2**20} MB")  # fmt: skip
+    target = shipped.MODELS_DIR / name
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for f in sorted({CONFIG_FILE, MODEL_FILE, *files}):
+        shutil.copyfile(work / f, target / f)
+    doc = {"format": CARD_FORMAT, "format_version": CARD_FORMAT_VERSION, "name": name, **card}
+    (target / CARD_FILE).write_text(json.dumps(doc, indent=1) + "\n")
+    hashes = {f.name: _sha256(f) for f in sorted(target.iterdir())}
+    registry: dict[str, Any] = {"format": shipped.REGISTRY_FORMAT,
+                                "format_version": shipped.REGISTRY_FORMAT_VERSION, "models": {}}  # fmt: skip
+    if shipped.REGISTRY_PATH.is_file():
+        registry = json.loads(shipped.REGISTRY_PATH.read_text())
+    registry["models"][name] = {"files": hashes, "fingerprint": model_fingerprint(target)}
+    registry["models"] = dict(sorted(registry["models"].items()))
+    shipped.REGISTRY_PATH.parent.mkdir(parents=True, exist_ok=True)
+    shipped.REGISTRY_PATH.write_text(json.dumps(registry, indent=1) + "\n")
+    return shipped.get(name)
