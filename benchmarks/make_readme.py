@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CODEC_NAMES = {"jpeg": "JPEG", "webp": "WebP", "avif": "AVIF", "jxl": "JPEG XL"}
 CLASSIC = ["jpeg", "webp", "avif", "jxl"]
 PLOT = "kodak-rd.png"
-BLOCKS = ("training-times", "results-at-a-glance")
+BLOCKS = ("shipped-models", "training-times", "results-at-a-glance")
 
 
 def load(root: Path) -> dict[str, dict[str, Any]]:
@@ -771,11 +771,42 @@ def glance(docs: dict[str, dict[str, Any]]) -> list[str]:
         place = "a GPU (`benchmarks/gpu_photo.sh`)" if "NVIDIA" in dev else "a CPU"
         repro = f"no weights ship: retrain on {place}, then run the file's command"
         lines.append(f"| {what} | {dev} | {time} | {result} | {files} | {repro} |")
+    return lines + shipped_rows()
+
+
+def shipped_rows() -> list[str]:
+    """One row per shipped model, from its card: these figures a clone reproduces with no training."""
+    from vqkit.runs import shipped
+    from vqkit.zoo import cards
+
+    lines = []
+    for name, model in sorted(shipped.registry().items()):
+        c = cards.checked_card(model)
+        time = " + ".join(f"{v:.0f} min {k}" for k, v in c["minutes"].items() if k != "evaluation")
+        files = ", ".join(sorted({f"`{f['results']}`" for f in c["figures"]}))
+        lines.append(f"| shipped model `{name}`: {c['task']} | {c['device']} | {time} | {c['quality']}; "
+                     f"{c['rate']} | {files} | yes: it ships (`vqkit models {name}`) |")  # fmt: skip
     return lines
 
 
+def shipped_models(docs: dict[str, dict[str, Any]]) -> list[str]:
+    """The models in the package's registry, from their cards (the same table as docs/models.md)."""
+    from vqkit.zoo import cards
+
+    rows = cards.listing_rows()
+    if not rows:
+        return ["No models ship yet."]
+    lines = ["| " + " | ".join(cards.LISTING_HEADER) + " |", "|" + "---|" * len(cards.LISTING_HEADER)]
+    return lines + ["| " + " | ".join((f"`{r[0]}`", *r[1:])) + " |" for r in rows]
+
+
 def render_block(name: str, docs: dict[str, dict[str, Any]]) -> list[str]:
-    return {"training-times": training_times, "results-at-a-glance": glance}[name](docs)
+    blocks = {
+        "shipped-models": shipped_models,
+        "training-times": training_times,
+        "results-at-a-glance": glance,
+    }
+    return blocks[name](docs)
 
 
 def update_readme(text: str, docs: dict[str, dict[str, Any]]) -> str:

@@ -25,6 +25,7 @@ from .conftest import SHARED_DATA, smooth_images
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SECTIONS = (  # in the order a user meets them
+    "Pretrained models",
     "Training on your own images",
     "Evaluating, encoding and compressing",
     "Generating, denoising and analysing",
@@ -89,6 +90,21 @@ def labelled_images(n: int, seed: int) -> list[tuple[str, np.ndarray]]:
     return [("cat" if i % 2 else "dog", img) for i, img in enumerate(images)]
 
 
+def digits(n: int) -> list[tuple[str, np.ndarray]]:
+    """28x28 grey digits: the first MNIST test digits when present, else generated strokes."""
+    path = SHARED_DATA / "mnist" / "t10k-images-idx3-ubyte.gz"
+    if path.is_file():
+        import gzip
+
+        raw = gzip.decompress(path.read_bytes())[16 : 16 + n * 784]
+        images = np.frombuffer(raw, np.uint8).reshape(n, 28, 28)
+    else:
+        images = np.zeros((n, 28, 28), np.uint8)
+        for i in range(n):
+            images[i, 4:24, 8 + 2 * i : 12 + 2 * i] = 255
+    return [("", img) for img in images]
+
+
 def write_folder(root: Path, items: list[tuple[str, np.ndarray]], classes: bool = True) -> None:
     """PNGs named 0.png, 1.png, ... per class subfolder (or in ``root`` itself)."""
     counts: dict[str, int] = {}
@@ -109,6 +125,7 @@ def test_readme_commands_run_in_order(tmp_path: Path) -> None:
     noisy = [(c, np.clip(im + rng.normal(0, 25, im.shape), 0, 255).astype(np.uint8))
              for c, im in labelled_images(4, seed=350)]  # fmt: skip
     write_folder(tmp_path / "noisy", noisy, classes=False)
+    write_folder(tmp_path / "digits", digits(5), classes=False)
     # The README's commands run in a clone, where recipes/ lies beside the user's data.
     (tmp_path / "recipes").symlink_to(README.parent / "recipes")
     env = {**os.environ, "VQKIT_HOME": str(tmp_path / "home")}
