@@ -117,9 +117,13 @@ class PriorTrainConfig:
 
 
 def prior_config_to_dict(cfg: PriorConfig) -> dict[str, Any]:
-    """JSON-ready: ``grid`` as a list of two ints."""
+    """JSON-ready: ``grid`` as a list of two ints. ``storage`` only when it is not float32: the dict
+    enters the digests and fingerprints of priors and of the files coded with them, which must not
+    change for the priors written before the key existed."""
     data = to_dict(cfg)
     data["grid"] = list(cfg.grid)
+    if cfg.storage == "float32":
+        del data["storage"]
     return data
 
 
