@@ -24,6 +24,8 @@ from vqkit.data import DataError
 from vqkit.runs import layout
 from vqkit.runs.results import write_result, write_result_file
 
+MEASURABLE = tuple(m for m in ENTROPY_CHOICES if m != "auto")  # what --entropy-models may name
+
 
 def _numbers(text: str, flag: str) -> list[float]:
     try:
@@ -44,7 +46,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--max-images", type=int, help="use at most the first N images")
     p.add_argument(
         "--entropy-models",
-        help="comma-separated entropy models to measure, from raw, static, prior, prior-tiles "
+        help=f"comma-separated entropy models to measure, from {', '.join(MEASURABLE)} "
         "(default: every one the run has: raw, static when fitted, prior when trained)",
     )
     p.add_argument(
@@ -85,8 +87,8 @@ def main(argv: list[str]) -> int:
     coding = Coding(load_run(a.run, a.device, a.precision))
     if a.entropy_models:
         models = [m.strip() for m in a.entropy_models.split(",") if m.strip()]
-        if bad := [m for m in models if m not in ENTROPY_CHOICES or m == "auto"]:
-            p.error(f"unknown entropy model {bad[0]!r}; choose from raw, static, prior, prior-tiles")
+        if bad := [m for m in models if m not in MEASURABLE]:
+            p.error(f"unknown entropy model {bad[0]!r}; choose from {', '.join(MEASURABLE)}")
     else:
         models = available_models(coding)
     images, names, problems = read_inputs([a.data], a.max_images)
