@@ -5,6 +5,7 @@ registry (tests/test_shipped_zoo.py checks the models that really ship)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,8 +82,6 @@ def test_install_hashes_every_file(zoo: shipped.ShippedModel, trained: Path) -> 
     assert zoo.fingerprint == model_fingerprint(trained)
     doc = json.loads(shipped.REGISTRY_PATH.read_text())
     assert doc["format"] == "vqkit-model-registry" and doc["format_version"] == 1
-    import hashlib
-
     for file, digest in doc["models"]["tiny"]["files"].items():
         assert hashlib.sha256((zoo.path / file).read_bytes()).hexdigest() == digest
     assert shipped.verify("tiny") == zoo

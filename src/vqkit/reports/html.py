@@ -12,6 +12,7 @@ import base64
 import html
 import json
 from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -304,9 +305,8 @@ def write_report(run_dir: str | Path, output: str | Path) -> Path:
     if output.is_dir():
         raise RunError(f"{output} is a folder; give a file name such as report.html")
     read_config_doc(Path(run_dir))  # a missing or foreign folder is refused before the lock makes it
-    if shipped.shipped_name(run_dir) is not None:  # read-only and never changing: nothing to lock
-        write_text(output, build_report(run_dir))
-        return output
-    with run_lock(run_dir, "report"):
+    # A shipped model is read-only and never changes: nothing to lock (and its lock would be refused).
+    shipped_model = shipped.shipped_name(run_dir) is not None
+    with nullcontext() if shipped_model else run_lock(run_dir, "report"):
         write_text(output, build_report(run_dir))
     return output

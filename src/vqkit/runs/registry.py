@@ -17,9 +17,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from vqkit.runs import shipped
 from vqkit.runs.files import RunError, write_json
 from vqkit.runs.fingerprint import model_fingerprint
-from vqkit.runs.shipped import shipped_name
 
 REGISTRY_FORMAT = "vqkit-run-registry"
 REGISTRY_FORMAT_VERSION = 1
@@ -70,9 +70,11 @@ def register(run_dir: str | Path) -> str | None:
     folders are gone are dropped on the way. A shipped model is not recorded: the package's registry
     already finds it, and its folder moves with each install."""
     folder = Path(run_dir).resolve()
+    if (name := shipped.shipped_name(folder)) is not None:
+        return shipped.get(name).fingerprint  # the package's registry holds it: nothing to hash or store
     fingerprint = _fingerprint_of(folder)
-    if fingerprint is None or shipped_name(folder) is not None:
-        return fingerprint
+    if fingerprint is None:
+        return None
     runs, writable = _read()
     if not writable:
         return fingerprint

@@ -104,16 +104,17 @@ def resolve(ref: str | Path) -> Path:
 
 def shipped_name(run_dir: str | Path) -> str | None:
     """The model's name when ``run_dir`` is a shipped model's folder, else None."""
-    path = Path(run_dir)
     try:
-        if path.resolve().parent != MODELS_DIR.resolve():
+        path = Path(run_dir).resolve()
+        if path.parent != MODELS_DIR.resolve():
             return None
     except OSError:
         return None
-    return path.resolve().name if path.resolve().name in registry() else None
+    return path.name if path.name in registry() else None
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 (hex) of a file, remembered by path, size and mtime (a model is checked on every load)."""
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     with _verified_lock:
@@ -138,7 +139,7 @@ def verify(name: str) -> ShippedModel:
         if not path.is_file():
             raise RunError(f"shipped model {name}: {file} is missing from {model.path} (expected SHA-256 "
                            f"{expected}); reinstall vqkit")  # fmt: skip
-        actual = _sha256(path)
+        actual = file_sha256(path)
         if actual != expected:
             raise RunError(
                 f"shipped model {name}: {path} does not match the registry (SHA-256 {actual}, expected "

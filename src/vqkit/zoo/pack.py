@@ -4,7 +4,6 @@ and by the tests, with a registry of their own."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Sequence
@@ -17,10 +16,6 @@ from vqkit.zoo.cards import CARD_FORMAT, CARD_FORMAT_VERSION, CARD_KEYS
 
 MAX_FILE_BYTES = 8 * 2**20  # a shipped file, at most (git keeps every version of a binary)
 MAX_TOTAL_BYTES = 60 * 2**20  # every shipped model together
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def install_model(work: Path, name: str, files: Sequence[str], card: dict[str, Any]) -> shipped.ShippedModel:
@@ -52,7 +47,7 @@ def install_model(work: Path, name: str, files: Sequence[str], card: dict[str, A
         shutil.copyfile(work / f, target / f)
     doc = {"format": CARD_FORMAT, "format_version": CARD_FORMAT_VERSION, "name": name, **card}
     (target / CARD_FILE).write_text(json.dumps(doc, indent=1) + "\n")
-    hashes = {f.name: _sha256(f) for f in sorted(target.iterdir())}
+    hashes = {f.name: shipped.file_sha256(f) for f in sorted(target.iterdir())}
     registry: dict[str, Any] = {"format": shipped.REGISTRY_FORMAT,
                                 "format_version": shipped.REGISTRY_FORMAT_VERSION, "models": {}}  # fmt: skip
     if shipped.REGISTRY_PATH.is_file():
