@@ -43,7 +43,7 @@ from vqkit.codec import (
     choose_stages,
     compress_images,
     decode_codes_many,
-    decompress_many,
+    images_from_codes,
     parse,
 )
 from vqkit.codec.api import SCALE_RANGE
@@ -342,8 +342,9 @@ def decompress_main(argv: list[str]) -> int:
             files = [a.files[i] for i in indices]
             for start, paths, blobs in _file_groups(files):
                 names = [str(path) for path in paths]
-                decoded = decompress_many(coding, blobs, names=names, progress=codes.update)
-                grids = [gs for _, gs in decode_codes_many(coding, blobs, names=names)] if a.codes else None
+                parsed = decode_codes_many(coding, blobs, names=names, progress=codes.update)
+                decoded = images_from_codes(coding, parsed, blobs, names)
+                grids = [gs for _, gs in parsed] if a.codes else None
                 for n, images in enumerate(decoded, start=start):
                     stem = stems[indices[n]]
                     for i, image in enumerate(images):

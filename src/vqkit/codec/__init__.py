@@ -18,6 +18,7 @@ from vqkit.codec.api import (
     decode_grids,
     decompress,
     decompress_many,
+    images_from_codes,
     resample,
 )
 from vqkit.codec.coding import ENTROPY_CHOICES, Coding
@@ -51,6 +52,7 @@ __all__ = [
     "decompress",
     "decompress_many",
     "fit_static_model",
+    "images_from_codes",
     "load_static_table",
     "parse",
     "resample",

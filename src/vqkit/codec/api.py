@@ -469,6 +469,18 @@ def decompress_many(
     coding = run if isinstance(run, Coding) else Coding(run, prior)
     names = list(names) if names is not None else [f"input{i}" for i in range(len(files))]
     parsed = decode_codes_many(coding, files, names=names, prior=prior, progress=progress)
+    return images_from_codes(coding, parsed, files, names)
+
+
+def images_from_codes(
+    coding: Coding,
+    parsed: Sequence[tuple[Container, list[np.ndarray]]],
+    files: Sequence[bytes],
+    names: Sequence[str],
+) -> list[list[np.ndarray]]:
+    """The second half of `decompress_many`: `decode_codes_many`'s containers and code grids (with the
+    files' bytes, for the alpha planes) -> each file's images, the VQ-VAE decoder run over all grids
+    together. For a caller that wants the grids too without decoding the entropy coding twice."""
     records = [rec for container, _ in parsed for rec in container.records]
     grids = [grid for _, file_grids in parsed for grid in file_grids]
     recons = iter(decode_grids(coding, grids, [r.coded_size for r in records]))
