@@ -793,7 +793,7 @@ def shipped_models(docs: dict[str, dict[str, Any]]) -> list[str]:
     """The models in the package's registry, from their cards (the same table as docs/models.md)."""
     from vqkit.zoo import cards
 
-    rows = cards.listing_rows()
+    rows = cards.listing_rows(local=False)
     if not rows:
         return ["No models ship yet."]
     lines = ["| " + " | ".join(cards.LISTING_HEADER) + " |", "|" + "---|" * len(cards.LISTING_HEADER)]

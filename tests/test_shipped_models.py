@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -202,3 +203,108 @@ def test_install_enforces_the_size_limits(
     assert sorted(shipped.registry()) == ["tiny"]  # nothing changed
     with pytest.raises(RunError, match="lacks limits"):
         pack.install_model(trained, "other", SHIPPED, {k: v for k, v in CARD.items() if k != "limits"})
+
+
+def test_a_file_in_a_subfolder_ships_at_the_top(
+    zoo: shipped.ShippedModel, trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The denoise model ships the photo manifest that its data step wrote to WORK/photos/photos.json.
+    work = tmp_path / "work"
+    work.mkdir()
+    for f in SHIPPED:
+        (work / f).write_bytes((trained / f).read_bytes())
+    (work / "photos").mkdir()
+    (work / "photos" / "photos.json").write_text('{"photos": []}\n')
+    model = pack.install_model(work, "other", [*SHIPPED, "photos/photos.json"], CARD)
+    assert (model.path / "photos.json").read_text() == '{"photos": []}\n'
+    assert "photos.json" in model.files
+    (work / "prior_config.json").rename(work / "photos" / "prior_config.json")
+    with pytest.raises(RunError, match="share a name"):
+        pack.install_model(work, "third", [*SHIPPED, "photos/prior_config.json"], CARD)
+
+
+@pytest.fixture
+def hosted(zoo: shipped.ShippedModel, trained: Path, tmp_path: Path) -> shipped.ShippedModel:
+    """The tiny run packed again as the hosted model "far", its files served from a local folder
+    through a file:// URL (the tests never reach a network)."""
+    upload = tmp_path / "upload"
+    return pack.install_model(
+        trained, "far", SHIPPED, CARD, url=(upload / "far").as_uri() + "/", upload=upload
+    )
+
+
+def test_a_hosted_model_is_listed_and_fetched_on_request(
+    hosted: shipped.ShippedModel,
+    trained: Path,
+    vqkit_home: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert hosted.hosted and not hosted.fetched
+    assert hosted.path == vqkit_home / "models" / "far"
+    assert hosted.hosted_bytes == sum(p.stat().st_size for p in (tmp_path / "upload" / "far").iterdir())
+    assert shipped.registry()["tiny"].size_bytes < pack.MAX_TOTAL_BYTES  # the packaged one is unchanged
+    capsys.readouterr()
+    assert main(["models"]) == 0
+    assert "hosted (vqkit models far --fetch)" in capsys.readouterr().out
+    assert main(["models", "far"]) == 0  # the card comes from the registry, before any download
+    assert f"| hosted at | {hosted.url} |" in capsys.readouterr().out
+    with pytest.raises(RunError, match="vqkit models far --fetch"):
+        Run.load("far")  # nothing is downloaded behind the user's back
+    assert hosted.path not in shipped.model_folders()
+    assert main(["models", "far", "--fetch"]) == 0
+    out = capsys.readouterr().out
+    assert "far: fetching model.safetensors" in out and "each matching the registry" in out
+    run = Run.load("far")
+    images = smooth_images(2)
+    assert np.array_equal(run.encode(images), Run.load(trained).encode(images))
+    assert shipped.shipped_name(run.path) == "far"  # read-only like a packaged model
+    with pytest.raises(RunError, match="read-only"):
+        shipped.refuse_writes(run.path, "a test")
+    assert hosted.path in shipped.model_folders()  # decompress now finds it by fingerprint
+    assert main(["models", "far", "--fetch"]) == 0  # everything present and matching: no download
+    assert "fetching" not in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # a usage error: it ships in the package
+        main(["models", "tiny", "--fetch"])
+    assert "tiny ships inside vqkit; there is nothing to fetch" in capsys.readouterr().err
+
+
+def test_a_hosted_file_with_another_hash_is_not_kept(hosted: shipped.ShippedModel, tmp_path: Path) -> None:
+    served = tmp_path / "upload" / "far" / "model.safetensors"
+    served.write_bytes(served.read_bytes()[:-1] + b"\0")  # the server now serves a different file
+    expected = hosted.files["model.safetensors"]
+    with pytest.raises(RunError, match=f"expects {expected}; it was not kept"):
+        shipped.fetch("far")
+    assert not (hosted.path / "model.safetensors").exists()
+    assert [p.name for p in hosted.path.iterdir() if p.name.startswith(".")] == []  # no partial file left
+    served.unlink()
+    with pytest.raises(RunError, match=r"cannot fetch model\.safetensors"):
+        shipped.fetch("far")
+
+
+def test_a_hosted_model_on_the_hub_goes_through_huggingface_hub(
+    hosted: shipped.ShippedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stand-in for huggingface_hub that serves the uploaded folder: the test checks the calls vqkit
+    # makes and that the hashes still decide, not the hub itself.
+    served = tmp_path / "upload" / "far"
+    calls: list[tuple[str, str, str | None]] = []
+
+    def hf_hub_download(repo_id: str, filename: str, revision: str | None = None) -> str:
+        calls.append((repo_id, filename, revision))
+        return str(served / filename)
+
+    fake = type(sys)("huggingface_hub")
+    fake.hf_hub_download = hf_hub_download  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "huggingface_hub", fake)
+    doc = json.loads(shipped.REGISTRY_PATH.read_text())
+    doc["models"]["far"]["url"] = "hf://vqkit/far@0123abc"
+    shipped.REGISTRY_PATH.write_text(json.dumps(doc))
+    model = shipped.fetch("far")
+    assert model.fetched
+    assert sorted(f for _, f, _ in calls) == sorted(hosted.files)
+    assert {(r, v) for r, _, v in calls} == {("vqkit/far", "0123abc")}
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # not installed
+    (model.path / "config.json").unlink()
+    with pytest.raises(RunError, match="pip install huggingface_hub"):
+        shipped.fetch("far")

@@ -4,6 +4,7 @@
     python benchmarks/zoo/zoo.py hours                       # expected hours of every model
     python benchmarks/zoo/zoo.py train NAME --data PATH      # train (or resume) into runs/zoo/NAME
     python benchmarks/zoo/zoo.py pack NAME                   # copy into the package, hash, write the card
+    python benchmarks/zoo/zoo.py pack NAME --host URL --upload DIR   # a hosted model (over the size limits)
     python benchmarks/zoo/zoo.py docs [--check]              # docs/models.md from the cards
 
 Each model's spec is ``benchmarks/zoo/NAME.json``: its steps (vqkit commands with fixed step counts, so
@@ -186,7 +187,7 @@ def _device(log: list[dict[str, Any]]) -> str:
     return "; ".join(seen) or "unknown"
 
 
-def pack(spec: Spec, work: Path) -> int:
+def pack(spec: Spec, work: Path, host: str = "", upload: Path | None = None) -> int:
     log = [r for r in read_log(work) if r.get("rc") in (0, 130)]  # 130: stopped, resumed later
     missing = [f for f in spec.ship if not (work / f).is_file()]
     if missing:
@@ -225,12 +226,17 @@ def pack(spec: Spec, work: Path) -> int:
         "limits": list(spec.limits),
     }
     try:
-        model = install_model(work, spec.name, spec.ship, card)
+        model = install_model(work, spec.name, spec.ship, card, url=host, upload=upload)
     except RunError as e:
         raise SystemExit(f"zoo: {e}") from e
-    total = sum(m.size_bytes for m in shipped.registry().values())
-    print(f"packed {spec.name} into {model.path} ({model.size_bytes / 2**20:.2f} MB; all models "
-          f"{total / 2**20:.1f} MB)")  # fmt: skip
+    total = sum(m.size_bytes for m in shipped.registry().values() if not m.hosted)
+    if host:
+        assert upload is not None
+        print(f"packed {spec.name} as a hosted model: put the files of {upload / spec.name} at {host} "
+              f"({model.hosted_bytes / 2**20:.2f} MB)")  # fmt: skip
+    else:
+        print(f"packed {spec.name} into {model.path} ({model.size_bytes / 2**20:.2f} MB; all models "
+              f"{total / 2**20:.1f} MB)")  # fmt: skip
     return docs(check=False)
 
 
@@ -257,6 +263,13 @@ def main(argv: list[str] | None = None) -> int:
     k = sub.add_parser("pack", help="copy a trained model into the package, with its card and hashes")
     k.add_argument("name")
     k.add_argument("--work", type=Path, help="work folder (default runs/zoo/NAME)")
+    k.add_argument("--host", metavar="URL",
+                   help="host the model at URL instead of shipping it in the package (models over the "
+                   "size limits): its files go to --upload DIR/NAME, to be put at URL; the registry pins "
+                   "their hashes and users run vqkit models NAME --fetch")  # fmt: skip
+    k.add_argument(
+        "--upload", type=Path, metavar="DIR", help="with --host: where to write the files to upload"
+    )
     d = sub.add_parser("docs", help="write docs/models.md from the shipped cards")
     d.add_argument("--check", action="store_true", help="only check that docs/models.md is current")
     sub.add_parser("hours", help="expected training hours of every spec")
@@ -270,7 +283,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     spec = load_spec(a.name)
     work = (a.work or ROOT / "runs" / "zoo" / a.name).resolve()
-    return train(spec, a.data, work) if a.command == "train" else pack(spec, work)
+    if a.command == "train":
+        return train(spec, a.data, work)
+    if bool(a.host) != bool(a.upload):
+        p.error("--host and --upload go together")
+    return pack(spec, work, a.host or "", a.upload)
 
 
 if __name__ == "__main__":

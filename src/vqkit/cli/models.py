@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import partial
 from pathlib import Path
 
 from vqkit.cli.common import parser
@@ -20,6 +21,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("name", nargs="?", help="one model: print its card (what it is, how it was made, figures)")
     p.add_argument("--json", action="store_true", help="print the models' cards, sizes and hashes as JSON")
     p.add_argument("--verify", action="store_true", help="check every file's SHA-256 against the registry")
+    p.add_argument("--fetch", action="store_true",
+                   help="download hosted models' files (NAME, or every hosted model), each kept only when "
+                   "its SHA-256 matches the registry (models in the package need no fetching)")  # fmt: skip
     p.add_argument("--copy", type=Path, metavar="DIR",
                    help="with NAME: copy the model into a new run folder DIR of your own (shipped models "
                    "are read-only; a copy can take a new prior, a fine-tune or results)")  # fmt: skip
@@ -29,6 +33,15 @@ def main(argv: list[str]) -> int:
         models = {a.name: shipped.get(a.name)}
     elif a.copy is not None:
         p.error("--copy needs the NAME of the model to copy")
+    if a.fetch:
+        hosted = sorted(n for n, m in models.items() if m.hosted)
+        if a.name is not None and not hosted:
+            p.error(f"{a.name} ships inside vqkit; there is nothing to fetch")
+        for name in hosted:
+            model = shipped.fetch(name, progress=partial(_fetching, name))
+            print(f"{name}: {len(model.files)} files in {model.path}, each matching the registry")
+        if not hosted:
+            print("no hosted models: every model ships inside vqkit")
     if a.verify:
         for name in sorted(models):
             model = shipped.verify(name)
@@ -45,9 +58,13 @@ def main(argv: list[str]) -> int:
         print(json.dumps(doc, indent=2))
     elif a.name is not None:
         print(cards.render_card(models[a.name]))
-    elif not a.verify:
+    elif not (a.verify or a.fetch):
         print(cards.listing(models))
     return 0
+
+
+def _fetching(name: str, file: str) -> None:
+    print(f"{name}: fetching {file}", flush=True)
 
 
 def _copy(model: shipped.ShippedModel, target: Path) -> int:

@@ -7,6 +7,13 @@ SHA-256 in the package's registry (``vqkit/zoo/registry.json``); loading a shipp
 file against it first, so a damaged or altered copy is refused with the model's name and the
 expected hash, not used to decode wrong pixels.
 
+A model too large for the package can be *hosted*: its registry entry also gives a ``url`` (a base URL
+ending in ``/``, a ``file://`` folder, or ``hf://OWNER/REPO@REVISION`` for the Hugging Face Hub when
+``huggingface_hub`` is installed). ``vqkit models NAME --fetch`` downloads its files into
+``$VQKIT_HOME/models/NAME`` and keeps each only when its SHA-256 matches the registry, so the hashes in
+the package pin what the URL may serve; nothing is downloaded without that command. Once fetched, a
+hosted model works like one that shipped.
+
 Every command that takes a run folder also takes a shipped model's name (a folder of that name in the
 working directory wins, so a name never hides a user's run). Shipped folders are read-only to vqkit:
 a writer's lock refuses them, and results a command would leave in the run folder go to the working
@@ -17,7 +24,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import tempfile
 import threading
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +39,8 @@ from vqkit.runs.layout import CARD_FILE
 
 ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
 MODELS_DIR = ZOO_DIR / "models"  # one folder per shipped model
-REGISTRY_PATH = ZOO_DIR / "registry.json"  # name -> {files: {file: sha256}, fingerprint}
+REGISTRY_PATH = ZOO_DIR / "registry.json"  # name -> {files: {file: sha256}, fingerprint[, url]}
+HOSTED_DIR = "models"  # a hosted model's files go to $VQKIT_HOME/models/NAME
 REGISTRY_FORMAT = "vqkit-model-registry"
 REGISTRY_FORMAT_VERSION = 1
 
@@ -41,6 +54,18 @@ class ShippedModel:
     path: Path  # the model's run folder inside the package
     files: dict[str, str]  # file name -> SHA-256 (hex) of every file of the folder
     fingerprint: str  # the VQ-VAE's model fingerprint (vqkit.runs.fingerprint), 16 hex digits
+    url: str = ""  # where a hosted model's files are fetched from; "" when they ship in the package
+    hosted_card: dict[str, Any] | None = None  # a hosted model's card, kept in the registry
+    hosted_bytes: int = 0  # a hosted model's download size
+
+    @property
+    def hosted(self) -> bool:
+        return bool(self.url)
+
+    @property
+    def fetched(self) -> bool:
+        """Whether every file is on this machine (always, for a model that ships in the package)."""
+        return all((self.path / f).is_file() for f in self.files)
 
     @property
     def size_bytes(self) -> int:
@@ -48,7 +73,10 @@ class ShippedModel:
         return sum((self.path / f).stat().st_size for f in self.files if (self.path / f).is_file())
 
     def card(self) -> dict[str, Any]:
-        """The model card (card.json), as written by the zoo's packer."""
+        """The model card (card.json), as written by the zoo's packer; a hosted model's comes from the
+        registry, so it can be read before the files are fetched."""
+        if self.hosted_card is not None:
+            return self.hosted_card
         path = self.path / CARD_FILE
         try:
             doc = json.loads(path.read_text())
@@ -80,8 +108,22 @@ def registry() -> dict[str, ShippedModel]:
         files = entry.get("files") if isinstance(entry, dict) else None
         if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
             raise RunError(f"{REGISTRY_PATH}: model {name!r} has no file hashes; reinstall vqkit")
-        models[name] = ShippedModel(name, MODELS_DIR / name, dict(files), str(entry.get("fingerprint", "")))
+        url, card, size = entry.get("url", ""), entry.get("card"), entry.get("size_bytes", 0)
+        if not isinstance(url, str) or (url and not (isinstance(card, dict) and isinstance(size, int))):
+            raise RunError(
+                f"{REGISTRY_PATH}: hosted model {name!r} lacks its url, card or size; reinstall vqkit"
+            )
+        path = hosted_dir() / name if url else MODELS_DIR / name
+        fingerprint = str(entry.get("fingerprint", ""))
+        models[name] = ShippedModel(name, path, dict(files), fingerprint, url, card if url else None, size)
     return models
+
+
+def hosted_dir() -> Path:
+    """Where hosted models' files are kept on this machine: $VQKIT_HOME/models."""
+    from vqkit.runs.registry import home  # registry imports this module
+
+    return home() / HOSTED_DIR
 
 
 def get(name: str) -> ShippedModel:
@@ -106,11 +148,12 @@ def shipped_name(run_dir: str | Path) -> str | None:
     """The model's name when ``run_dir`` is a shipped model's folder, else None."""
     try:
         path = Path(run_dir).resolve()
-        if path.parent != MODELS_DIR.resolve():
+        if path.parent not in (MODELS_DIR.resolve(), hosted_dir().resolve()):
             return None
     except OSError:
         return None
-    return path.name if path.name in registry() else None
+    model = registry().get(path.name)
+    return path.name if model is not None and model.path.resolve() == path else None
 
 
 def file_sha256(path: Path) -> str:
@@ -134,6 +177,9 @@ def verify(name: str) -> ShippedModel:
     """Check every file of the shipped model against the registry's SHA-256; RunError naming the
     model, the file and the expected hash for a missing or different file."""
     model = get(name)
+    if model.hosted and not model.fetched:
+        raise RunError(f"{name} is hosted at {model.url} and not on this machine yet: "
+                       f"vqkit models {name} --fetch downloads it (checked against its SHA-256)")  # fmt: skip
     for file, expected in sorted(model.files.items()):
         path = model.path / file
         if not path.is_file():
@@ -149,9 +195,62 @@ def verify(name: str) -> ShippedModel:
 
 
 def model_folders() -> list[Path]:
-    """Every shipped model's folder, in name order: where a file's model is looked for after the
-    runs this machine has seen."""
-    return [m.path for _, m in sorted(registry().items())]
+    """Every shipped model's folder on this machine (hosted ones once fetched), in name order: where
+    a file's model is looked for after the runs this machine has seen."""
+    return [m.path for _, m in sorted(registry().items()) if m.fetched]
+
+
+def fetch(name: str, progress: Callable[[str], object] | None = None) -> ShippedModel:
+    """Download a hosted model's missing files into its folder (hosted_dir()/NAME); each is written
+    under a temporary name, hashed, and kept only when its SHA-256 is the registry's. Files already
+    present and matching are not downloaded again. ``progress`` gets each file name before it is
+    fetched. RunError for a model that ships in the package, an unreachable URL or a wrong hash."""
+    model = get(name)
+    if not model.hosted:
+        raise RunError(f"{name} ships inside vqkit; there is nothing to fetch")
+    model.path.mkdir(parents=True, exist_ok=True)
+    for file, expected in sorted(model.files.items()):
+        target = model.path / file
+        if target.is_file() and file_sha256(target) == expected:
+            continue
+        if progress is not None:
+            progress(file)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{file}.", dir=model.path)
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                _download(model.url, file, out)
+            actual = file_sha256(tmp)
+            if actual != expected:
+                raise RunError(f"{name}: {file} from {model.url} has SHA-256 {actual}, the registry expects "
+                               f"{expected}; it was not kept")  # fmt: skip
+            tmp.replace(target)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return verify(name)
+
+
+def _download(url: str, file: str, out: Any) -> None:
+    """Copy ``file`` of the hosted folder ``url`` into the open binary file ``out``."""
+    if url.startswith("hf://"):  # hf://OWNER/REPO@REVISION
+        try:
+            from huggingface_hub import hf_hub_download
+        except ImportError as e:
+            raise RunError(f"{url} is on the Hugging Face Hub: pip install huggingface_hub") from e
+        repo, _, revision = url.removeprefix("hf://").rstrip("/").partition("@")
+        try:
+            local = hf_hub_download(repo_id=repo, filename=file, revision=revision or None)
+        except Exception as e:  # the hub's own errors (network, missing repo or file)
+            raise RunError(f"cannot fetch {file} from {url}: {e}") from e
+        with open(local, "rb") as f:
+            shutil.copyfileobj(f, out)
+        return
+    base = url if url.endswith("/") else url + "/"
+    try:
+        with urllib.request.urlopen(base + urllib.request.pathname2url(file), timeout=60) as response:
+            shutil.copyfileobj(response, out, 1 << 20)
+    except OSError as e:  # URLError, HTTPError and timeouts are OSErrors
+        raise RunError(f"cannot fetch {file} from {base}: {e}") from e
 
 
 def output_path(run_dir: str | Path, name: str) -> Path:

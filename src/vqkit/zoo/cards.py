@@ -52,14 +52,23 @@ def _size(n: int) -> str:
     return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 2**10:.0f} KB"
 
 
-def listing_rows(models: dict[str, ShippedModel] | None = None) -> list[tuple[str, ...]]:
-    """One row per shipped model, LISTING_HEADER's columns."""
+def _model_size(model: ShippedModel, local: bool) -> str:
+    """Its size on disk; for a hosted model the download size and, with ``local``, whether it is on
+    this machine yet (the generated docs say the same on every machine)."""
+    if not model.hosted:
+        return _size(model.size_bytes)
+    here = "fetched" if local and model.fetched else f"vqkit models {model.name} --fetch"
+    return f"{_size(model.hosted_bytes)} hosted ({here})"
+
+
+def listing_rows(models: dict[str, ShippedModel] | None = None, local: bool = True) -> list[tuple[str, ...]]:
+    """One row per shipped model, LISTING_HEADER's columns (``local``: as _model_size)."""
     models = registry() if models is None else models
     rows: list[tuple[str, ...]] = []
     for name, model in sorted(models.items()):
         card = checked_card(model)
         rows.append((name, card["task"], card["data"]["train"], card["grid"], card["rate"], card["quality"],
-                     _size(model.size_bytes), card["licence"]))  # fmt: skip
+                     _model_size(model, local), card["licence"]))  # fmt: skip
     return rows
 
 
@@ -75,8 +84,8 @@ def listing(models: dict[str, ShippedModel] | None = None) -> str:
     return "\n".join(lines)
 
 
-def render_card(model: ShippedModel, heading: str = "#") -> str:
-    """One model's card as Markdown."""
+def render_card(model: ShippedModel, heading: str = "#", local: bool = True) -> str:
+    """One model's card as Markdown (``local``: as _model_size)."""
     c = checked_card(model)
     data = c["data"]
     out = [f"{heading} `{model.name}`: {c['task']}", "", c["summary"], ""]
@@ -88,8 +97,9 @@ def render_card(model: ShippedModel, heading: str = "#") -> str:
         f"| grid and codebook | {c['grid']} |",
         f"| rate | {c['rate']} |",
         f"| held-out quality | {c['quality']} |",
-        f"| size on disk | {_size(model.size_bytes)} ({len(model.files)} files, each checked on load "
+        f"| size on disk | {_model_size(model, local)} ({len(model.files)} files, each checked on load "
         "against its SHA-256) |",
+        *([f"| hosted at | {model.url} |"] if model.hosted else []),
         f"| weights licence | {c['licence']} |",
         f"| training data | {data['train']} (licence: {data['licence']}) |",
         f"| held-out data | {data['eval']} |",
@@ -130,10 +140,13 @@ def render_docs(models: dict[str, ShippedModel] | None = None) -> str:
         "directory as `NAME-<file>`, and `vqkit models NAME --copy DIR` makes a run folder of your own "
         "to extend (train a prior, fine-tune). Each is rebuilt from its recipe and data with "
         "`benchmarks/zoo/NAME.sh DATA` in a clone of the repository: it resumes where it was stopped "
-        "and prints its expected hours first.",
+        "and prints its expected hours first. A model too large for the package can be hosted "
+        "instead: the registry in the package pins its files' SHA-256, and `vqkit models NAME --fetch` "
+        "downloads them (from an https or file URL, or from the Hugging Face Hub when huggingface_hub "
+        "is installed), keeping each only when its hash matches; nothing is downloaded otherwise.",
         "",
     ]
-    rows = listing_rows(models)
+    rows = listing_rows(models, local=False)
     if rows:
         out += ["| " + " | ".join(LISTING_HEADER) + " |", "|" + "---|" * len(LISTING_HEADER)]
         out += ["| " + " | ".join((f"`{r[0]}`", *r[1:])) + " |" for r in rows]
@@ -141,5 +154,5 @@ def render_docs(models: dict[str, ShippedModel] | None = None) -> str:
     else:
         out += ["No models ship yet.", ""]
     for _, model in sorted(models.items()):
-        out += [render_card(model, "##")]
+        out += [render_card(model, "##", local=False)]
     return "\n".join(out).rstrip("\n") + "\n"
