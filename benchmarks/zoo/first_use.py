@@ -9,12 +9,15 @@ interpreter start, imports, the SHA-256 check of the model's files and loading t
   sample      vqkit sample NAME -n COUNT            (models with a prior)
   compress    vqkit compress NAME IMAGES -o out/    (COUNT images from --images NAME=DIR)
   decompress  vqkit decompress out/ -o back/        (the model found from the files alone)
+  denoise     vqkit denoise NAME IMAGES -o clean/   (instead of the codec, for a model trained on
+              corrupted images; the images' content does not change the time, so clean ones do)
 Prints a table and writes benchmarks/results/zoo_first_use-<date>.json with the machine and command.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -39,6 +42,12 @@ def _images(folder: Path, count: int) -> list[Path]:
         raise SystemExit(f"first_use: {folder} holds {len(files)} images, fewer than --count {count}")
     step = len(files) // count  # spread over the classes' subfolders
     return files[::step][:count]
+
+
+def _denoiser(model: Path) -> bool:
+    """Whether the model was trained corrupted -> clean (data.corruption set in its config)."""
+    config = json.loads((model / "config.json").read_text())["config"]
+    return bool(config["data"].get("corruption"))
 
 
 def _timed(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
@@ -75,26 +84,28 @@ def main(argv: list[str] | None = None) -> int:
             if (model.path / "prior.safetensors").is_file():
                 row["sample_s"] = _timed(["sample", name, "-n", str(a.count), "--seed", "0"], work, env)
             if name in images:
-                inputs = work / "inputs"
-                inputs.mkdir()
-                for i, f in enumerate(_images(Path(images[name]), a.count)):
-                    shutil.copyfile(f, inputs / f"{i:03d}{f.suffix}")
-                row["compress_s"] = _timed(
-                    ["compress", name, "inputs", "-o", "out/", "--no-progress"], work, env
-                )
-                row["decompress_s"] = _timed(
-                    ["decompress", "out/", "-o", "back/", "--no-progress"], work, env
-                )
+                (work / "inputs").mkdir()
+                chosen = _images(Path(images[name]), a.count)
+                inputs = [f"inputs/{i:03d}{f.suffix}" for i, f in enumerate(chosen)]
+                for f, copy in zip(chosen, inputs, strict=True):
+                    shutil.copyfile(f, work / copy)
                 row["images"] = a.count
+                if _denoiser(model.path):
+                    row["denoise_s"] = _timed(["denoise", name, *inputs, "-o", "clean/"], work, env)
+                else:
+                    row["compress_s"] = _timed(
+                        ["compress", name, "inputs", "-o", "out/", "--no-progress"], work, env
+                    )
+                    row["decompress_s"] = _timed(
+                        ["decompress", "out/", "-o", "back/", "--no-progress"], work, env
+                    )
         rows.append(row)
-    print(
-        f"| model | size MB | verify s | sample {a.count} s | compress {a.count} s | decompress {a.count} s |"
-    )
-    print("|---|---|---|---|---|---|")
+    print(f"| model | size MB | verify s | sample {a.count} s | compress {a.count} s | "
+          f"decompress {a.count} s | denoise {a.count} s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        cells = [
-            f"{r[k]:.1f}" if k in r else "-" for k in ("verify_s", "sample_s", "compress_s", "decompress_s")
-        ]
+        keys = ("verify_s", "sample_s", "compress_s", "decompress_s", "denoise_s")
+        cells = [f"{r[k]:.1f}" if k in r else "-" for k in keys]
         print(f"| {r['model']} | {int(r['size_bytes']) / 2**20:.1f} | " + " | ".join(cells) + " |")
     when = datetime.now(UTC)
     doc = {"benchmark": "zoo_first_use", "date": when.isoformat(timespec="seconds"),
