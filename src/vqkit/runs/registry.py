@@ -13,25 +13,17 @@ command.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from vqkit.runs import shipped
 from vqkit.runs.files import RunError, write_json
 from vqkit.runs.fingerprint import model_fingerprint
+from vqkit.runs.home import home
 
 REGISTRY_FORMAT = "vqkit-run-registry"
 REGISTRY_FORMAT_VERSION = 1
 REGISTRY_FILE = "runs.json"
-
-
-def home() -> Path:
-    """vqkit's data folder on this machine."""
-    if os.environ.get("VQKIT_HOME"):
-        return Path(os.environ["VQKIT_HOME"]).expanduser()
-    xdg = os.environ.get("XDG_DATA_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share") / "vqkit"
 
 
 def registry_path() -> Path:

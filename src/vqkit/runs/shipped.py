@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from vqkit.runs.files import RunError
+from vqkit.runs.home import home
 from vqkit.runs.layout import CARD_FILE
 
 ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
@@ -121,8 +122,6 @@ def registry() -> dict[str, ShippedModel]:
 
 def hosted_dir() -> Path:
     """Where hosted models' files are kept on this machine: $VQKIT_HOME/models."""
-    from vqkit.runs.registry import home  # registry imports this module
-
     return home() / HOSTED_DIR
 
 
