@@ -85,7 +85,7 @@ class Spec:
     hours_gpu: float  # expected hours on one GPU
     data: DataInfo = field(default_factory=lambda: DataInfo("", "", "", ""))
     ship: tuple[str, ...] = ()
-    limits: tuple[str, ...] = ()
+    limits: tuple[str, ...] = ()  # templates over figure ids too
     steps: list[Step] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
 
@@ -223,7 +223,7 @@ def pack(spec: Spec, work: Path, host: str = "", upload: Path | None = None) -> 
         "figures": [
             {"what": fig.what, "value": shown[fig.id], "results": results.name} for fig in spec.figures
         ],
-        "limits": list(spec.limits),
+        "limits": [limit.format(**shown) for limit in spec.limits],
     }
     try:
         model = install_model(work, spec.name, spec.ship, card, url=host, upload=upload)
