@@ -41,6 +41,7 @@ PLACEHOLDERS = {  # README word -> path in the scratch folder
     "img.png": "val/cat/0.png",
     "image.png": "val/cat/0.png",
     "query.png": "val/dog/0.png",
+    "noisy.png": "noisy/0.png",
 }
 FAST = ["--max-steps", "12", "--no-progress"]
 
