@@ -17,7 +17,6 @@ Prints a table and writes benchmarks/results/zoo_first_use-<date>.json with the 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -31,7 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import machine, write_result
-from vqkit.runs import shipped
+from vqkit.runs import load_run_config, shipped
 
 SUFFIXES = {".png", ".webp", ".jpg", ".jpeg", ".bmp"}
 
@@ -45,9 +44,8 @@ def _images(folder: Path, count: int) -> list[Path]:
 
 
 def _denoiser(model: Path) -> bool:
-    """Whether the model was trained corrupted -> clean (data.corruption set in its config)."""
-    config = json.loads((model / "config.json").read_text())["config"]
-    return bool(config["data"].get("corruption"))
+    """Whether the model was trained corrupted -> clean (data.corruption set, as vqkit denoise checks)."""
+    return load_run_config(model).data.corruption is not None
 
 
 def _timed(argv: list[str], cwd: Path, env: dict[str, str]) -> float:

@@ -229,12 +229,12 @@ def pack(spec: Spec, work: Path, host: str = "", upload: Path | None = None) -> 
         model = install_model(work, spec.name, spec.ship, card, url=host, upload=upload)
     except RunError as e:
         raise SystemExit(f"zoo: {e}") from e
-    total = sum(m.size_bytes for m in shipped.registry().values() if not m.hosted)
     if host:
         assert upload is not None
         print(f"packed {spec.name} as a hosted model: put the files of {upload / spec.name} at {host} "
               f"({model.hosted_bytes / 2**20:.2f} MB)")  # fmt: skip
     else:
+        total = sum(m.size_bytes for m in shipped.registry().values() if not m.hosted)
         print(f"packed {spec.name} into {model.path} ({model.size_bytes / 2**20:.2f} MB; all models "
               f"{total / 2**20:.1f} MB)")  # fmt: skip
     return docs(check=False)

@@ -41,10 +41,10 @@ def install_model(
     missing = [k for k in CARD_KEYS if k not in card]
     if missing:
         raise RunError(f"the card of {name} lacks {', '.join(missing)}")
-    names = [Path(f).name for f in {CONFIG_FILE, MODEL_FILE, *files}]
-    if len(set(names)) != len(names):
+    shipping = sorted({CONFIG_FILE, MODEL_FILE, *files})
+    if len({Path(f).name for f in shipping}) != len(shipping):
         raise RunError(f"two files to ship share a name: {sorted(files)}")
-    for f in {CONFIG_FILE, MODEL_FILE, *files}:
+    for f in shipping:
         path = work / f
         if not path.is_file():
             raise RunError(f"{work} lacks {f}")
@@ -53,7 +53,7 @@ def install_model(
                 f"{path} is {path.stat().st_size / 2**20:.1f} MB, over {MAX_FILE_BYTES // 2**20} MB"
             )
     others = sum(m.size_bytes for n, m in shipped.registry().items() if n != name and not m.hosted)
-    size = sum((work / f).stat().st_size for f in {CONFIG_FILE, MODEL_FILE, *files})
+    size = sum((work / f).stat().st_size for f in shipping)
     if not url and others + size > MAX_TOTAL_BYTES:
         raise RunError(f"shipping {name} would take the models to {(others + size) / 2**20:.1f} MB, over "
                        f"{MAX_TOTAL_BYTES // 2**20} MB")  # fmt: skip
@@ -62,7 +62,7 @@ def install_model(
         if old.exists():
             shutil.rmtree(old)
     target.mkdir(parents=True)
-    for f in sorted({CONFIG_FILE, MODEL_FILE, *files}):
+    for f in shipping:
         shutil.copyfile(work / f, target / Path(f).name)
     doc = {"format": CARD_FORMAT, "format_version": CARD_FORMAT_VERSION, "name": name, **card}
     (target / CARD_FILE).write_text(json.dumps(doc, indent=1) + "\n")
