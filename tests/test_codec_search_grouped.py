@@ -94,7 +94,7 @@ def test_a_candidates_bits_are_its_joint_probability_under_log_probs(run: Run) -
     with torch.no_grad():
         for s in range(4):
             rows, cols = torch.nonzero(steps == s).T
-            features = prior.step_hidden(grid, s, start)[:, rows, cols]  # (3, n, H)
+            features = prior.step_hidden(grid, s, start)  # (3, n, H): rows, cols in raster order
             options = torch.randint(0, k, (3, len(rows), 5))
             got = grouped_candidate_bits(prior, features, options)
             want = -prior.log_probs(features).gather(-1, options) / math.log(2)
@@ -119,7 +119,7 @@ def test_with_a_huge_lambda_each_step_keeps_the_candidate_the_prior_finds_likeli
     with torch.no_grad():
         for s in range(4):
             rows, cols = torch.nonzero(steps == s).T
-            lp = prior.log_probs(prior.step_hidden(chosen, s, start)[:, rows, cols])  # (4, n, K)
+            lp = prior.log_probs(prior.step_hidden(chosen, s, start))  # (4, n, K)
             options = cand[:, rows, cols]
             best = options.gather(2, lp.gather(2, options).argmax(2, keepdim=True))[..., 0]
             assert torch.equal(chosen[:, rows, cols], best), s

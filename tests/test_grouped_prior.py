@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+from vqkit.config import ConfigError
 from vqkit.priors import (
     CodeSet,
     GroupedPrior,
@@ -20,8 +22,9 @@ from vqkit.priors import (
     save_prior,
 )
 from vqkit.priors.build import build_prior
+from vqkit.priors.config import SCHEDULE_NAMES
 from vqkit.priors.evaluate import grid_bits
-from vqkit.priors.grouped import SCHEDULES, decode_order, schedule_steps, split_sizes, step_map
+from vqkit.priors.grouped import SCHEDULES, bayer, decode_order, schedule_steps, split_sizes, step_map
 from vqkit.training.schedule import Horizon
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models on one thread
@@ -49,6 +52,50 @@ def test_schedules_cover_every_position_in_their_steps(schedule: str) -> None:
     order = decode_order(schedule, 9, 13)
     assert sorted(order.tolist()) == list(range(9 * 13))
     assert np.all(np.diff(steps.reshape(-1)[order]) >= 0)  # coding order goes step by step
+
+
+def test_schedule_names_in_the_config_are_the_schedules() -> None:
+    assert sorted(SCHEDULE_NAMES) == sorted(SCHEDULES)
+    with pytest.raises(ConfigError, match="schedule"):
+        PriorConfig(kind="grouped", schedule="3x3")
+
+
+@pytest.mark.parametrize("n", [2, 4, 8])
+def test_bayer_tiles_go_coarse_to_fine(n: int) -> None:
+    """Values below 4^j of the n x n Bayer matrix are exactly the lattice of spacing n / 2^j, so the
+    doubling-step schedules decode a coarse grid first and refine it."""
+    b = bayer(n)
+    assert sorted(b.reshape(-1).tolist()) == list(range(n * n))
+    j = 0
+    while 4**j <= n * n:
+        spacing = n >> j
+        lattice = np.zeros((n, n), dtype=bool)
+        lattice[::spacing, ::spacing] = True
+        assert np.array_equal(b < 4**j, lattice), (n, j)
+        j += 1
+    assert np.array_equal(SCHEDULES["8x8-7"], [[int(v).bit_length() for v in row] for row in bayer(8)])
+
+
+@pytest.mark.parametrize("schedule", ["2x2", "8x8-7"])
+def test_step_features_are_the_context_convolution_at_the_steps_positions(schedule: str) -> None:
+    """step_hidden evaluates the context layer at a step's positions only; it must equal the full
+    convolution over the masked grid (zero padding) read at those positions."""
+    prior = random_grouped(schedule, num_classes=3)
+    c = prior.config
+    h, w = 6, 9
+    x = torch.randint(0, 16, (3, h, w), generator=torch.Generator().manual_seed(2))
+    ids = torch.tensor([0, 2, 3])  # 3: "no label"
+    steps = torch.from_numpy(step_map(schedule, h, w))
+    for s in range(prior.steps):
+        tokens = torch.where(steps < s, x, c.codebook_size)
+        full = F.conv2d(prior.embed(tokens).permute(0, 3, 1, 2), prior.context.weight, prior.context.bias,
+                        padding=c.radius).permute(0, 2, 3, 1)  # fmt: skip
+        a = full + (prior.step_embed.weight[s] + prior.class_embed(ids))[:, None, None, :]
+        a = F.relu(a)
+        for layer in prior.hidden:
+            a = F.relu(layer(a))
+        want = a.reshape(3, h * w, -1)[:, (steps.reshape(-1) == s)]
+        torch.testing.assert_close(prior.step_hidden(x, s, ids), want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("schedule", sorted(SCHEDULES))

@@ -242,7 +242,7 @@ def _search_grouped(
         changed = 0
         for s, rows, cols, groups in plan:
             options = cand[:, rows, cols]  # (B, n, k)
-            features = prior.step_hidden(idx, s, start)[:, rows, cols]  # (B, n, H)
+            features = prior.step_hidden(idx, s, start)  # (B, n, H): rows, cols in raster order
             rate = config.lmbda * grouped_candidate_bits(prior, features, options)  # (B, n, k)
             for g in groups:
                 gr, gc = rows[g], cols[g]

@@ -18,6 +18,7 @@ FROM_RUN = ("codebook_size", "grid", "num_classes")  # decided by the VQ-VAE and
 
 
 PRIOR_KINDS = ("serial", "grouped")
+SCHEDULE_NAMES = ("2x2", "4x4", "4x4-8", "4x4-5", "8x8-7")  # vqkit.priors.grouped.SCHEDULES (a test checks)
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,9 @@ class PriorConfig:
         _require(0.0 <= self.dropout < 1.0, "model.dropout must be in [0, 1)")
         _require(self.kind in PRIOR_KINDS, f"model.kind must be one of {', '.join(PRIOR_KINDS)}")
         _require(self.storage in ("float32", "float16"), "model.storage must be float32 or float16")
-        _require(self.schedule in ("2x2", "4x4", "4x4-8"), "model.schedule must be one of 2x2, 4x4, 4x4-8")
+        _require(
+            self.schedule in SCHEDULE_NAMES, f"model.schedule must be one of {', '.join(SCHEDULE_NAMES)}"
+        )
         _require(
             self.embed_dim >= 1 and 0 <= self.radius <= 7, "model.embed_dim >= 1, 0 <= model.radius <= 7"
         )

@@ -29,11 +29,16 @@ Schedules (``SCHEDULES``; the step of (y, x) depends on (y mod n, x mod n) only,
   "2x2"  4 steps on the 2 x 2 sub-lattices: (0,0), then (1,1), then (0,1), then (1,0) (the diagonal
          first, as in ELIC's checkerboard-like grouping, so the third and fourth steps see 4 neighbours);
   "4x4" 16 steps in the order of the 4 x 4 Bayer dither matrix, each step spread evenly over the grid;
-  "4x4-8" the same order in 8 steps of two Bayer levels each.
+  "4x4-8" the same order in 8 steps of two Bayer levels each;
+  "4x4-5" the same order in 5 steps of doubling size (1, 1, 2, 4 and 8 positions per 4 x 4 tile):
+         coarse to fine, so the first step, which has no context, holds 1/16 of the grid;
+  "8x8-7" the 8 x 8 Bayer order in 7 steps of doubling size (1, 1, 2, ..., 32 per 8 x 8 tile): the
+         first step holds 1/64 of the grid (needs radius >= 4 for the second step to see the first).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -47,11 +52,29 @@ from vqkit.priors.model import check_labels, draw, grid_bits_of, start_ids
 
 LOG2 = math.log(2.0)
 
-_BAYER4 = np.array([[0, 8, 2, 10], [12, 4, 14, 6], [3, 11, 1, 9], [15, 7, 13, 5]], dtype=np.int64)
+
+def bayer(n: int) -> np.ndarray:
+    """(n, n) int64 Bayer dither matrix, n a power of two: B_1 = [[0]], B_2m = [[4B, 4B + 2],
+    [4B + 3, 4B + 1]]. Its values 0..n^2 - 1 visit the tile coarse to fine: values below 4^j form the
+    lattice of spacing n / 2^j, and each next value lands as far as it can from those before."""
+    b = np.zeros((1, 1), dtype=np.int64)
+    while len(b) < n:
+        b = np.block([[4 * b, 4 * b + 2], [4 * b + 3, 4 * b + 1]])
+    return b
+
+
+def _levels(tile: np.ndarray) -> np.ndarray:
+    """Bayer values -> steps of doubling size: value v goes to step v.bit_length() (0; 1; 2-3; 4-7;
+    ...), so each step decodes as many positions per tile as all the steps before it together."""
+    return np.array([[int(v).bit_length() for v in row] for row in tile], dtype=np.int64)
+
+
 SCHEDULES: dict[str, np.ndarray] = {
-    "2x2": np.array([[0, 2], [3, 1]], dtype=np.int64),
-    "4x4": _BAYER4,
-    "4x4-8": _BAYER4 // 2,
+    "2x2": bayer(2),
+    "4x4": bayer(4),
+    "4x4-8": bayer(4) // 2,
+    "4x4-5": _levels(bayer(4)),
+    "8x8-7": _levels(bayer(8)),
 }
 
 
@@ -77,6 +100,23 @@ def decode_order(schedule: str, h: int, w: int) -> np.ndarray:
     """(h * w,) int64 raster positions in coding order: step by step, raster order within a step."""
     steps = step_map(schedule, h, w).reshape(-1)
     return np.argsort(steps, kind="stable")
+
+
+@functools.lru_cache(maxsize=256)
+def step_geometry(
+    schedule: str, h: int, w: int, step: int, radius: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For an h x w grid: the raster positions of ``step`` (n_s,), their k x k windows as indices into
+    the grid padded by ``radius`` on every side and flattened (n_s, k*k) in (dy, dx) order, and the
+    mask of the positions of earlier steps (h, w) bool. Cached (the codec asks for the same ones
+    often), so callers must not write to them."""
+    steps = step_map(schedule, h, w)
+    pos = np.flatnonzero(steps.reshape(-1) == step)
+    y, x = pos // w, pos % w
+    k, wp = 2 * radius + 1, w + 2 * radius
+    dy, dx = np.divmod(np.arange(k * k), k)  # window offset (dy - r, dx - r) in the unpadded grid
+    window = (y[:, None] + dy[None, :]) * wp + (x[:, None] + dx[None, :])
+    return pos, window, steps < step
 
 
 class GroupedPrior(nn.Module):
@@ -124,16 +164,26 @@ class GroupedPrior(nn.Module):
         return torch.from_numpy(step_map(self.config.schedule, h, w)).to(device)
 
     def step_hidden(self, known: Tensor, step: int, start_ids: Tensor) -> Tensor:
-        """The features a of step ``step`` at every position: ``known`` (B, h, w) int64 holds the codes
-        of steps < ``step`` and anything elsewhere (it is masked here); start_ids (B,) label ids
-        (num_classes: "no label") -> (B, h, w, H) float. Only the positions of step ``step`` are
-        meaningful."""
-        h, w = known.shape[1:]
-        steps = self._steps_of(h, w, known.device)
-        tokens = torch.where(steps < step, known, torch.full_like(known, self.config.codebook_size))
-        x = self.embed(tokens).permute(0, 3, 1, 2)  # (B, E, h, w)
-        a = self.context(x).permute(0, 2, 3, 1)  # (B, h, w, H)
-        a = a + (self.step_embed.weight[step] + self.class_embed(start_ids))[:, None, None, :]
+        """The features a of step ``step`` at its positions only: ``known`` (B, h, w) int64 holds the
+        codes of steps < ``step`` (other positions are ignored), start_ids (B,) label ids
+        (num_classes: "no label") -> (B, n_s, H) float, the n_s positions of ``step`` in raster order
+        (``step_geometry``), as `IntegerPrior.step_hidden` gives them.
+
+        The context layer is the convolution ``self.context`` evaluated at those positions only: each
+        position's k x k window of embeddings (zeros outside the grid) times the kernel. A step holds
+        1/G of the grid, so this does 1/G of a full convolution's work."""
+        b, h, w = known.shape
+        c, r = self.config, self.config.radius
+        _pos, window, earlier = step_geometry(c.schedule, h, w, step, r)
+        dev = known.device
+        tokens = torch.where(torch.from_numpy(earlier).to(dev), known, c.codebook_size)  # unknown: row K
+        padded = F.pad(tokens, (r, r, r, r), value=c.codebook_size + 1)  # outside the grid: row K + 1
+        win = padded.reshape(b, -1)[:, torch.from_numpy(window).to(dev)]  # (B, n_s, k*k)
+        table = torch.cat([self.embed.weight, self.embed.weight.new_zeros(1, c.embed_dim)])  # (K + 2, E)
+        x = table[win].flatten(2)  # (B, n_s, k*k*E) in (dy, dx, e) order
+        kernel = self.context.weight.permute(0, 2, 3, 1).flatten(1)  # (H, k*k*E), the same order
+        a = F.linear(x, kernel, self.context.bias)  # (B, n_s, H)
+        a = a + (self.step_embed.weight[step] + self.class_embed(start_ids))[:, None, :]
         a = self.drop(F.relu(a))
         for layer in self.hidden:
             a = self.drop(F.relu(layer(a)))
@@ -161,13 +211,14 @@ class GroupedPrior(nn.Module):
 
     def _per_step(self, indices: Tensor, start_ids: Tensor) -> list[tuple[Tensor, Tensor]]:
         """(flat positions (n_s,), features (B, n_s, H)) of each step, teacher-forced: one pass per step."""
-        b, h, w = indices.shape
-        steps = self._steps_of(h, w, indices.device).reshape(-1)
+        _b, h, w = indices.shape
         out = []
         for s in range(self.steps):
-            rows = torch.nonzero(steps == s)[:, 0]
-            if len(rows):
-                out.append((rows, self.step_hidden(indices, s, start_ids).reshape(b, h * w, -1)[:, rows]))
+            pos = step_geometry(self.config.schedule, h, w, s, self.config.radius)[0]
+            if len(pos):
+                out.append(
+                    (torch.from_numpy(pos).to(indices.device), self.step_hidden(indices, s, start_ids))
+                )
         return out
 
     def _forward(self, indices: Tensor, start_ids: Tensor) -> Tensor:
@@ -261,10 +312,12 @@ class GroupedPrior(nn.Module):
         self.eval()
         try:
             for s in range(self.steps):
-                rows = torch.nonzero((steps == s) & ~fixed)[:, 0]
+                at_step = torch.nonzero(steps == s)[:, 0]  # raster order, as step_hidden's rows
+                free = ~fixed[at_step]
+                rows = at_step[free]
                 if len(rows) == 0:
                     continue
-                a = self.step_hidden(out.view(n, h, w), s, ids).reshape(n, h * w, -1)[:, rows]
+                a = self.step_hidden(out.view(n, h, w), s, ids)[:, free]
                 a = a.reshape(-1, a.shape[-1])  # (n * n_s, H)
                 if top_k is None and temperature == 1.0:  # hi, then lo given hi: the joint distribution
                     hi = draw(self.hi_logits(a), temperature, None, generator)

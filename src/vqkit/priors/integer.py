@@ -62,7 +62,6 @@ vqkit.priors.integer_export.export_integer.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
@@ -78,7 +77,7 @@ from torch import Tensor
 
 from vqkit.config import ConfigError
 from vqkit.priors.config import PriorConfig, prior_config_from_dict, prior_config_to_dict
-from vqkit.priors.grouped import schedule_steps, split_sizes, step_map
+from vqkit.priors.grouped import schedule_steps, split_sizes, step_geometry, step_map
 from vqkit.runs import RunError, atomic_write
 
 INTEGER_FORMAT = "vqkit-integer-prior"
@@ -502,23 +501,6 @@ class IntegerPrior:
         if meta.get("digest") != prior.digest().hex():
             raise RunError(f"{path}: its tensors do not match the digest it was saved with (damaged)")
         return prior
-
-
-@functools.lru_cache(maxsize=256)
-def step_geometry(
-    schedule: str, h: int, w: int, step: int, radius: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For an h x w grid: the raster positions of ``step`` (n_s,), their k x k windows as indices into
-    the grid padded by ``radius`` on every side and flattened (n_s, k*k) in (dy, dx) order, and the
-    mask of the positions of earlier steps (h, w) bool. Cached (the codec asks for the same ones
-    often), so callers must not write to them."""
-    steps = step_map(schedule, h, w)
-    pos = np.flatnonzero(steps.reshape(-1) == step)
-    y, x = pos // w, pos % w
-    k, wp = 2 * radius + 1, w + 2 * radius
-    dy, dx = np.divmod(np.arange(k * k), k)  # window offset (dy - r, dx - r) in the unpadded grid
-    window = (y[:, None] + dy[None, :]) * wp + (x[:, None] + dx[None, :])
-    return pos, window, steps < step
 
 
 def ideal_bits(q: Tensor, symbols: Tensor) -> Tensor:

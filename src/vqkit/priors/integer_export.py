@@ -223,7 +223,7 @@ def _check_mirror(prior: GroupedPrior, grids: Tensor, ids: Tensor, step: int, hi
     b, h, w = grids.shape
     pos = torch.from_numpy(step_geometry(prior.config.schedule, h, w, step, prior.config.radius)[0])
     dev = prior.head.weight.device
-    a = prior.step_hidden(grids.to(dev), step, ids.to(dev)).reshape(b, h * w, -1)[:, pos.to(dev)]
+    a = prior.step_hidden(grids.to(dev), step, ids.to(dev))
     hi = grids.reshape(b, -1)[:, pos].to(dev) // prior.k_lo
     ref_hi = prior.hi_logits(a).cpu().double()
     ref_lo = prior.lo_logits(a, hi).cpu().double()
