@@ -22,7 +22,7 @@ from .golden.make_golden import blob_images, grouped_run
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return grouped_run(tmp_path_factory.mktemp("grouped") / "run")
+    return grouped_run(tmp_path_factory.mktemp("grouped") / "run", shuffle=True)  # with a code order
 
 
 def mixed_images() -> list[np.ndarray]:
@@ -60,17 +60,17 @@ def reference_bits(run: Path, grids: np.ndarray) -> float:
         pos = np.flatnonzero(steps == s)
         a = ref.step_hidden(grids, s, ids)
         x = grids.reshape(b, -1)[:, pos]
-        hi, lo = x // prior.k_lo, x % prior.k_lo
+        hi, lo = ref.split(x)
         for q, part in ((ref.hi_logits(a), hi), (ref.lo_logits(a, hi), lo)):
             total += code_bits(frequencies_from_int_logits(q.reshape(-1, q.shape[-1])), part.reshape(-1))
     return total
 
 
-@pytest.mark.parametrize("k", [32, 36])
-def test_parts_of_unequal_width_and_masked_codes_round_trip(tmp_path: Path, k: int) -> None:
+@pytest.mark.parametrize(("k", "shuffle"), [(32, False), (36, False), (36, True)])
+def test_parts_of_unequal_width_and_masked_codes_round_trip(tmp_path: Path, k: int, shuffle: bool) -> None:
     """K = 32 codes as 4 x 8 (hi and lo tables of different widths in one stream); K = 36 as 5 x 8 (its
-    4 codes past K masked), every file decoding alone."""
-    run = grouped_run(tmp_path / "run", k=k)
+    4 ranks past K masked), in index order and under a code order, every file decoding alone."""
+    run = grouped_run(tmp_path / "run", k=k, shuffle=shuffle)
     result = compress_images(run, mixed_images(), entropy_model="grouped", quality=False)
     for data, want in zip(result.files, result.grids, strict=True):
         np.testing.assert_array_equal(decode_codes(run, data)[1][0], want)

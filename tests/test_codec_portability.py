@@ -42,7 +42,7 @@ def vqkit(args: list[str], env: dict[str, str]) -> None:
 
 
 def test_files_decode_identically_under_every_kernel_setting(tmp_path: Path) -> None:
-    run = grouped_run(tmp_path / "run", schedule="4x4-8")
+    run = grouped_run(tmp_path / "run", schedule="4x4-8", shuffle=True)
     inputs = tmp_path / "in"
     sizes = [(16, 16), (12, 20), (40, 28), (16, 16)]  # grids 4x4, 3x5, 10x7: every step, partial tiles
     for i, size in enumerate(sizes):

@@ -24,7 +24,15 @@ from vqkit.priors import (
 from vqkit.priors.build import build_prior
 from vqkit.priors.config import SCHEDULE_NAMES
 from vqkit.priors.evaluate import grid_bits
-from vqkit.priors.grouped import SCHEDULES, bayer, decode_order, schedule_steps, split_sizes, step_map
+from vqkit.priors.grouped import (
+    SCHEDULES,
+    bayer,
+    codebook_order,
+    decode_order,
+    schedule_steps,
+    split_sizes,
+    step_map,
+)
 from vqkit.training.schedule import Horizon
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models on one thread
@@ -120,10 +128,16 @@ def test_rows_depend_only_on_codes_of_earlier_steps(schedule: str, shape: tuple[
 
 
 @pytest.mark.parametrize("k", [16, 10])
-def test_two_part_head_is_a_normalised_distribution_and_the_training_loss_its_nll(k: int) -> None:
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_two_part_head_is_a_normalised_distribution_and_the_training_loss_its_nll(
+    k: int, shuffled: bool
+) -> None:
     """log p(x) = log p(hi) + log p(lo | hi) sums to 1 over the K codes (none past K when K_lo does
-    not divide K), and the teacher-forced training loss is the mean -ln p of the true codes."""
+    not divide K), and the teacher-forced training loss is the mean -ln p of the true codes, in index
+    order and under a code order."""
     prior = random_grouped("2x2", k=k)
+    if shuffled:
+        prior.set_code_order(np.random.default_rng(k).permutation(k))
     assert (prior.k_hi, prior.k_lo) == split_sizes(k) and prior.k_hi * prior.k_lo >= k
     x = torch.randint(0, k, (3, 6, 6))
     ids = torch.zeros(3, dtype=torch.long)
@@ -133,6 +147,43 @@ def test_two_part_head_is_a_normalised_distribution_and_the_training_loss_its_nl
     torch.testing.assert_close(prior.training_nats(x, ids).double(), nll, rtol=1e-5, atol=1e-6)
     drawn = prior.sample(64, grid=(6, 6), generator=torch.Generator().manual_seed(0))
     assert int(drawn.max()) < k
+
+
+def test_code_order_samples_and_scores_codes_not_ranks() -> None:
+    """Under a shuffled code order, draws follow exp(log_probs) over codes, and split/join are
+    inverse: a model that mixed up ranks and codes would draw a permuted distribution."""
+    k = 16
+    prior = random_grouped("2x2", k=k, seed=5)
+    with torch.no_grad():
+        prior.head.bias.normal_(0.0, 2.0)
+        prior.head_lo.bias.normal_(0.0, 2.0)
+    order = np.random.default_rng(0).permutation(k)
+    prior.set_code_order(order)
+    codes = torch.arange(k)
+    hi, lo = prior.split(codes)
+    assert torch.equal(hi * prior.k_lo + lo, torch.from_numpy(order))
+    assert torch.equal(prior.join(hi, lo), codes)
+    want = prior.logits(torch.zeros(1, 1, 1, dtype=torch.long))[0, 0].double().exp()
+    drawn = prior.sample(20000, grid=(1, 1), generator=torch.Generator().manual_seed(1)).reshape(-1)
+    freq = torch.bincount(drawn, minlength=k).double() / len(drawn)
+    assert float((freq - want).abs().sum()) / 2 < 0.02
+    with pytest.raises(ValueError, match="permutation"):
+        prior.set_code_order(np.zeros(k, dtype=np.int64))
+
+
+def test_codebook_order_groups_nearby_codes() -> None:
+    """Well separated clusters of `group` codes each (shuffled) come out as whole groups, and the
+    order is a permutation even when the group size does not divide K."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0.0, 10.0, (6, 5))
+    labels = rng.permutation(np.repeat(np.arange(6), 8))
+    vectors = centres[labels] + rng.normal(0.0, 0.1, (48, 5))
+    ranks = codebook_order(vectors, 8)
+    assert sorted(ranks.tolist()) == list(range(48))
+    for g in range(6):
+        assert len(set(labels[ranks // 8 == g].tolist())) == 1
+    odd = codebook_order(rng.normal(size=(37, 3)), 8)
+    assert sorted(odd.tolist()) == list(range(37))
 
 
 def block_grids(n: int, seed: int, k: int = 8) -> np.ndarray:

@@ -93,7 +93,7 @@ def every_step(ip: IntegerPrior, x: torch.Tensor, labels: torch.Tensor) -> list[
     out = []
     for s in range(ip.steps):
         a = ip.step_hidden(x, s, labels)
-        hi = step_codes(ip.schedule, x, s) // ip.k_lo
+        hi = ip.split(step_codes(ip.schedule, x, s))[0]
         every = torch.arange(ip.k_hi).expand(*hi.shape, ip.k_hi)
         lo_all = ip.lo_logits(a[..., None, :].expand(*hi.shape, ip.k_hi, ip.width), every)
         out.append([t.cpu().numpy() for t in (a, ip.hi_logits(a), ip.lo_logits(a, hi), lo_all)])
@@ -106,7 +106,7 @@ def every_step_reference(ip: IntegerPrior, x: torch.Tensor, labels: torch.Tensor
     out = []
     for s in range(ip.steps):
         a = ref.step_hidden(x.numpy(), s, labels.numpy())
-        hi = step_codes(ip.schedule, x, s).numpy() // ref.k_lo
+        hi = ref.split(step_codes(ip.schedule, x, s).numpy())[0]
         every = np.broadcast_to(np.arange(ref.k_hi), (*hi.shape, ref.k_hi))
         lo_all = ref.lo_logits(a[..., None, :], every)
         out.append([a, ref.hi_logits(a), ref.lo_logits(a, hi), lo_all])
@@ -293,7 +293,7 @@ for matmul in ("float", "int_mm"):
     h = hashlib.sha256()
     for s in range(p.steps):  # hi tables, then lo tables given the true hi, of every step
         a = p.step_hidden(x, s, labels)
-        hi = x.reshape(len(x), -1)[:, torch.from_numpy(np.flatnonzero(flat == s))] // p.k_lo
+        hi = p.split(x.reshape(len(x), -1)[:, torch.from_numpy(np.flatnonzero(flat == s))])[0]
         for q in (p.hi_logits(a), p.lo_logits(a, hi)):
             h.update(frequencies_from_int_logits(q.reshape(-1, q.shape[-1]).numpy()).tobytes())
     digests.append(h.hexdigest())
@@ -385,13 +385,16 @@ def structured_grids(n: int, seed: int, k: int) -> tuple[np.ndarray, np.ndarray]
     return grid.astype(np.int64), ((3 * a + b)[:, 0, 0] % 3).astype(np.int64)
 
 
-@pytest.fixture(scope="module", params=[32, 36])  # 4 x 8, and 5 x 8 with four masked lo values
+# 4 x 8, and 5 x 8 with four masked lo values, in index order or under a shuffled code order
+@pytest.fixture(scope="module", params=[(32, False), (36, False), (36, True)])
 def trained(request: pytest.FixtureRequest) -> GroupedPrior:
-    k = request.param
+    k, shuffle = request.param
     torch.manual_seed(0)
     prior = build_prior(PriorConfig(kind="grouped", schedule="2x2", codebook_size=k, num_classes=3,
                                     width=32, layers=2, embed_dim=8, radius=2))  # fmt: skip
     assert isinstance(prior, GroupedPrior)
+    if shuffle:
+        prior.set_code_order(np.random.default_rng(7).permutation(k))
     grids, labels = (torch.from_numpy(a) for a in structured_grids(512, 0, k))
     opt = torch.optim.Adam(prior.parameters(), lr=1e-2)
     for step in range(60):
@@ -407,6 +410,8 @@ def test_integer_model_loses_under_one_percent(trained: GroupedPrior) -> None:
     k = trained.config.codebook_size
     cal, cal_labels = structured_grids(128, 1, k)
     ip = export_integer(trained, cal, cal_labels)
+    shuffled = not torch.equal(trained.code_order, torch.arange(k))
+    assert ip.format_version == (3 if shuffled else 2) and ("code_order" in ip.arrays()) == shuffled
     held, labels = structured_grids(256, 2, k)
     x, lab = torch.from_numpy(held), torch.from_numpy(labels)
     with torch.no_grad():
@@ -418,9 +423,9 @@ def test_integer_model_loses_under_one_percent(trained: GroupedPrior) -> None:
     # the coder's integer tables (hi, then lo given hi) cost what nll_bits says, within their resolution
     table_bits = 0.0
     for s, (_, q_hi, q_lo, _) in enumerate(every_step(ip, x, lab)):
-        codes = step_codes(ip.schedule, x, s).numpy().reshape(-1)
-        table_bits += code_bits(frequencies_from_int_logits(q_hi.reshape(-1, ip.k_hi)), codes // ip.k_lo)
-        table_bits += code_bits(frequencies_from_int_logits(q_lo.reshape(-1, ip.k_lo)), codes % ip.k_lo)
+        hi, lo = reference(ip).split(step_codes(ip.schedule, x, s).numpy().reshape(-1))
+        table_bits += code_bits(frequencies_from_int_logits(q_hi.reshape(-1, ip.k_hi)), hi)
+        table_bits += code_bits(frequencies_from_int_logits(q_lo.reshape(-1, ip.k_lo)), lo)
     assert table_bits / held.size == pytest.approx(int_bits, rel=2e-3)
     assert integer_mod.integer_bits_per_code(ip, held, labels) == pytest.approx(int_bits, rel=1e-12)
 
@@ -449,6 +454,34 @@ def test_save_load_round_trip(exported: IntegerPrior, tmp_path: Path) -> None:
     assert_same(every_step(loaded, x, labels), every_step(exported, x, labels), "loaded")
     other = IntegerPrior(exported.config, {**exported.arrays(), "shifts": exported.arrays()["shifts"] + 1})
     assert other.digest() != exported.digest()  # every tensor is in the digest
+
+
+def test_a_code_order_is_saved_in_format_3_and_identity_stays_format_2(
+    exported: IntegerPrior, tmp_path: Path
+) -> None:
+    """Index order writes format 2 files (so earlier files keep their digests); a code order adds the
+    tensor code_order and format 3. A file whose version and tensors disagree is refused."""
+    assert exported.format_version == 2 and "code_order" not in exported.arrays()
+    k = exported.codebook_size
+    order = np.random.default_rng(3).permutation(k)
+    shuffled = IntegerPrior(exported.config, {**exported.arrays(), "code_order": order})
+    assert shuffled.format_version == 3 and shuffled.digest() != exported.digest()
+    codes = torch.arange(k)
+    hi, lo = shuffled.split(codes)
+    assert torch.equal(hi * shuffled.k_lo + lo, torch.from_numpy(order))
+    assert torch.equal(shuffled.join(hi, lo), codes)
+    path = tmp_path / "order.safetensors"
+    shuffled.save(path)
+    loaded = IntegerPrior.load(path)
+    assert loaded.digest() == shuffled.digest() and np.array_equal(loaded.arrays()["code_order"], order)
+    with pytest.raises(ValueError, match="identity"):
+        IntegerPrior(exported.config, {**exported.arrays(), "code_order": np.arange(k)})
+    with pytest.raises(ValueError, match="permutation"):
+        IntegerPrior(exported.config, {**exported.arrays(), "code_order": np.zeros(k, dtype=np.int64)})
+    bad = tmp_path / "bad.safetensors"
+    rewrite(path, bad, meta={"format_version": "2"})
+    with pytest.raises(RunError, match="disagree"):
+        IntegerPrior.load(bad)
 
 
 def rewrite(src: Path, dst: Path, *, tensors: dict[str, np.ndarray] | None = None,
@@ -523,6 +556,10 @@ def test_prior_train_exports_the_integer_prior(tmp_path: Path, capsys: pytest.Ca
     prior = load_prior(run)  # the integer network is the saved prior's
     assert isinstance(prior, GroupedPrior)
     assert ip.config == prior.config
+    # training orders the codes by their vectors (grouped.codebook_order), and the export keeps it
+    k = prior.config.codebook_size
+    assert not torch.equal(prior.code_order, torch.arange(k)) and ip.format_version == 3
+    assert np.array_equal(ip.arrays()["code_order"], prior.code_order.numpy())
     # a grouped prior is not re-calibrated (no temperature): the exported network stays as it was
     assert main(["prior", "calibrate", str(run)]) == 1
     assert IntegerPrior.load(run / INTEGER_PRIOR_FILE).digest() == ip.digest()

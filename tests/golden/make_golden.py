@@ -97,8 +97,9 @@ def tiny_prior(codebook_size: int, grid: tuple[int, int], seed: int = 0) -> torc
     return prior.eval()
 
 
-def grouped_run(path: Path, schedule: str = "2x2", seed: int = 0, k: int = 16) -> Path:
-    """A tiny run with a random (not uniform) grouped prior exported to its integer network."""
+def grouped_run(path: Path, schedule: str = "2x2", seed: int = 0, k: int = 16, shuffle: bool = False) -> Path:
+    """A tiny run with a random (not uniform) grouped prior exported to its integer network;
+    ``shuffle``: with a random code order (format 3) instead of index order."""
     from vqkit.priors import GroupedPrior, PriorConfig
     from vqkit.priors.integer_export import export_integer
     from vqkit.runs import Run, model_fingerprint
@@ -111,6 +112,8 @@ def grouped_run(path: Path, schedule: str = "2x2", seed: int = 0, k: int = 16) -
     with torch.no_grad():
         for p in prior.parameters():
             p.normal_(0.0, 0.5)
+    if shuffle:
+        prior.set_code_order(np.random.default_rng(seed + 100).permutation(k))
     grids = Run.load(run_dir).encode(blob_images(32, (16, 16), 5))
     integer = export_integer(prior.eval(), np.stack(grids))
     integer.info["model_fingerprint"] = model_fingerprint(run_dir)  # as `vqkit prior train` stamps it

@@ -1,7 +1,8 @@
 """Entropy model 4: a grouped prior's integer network codes a grid in a fixed number of parallel steps.
 
 A grid's codes are coded step by step (``vqkit.priors.grouped.step_map``). Each code x is coded in two
-parts, hi = x // K_lo and lo = x % K_lo (``IntegerPrior.k_hi``, ``k_lo``; about sqrt(K) each): step s
+parts, (hi, lo) = ``IntegerPrior.split(x)``: the rank of x in the prior's code order, hi = rank // K_lo
+and lo = rank % K_lo (``IntegerPrior.k_hi``, ``k_lo``; about sqrt(K) each): step s
 codes the hi parts of all its positions in raster order, then their lo parts in raster order. The
 tables come from the integer network (vqkit.priors.integer): one call (``step_hidden``) on the codes of
 steps < s gives every position's features, the hi tables follow from them (``hi_logits``), and the lo
@@ -72,7 +73,6 @@ class GroupedCoder:
     def encode(self, grids: Sequence[np.ndarray]) -> tuple[list[bytes], list[float]]:
         """(h, w) int64 grids -> a payload per grid and its bits (-log2 p under the tables)."""
         payloads, bits = [b""] * len(grids), [0.0] * len(grids)
-        k_lo = self.prior.k_lo
         for batch in _batches([g.shape for g in grids]):
             h, w = grids[batch[0]].shape
             known = torch.from_numpy(np.stack([grids[i] for i in batch]).astype(np.int64))
@@ -82,8 +82,7 @@ class GroupedCoder:
                 if len(pos) == 0:
                     continue
                 a = self._hidden(known, step)
-                x = flat[:, torch.from_numpy(pos)]  # (B, n_s)
-                hi, lo = x // k_lo, x % k_lo
+                hi, lo = self.prior.split(flat[:, torch.from_numpy(pos)])  # (B, n_s) each
                 for part, tables in ((hi, self._tables(self.prior.hi_logits(a))),
                                      (lo, self._tables(self.prior.lo_logits(a, hi)))):  # fmt: skip
                     symbols = part.numpy()
@@ -118,12 +117,10 @@ class GroupedCoder:
                 hi = torch.from_numpy(np.stack([decoders[j].many(tables[j]) for j in range(len(batch))]))
                 tables = self._tables(self.prior.lo_logits(a, hi))
                 lo = torch.from_numpy(np.stack([decoders[j].many(tables[j]) for j in range(len(batch))]))
-                codes = hi * k_lo + lo
-                if int(codes.max()) >= self.codebook_size:
-                    raise CodecError(
-                        f"corrupt codes payload (code {int(codes.max())} >= {self.codebook_size})"
-                    )
-                flat[:, torch.from_numpy(pos)] = codes
+                rank = int((hi * k_lo + lo).max())
+                if rank >= self.codebook_size:
+                    raise CodecError(f"corrupt codes payload (code rank {rank} >= {self.codebook_size})")
+                flat[:, torch.from_numpy(pos)] = self.prior.join(hi, lo)
                 if progress is not None:
                     progress(len(batch) * len(pos))
             for j, i in enumerate(batch):

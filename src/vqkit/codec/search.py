@@ -194,8 +194,8 @@ def grouped_candidate_bits(
 ) -> torch.Tensor:
     """Bits of candidate codes under a grouped prior: features (B, n, H) of the positions (its
     ``step_hidden`` there), options (B, n, k) codes -> (B, n, k) float32 -log2 p(hi) - log2 p(lo | hi),
-    code = hi * K_lo + lo; the lo head runs for the k candidates' hi parts only, not all K_hi."""
-    hi, lo = options // prior.k_lo, options % prior.k_lo
+    (hi, lo) = prior.split(code); the lo head runs for the k candidates' hi parts only, not all K_hi."""
+    hi, lo = prior.split(options)
     hi_nats = torch.log_softmax(prior.hi_logits(features).float(), dim=-1).gather(-1, hi)  # (B, n, k)
     expanded = features[:, :, None, :].expand(*options.shape, features.shape[-1])  # (B, n, k, H)
     lo_lp = torch.log_softmax(prior.lo_logits(expanded, hi).float(), dim=-1)  # (B, n, k, K_lo)

@@ -29,8 +29,10 @@ H = width, r = radius, k = 2r + 1, G steps, C classes, L = layers; per position 
      q_lo = max(q_lo of the valid lo values) - MASK_GAP, 32 nats below the row's largest logit: its
      integer table weight is 0, so its frequency is the minimum, 1. A valid encoder never codes such
      a value; a decoder that decodes one has a damaged stream (the codec refuses it).
-  So p(x) = p(hi) p(lo | hi) with x = hi * K_lo + lo, the float model's two-part head, and a coder
-  builds K_hi + K_lo table entries per code instead of K.
+  So p(x) = p(hi) p(lo | hi) with hi * K_lo + lo = order[x], the rank of code x (the float model's
+  ``code_order``, tensor ``code_order`` (K,) int64, a permutation; absent means the identity), as in
+  the float model's two-part head, and a coder builds K_hi + K_lo table entries per code instead of
+  K. `split` and `join` map codes to (hi, lo) and back.
 
 Why the result is exact and machine-independent:
   * every product in a matmul is an integer of magnitude <= 127 * 127 (activations a_int and b in
@@ -81,7 +83,10 @@ from vqkit.priors.grouped import schedule_steps, split_sizes, step_geometry, ste
 from vqkit.runs import RunError, atomic_write
 
 INTEGER_FORMAT = "vqkit-integer-prior"
-INTEGER_FORMAT_VERSION = 2  # 2: the two-part head (1, a single K-way head, was never shipped)
+INTEGER_FORMAT_VERSION = 3  # 3: a code order; 2: the two-part head in index order (still written
+# for the identity order, so those files and their digests stay as they were); 1, a single K-way
+# head, was never shipped
+ORDER_SINCE = 3
 LOGIT_BITS = 12  # q is in units of 2^-12 nats; equals vqkit.codec.tables.LOGIT_BITS (a test checks)
 QMAX = 127  # |embedding|, |weight|, |hi_embed| and activations are <= QMAX
 MULTIPLIER_BITS = 16  # M < 2^16
@@ -129,10 +134,24 @@ def _fan_in(config: PriorConfig, layer: int) -> int:
 
 def check_tensors(config: PriorConfig, tensors: dict[str, np.ndarray]) -> None:
     """ValueError unless ``tensors`` are exactly the integer prior of ``config``: names, dtypes,
-    shapes and every value range the exactness argument (module docstring) relies on."""
+    shapes and every value range the exactness argument (module docstring) relies on. The tensor
+    ``code_order`` is optional: when present it is a permutation of 0..K-1 other than the identity
+    (the identity is stored as its absence, one canonical form per prior)."""
     if config.kind != "grouped":
         raise ValueError(f"an integer prior needs a grouped prior, got kind {config.kind!r}")
     want = expected_shapes(config)
+    if "code_order" in tensors:
+        order = tensors["code_order"]
+        k = config.codebook_size
+        if order.dtype != np.int64 or order.shape != (k,):
+            raise ValueError(
+                f"integer prior tensor code_order: expected int64 ({k},), got {order.dtype} {order.shape}"
+            )
+        if not np.array_equal(np.sort(order), np.arange(k)):
+            raise ValueError(f"integer prior tensor code_order: must be a permutation of 0..{k - 1}")
+        if np.array_equal(order, np.arange(k)):
+            raise ValueError("integer prior tensor code_order: the identity is stored as no tensor")
+        want = {**want, "code_order": ((k,), "int64")}
     if set(tensors) != set(want):
         missing, extra = sorted(set(want) - set(tensors)), sorted(set(tensors) - set(want))
         raise ValueError(f"integer prior tensors: missing {missing}, unexpected {extra}")
@@ -234,6 +253,9 @@ class IntegerPrior:
         codes = np.arange(self._k_hi)[:, None] * self._k_lo + np.arange(self._k_lo)[None, :]
         invalid = codes >= c.codebook_size  # (K_hi, K_lo): lo values past K (row K_hi - 1 only)
         self._masked = torch.from_numpy(invalid).to(dev) if invalid.any() else None
+        order = a.get("code_order", np.arange(c.codebook_size, dtype=np.int64))
+        self._order = torch.from_numpy(order).to(dev)  # code -> rank
+        self._codes = torch.from_numpy(np.argsort(order)).to(dev)  # rank -> code
 
     # ------------------------------------------------------------------------------------ properties
 
@@ -272,6 +294,24 @@ class IntegerPrior:
     def steps(self) -> int:
         return self._steps
 
+    @property
+    def format_version(self) -> int:
+        """The integer prior format its file has: 3 with a code order, 2 without (identity)."""
+        return INTEGER_FORMAT_VERSION if "code_order" in self._arrays else ORDER_SINCE - 1
+
+    def split(self, codes: Tensor) -> tuple[Tensor, Tensor]:
+        """codes (...) int64 in [0, K) -> (hi, lo) (...) each, the parts of each code's rank."""
+        rank = self._order[codes.to(self.device)]
+        return rank // self._k_lo, rank % self._k_lo
+
+    def join(self, hi: Tensor, lo: Tensor) -> Tensor:
+        """The inverse of `split`: hi, lo (...) int64 of ranks below K -> codes (...) int64;
+        ValueError for a rank >= K (only a damaged stream decodes one)."""
+        rank = hi.to(self.device) * self._k_lo + lo.to(self.device)
+        if rank.numel() and (int(rank.min()) < 0 or int(rank.max()) >= self.codebook_size):
+            raise ValueError(f"rank {int(rank.max())} is not below K = {self.codebook_size}")
+        return self._codes[rank]
+
     def arrays(self) -> dict[str, np.ndarray]:
         """Copies of every integer tensor (``expected_shapes``), e.g. for the NumPy reference."""
         return {name: t.copy() for name, t in self._arrays.items()}
@@ -284,7 +324,7 @@ class IntegerPrior:
         """SHA-256 over a canonical serialisation: the format, the config as sorted JSON, then every
         tensor in name order as its name, shape and little-endian int64 values."""
         h = hashlib.sha256()
-        head = {"format": INTEGER_FORMAT, "format_version": INTEGER_FORMAT_VERSION,
+        head = {"format": INTEGER_FORMAT, "format_version": self.format_version,
                 "config": prior_config_to_dict(self._config)}  # fmt: skip
         h.update(json.dumps(head, sort_keys=True, separators=(",", ":")).encode())
         for name in sorted(self._arrays):
@@ -404,8 +444,7 @@ class IntegerPrior:
             if not len(pos):
                 continue
             a = self.step_hidden(indices, s, ids)  # (B, n_s, H)
-            x = flat[:, torch.from_numpy(pos).to(self.device)]  # (B, n_s)
-            hi, lo = x // self._k_lo, x % self._k_lo
+            hi, lo = self.split(flat[:, torch.from_numpy(pos).to(self.device)])  # (B, n_s) each
             bits += ideal_bits(self.hi_logits(a), hi).sum(dim=1)
             bits += ideal_bits(self.lo_logits(a, hi), lo).sum(dim=1)
         return bits
@@ -455,7 +494,7 @@ class IntegerPrior:
         which make the file atomic themselves; elsewhere use `save`."""
         metadata = {
             "format": INTEGER_FORMAT,
-            "format_version": str(INTEGER_FORMAT_VERSION),
+            "format_version": str(self.format_version),
             "prior_config": json.dumps(prior_config_to_dict(self._config)),
             "info": json.dumps(self.info),
             "digest": self.digest().hex(),
@@ -486,12 +525,14 @@ class IntegerPrior:
             raise RunError(f"{path}: bad format version {meta.get('format_version')!r}") from e
         if version > INTEGER_FORMAT_VERSION:
             raise RunError(f"{path} was written by a newer vqkit (integer prior format {version}); upgrade")
-        if version < INTEGER_FORMAT_VERSION:  # format 1 had a single K-way head: nothing to convert
+        if version < ORDER_SINCE - 1:  # format 1 had a single K-way head: nothing to convert
             raise RunError(
                 f"{path} is integer prior format {version}, for the old one-part head; this vqkit reads "
-                f"format {INTEGER_FORMAT_VERSION} only: train the prior again "
+                f"formats {ORDER_SINCE - 1} and {INTEGER_FORMAT_VERSION}: train the prior again "
                 "(vqkit prior train RUN --overwrite)"
             )
+        if (version >= ORDER_SINCE) != ("code_order" in tensors):
+            raise RunError(f"{path}: integer prior format {version} and its tensors disagree (damaged)")
         try:
             config = prior_config_from_dict(json.loads(meta["prior_config"]))
             info = json.loads(meta.get("info", "{}"))

@@ -91,7 +91,8 @@ def _float_pass(
     for i in range(c.layers - 1):
         a = F.relu(a @ p[f"hidden.{i}.weight"].T + p[f"hidden.{i}.bias"])
         acts.append(a)
-    hi = grids.reshape(len(grids), -1)[:, torch.from_numpy(pos)] // prior.k_lo  # (B, n_s)
+    hi = prior.split(grids.reshape(len(grids), -1)[:, torch.from_numpy(pos)].to(prior.code_order.device))[0]
+    hi = hi.cpu()  # (B, n_s)
     b = F.relu(a + p["hi_embed.weight"][hi])
     return acts, a @ p["head.weight"].T + p["head.bias"], b @ p["head_lo.weight"].T + p["head_lo.bias"]
 
@@ -135,6 +136,9 @@ def _build_tensors(prior: GroupedPrior, act_scales: list[float]) -> tuple[dict[s
     last = act_scales[c.layers - 1]
     out["hi_embed"] = np.clip(np.rint(p["hi_embed.weight"] / last), -QMAX, QMAX).astype(np.int8)
     out["shifts"] = np.array(shifts, dtype=np.int64)
+    order = prior.code_order.detach().cpu().numpy().astype(np.int64)
+    if not np.array_equal(order, np.arange(c.codebook_size)):  # identity: stored as absent (format 2)
+        out["code_order"] = order
     return out, act_scales
 
 
@@ -224,7 +228,7 @@ def _check_mirror(prior: GroupedPrior, grids: Tensor, ids: Tensor, step: int, hi
     pos = torch.from_numpy(step_geometry(prior.config.schedule, h, w, step, prior.config.radius)[0])
     dev = prior.head.weight.device
     a = prior.step_hidden(grids.to(dev), step, ids.to(dev))
-    hi = grids.reshape(b, -1)[:, pos].to(dev) // prior.k_lo
+    hi = prior.split(grids.reshape(b, -1)[:, pos].to(dev))[0]
     ref_hi = prior.hi_logits(a).cpu().double()
     ref_lo = prior.lo_logits(a, hi).cpu().double()
     valid = torch.isfinite(ref_lo)

@@ -30,6 +30,11 @@ class ReferencePrior:
         self.k_hi = self.a["head.weight"].shape[0]
         self.k_lo = self.a["head_lo.weight"].shape[0]
         self.steps = schedule_steps(schedule)
+        self.order = self.a.get("code_order", np.arange(self.codebook_size, dtype=np.int64))
+
+    def split(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """codes (...) -> (hi, lo) (...) of their ranks ``code_order[codes]`` (identity when absent)."""
+        return np.divmod(self.order[np.asarray(codes, dtype=np.int64)], self.k_lo)
 
     @staticmethod
     def _requantize(acc: np.ndarray, mult: np.ndarray, shift: int) -> np.ndarray:

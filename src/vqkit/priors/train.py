@@ -20,7 +20,7 @@ from vqkit.priors.config import PriorConfig, PriorTrainConfig, apply_prior_overr
 from vqkit.priors.data import CodeSet, canonical_spec, codes_path, load_augmented_codes, load_codes
 from vqkit.priors.evaluate import check_codes, evaluate_prior, grid_bits
 from vqkit.priors.fit import fit_prior, steps_per_epoch
-from vqkit.priors.grouped import GroupedPrior
+from vqkit.priors.grouped import GroupedPrior, codebook_order
 from vqkit.priors.integer import IntegerPrior, integer_bits_per_code
 from vqkit.priors.integer_export import export_integer
 from vqkit.runs import Run, RunError, layout, run_lock, write_text
@@ -31,6 +31,14 @@ from vqkit.training.schedule import Horizon
 
 PRIOR_STOP_HINT = "--epochs N, --time-budget MIN or --max-steps N"
 INTEGER_GRIDS = 512  # held-out grids that calibrate a grouped prior's integer network
+
+
+@torch.no_grad()
+def code_vectors(run: Run) -> np.ndarray:
+    """(K, D) float: the vector the run's decoder receives for each code."""
+    k = run.model.codebook_size
+    grid = torch.arange(k, device=run.device).view(1, k, 1)
+    return run.model.quantizer.indices_to_codes(grid)[0, :, :, 0].T.float().cpu().numpy()
 
 
 def with_copies(train: CodeSet, train_idx: np.ndarray, copies: CodeSet, num_images: int) -> CodeSet:
@@ -238,6 +246,8 @@ def _train_prior(
                                         num_classes=num_classes)  # fmt: skip
         torch.manual_seed(train_cfg.seed)  # the initial weights are part of what the seed fixes
         prior = build_prior(model_cfg)
+        if isinstance(prior, GroupedPrior):  # group similar codes under one hi part (grouped.py)
+            prior.set_code_order(codebook_order(code_vectors(run), prior.k_lo))
     elif codes.grid != model_cfg.grid:
         raise RunError(f"the data's grids are {codes.grid}; the saved prior models {model_cfg.grid}")
     prior.logit_scale.fill_(1.0)  # train the raw logits; a saved calibration is fitted again at the end
