@@ -1,13 +1,16 @@
-"""Fuzz of the .vqk decoder: mutated version-3 and version-4 files (bit flips, byte overwrites, truncations,
+"""Fuzz of the .vqk decoder: mutated version-3, -4 and -5 files (bit flips, byte overwrites, truncations,
 splices from other files, header edits, payload flips) must be refused with one CodecError or decode
 to exactly what the unmutated file decodes to. Anything else is counted: a silent wrong decode, a
 traceback (any other exception), a hang (a decode over --timeout seconds), and the peak memory.
 
     .venv/bin/python benchmarks/fuzz_codec.py --iterations 10000
     .venv/bin/python benchmarks/fuzz_codec.py --minutes 10 --seed 3
+    .venv/bin/python benchmarks/fuzz_codec.py --versions 5 --legacy-share 0   # version 5 files only
 
 Version 4 seeds are the golden files of every entropy model, the residual VQ archives (stage counts) and
-the grouped prior's archive (entropy model 4, its integer network), each decoded with its own run.
+the grouped prior's archive (entropy model 4, its integer network), each decoded with its own run;
+version 5 seeds are the same files in the compact layout and a grouped archive whose integer prior
+has a code order (integer prior format 3).
 Also fuzzes the version-1/2 golden files (no checksums): those may decode to other pixels, but never
 raise anything but CodecError, hang or grow memory. Prints a table, writes JSON under
 benchmarks/results/ and exits 1 on any silent wrong decode, traceback or hang; the first few failing
@@ -95,20 +98,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds after which a decode is a hang")
     p.add_argument("--legacy-share", type=float, default=0.2, help="share of inputs from version-1/2 files")
+    p.add_argument("--versions", default="3,4,5", help="format versions of the seed files (default 3,4,5)")
     p.add_argument("--out", type=Path, help="results JSON (default benchmarks/results/fuzz_codec-DATE.json)")
     a = p.parse_args(argv)
     signal.signal(signal.SIGALRM, _alarm)
     codings = {"run": Coding(GOLDEN / "run"), "rvq": Coding(GOLDEN / "v4" / "rvq_run"),
-               "grouped": Coding(GOLDEN / "v4" / "grouped_run")}  # fmt: skip
+               "grouped": Coding(GOLDEN / "v4" / "grouped_run"),
+               "grouped5": Coding(GOLDEN / "v5" / "grouped_run")}  # fmt: skip
 
     def run_of(name: str) -> Coding:
-        stem = name.split("/")[-1]
-        return codings[
-            "rvq" if stem.startswith("rvq") else "grouped" if stem.startswith("grouped") else "run"
-        ]
+        folder, _, stem = name.rpartition("/")
+        if stem.startswith("grouped"):
+            return codings["grouped5" if folder == "v5" else "grouped"]
+        return codings["rvq" if stem.startswith("rvq") else "run"]
 
-    seeds = {f"v3/{path.name}": path.read_bytes() for path in sorted((GOLDEN / "v3").glob("*.vqk"))}
-    seeds |= {f"v4/{path.name}": path.read_bytes() for path in sorted((GOLDEN / "v4").glob("*.vqk"))}
+    versions = [int(v) for v in a.versions.split(",")]
+    if not versions or any(v not in (3, 4, 5) for v in versions):
+        p.error("--versions takes format versions among 3, 4 and 5")
+    seeds = {
+        f"v{v}/{path.name}": path.read_bytes()
+        for v in versions
+        for path in sorted((GOLDEN / f"v{v}").glob("*.vqk"))
+    }
     legacy = {path.name: path.read_bytes() for path in sorted(GOLDEN.glob("*.vqk"))}
     reference = {name: decompress(run_of(name), data) for name, data in {**seeds, **legacy}.items()}
     donors = [*seeds.values(), *legacy.values()]
@@ -158,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     silent = sum(row["different"] for (group, _), row in table.items() if group != "v1/v2")
     growth_mb = (rss_peak - rss_start) / 1024
     print(
-        f"\n{n} inputs: {silent} silent wrong decodes of version-3/4 files, {totals['traceback']} "
+        f"\n{n} inputs: {silent} silent wrong decodes of version-3 to 5 files, {totals['traceback']} "
         f"tracebacks, {totals['hang']} hangs; slowest decode {slowest:.3f} s; peak memory "
         f"{rss_peak / 1024:.0f} MB ({growth_mb:.0f} MB above the start)"
     )
@@ -171,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "seed": a.seed,
         "inputs": n,
-        "silent_wrong_decodes_v3_v4": silent,
+        "versions": versions,
+        "silent_wrong_decodes_v3_up": silent,
         "totals": totals,
         "rows": [{"files": g, "mutation": k, **row} for (g, k), row in sorted(table.items())],
         "slowest_decode_s": round(slowest, 4),

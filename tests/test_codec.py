@@ -12,6 +12,7 @@ from PIL import Image
 
 from vqkit.cli import main
 from vqkit.codec import (
+    FORMAT_VERSION,
     STATIC_TABLE_FILE,
     CodecError,
     Coding,
@@ -76,7 +77,7 @@ def test_a_scaled_image_is_coded_at_its_coded_size_and_restored_to_its_own(
     result = compress_images(coding, images, entropy_model="static", archive=True, scale=scale)
     container, grids = decode_codes(coding, result.files[0])
     out = decompress(coding, result.files[0])
-    assert container.version == 4
+    assert container.version == FORMAT_VERSION
     for image, rec, grid, back, report in zip(
         images, container.records, grids, out, result.reports, strict=True
     ):
@@ -101,7 +102,7 @@ def test_a_scaled_image_is_coded_at_its_coded_size_and_restored_to_its_own(
 def test_scale_one_writes_the_unscaled_file_and_bad_scales_are_refused(coding: Coding) -> None:
     images = mixed_images()
     assert compress_images(coding, images, scale=1.0).files == compress_images(coding, images).files
-    assert parse(compress_images(coding, images, scale=1.0).files[0]).version == 4
+    assert parse(compress_images(coding, images, scale=1.0).files[0]).version == FORMAT_VERSION
     for bad in (0.0, 0.2, 5.0):
         with pytest.raises(ValueError, match="scale"):
             compress_images(coding, images, scale=bad)
@@ -116,11 +117,11 @@ def test_report_has_the_three_rates_and_quality(coding: Coding) -> None:
     json.dumps(result.to_json())
 
 
-def test_single_32x32_image_header_is_24_bytes(coding: Coding) -> None:
-    """16 bytes of fields (magic, version, model, fingerprint, count, height, width, mode, stage
-    count, length) and two CRC-32s: the image's payload and the header."""
+def test_single_32x32_image_header_is_19_bytes(coding: Coding) -> None:
+    """15 bytes of fields (magic, version, model, fingerprint, count, height, width, mode, length; no
+    stage count for one stage) and one CRC-32 over the rest of the file."""
     result = compress_images(coding, blob_images(1, (32, 32), 7), entropy_model="static")
-    assert result.header_bytes == 24 == parse(result.files[0]).header_bytes
+    assert result.header_bytes == 19 == parse(result.files[0]).header_bytes
     assert parse(result.files[0]).records[0].stages == 1
 
 

@@ -167,7 +167,7 @@ def test_every_truncation_is_refused(coding: Coding, name: str) -> None:
     ("data", "message"),
     [
         (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "not a .vqk file"),
-        (b"VQ\x05" + FILES["raw"][3:], "format version 5"),
+        (b"VQ\x06" + FILES["raw"][3:], "format version 6"),
         (b"VQ\x00" + FILES["raw"][3:], "version 0"),
         (FILES["raw"][:3] + b"\x07" + FILES["raw"][4:], "unknown entropy model id 7"),
         (FILES["raw"] + b"\0", "unexpected bytes"),

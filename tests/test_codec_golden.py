@@ -168,3 +168,59 @@ def test_golden_grouped_file_decodes_to_the_stored_codes_and_reencodes_to_its_by
     for payload, offset, record in zip(payloads, container.offsets(), container.records, strict=True):
         assert payload == data[offset : offset + record.codes_length]
     assert [list(im.shape) for im in decompress(coding, data)] == expected["sizes"]
+
+
+# ---- format version 5: the compact layout (one file checksum, stage counts only above 1) -----------
+
+V5 = GOLDEN / "v5"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_version_5_golden_files_are_the_old_payloads_in_the_compact_layout(coding: Coding, name: str) -> None:
+    old = (GOLDEN / f"{name}.vqk").read_bytes()
+    new = (V5 / f"{name}.vqk").read_bytes()
+    assert new == in_version(old, 5) and parse(new).version == 5
+    # per file: 4 bytes of checksum instead of 4 per image plus 4, and no stage count for 1 stage
+    n = len(parse(old).records)
+    assert len(new) == len(in_version(old, 4)) - 4 * n - n
+    container, grids = decode_codes(coding, new, name=name)
+    assert container.entropy_model is MODELS[name]
+    for grid, want in zip(grids, EXPECTED[name]["indices"], strict=True):
+        np.testing.assert_array_equal(grid, np.array(want, dtype=np.int64))
+
+
+def test_version_5_single_image_header_is_19_bytes() -> None:
+    container = parse((V5 / "raw.vqk").read_bytes())
+    # magic 2 + version 1 + model 1 + file CRC-32 4 + fingerprint 6 + count 1, height, width, mode, length
+    assert container.header_bytes == 11 + 4 + 4
+
+
+@pytest.mark.parametrize("name", ["rvq_raw", "rvq_static"])
+def test_version_5_residual_files_keep_their_stage_counts(rvq_coding: Coding, name: str) -> None:
+    """Images of 3 and 2 stages carry the STAGED flag and their count; the 1-stage image none."""
+    data = (V5 / f"{name}.vqk").read_bytes()
+    assert data == in_version((V4 / f"{name}.vqk").read_bytes(), 5)
+    container, grids = decode_codes(rvq_coding, data, name=name)
+    assert container.version == 5 and [r.stages for r in container.records] == [3, 1, 2]
+    for grid, want in zip(grids, V4_EXPECTED[name]["indices"], strict=True):
+        np.testing.assert_array_equal(grid, np.array(want, dtype=np.int64))
+
+
+def test_golden_grouped_file_with_a_code_order_decodes_and_reencodes_to_its_bytes() -> None:
+    """Entropy model 4 under an integer prior of format 3 (a code order) and the 8x8-7 schedule."""
+    from vqkit.priors.integer import IntegerPrior
+    from vqkit.runs.layout import INTEGER_PRIOR_FILE
+
+    data = (V5 / "grouped.vqk").read_bytes()
+    expected = json.loads((V5 / "grouped.json").read_text())
+    assert hashlib.sha256(data).hexdigest() == expected["sha256"], "the committed file itself changed"
+    prior = IntegerPrior.load(V5 / "grouped_run" / INTEGER_PRIOR_FILE)
+    assert prior.format_version == 3 and prior.schedule == "8x8-7"
+    coding = Coding(V5 / "grouped_run")
+    container, grids = decode_codes(coding, data, name="grouped")
+    assert container.entropy_model is EntropyModel.GROUPED and container.version == 5
+    for grid, want in zip(grids, expected["indices"], strict=True):
+        np.testing.assert_array_equal(grid, np.array(want, dtype=np.int64))
+    payloads, _ = encode_grids(coding, grids, EntropyModel.GROUPED)
+    for payload, offset, record in zip(payloads, container.offsets(), container.records, strict=True):
+        assert payload == data[offset : offset + record.codes_length]

@@ -14,7 +14,16 @@ import pytest
 import torch
 
 from vqkit.cli import main
-from vqkit.codec import CodecError, Coding, EntropyModel, compress_images, decode_codes, decompress, parse
+from vqkit.codec import (
+    FORMAT_VERSION,
+    CodecError,
+    Coding,
+    EntropyModel,
+    compress_images,
+    decode_codes,
+    decompress,
+    parse,
+)
 from vqkit.codec.api import encode_grids
 from vqkit.codec.container import Mode, Record, build
 from vqkit.codec.fitting import fit_static_model
@@ -73,7 +82,7 @@ def test_every_stage_count_round_trips_through_the_codec(rvq_run: Path, entropy_
         assert result.entropy_model == entropy_model
         for f, w, report in zip(result.files, want, result.reports, strict=True):
             container, (grid,) = decode_codes(run, f)
-            assert container.version == 4 and container.records[0].stages == n == report.stages
+            assert container.version == FORMAT_VERSION and container.records[0].stages == n == report.stages
             np.testing.assert_array_equal(grid, w[:n])  # bit for bit: the first n stages
             (back,) = decompress(run, f)
             np.testing.assert_array_equal(back, run.decode(w[None, :n], (16, 16))[0])
@@ -115,15 +124,20 @@ def test_bad_stage_counts_are_refused(rvq_run: Path) -> None:
     assert parse(file(STAGES)).records[0].stages == STAGES
     with pytest.raises(CodecError, match="holds 4 stages of codes, but"):
         decode_codes(coding, file(STAGES + 1))
-    zero = bytearray(file(1))
     with pytest.raises(ValueError, match="1 to 64 stages"):
         build(EntropyModel.RAW, fingerprint, [Record(16, 16, Mode.RGB, 1, stages=0)], [b"x"])
-    # a stage count of 0 in a file, the byte after the mode: refused as it is read (before the CRC)
-    pos = 11 + 3
-    assert zero[pos] == 1
-    zero[pos] = 0
-    with pytest.raises(CodecError, match="0 stages"):
-        parse(bytes(zero))
+    # a stage count of 0 in a file, the byte after the mode (version 5: behind the STAGED flag;
+    # version 4: always there): refused as it is read (before the CRC)
+    v4 = build(
+        EntropyModel.RAW, fingerprint, [Record(16, 16, Mode.RGB, len(payloads[0]))], payloads, version=4
+    )
+    for data, count, pos in ((file(2), 2, 15 + 3), (v4, 1, 11 + 3)):  # version 5 has its checksum at 4
+        zero = bytearray(data)
+        assert zero[pos] == count
+        zero[pos] = 0
+        with pytest.raises(CodecError, match="0 stages"):
+            parse(bytes(zero))
+    assert len(file(1)) == len(v4) - 5  # version 5: no count for one stage, one checksum instead of two
     with pytest.raises(ValueError, match="version 3"):
         build(EntropyModel.RAW, fingerprint, [Record(16, 16, Mode.RGB, len(payloads[0]), stages=2)], payloads,
               version=3)  # fmt: skip

@@ -1,5 +1,6 @@
-"""Format version 3: a CRC-32 over the header and one over each image's payloads, so a damaged file
-is one clear CodecError, never silently wrong pixels; files of versions 1 and 2 still decode."""
+"""Format version 3: a CRC-32 over the header and one over each image's payloads (version 5: one over
+the whole file), so a damaged file is one clear CodecError, never silently wrong pixels; files of
+versions 1 and 2 still decode."""
 
 from __future__ import annotations
 
@@ -46,11 +47,12 @@ def test_version_3_golden_files_are_the_old_payloads_with_checksums(coding: Codi
             np.testing.assert_array_equal(grid, np.array(want, dtype=np.int64))
 
 
+@pytest.mark.parametrize("version", ["v3", "v5"])
 @pytest.mark.parametrize("name", ["raw", "static", "prior"])
-def test_every_single_bit_flip_is_refused(coding: Coding, name: str) -> None:
+def test_every_single_bit_flip_is_refused(coding: Coding, name: str, version: str) -> None:
     """CRC-32 detects every burst of up to 32 bits: no flipped bit anywhere (header, index,
-    checksums, payloads) decodes."""
-    data = (GOLDEN / "v3" / f"{name}.vqk").read_bytes()
+    checksums, payloads) decodes, under the per-part checksums (3) and the one file checksum (5)."""
+    data = (GOLDEN / version / f"{name}.vqk").read_bytes()
     decoded = 0
     for byte in range(len(data)):
         for bit in range(8):
@@ -79,6 +81,48 @@ def test_a_payload_flip_names_the_image(coding: Coding) -> None:
         decompress(coding, bytes(data))
 
 
+def test_a_version_5_flip_anywhere_names_the_file_checksum(coding: Coding) -> None:
+    data = (GOLDEN / "v5" / "static.vqk").read_bytes()
+    c = parse(data)
+    for pos in (15, c.offsets()[1]):  # the first image's height; the second image's payload
+        damaged = bytearray(data)
+        damaged[pos] ^= 1
+        with pytest.raises(CodecError, match="file checksum"):
+            decompress(coding, bytes(damaged))
+
+
+@pytest.mark.parametrize("name", ["raw", "prior"])
+def test_a_version_5_file_read_as_another_version_never_decodes(coding: Coding, name: str) -> None:
+    """Behind its checksum a version 5 index reads like a version 1 index, so the checksum sits before
+    the fingerprint: with the version byte changed to any other (a damaged file), and any one length
+    byte changed too (one that could swallow the checksum), the file is refused."""
+    data = (GOLDEN / "v5" / f"{name}.vqk").read_bytes()
+    c = parse(data)
+    for version in (1, 2, 3, 4):
+        for pos in [None, *range(15, c.payload_offset)]:
+            for delta in (4, 252) if pos is not None else (0,):
+                damaged = bytearray(data)
+                damaged[2] = version
+                if pos is not None:
+                    damaged[pos] = (damaged[pos] + delta) % 256
+                with pytest.raises(CodecError):
+                    decompress(coding, bytes(damaged))
+
+
+def test_version_5_refuses_a_stage_count_of_one_behind_the_flag() -> None:
+    """One stage is written as no count; the flag with a count of 1 is a second form of the same
+    file, refused (after the checksum, which a hand-made file can match)."""
+    from vqkit.codec.container import STAGED, _file_crc
+
+    data = (GOLDEN / "v5" / "raw.vqk").read_bytes()
+    forged = bytearray(data)
+    forged[17] |= STAGED  # the mode byte after magic, version, model, checksum, fingerprint, count, H, W
+    forged[18:18] = b"\x01"
+    forged[4:8] = _file_crc(bytes(forged))
+    with pytest.raises(CodecError, match="stage count of 1"):
+        parse(bytes(forged))
+
+
 def test_checksums_cost_four_bytes_per_image_and_four_per_file() -> None:
     old = (GOLDEN / "static.vqk").read_bytes()
     n = len(parse(old).records)
@@ -100,13 +144,14 @@ def test_older_layouts_are_written_byte_for_byte_as_before(name: str) -> None:
         st.tuples(st.integers(0, 2), st.integers(0, 10_000), st.integers(1, 255)), min_size=1, max_size=4
     ),
     st.integers(0, 3),
+    st.sampled_from(["v3", "v5"]),
 )
-def test_a_damaged_version_3_file_is_refused_or_decodes_unchanged(
-    coding: Coding, name: str, edits: list[tuple[int, int, int]], cut: int
+def test_a_damaged_version_3_or_5_file_is_refused_or_decodes_unchanged(
+    coding: Coding, name: str, edits: list[tuple[int, int, int]], cut: int, version: str
 ) -> None:
     """The short form of benchmarks/fuzz_codec.py: flips, inserts, deletes and a cut; a file that
     still decodes must give exactly the original images (the edits cancelled out)."""
-    data = (GOLDEN / "v3" / f"{name}.vqk").read_bytes()
+    data = (GOLDEN / version / f"{name}.vqk").read_bytes()
     out = bytearray(data)
     for kind, pos, value in edits:
         i = pos % len(out) if out else 0

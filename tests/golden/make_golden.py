@@ -11,7 +11,10 @@ by the committed run; with the single NAME ``v3`` or ``v4``, only the files of t
 from the committed older ones. The single NAME ``rvq`` writes v4/rvq_run/ (a tiny residual VQ run
 of 3 stages with per-stage static tables), v4/rvq_raw.vqk and v4/rvq_static.vqk (images coded with
 1, 2 and 3 stages) and v4/expected.json; the single NAME ``grouped`` writes v4/grouped_run/ (a tiny run
-with a grouped prior's integer network), v4/grouped.vqk (entropy model 4) and v4/grouped.json.
+with a grouped prior's integer network), v4/grouped.vqk (entropy model 4) and v4/grouped.json; the
+single NAME ``v5`` writes v5/ (format version 5, the compact layout): the five older files and v4's
+two residual VQ archives rebuilt in it, and v5/grouped_run/ (a grouped prior with a code order,
+integer prior format 3), v5/grouped.vqk and v5/grouped.json.
 Regenerate only on a deliberate format change;
 tests/test_codec_golden.py and tests/test_vqk_integrity.py then guard the new files.
 """
@@ -162,7 +165,7 @@ def legacy_version(name: str) -> int:
 
 
 def write_version_files(names: list[str], version: int) -> None:
-    """The committed older files rebuilt in ``version`` (3 or 4) into v3/ or v4/."""
+    """The committed older files rebuilt in ``version`` (3, 4 or 5) into v3/, v4/ or v5/."""
     folder = GOLDEN / f"v{version}"
     folder.mkdir(exist_ok=True)
     for name in names:
@@ -208,14 +211,27 @@ def write_rvq_files() -> None:
     (folder / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
 
 
-def write_grouped_files() -> None:
-    """A run with a grouped prior's integer network (4x4-8 schedule) and one archive of images of
-    three grid shapes coded with it (entropy model 4)."""
-    folder = GOLDEN / "v4"
-    run = grouped_run(folder / "grouped_run", schedule="4x4-8", seed=3)
+def write_v5_files() -> None:
+    """v5/: the committed older files and v4's residual VQ archives rebuilt in version 5 (the compact
+    layout), and a grouped archive whose integer prior has a code order (integer prior format 3)."""
+    write_version_files(list(golden_images()), 5)
+    for name in ("rvq_raw", "rvq_static"):
+        data = in_version((GOLDEN / "v4" / f"{name}.vqk").read_bytes(), 5)
+        (GOLDEN / "v5" / f"{name}.vqk").write_bytes(data)
+        print(f"v5/{name}.vqk: {len(data)} bytes")
+    write_grouped_files("v5", schedule="8x8-7", shuffle=True)
+
+
+def write_grouped_files(version: str = "v4", *, schedule: str = "4x4-8", shuffle: bool = False) -> None:
+    """A run with a grouped prior's integer network (v4: 4x4-8 schedule, index order; v5: 8x8-7 and a
+    code order) and one archive of images of three grid shapes coded with it (entropy model 4)."""
+    folder = GOLDEN / version
+    run = grouped_run(folder / "grouped_run", schedule=schedule, seed=3, shuffle=shuffle)
     images = [blob_images(1, size, 90 + i)[0] for i, size in enumerate([(16, 16), (40, 28), (12, 20)])]
     result = compress_images(run, images, entropy_model="grouped", archive=True, quality=False)
     data = result.files[0]
+    if version == "v4":  # the archive as version 4 wrote it
+        data = in_version(data, 4)
     _, decoded = decode_codes(run, data)
     assert all(np.array_equal(a, b) for a, b in zip(result.grids, decoded, strict=True))
     (folder / "grouped.vqk").write_bytes(data)
@@ -223,7 +239,7 @@ def write_grouped_files() -> None:
                 "sizes": [list(im.shape) for im in images],
                 "indices": [g.tolist() for g in decoded]}  # fmt: skip
     (folder / "grouped.json").write_text(json.dumps(expected, indent=1) + "\n")
-    print(f"v4/grouped.vqk: {len(data)} bytes")
+    print(f"{version}/grouped.vqk: {len(data)} bytes")
 
 
 def main() -> int:
@@ -237,6 +253,9 @@ def main() -> int:
     only = sys.argv[1:]
     if only in (["v3"], ["v4"]):
         write_version_files(list(golden_images()), int(only[0][1]))
+        return 0
+    if only == ["v5"]:
+        write_v5_files()
         return 0
     if only == ["grouped"]:
         write_grouped_files()
@@ -262,6 +281,7 @@ def main() -> int:
         (GOLDEN / f"{name}.vqk").write_bytes(data)
         write_version_files([name], 3)
         write_version_files([name], 4)
+        write_version_files([name], 5)
         inputs = [resample(x, coded_size(*x.shape[:2], scale)) for x in as_model_inputs(images, 3)]
         grids = [Run.load(run).encode([x])[0] for x in inputs]
         _, decoded = decode_codes(run, data)
