@@ -96,6 +96,25 @@ def test_prior_resume_continues(run_dir: Path, tmp_path: Path) -> None:
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
+def test_resuming_a_finished_prior_changes_no_file(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A finished training resumed to the same step (a rebuild script run again) must leave the prior
+    as it was: saving it again and refitting its calibration would give it another fingerprint, and
+    the .vqk files coded with it would no longer decode."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    names = ["prior.safetensors", "prior_config.json", "prior_train_state.pt", "prior_metrics.jsonl",
+             "prior_eval.json"]  # fmt: skip
+    before = {n: (copy / n).read_bytes() for n in names}
+    capsys.readouterr()
+    assert main(["prior", "train", str(copy), "--resume", "--max-steps", "20", "--no-progress"]) == 0
+    assert "prior already finished at step 20" in capsys.readouterr().out
+    assert {n: (copy / n).read_bytes() for n in names} == before
+
+
 def test_prior_calibrate_refits_the_scale(
     run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

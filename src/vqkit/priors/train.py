@@ -253,6 +253,13 @@ def _train_prior(
     prior.logit_scale.fill_(1.0)  # train the raw logits; a saved calibration is fitted again at the end
     per_epoch = steps_per_epoch(len(train_set), train_cfg.batch_size)
     horizon = Horizon.from_config(stop, per_epoch, PRIOR_STOP_HINT, "prior training")
+    if state is not None and horizon.done(int(state["step"]), float(state["elapsed_s"])):
+        # A finished training resumed: nothing to do, and nothing may be rewritten. Going on would save
+        # the weights again and fit the calibration again, whose last digits vary between runs: the
+        # prior would get another fingerprint, and its .vqk files would no longer decode with it.
+        return {"run_dir": str(run_dir), "step": int(state["step"]), "stopped": "already finished",
+                "elapsed_s": float(state["elapsed_s"]), "train_grids": len(train_set),
+                "val_grids": len(val_set), "prior": to_dict(model_cfg)}  # fmt: skip
 
     class_names = list(codes.class_names) if codes.class_names and model_cfg.num_classes else None
     info: dict[str, Any] = {
