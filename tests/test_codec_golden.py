@@ -154,22 +154,6 @@ def test_golden_residual_stage_grids_encode_to_the_same_payloads(rvq_coding: Cod
         assert payload == data[offset : offset + record.codes_length]
 
 
-def test_golden_grouped_file_decodes_to_the_stored_codes_and_reencodes_to_its_bytes() -> None:
-    """Entropy model 4: the integer network's tables, hi and lo parts, step by step, must not change."""
-    data = (V4 / "grouped.vqk").read_bytes()
-    expected = json.loads((V4 / "grouped.json").read_text())
-    assert hashlib.sha256(data).hexdigest() == expected["sha256"], "the committed file itself changed"
-    coding = Coding(V4 / "grouped_run")
-    container, grids = decode_codes(coding, data, name="grouped")
-    assert container.entropy_model is EntropyModel.GROUPED and container.version == 4
-    for grid, want in zip(grids, expected["indices"], strict=True):
-        np.testing.assert_array_equal(grid, np.array(want, dtype=np.int64))
-    payloads, _ = encode_grids(coding, grids, EntropyModel.GROUPED)
-    for payload, offset, record in zip(payloads, container.offsets(), container.records, strict=True):
-        assert payload == data[offset : offset + record.codes_length]
-    assert [list(im.shape) for im in decompress(coding, data)] == expected["sizes"]
-
-
 # ---- format version 5: the compact layout (one file checksum, stage counts only above 1) -----------
 
 V5 = GOLDEN / "v5"
@@ -206,21 +190,28 @@ def test_version_5_residual_files_keep_their_stage_counts(rvq_coding: Coding, na
         np.testing.assert_array_equal(grid, np.array(want, dtype=np.int64))
 
 
-def test_golden_grouped_file_with_a_code_order_decodes_and_reencodes_to_its_bytes() -> None:
-    """Entropy model 4 under an integer prior of format 3 (a code order) and the 8x8-7 schedule."""
+@pytest.mark.parametrize(
+    ("folder", "version", "integer_format", "schedule"), [(V4, 4, 2, "4x4-8"), (V5, 5, 3, "8x8-7")]
+)
+def test_golden_grouped_file_decodes_to_the_stored_codes_and_reencodes_to_its_bytes(
+    folder: Path, version: int, integer_format: int, schedule: str
+) -> None:
+    """Entropy model 4: the integer network's tables, hi and lo parts, step by step, must not change:
+    in index order (integer prior format 2) and under a code order (format 3, with the 8x8-7 schedule)."""
     from vqkit.priors.integer import IntegerPrior
     from vqkit.runs.layout import INTEGER_PRIOR_FILE
 
-    data = (V5 / "grouped.vqk").read_bytes()
-    expected = json.loads((V5 / "grouped.json").read_text())
+    data = (folder / "grouped.vqk").read_bytes()
+    expected = json.loads((folder / "grouped.json").read_text())
     assert hashlib.sha256(data).hexdigest() == expected["sha256"], "the committed file itself changed"
-    prior = IntegerPrior.load(V5 / "grouped_run" / INTEGER_PRIOR_FILE)
-    assert prior.format_version == 3 and prior.schedule == "8x8-7"
-    coding = Coding(V5 / "grouped_run")
+    prior = IntegerPrior.load(folder / "grouped_run" / INTEGER_PRIOR_FILE)
+    assert prior.format_version == integer_format and prior.schedule == schedule
+    coding = Coding(folder / "grouped_run")
     container, grids = decode_codes(coding, data, name="grouped")
-    assert container.entropy_model is EntropyModel.GROUPED and container.version == 5
+    assert container.entropy_model is EntropyModel.GROUPED and container.version == version
     for grid, want in zip(grids, expected["indices"], strict=True):
         np.testing.assert_array_equal(grid, np.array(want, dtype=np.int64))
     payloads, _ = encode_grids(coding, grids, EntropyModel.GROUPED)
     for payload, offset, record in zip(payloads, container.offsets(), container.records, strict=True):
         assert payload == data[offset : offset + record.codes_length]
+    assert [list(im.shape) for im in decompress(coding, data)] == expected["sizes"]
