@@ -120,10 +120,20 @@ def test_train_resumes_and_skips_then_pack_writes_the_card(tiny_spec: Any) -> No
     log = zoo.read_log(work)
     assert [r["argv"][:3] for r in log[2:]] == [["train", "-o", str(work)]]
     assert "--resume" in log[2]["argv"] and (work / "e.json").stat().st_mtime_ns == stamp
+    # a re-evaluation (its output removed, the step run again) replaces the first on the card
+    first_eval = log[1]
+    (work / "e.json").unlink()
+    assert zoo.train(spec, data, work) == 0
+    log = zoo.read_log(work)
+    assert [r["step"] for r in log] == ["VQ-VAE", "evaluation", "VQ-VAE", "VQ-VAE", "evaluation"]
+    current = zoo.current_log(spec, work)
+    assert [r["step"] for r in current] == ["VQ-VAE", "evaluation", "VQ-VAE", "VQ-VAE"]
+    assert current[1] == log[4] != first_eval
     assert zoo.pack(spec, work) == 0
     model = shipped.verify("tiny")
     card = model.card()
-    assert card["commands"][0].startswith("vqkit train --config") and len(card["commands"]) == 3
+    assert card["commands"][0].startswith("vqkit train --config") and len(card["commands"]) == 4
+    assert card["commands"][1].startswith("vqkit eval")
     assert set(card["minutes"]) == {"VQ-VAE", "evaluation"}
     psnr = json.loads((work / "e.json").read_text())["data"]["psnr"]
     assert card["quality"] == f"{psnr:.1f} dB PSNR" and card["limits"] == ["A test."]

@@ -187,8 +187,32 @@ def _device(log: list[dict[str, Any]]) -> str:
     return "; ".join(seen) or "unknown"
 
 
+def current_log(spec: Spec, work: Path) -> list[dict[str, Any]]:
+    """The log records behind the work folder's files: those that finished (rc 0) or were stopped and
+    resumed later (130). A step that makes one output (``creates``) and ran again after its output was
+    removed (a re-evaluation) counts once, by its latest run, in the place of its first."""
+    log = [r for r in read_log(work) if r.get("rc") in (0, 130)]
+    outputs = {step.argv for step in spec.steps if step.creates}
+    latest: dict[tuple[str, ...], dict[str, Any]] = {}
+    for r in log:
+        key = tuple(r["argv"])
+        if any(len(key) == len(a) and all(k == x or "{" in x for k, x in zip(key, a, strict=True))
+               for a in outputs):  # fmt: skip
+            latest[key] = r
+    out, seen = [], set()
+    for r in log:
+        key = tuple(r["argv"])
+        if key in latest:
+            if key not in seen:
+                seen.add(key)
+                out.append(latest[key])
+        else:
+            out.append(r)
+    return out
+
+
 def pack(spec: Spec, work: Path, host: str = "", upload: Path | None = None) -> int:
-    log = [r for r in read_log(work) if r.get("rc") in (0, 130)]  # 130: stopped, resumed later
+    log = current_log(spec, work)
     missing = [f for f in spec.ship if not (work / f).is_file()]
     if missing:
         raise SystemExit(f"zoo: {work} lacks {', '.join(missing)}: finish `zoo.py train {spec.name}` first")
