@@ -59,10 +59,11 @@ class GroupedCoder:
         steps = step_map(self.prior.schedule, h, w).reshape(-1)
         return [np.flatnonzero(steps == s) for s in range(self.prior.steps)]
 
-    def _hidden(self, known: torch.Tensor, step: int) -> torch.Tensor:
-        """(B, n_s, H) integer features of step ``step`` for the grids ``known`` (B, h, w), no label."""
+    def _hidden(self, known: torch.Tensor, step: int, *, checked: bool = True) -> torch.Tensor:
+        """(B, n_s, H) integer features of step ``step`` for the grids ``known`` (B, h, w), no label;
+        ``checked=False`` (the decoder, whose codes it decoded and checked itself) skips the checks."""
         ids = torch.full((len(known),), self.prior.num_classes, dtype=torch.long)
-        return self.prior.step_hidden(known, step, ids)
+        return self.prior.step_hidden(known, step, ids, checked=checked)
 
     @staticmethod
     def _tables(q: torch.Tensor) -> np.ndarray:
@@ -112,10 +113,10 @@ class GroupedCoder:
             for step, pos in enumerate(self._positions(h, w)):
                 if len(pos) == 0:
                     continue
-                a = self._hidden(known, step)
-                tables = self._tables(self.prior.hi_logits(a))
+                a = self._hidden(known, step, checked=False)
+                tables = self._tables(self.prior.hi_logits(a, checked=False))
                 hi = torch.from_numpy(np.stack([decoders[j].many(tables[j]) for j in range(len(batch))]))
-                tables = self._tables(self.prior.lo_logits(a, hi))
+                tables = self._tables(self.prior.lo_logits(a, hi, checked=False))
                 lo = torch.from_numpy(np.stack([decoders[j].many(tables[j]) for j in range(len(batch))]))
                 rank = int((hi * k_lo + lo).max())
                 if rank >= self.codebook_size:

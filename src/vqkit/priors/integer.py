@@ -253,6 +253,7 @@ class IntegerPrior:
         codes = np.arange(self._k_hi)[:, None] * self._k_lo + np.arange(self._k_lo)[None, :]
         invalid = codes >= c.codebook_size  # (K_hi, K_lo): lo values past K (row K_hi - 1 only)
         self._masked = torch.from_numpy(invalid).to(dev) if invalid.any() else None
+        self._geometries: dict[tuple[int, int, int], tuple[Tensor, Tensor]] = {}
         order = a.get("code_order", np.arange(c.codebook_size, dtype=np.int64))
         self._order = torch.from_numpy(order).to(dev)  # code -> rank
         self._codes = torch.from_numpy(np.argsort(order)).to(dev)  # rank -> code
@@ -366,21 +367,34 @@ class IntegerPrior:
         acc.mul_(self._multipliers[layer]).add_(offset).bitwise_right_shift_(self._shifts[layer])
         return acc.clamp_(0, QMAX) if clamp else acc
 
-    def step_hidden(self, known: Tensor, step: int, start_ids: Tensor) -> Tensor:
+    def _geometry(self, h: int, w: int, step: int) -> tuple[Tensor, Tensor]:
+        """``step_geometry``'s window indices (n_s, k*k) and earlier-step mask (h, w) as tensors on
+        the device, cached: a coder asks for the same few many times."""
+        key = (h, w, step)
+        if key not in self._geometries:
+            _, window, earlier = step_geometry(self._config.schedule, h, w, step, self._config.radius)
+            self._geometries[key] = (torch.from_numpy(window).to(self.device),
+                                     torch.from_numpy(earlier).to(self.device))  # fmt: skip
+        return self._geometries[key]
+
+    def step_hidden(self, known: Tensor, step: int, start_ids: Tensor, *, checked: bool = True) -> Tensor:
         """The requantized features a_int of step ``step`` at its positions only: ``known`` (B, h, w)
         int64 holds the codes of the steps before ``step`` (other positions are ignored), ``start_ids``
         (B,) int64 the labels (num_classes: "no label") -> (B, n_s, H) int64 in [0, 127], the n_s
-        positions of ``step`` in raster order (vqkit.priors.grouped.step_map)."""
-        self._check_step_inputs(known, step, start_ids)
+        positions of ``step`` in raster order (vqkit.priors.grouped.step_map). ``checked=False`` skips
+        the input checks, for a caller whose inputs are valid by construction (the codec: codes it
+        decoded itself, each checked below K); invalid inputs then give undefined results."""
+        if checked:
+            self._check_step_inputs(known, step, start_ids)
         b, h, w = known.shape
         c, r = self._config, self._config.radius
-        pos, window, earlier = step_geometry(c.schedule, h, w, step, r)
+        window, earlier = self._geometry(h, w, step)
         dev = self.device
         known = known.to(dev)
-        tokens = torch.where(torch.from_numpy(earlier).to(dev), known, c.codebook_size)  # unknown: row K
+        tokens = torch.where(earlier, known, c.codebook_size)  # unknown: row K
         padded = F.pad(tokens, (r, r, r, r), value=c.codebook_size + 1)  # outside the grid: zero row
-        win = padded.reshape(b, -1)[:, torch.from_numpy(window).to(dev)]  # (B, n_s, k*k)
-        n_s = len(pos)
+        win = padded.reshape(b, -1)[:, window]  # (B, n_s, k*k)
+        n_s = len(window)
         if b * n_s == 0:  # a grid smaller than the schedule's tile can leave a step empty
             return torch.zeros(b, n_s, c.width, dtype=torch.int64, device=dev)
         table = self._embed8 if self._use_int_mm(b * n_s, 0) else self._embed_f
@@ -392,10 +406,11 @@ class IntegerPrior:
             a = self._requantize(self._mm(a, i), i, self._offsets[i - 1])
         return a.view(b, n_s, c.width)
 
-    def hi_logits(self, a_int: Tensor) -> Tensor:
+    def hi_logits(self, a_int: Tensor, *, checked: bool = True) -> Tensor:
         """a_int (..., H) int64 in [0, 127] (`step_hidden`) -> q_hi (..., K_hi) int64, the logits of
-        the hi part x // K_lo in units of 2^-12 nats."""
-        self._check_features(a_int)
+        the hi part of the code's rank in units of 2^-12 nats (``checked``: as in `step_hidden`)."""
+        if checked:
+            self._check_features(a_int)
         layer = self._config.layers
         a = a_int.reshape(-1, self.width).to(self.device)
         if not len(a):  # an empty step (a grid smaller than the schedule's tile)
@@ -403,17 +418,20 @@ class IntegerPrior:
         q = self._requantize(self._mm(a, layer), layer, self._offsets[layer - 1], clamp=False)
         return q.view(*a_int.shape[:-1], self._k_hi)
 
-    def lo_logits(self, a_int: Tensor, hi: Tensor) -> Tensor:
+    def lo_logits(self, a_int: Tensor, hi: Tensor, *, checked: bool = True) -> Tensor:
         """a_int (..., H) int64 in [0, 127] and hi (...) int64 in [0, K_hi) -> q_lo (..., K_lo) int64,
-        the logits of the lo part x % K_lo given hi, in units of 2^-12 nats. A lo value whose code
-        hi * K_lo + lo is >= K gets the row's largest valid q minus MASK_GAP (32 nats): its table
+        the logits of the lo part of the code's rank given hi, in units of 2^-12 nats. A lo value whose
+        rank hi * K_lo + lo is >= K gets the row's largest valid q minus MASK_GAP (32 nats): its table
         frequency is the minimum, 1; a valid encoder never codes it, and the codec refuses it when a
-        damaged stream decodes to it."""
-        self._check_features(a_int)
-        if hi.dtype != torch.int64 or hi.shape != a_int.shape[:-1]:
-            raise ValueError(f"hi must be {tuple(a_int.shape[:-1])} int64, got {hi.dtype} {tuple(hi.shape)}")
-        if hi.numel() and (int(hi.min()) < 0 or int(hi.max()) >= self._k_hi):
-            raise ValueError(f"hi must lie in [0, {self._k_hi})")
+        damaged stream decodes to it. ``checked``: as in `step_hidden`."""
+        if checked:
+            self._check_features(a_int)
+            if hi.dtype != torch.int64 or hi.shape != a_int.shape[:-1]:
+                raise ValueError(
+                    f"hi must be {tuple(a_int.shape[:-1])} int64, got {hi.dtype} {tuple(hi.shape)}"
+                )
+            if hi.numel() and (int(hi.min()) < 0 or int(hi.max()) >= self._k_hi):
+                raise ValueError(f"hi must lie in [0, {self._k_hi})")
         layer = self._config.layers + 1
         if not hi.numel():  # an empty step (a grid smaller than the schedule's tile)
             return torch.zeros(*a_int.shape[:-1], self._k_lo, dtype=torch.int64, device=self.device)
