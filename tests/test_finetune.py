@@ -23,7 +23,7 @@ from vqkit.codec import (
     decompress,
     parse,
 )
-from vqkit.codec.container import CRC_BYTES, FINGERPRINT_BYTES, MAGIC
+from vqkit.codec.container import CRC_BYTES, FILE_CRC_AT, FINGERPRINT_BYTES, MAGIC
 from vqkit.config import ConfigError
 from vqkit.models import VQVAE
 from vqkit.pipeline import train
@@ -103,13 +103,14 @@ def test_files_differ_by_the_fingerprint_alone(
         compress_images(r, images, entropy_model=entropy_model, archive=True, quality=False).files[0]
         for r in (source[1], tuned)
     )
-    start = len(MAGIC) + 2  # magic, version, entropy model id
-    fp = slice(start, start + FINGERPRINT_BYTES)
+    # magic, version, entropy model id, the file checksum (format 5), then the fingerprint
+    check = slice(FILE_CRC_AT, FILE_CRC_AT + CRC_BYTES)
+    assert check.start == len(MAGIC) + 2
+    fp = slice(check.stop, check.stop + FINGERPRINT_BYTES)
     assert old[fp] != new[fp]
-    # The header checksum (the 4 bytes before the payloads) covers the fingerprint, so it differs too.
-    check = slice(parse(old).payload_offset - CRC_BYTES, parse(old).payload_offset)
+    assert old[check] != new[check]  # the file checksum covers the fingerprint, so it differs too
     assert parse(old).payload_offset == parse(new).payload_offset
-    rest = [(f[: fp.start] + f[fp.stop : check.start] + f[check.stop :]) for f in (old, new)]
+    rest = [f[: check.start] + f[fp.stop :] for f in (old, new)]
     assert rest[0] == rest[1]
     pictures = decompress(tuned, new)
     assert [p.shape for p in pictures] == [i.shape for i in images]
