@@ -287,6 +287,7 @@ def parse(data: bytes, name: str = "input") -> Container:
         raise r.fail(f"corrupt: entropy model {entropy_id} does not exist in format version {version}")
     stored_crc = r.take(CRC_BYTES, "file checksum") if version >= COMPACT else b""
     fingerprint = r.take(FINGERPRINT_BYTES, "model fingerprint")
+    per_part = CHECKSUMS <= version < COMPACT  # versions 3 and 4: a CRC per payload and one for the header
     # Every record takes at least 4 bytes, so the count is bounded by what remains before allocating.
     count = r.varint("image count", min(MAX_IMAGES, r.left // 4))
     if count == 0:
@@ -321,10 +322,10 @@ def parse(data: bytes, name: str = "input") -> Container:
         codes_length = r.length(f"image {i} codes")
         alpha_length = r.length(f"image {i} alpha") if mode.has_alpha else 0
         records.append(Record(height, width, mode, codes_length, alpha_length, coded, stages))
-        if CHECKSUMS <= version < COMPACT:
+        if per_part:
             checksums.append(r.take(CRC_BYTES, f"image {i} checksum"))
     end = r.pos
-    if CHECKSUMS <= version < COMPACT:
+    if per_part:
         if r.take(CRC_BYTES, "header checksum") != crc(data[:end]):
             raise r.fail("corrupt: the header checksum does not match (the file is damaged)")
     elif version >= COMPACT and stored_crc != _file_crc(data):

@@ -104,7 +104,6 @@ class GroupedCoder:
         grids; ``progress`` gets the number of codes decoded after each step of each batch. A code
         >= K (only a damaged payload decodes one) is a CodecError."""
         out: list[np.ndarray] = [np.empty(0)] * len(payloads)
-        k_lo = self.prior.k_lo
         for batch in _batches(shapes):
             h, w = shapes[batch[0]]
             decoders = [StepDecoder(payloads[i]) for i in batch]
@@ -118,10 +117,10 @@ class GroupedCoder:
                 hi = torch.from_numpy(np.stack([decoders[j].many(tables[j]) for j in range(len(batch))]))
                 tables = self._tables(self.prior.lo_logits(a, hi, checked=False))
                 lo = torch.from_numpy(np.stack([decoders[j].many(tables[j]) for j in range(len(batch))]))
-                rank = int((hi * k_lo + lo).max())
-                if rank >= self.codebook_size:
-                    raise CodecError(f"corrupt codes payload (code rank {rank} >= {self.codebook_size})")
-                flat[:, torch.from_numpy(pos)] = self.prior.join(hi, lo)
+                try:  # join refuses a rank >= K, which only a damaged payload decodes
+                    flat[:, torch.from_numpy(pos)] = self.prior.join(hi, lo)
+                except ValueError as e:
+                    raise CodecError(f"corrupt codes payload ({e})") from e
                 if progress is not None:
                     progress(len(batch) * len(pos))
             for j, i in enumerate(batch):

@@ -158,6 +158,16 @@ def step_geometry(
     return pos, window, steps < step
 
 
+def window_codes(known: Tensor, window: Tensor, earlier: Tensor, radius: int, codebook_size: int) -> Tensor:
+    """The k x k context windows of a step's positions: ``known`` (B, h, w) codes, ``window`` and
+    ``earlier`` from ``step_geometry`` as tensors on known's device -> (B, n_s, k*k) int64 codes,
+    K (``codebook_size``) where a position is not decoded yet (a step >= this one), K + 1 outside the
+    grid. The float and the integer network both read their context through it."""
+    tokens = torch.where(earlier, known, codebook_size)
+    padded = F.pad(tokens, (radius,) * 4, value=codebook_size + 1)
+    return padded.reshape(len(known), -1)[:, window]
+
+
 class GroupedPrior(nn.Module):
     """p(indices | label) over grids of any size, in ``schedule_steps(config.schedule)`` parallel steps.
 
@@ -236,13 +246,11 @@ class GroupedPrior(nn.Module):
         The context layer is the convolution ``self.context`` evaluated at those positions only: each
         position's k x k window of embeddings (zeros outside the grid) times the kernel. A step holds
         1/G of the grid, so this does 1/G of a full convolution's work."""
-        b, h, w = known.shape
-        c, r = self.config, self.config.radius
-        _pos, window, earlier = step_geometry(c.schedule, h, w, step, r)
-        dev = known.device
-        tokens = torch.where(torch.from_numpy(earlier).to(dev), known, c.codebook_size)  # unknown: row K
-        padded = F.pad(tokens, (r, r, r, r), value=c.codebook_size + 1)  # outside the grid: row K + 1
-        win = padded.reshape(b, -1)[:, torch.from_numpy(window).to(dev)]  # (B, n_s, k*k)
+        h, w = known.shape[1:]
+        c, dev = self.config, known.device
+        _pos, window, earlier = step_geometry(c.schedule, h, w, step, c.radius)
+        window_t, earlier_t = torch.from_numpy(window).to(dev), torch.from_numpy(earlier).to(dev)
+        win = window_codes(known, window_t, earlier_t, c.radius, c.codebook_size)  # (B, n_s, k*k)
         table = torch.cat([self.embed.weight, self.embed.weight.new_zeros(1, c.embed_dim)])  # (K + 2, E)
         x = table[win].flatten(2)  # (B, n_s, k*k*E) in (dy, dx, e) order
         kernel = self.context.weight.permute(0, 2, 3, 1).flatten(1)  # (H, k*k*E), the same order

@@ -72,14 +72,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 from torch import Tensor
 
 from vqkit.config import ConfigError
 from vqkit.priors.config import PriorConfig, prior_config_from_dict, prior_config_to_dict
-from vqkit.priors.grouped import schedule_steps, split_sizes, step_geometry, step_map
+from vqkit.priors.grouped import schedule_steps, split_sizes, step_geometry, step_map, window_codes
 from vqkit.runs import RunError, atomic_write
 
 INTEGER_FORMAT = "vqkit-integer-prior"
@@ -387,13 +386,9 @@ class IntegerPrior:
         if checked:
             self._check_step_inputs(known, step, start_ids)
         b, h, w = known.shape
-        c, r = self._config, self._config.radius
+        c, dev = self._config, self.device
         window, earlier = self._geometry(h, w, step)
-        dev = self.device
-        known = known.to(dev)
-        tokens = torch.where(earlier, known, c.codebook_size)  # unknown: row K
-        padded = F.pad(tokens, (r, r, r, r), value=c.codebook_size + 1)  # outside the grid: zero row
-        win = padded.reshape(b, -1)[:, window]  # (B, n_s, k*k)
+        win = window_codes(known.to(dev), window, earlier, c.radius, c.codebook_size)  # (B, n_s, k*k)
         n_s = len(window)
         if b * n_s == 0:  # a grid smaller than the schedule's tile can leave a step empty
             return torch.zeros(b, n_s, c.width, dtype=torch.int64, device=dev)

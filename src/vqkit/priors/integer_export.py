@@ -91,8 +91,8 @@ def _float_pass(
     for i in range(c.layers - 1):
         a = F.relu(a @ p[f"hidden.{i}.weight"].T + p[f"hidden.{i}.bias"])
         acts.append(a)
-    hi = prior.split(grids.reshape(len(grids), -1)[:, torch.from_numpy(pos)].to(prior.code_order.device))[0]
-    hi = hi.cpu()  # (B, n_s)
+    x = grids.reshape(len(grids), -1)[:, torch.from_numpy(pos)]  # (B, n_s), on the CPU as p is
+    hi = prior.split(x.to(prior.code_order.device))[0].cpu()
     b = F.relu(a + p["hi_embed.weight"][hi])
     return acts, a @ p["head.weight"].T + p["head.bias"], b @ p["head_lo.weight"].T + p["head_lo.bias"]
 
