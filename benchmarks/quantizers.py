@@ -3,6 +3,11 @@ the same training loop, for the same wall-clock budget on CIFAR-10.
 
     python benchmarks/quantizers.py --budget 30                 # every kind, both stacks (hours)
     python benchmarks/quantizers.py --budget 2 --kinds fsq lfq  # a quick look at two kinds
+    python benchmarks/quantizers.py --budget 30 --kinds fsq --reuse  # add fsq; keep finished runs
+
+--reuse keeps every finished run in --work whose budget and data match this command's (each run's
+result.json records them, with the date it finished), so the 30-minute runs can be spread over
+several sittings and the last one still prints and writes the whole table.
 
 For each kind (9 bits per position at 8x8 codes: vq K=512, vq with the rotation trick, fsq levels
 8x8x8, lfq and bsq 9 bits, simvq K=512, rvq 3 stages of K=8) two runs, one after the other, each in
@@ -147,8 +152,25 @@ def worker(kind: str, stack: str, budget: float, out: Path, a: argparse.Namespac
         for r in map(json.loads, (out / "run" / "metrics.jsonl").read_text().splitlines())
         if r.get("type") == "train"
     ]
-    doc = {"kind": kind, "stack": stack, "steps": result.step, "images_per_s": float(np.median(rates)), **ev}
+    when = datetime.now().isoformat(timespec="seconds")
+    doc = {"kind": kind, "stack": stack, "settings": settings(a, budget), "finished": when,
+           "steps": result.step, "images_per_s": float(np.median(rates)), **ev}  # fmt: skip
     (out / "result.json").write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def settings(a: argparse.Namespace, budget: float) -> dict[str, Any]:
+    """What makes two runs of one kind and stack comparable: the budget and the data."""
+    return {"budget_min": budget, "train": a.train, "val": a.val, "max_train_images": a.max_train_images,
+            "max_val_images": a.max_val_images}  # fmt: skip
+
+
+def finished(out: Path, want: dict[str, Any]) -> dict[str, Any] | None:
+    """The result.json of a finished run in ``out`` made with the settings ``want``, else None."""
+    path = out / "result.json"
+    if not path.is_file():
+        return None
+    doc: dict[str, Any] = json.loads(path.read_text())
+    return doc if doc.get("settings") == want else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "runs" / "quantizers",
                    help="where the runs go (git-ignored)")  # fmt: skip
     p.add_argument("--out", type=Path, help="results JSON (default benchmarks/results/quantizers-DATE.json)")
+    p.add_argument("--reuse", action="store_true",
+                   help="keep finished runs in --work with this budget and data (see above)")  # fmt: skip
     p.add_argument("--worker", nargs=2, metavar=("KIND", "STACK"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
@@ -178,6 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     for kind in a.kinds:
         for stack in stacks:
             out = a.work / f"{kind}-{stack}"
+            kept = finished(out, settings(a, a.budget)) if a.reuse else None
+            if kept is not None:
+                print(f"keeping {kind} ({stack}): finished {kept['finished']}", flush=True)
+                rows.append(kept)
+                continue
             subprocess.run(["rm", "-rf", str(out)], check=True)
             print(f"training {kind} ({stack}) for {a.budget:g} min", flush=True)
             done = subprocess.run([sys.executable, __file__, "--worker", kind, stack, *passthrough])
