@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -68,6 +69,21 @@ def test_interrupt_then_resume_equals_uninterrupted(tiny_npz: Path, tmp_path: Pa
     wa, wb = load_file(whole / "model.safetensors"), load_file(parts / "model.safetensors")
     for key in wa:
         torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_resuming_a_finished_run_changes_nothing(tiny_npz: Path, tmp_path: Path) -> None:
+    """A finished run resumed with the same horizon is a no-op: every file keeps its bytes (eval.json
+    its date, the static table its counts, metrics.jsonl its length) and the saved evaluation is
+    returned. A longer horizon still continues it."""
+    run = tmp_path / "run"
+    first = train(tiny_run_config(str(tiny_npz)), run, progress=False)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    again = train(first.config, run, resume=True, progress=False)
+    assert again.stopped == "already finished" and again.step == first.step
+    assert again.holdout == pytest.approx(first.holdout)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    longer = dataclasses.replace(first.config, train=dataclasses.replace(first.config.train, max_steps=14))
+    assert train(longer, run, resume=True, progress=False).step == 14
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_npz: Path, tmp_path: Path) -> None:

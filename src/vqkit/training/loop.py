@@ -31,7 +31,7 @@ from vqkit.config import ConfigError, RunConfig, to_dict
 from vqkit.data import ImageSet, load_dataset, random_crop_flip, split_holdout, to_float
 from vqkit.data.corruptions import parse_corruption
 from vqkit.models import VQVAE
-from vqkit.runs.results import write_result
+from vqkit.runs.results import read_result, write_result
 from vqkit.training.evaluate import evaluate
 from vqkit.training.fitting import (
     Cadence,
@@ -53,7 +53,7 @@ __all__ = ["TrainResult", "TrainingDiverged", "prepare_data", "resolve_device", 
 class TrainResult:
     run_dir: Path
     step: int
-    stopped: str  # "finished" or "interrupted"
+    stopped: str  # "finished", "interrupted", or "already finished" (a finished run resumed: no-op)
     holdout: dict[str, Any]  # evaluation on the held-out split at the end (empty if none)
     config: RunConfig  # as trained (in_channels follows the data)
     device: torch.device
@@ -198,6 +198,11 @@ def _train(
         model.load_state_dict(weights.state_dict())
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed = int(state["step"]), float(state["elapsed_s"])
+        if horizon.done(step, elapsed):
+            # A finished run resumed: nothing to do, and nothing may be rewritten. Going on would
+            # evaluate again, save the same weights and picture again, rewrite eval.json with a new
+            # date, log a second final record, and (in the pipeline) refit the codec's static table.
+            return TrainResult(run_dir, step, "already finished", _saved_eval(run_dir), cfg, device, td.train)
         torch.set_rng_state(state["torch_rng"])
         if device.type == "cuda" and "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
@@ -240,6 +245,16 @@ def _train(
     task.save(step, elapsed, final if outcome.stopped == "finished" else None)
     vdist.barrier()
     return TrainResult(run_dir, step, outcome.stopped, final, cfg, device, td.train)
+
+
+def _saved_eval(run_dir: Path) -> dict[str, Any]:
+    """The final holdout evaluation a finished run saved (eval.json), without its "data" tag; {} if
+    it has none (no holdout)."""
+    path = run_dir / ckpt.layout.EVAL_FILE
+    if not path.is_file():
+        return {}
+    saved = read_result(path, "eval").data
+    return {k: v for k, v in saved.items() if k != "data"}
 
 
 class _VQVAETask:
