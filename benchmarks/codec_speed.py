@@ -22,6 +22,7 @@ a serial prior of the same VQ-VAE (checked by the model fingerprint). Prints tab
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -36,7 +37,7 @@ import common
 from rate_distortion import classic
 from vqkit.codec import Coding, compress_images, decompress, decompress_many
 from vqkit.codec.files import read_inputs
-from vqkit.runs import Run, model_fingerprint
+from vqkit.runs import Run, layout, model_fingerprint
 
 PEERS = {"webp": 75.0, "avif": 55.0, "jxl": 3.0}  # one mid setting each (rate_distortion.SETTINGS)
 
@@ -133,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
                            "command": " ".join([Path(sys.executable).name, *sys.argv]),
                            "machine": common.machine(), "grouped_run": str(a.grouped),
                            "serial_run": None if a.serial is None else str(a.serial),
-                           "integer_prior": grouped.require_grouped().prior.info}  # fmt: skip
+                           "integer_prior": grouped.require_grouped().prior.info,
+                           "priors": {"grouped": prior_made(a.grouped)}}  # fmt: skip
+    if a.serial is not None:
+        doc["priors"]["serial"] = prior_made(a.serial)
     compress_images(grouped, kodak[:1], entropy_model="grouped", quality=False)  # warm-up
     doc["kodak"] = {"grouped": per_image(grouped, kodak, "grouped"), "peers": peers(kodak)}
     if serial is not None:
@@ -148,6 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     report(doc)
     common.write_result(doc, "codec_speed", when, a.out)
     return 0
+
+
+def prior_made(run: Path) -> dict[str, Any]:
+    """How the run's prior was trained (its prior_config.json): the command line and the steps, so the
+    results file says which prior it measured."""
+    saved = json.loads((run / layout.PRIOR_CONFIG_FILE).read_text())
+    return {"argv": saved.get("argv"), "step": saved.get("step"), "prior": saved.get("prior")}
 
 
 def rate_only(coding: Coding, images: Sequence[np.ndarray], model: str) -> dict[str, Any]:

@@ -42,6 +42,7 @@ CURRENT: dict[str, str] = {
     "throughput": "throughput-20261127-0449.json",  # speed against the usual stack, CPU
     "throughput_gpu": "throughput-cuda-20261127-0221.json",  # the same on one GPU at batch 64
     "threads": "prior_threads-20261128-0006.json",  # prior coding on 1 and 2 cores
+    "codec_speed": "codec_speed-20261207-0246.json",  # grouped (integer) vs serial prior: speed and rate
     "fuzz": "fuzz_codec-20261207-0202.json",  # 12,000 damaged .vqk files (versions 1-5): refused or unchanged
     "soak": "soak_resume-20261206-0253.json",  # 50 kills, SIGTERMs and full disks during training
 }
@@ -654,6 +655,56 @@ def speed_section(docs: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def codec_speed_section(docs: dict[str, dict[str, Any]]) -> list[str]:
+    d = docs["codec_speed"]
+    k, c = d["kodak"], d["cifar"]
+    made = d.get("priors", {}).get("grouped")
+    how = f" (trained with `{' '.join(made['argv'][1:])}`)" if made and made.get("argv") else ""
+    lines = [
+        "## Codec speed: the grouped prior against the serial prior",
+        "",
+        f"The same VQ-VAE (`{d['serial_run']}`) with its serial prior and with a grouped 2x2 prior{how},",
+        "coded through its integer network. Seconds per file with the model loaded, medians over the photos;",
+        "WebP, AVIF and JPEG XL at one mid setting each in the same run.",
+        "",
+        "| Kodak | photos | compress s | decompress s | bits/code | bpp |",
+        "|---|---|---|---|---|---|",
+    ]
+    rows = [("vqkit, grouped prior", k["grouped"])]
+    if "serial" in k:
+        rows += [("vqkit, grouped prior (serial's photos)", k["grouped_on_serial_images"]),
+                 ("vqkit, serial prior", k["serial"])]  # fmt: skip
+    for name, r in rows:
+        lines.append(f"| {name} | {r['images']} | {r['encode_s_median']:.3f} | {r['decode_s_median']:.3f} | "
+                     f"{r['bits_per_code']:.3f} | {r['bpp_actual']:.3f} |")  # fmt: skip
+    for r in k["peers"]:
+        if "error" not in r:
+            times = f"{r['encode_s_median']:.3f} | {r['decode_s_median']:.3f}"
+            name = f"{CODEC_NAMES[r['codec']]} {r['setting']:g}"
+            lines.append(f"| {name} | {k['grouped']['images']} | {times} | | {r['bpp_actual']:.3f} |")
+    lines += [
+        "",
+        "| CIFAR-10 val, one file per image | files | together, images/s | one call per file, images/s "
+        "| bits/code | bpp |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in ("grouped", "serial"):
+        if name in c:
+            r = c[name]
+            speeds = f"{r['together_images_per_s']:,.0f} | {r['lone_images_per_s']:,.1f}"
+            lines.append(f"| {name} prior | {r['files']} | {speeds} | {r['bits_per_code']:.3f} | "
+                         f"{r['bpp_actual']:.3f} |")  # fmt: skip
+    if "serial_rate" in c:
+        g, sr = c["grouped_rate"], c["serial_rate"]
+        lines += [
+            "",
+            f"Rate on {g['images']:,} val images: grouped {g['bits_per_code']:.3f} bits/code "
+            f"({g['bpp_actual']:.3f} bpp), serial {sr['bits_per_code']:.3f} ({sr['bpp_actual']:.3f} bpp): "
+            f"the grouped prior spends {g['bits_per_code'] / sr['bits_per_code'] - 1:+.1%} bits.",
+        ]
+    return [*lines, "", *where(d, "codec_speed")]
+
+
 def render_benchmarks(docs: dict[str, dict[str, Any]]) -> str:
     lines = [
         "# vqkit benchmarks",
@@ -673,6 +724,7 @@ def render_benchmarks(docs: dict[str, dict[str, Any]]) -> str:
         prior_section,
         denoise_section,
         probe_section,
+        codec_speed_section,
         speed_section,
         reliability_section,
     ]
