@@ -11,6 +11,11 @@ Reports, in one JSON file (benchmarks/results/prior_quality-<date>.json) and a p
     images and (a) prior samples, (b) reconstructions of validation images, (c) real training images
     (the floor for this sample size); real FID too when --inception gives a TorchScript Inception.
 Pictures beside the JSON: samples, one row per class (class-conditional priors) and completions.
+``--compare RUN2`` measures RUN2's existing prior beside (its NLL, sampling speed and the Fréchet
+distance of its samples, with the same feature networks, so the two distances compare), e.g. a
+grouped prior against the serial prior of the same VQ-VAE:
+
+    python benchmarks/prior_quality.py --run src/vqkit/zoo/models/cifar10 --reuse-prior --compare RUN2
 The whole script takes about --budget + 5 minutes on CIFAR-10.
 """
 
@@ -99,36 +104,62 @@ def pictures(run: Run, prior: CodePrior, val: ImageSet, stem: Path, names: list[
     return out
 
 
-def sample_quality(
-    a: argparse.Namespace, run: Run, prior: CodePrior, train: ImageSet, val: ImageSet
-) -> dict[str, Any]:
-    """Fréchet distances to the real validation images, on classifier (and Inception) features."""
-    rng = np.random.default_rng(0)
-    n = min(a.fid_samples, len(val), len(train))
-    sets = {
-        "samples": sample_images(run, prior, n, seed=5, labels=cycled_labels(prior, n)),
-        "reconstructions": np.stack(
-            run.reconstruct([val.images[int(i)] for i in rng.choice(len(val), n, False)])
-        ),
-        "real_train": np.stack([train.images[int(i)] for i in rng.choice(len(train), n, False)]),
-    }
+def feature_extractors(a: argparse.Namespace, train: ImageSet) -> tuple[dict[str, FeatureFn], dict[str, Any]]:
+    """The feature networks of the Fréchet distances (one classifier trained here, Inception when
+    given), and what to record of them. One set serves every prior of a run, so their distances
+    compare."""
     extractors: dict[str, FeatureFn] = {}
-    result: dict[str, Any] = {"num_images": n, "reference": f"{len(val)} real validation images"}
+    info: dict[str, Any] = {}
     if train.labels is not None:
         net, stats = train_feature_net(train.as_array(), train.labels, minutes=a.classifier_min,
                                        progress=sys.stderr.isatty())  # fmt: skip
         extractors["classifier_fd"] = net.features
-        result["classifier"] = stats
+        info["classifier"] = stats
     else:
-        result["classifier"] = "skipped: the training data has no labels"
+        info["classifier"] = "skipped: the training data has no labels"
     if a.inception:
         extractors["fid"] = load_inception(a.inception)
+    return extractors, info
+
+
+def sample_quality(
+    a: argparse.Namespace,
+    run: Run,
+    prior: CodePrior,
+    train: ImageSet,
+    val: ImageSet,
+    extractors: dict[str, FeatureFn],
+    with_references: bool = True,
+) -> dict[str, Any]:
+    """Fréchet distances to the real validation images, on classifier (and Inception) features: of
+    the prior's samples and (``with_references``) of reconstructions and real training images."""
+    rng = np.random.default_rng(0)
+    n = min(a.fid_samples, len(val), len(train))
+    sets = {"samples": sample_images(run, prior, n, seed=5, labels=cycled_labels(prior, n))}
+    if with_references:
+        picks = rng.choice(len(val), n, False)
+        sets["reconstructions"] = np.stack(run.reconstruct([val.images[int(i)] for i in picks]))
+        sets["real_train"] = np.stack([train.images[int(i)] for i in rng.choice(len(train), n, False)])
+    result: dict[str, Any] = {"num_images": n, "reference": f"{len(val)} real validation images"}
     for name, fn in extractors.items():
         reference = extract_features(fn, val.images)
         result[name] = {
             key: frechet_distance(extract_features(fn, imgs), reference) for key, imgs in sets.items()
         }
     return result
+
+
+def compared(
+    a: argparse.Namespace, train: ImageSet, val: ImageSet, extractors: dict[str, FeatureFn]
+) -> dict[str, Any]:
+    """The prior of ``--compare RUN`` measured as the main run's is, with the same feature networks."""
+    run = Run.load(a.compare)
+    prior = load_prior(a.compare)
+    ev = evaluate_prior(prior, load_codes(run, a.val, data=val))
+    quality = sample_quality(a, run, prior, train, val, extractors, with_references=False)
+    config = json.loads((a.compare / "prior_config.json").read_text())
+    return {"run": str(a.compare), "prior_config": config, "val": ev, "sampling": throughput(run, prior),
+            "sample_quality": quality}  # fmt: skip
 
 
 def main() -> int:
@@ -146,6 +177,8 @@ def main() -> int:
     p.add_argument("--fid-samples", type=int, default=1000, help="images per set for the Fréchet distances")
     p.add_argument("--inception", type=Path, help="TorchScript Inception feature extractor for real FID")
     p.add_argument("--reuse-prior", action="store_true", help="measure the run's existing prior, no training")
+    p.add_argument("--compare", type=Path,
+                   help="a run whose existing prior is measured beside (same feature networks)")  # fmt: skip
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     a = p.parse_args()
 
@@ -171,8 +204,10 @@ def main() -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     names = json.loads((a.run / "prior_config.json").read_text()).get("class_names") or []
     pics = pictures(run, prior, val, a.out / f"prior_quality-{stamp}", names)
-    quality = sample_quality(a, run, prior, train, val)
-    metrics = [json.loads(ln) for ln in (a.run / "prior_metrics.jsonl").read_text().splitlines() if ln]
+    extractors, feature_info = feature_extractors(a, train)
+    quality = {**sample_quality(a, run, prior, train, val, extractors), **feature_info}
+    log = a.run / "prior_metrics.jsonl"  # a shipped model's folder has none
+    metrics = [json.loads(ln) for ln in log.read_text().splitlines() if ln] if log.is_file() else []
     doc = {
         "benchmark": "prior_quality",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -190,8 +225,10 @@ def main() -> int:
         "sampling": speed,
         "sample_quality": quality,
         "pictures": pics,
-        "total_s": time.perf_counter() - t0,
     }
+    if a.compare is not None:
+        doc["compared"] = compared(a, train, val, extractors)
+    doc["total_s"] = time.perf_counter() - t0
     path = a.out / f"prior_quality-{stamp}.json"
     path.write_text(json.dumps(doc, indent=2) + "\n")
     report(doc, path)
@@ -219,6 +256,14 @@ def report(doc: dict[str, Any], path: Path) -> None:
             rows += [(f"{name}: {key}", f"{value:.3f}") for key, value in q[name].items()]
     if isinstance(q.get("classifier"), dict):
         rows.append(("classifier holdout accuracy", f"{q['classifier']['holdout_accuracy']:.3f}"))
+    if "compared" in doc:
+        c = doc["compared"]
+        rows.append((f"compared: {c['run']}", ""))
+        rows.append(("  prior NLL (bits/code)", f"{c['val']['nll_bits_per_code']:.4f}"))
+        rows.append(("  sampling (images/s, n=64)", f"{c['sampling']['images_per_s']:.1f}"))
+        for name in ("classifier_fd", "fid"):
+            if name in c["sample_quality"]:
+                rows.append((f"  {name}: samples", f"{c['sample_quality'][name]['samples']:.3f}"))
     width = max(len(r[0]) for r in rows)
     print()
     for label, value in rows:
