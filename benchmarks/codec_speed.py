@@ -22,7 +22,9 @@ a serial prior of the same VQ-VAE (checked by the model fingerprint). Prints tab
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import statistics
 import sys
 import time
@@ -37,6 +39,7 @@ import common
 from rate_distortion import classic
 from vqkit.codec import Coding, compress_images, decompress, decompress_many
 from vqkit.codec.files import read_inputs
+from vqkit.codec.search import SearchConfig
 from vqkit.runs import Run, layout, model_fingerprint
 
 PEERS = {"webp": 75.0, "avif": 55.0, "jxl": 3.0}  # one mid setting each (rate_distortion.SETTINGS)
@@ -48,23 +51,35 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return out, time.perf_counter() - t0
 
 
-def per_image(coding: Coding, images: Sequence[np.ndarray], model: str) -> dict[str, Any]:
-    """Compress and decompress each image alone: seconds per image (median), bits per code, bpp."""
-    enc, dec, bits, codes, size, pixels = [], [], 0.0, 0, 0, 0
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 10 * math.log10(255.0**2 / max(mse, 1e-12))
+
+
+def per_image(
+    coding: Coding, images: Sequence[np.ndarray], model: str, search: SearchConfig | None = None
+) -> dict[str, Any]:
+    """Compress (with ``search``, if given) and decompress each image alone: seconds per image
+    (median), bits per code, bpp and the mean PSNR of the decoded images."""
+    enc, dec, quality, bits, codes, size, pixels = [], [], [], 0.0, 0, 0, 0
     for image in images:
         result, t_enc = timed(
-            lambda im=image: compress_images(coding, [im], entropy_model=model, quality=False)
+            lambda im=image: compress_images(
+                coding, [im], entropy_model=model, quality=False, search=search, progress=False
+            )
         )
-        _, t_dec = timed(lambda data=result.files[0]: decompress(coding, data))
+        out, t_dec = timed(lambda data=result.files[0]: decompress(coding, data))
         enc.append(t_enc)
         dec.append(t_dec)
+        quality.append(psnr(out[0], image))
         bits += sum(r.codes_bits_estimated for r in result.reports)
         codes += sum(int(np.prod(r.grid)) for r in result.reports)
         size += len(result.files[0])
         pixels += image.shape[0] * image.shape[1]
     return {"images": len(images), "encode_s_median": statistics.median(enc),
             "decode_s_median": statistics.median(dec), "bits_per_code": bits / codes,
-            "bpp_actual": 8 * size / pixels}  # fmt: skip
+            "bpp_actual": 8 * size / pixels, "psnr_mean": statistics.fmean(quality),
+            "search": None if search is None else dataclasses.asdict(search)}  # fmt: skip
 
 
 def files_throughput(coding: Coding, images: Sequence[np.ndarray], model: str, lone: int) -> dict[str, Any]:
@@ -89,16 +104,18 @@ def peers(images: Sequence[np.ndarray]) -> list[dict[str, Any]]:
         except ImportError as e:  # a codec library that is not installed: said, not hidden
             rows.append({"codec": codec, "setting": setting, "error": str(e)})
             continue
-        enc, dec, size = [], [], 0
+        enc, dec, quality, size = [], [], [], 0
         for image in images:
             data, t_enc = timed(lambda im=image, f=encode: f(im))
-            _, t_dec = timed(lambda d=data, f=decode: f(d))
+            out, t_dec = timed(lambda d=data, f=decode: f(d))
+            quality.append(psnr(out, image))
             enc.append(t_enc)
             dec.append(t_dec)
             size += len(data)
         pixels = sum(im.shape[0] * im.shape[1] for im in images)
         rows.append({"codec": codec, "setting": setting, "encode_s_median": statistics.median(enc),
-                     "decode_s_median": statistics.median(dec), "bpp_actual": 8 * size / pixels})  # fmt: skip
+                     "decode_s_median": statistics.median(dec), "bpp_actual": 8 * size / pixels,
+                     "psnr_mean": statistics.fmean(quality)})  # fmt: skip
     return rows
 
 
@@ -114,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--serial-images", type=int, default=4, help="Kodak photos coded with the serial prior")
     p.add_argument("--serial-files", type=int, default=200, help="CIFAR files coded with the serial prior")
     p.add_argument("--rate-images", type=int, default=4000, help="CIFAR images of the rate comparison")
+    p.add_argument("--search", type=int, default=0, metavar="PASSES",
+                   help="also compress Kodak with the grouped search of this many passes")  # fmt: skip
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
     when = datetime.now().astimezone()
@@ -140,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         doc["priors"]["serial"] = prior_made(a.serial)
     compress_images(grouped, kodak[:1], entropy_model="grouped", quality=False)  # warm-up
     doc["kodak"] = {"grouped": per_image(grouped, kodak, "grouped"), "peers": peers(kodak)}
+    if a.search:
+        doc["kodak"]["grouped_search"] = per_image(grouped, kodak, "grouped", SearchConfig(passes=a.search))
     if serial is not None:
         few = kodak[: a.serial_images]
         doc["kodak"]["serial"] = per_image(serial, few, "prior")
@@ -174,22 +195,26 @@ def report(doc: dict[str, Any]) -> None:
     k = doc["kodak"]
     on_serial = k.get("serial", {}).get("images", 0)
     print(f"\nKodak ({k['grouped']['images']} photos; serial prior on {on_serial}), s per photo, median")
-    print(f"{'codec':28} {'encode s':>9} {'decode s':>9} {'bits/code':>10} {'bpp':>7}")
+    print(f"{'codec':28} {'encode s':>9} {'decode s':>9} {'bits/code':>10} {'bpp':>7} {'PSNR':>6}")
     rows = [("vqkit grouped (integer)", k["grouped"])]
+    if "grouped_search" in k:
+        rows.append((f"vqkit grouped, search {k['grouped_search']['search']['passes']}", k["grouped_search"]))
     if "serial" in k:
         rows += [
             ("vqkit grouped, same photos", k["grouped_on_serial_images"]),
             ("vqkit serial prior", k["serial"]),
         ]
     for name, r in rows:
+        quality = r.get("psnr_mean", math.nan)
         print(f"{name:28} {r['encode_s_median']:>9.3f} {r['decode_s_median']:>9.3f} "
-              f"{r['bits_per_code']:>10.4f} {r['bpp_actual']:>7.4f}")  # fmt: skip
+              f"{r['bits_per_code']:>10.4f} {r['bpp_actual']:>7.4f} {quality:>6.2f}")  # fmt: skip
     for r in k["peers"]:
         if "error" in r:
             print(f"{r['codec']:28} not measured: {r['error']}")
             continue
         print(f"{r['codec'] + ' ' + format(r['setting'], 'g'):28} {r['encode_s_median']:>9.3f} "
-              f"{r['decode_s_median']:>9.3f} {'':>10} {r['bpp_actual']:>7.4f}")  # fmt: skip
+              f"{r['decode_s_median']:>9.3f} {'':>10} {r['bpp_actual']:>7.4f} "
+              f"{r.get('psnr_mean', math.nan):>6.2f}")  # fmt: skip
     c = doc["cifar"]
     print("\nCIFAR-10 val, one file per image: images per second decoding")
     print(f"{'prior':10} {'files':>6} {'together/s':>11} {'lone/s':>8} {'bits/code':>10} {'bpp':>7}")
