@@ -21,12 +21,19 @@ spent in the search, PSNR, and bits per code under the grouped prior's float rat
 approximates), so the gain of each beside its cost. Times on a shared machine are noisy: compare the
 rows of one run, not runs.
 
+With ``--configs P:C:R ...``, instead: real .vqk files coded by the grouped prior of ``--run``,
+compressed without search and then with each search configuration (P passes, C candidates, scored
+radius R, ``x`` for exact), in one process: seconds per image to compress (median), actual bpp and
+PSNR, and the change against no search; the evidence for the default search.
+
 Prints a table; writes JSON (machine, command, date) to benchmarks/results/search_speed-DATE.json.
 
     .venv/bin/python benchmarks/search_speed.py --run benchmarks/runs/cpu-photo/photo-f4-k4096 \\
         --data ../shared/data/kodak --max-images 2 --passes 2
     .venv/bin/python benchmarks/search_speed.py --rates --run RUN_WITH_GROUPED_PRIOR \\
         --serial-run RUN_WITH_SERIAL_PRIOR --max-images 1 --passes 1 --candidates 2 --radius 1
+    .venv/bin/python benchmarks/search_speed.py --run RUN_WITH_GROUPED_PRIOR --max-images 3 \\
+        --configs 1:2:1 1:4:1 1:4:x 2:4:1
 """
 
 from __future__ import annotations
@@ -89,10 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--radius", type=int, help="scored cells around a position (default: exact)")
     p.add_argument("--rates", action="store_true", help="compare rate models (see above)")
     p.add_argument("--serial-run", type=Path, help="with --rates: a run of the same weights, serial prior")
+    p.add_argument("--configs", nargs="+", metavar="P:C:R", help="compare search settings (see above)")
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
     if a.rates:
         return rates(a)
+    if a.configs:
+        return configs(a)
     images, _, _ = read_inputs([a.data], a.max_images, strict=True)
     coding = Coding(Run.load(a.run, "cpu"))
     config = codec_search.SearchConfig(a.passes, a.candidates, a.lmbda)
@@ -200,6 +210,51 @@ def rates(a: argparse.Namespace) -> int:
            "serial_run": None if a.serial_run is None else str(a.serial_run), "data": a.data,
            "images": len(images), "passes": a.passes, "candidates": a.candidates, "lmbda": a.lmbda,
            "radius": a.radius, "rows": rows}  # fmt: skip
+    common.write_result(doc, "search_speed", now, a.out)
+    return 0
+
+
+def parse_config(text: str, lmbda: float) -> codec_search.SearchConfig:
+    passes, candidates, radius = text.split(":")
+    return codec_search.SearchConfig(int(passes), int(candidates), lmbda,
+                                     radius=None if radius == "x" else int(radius))  # fmt: skip
+
+
+def configs(a: argparse.Namespace) -> int:
+    """The --configs comparison: real grouped-prior files without search and with each setting."""
+    images, _, _ = read_inputs([a.data], a.max_images, strict=True)
+    coding = Coding(Run.load(a.run, "cpu"))
+    if coding.grouped() is None:
+        raise SystemExit(f"{a.run} has no grouped prior (model.kind=grouped)")
+    settings: list[tuple[str, codec_search.SearchConfig | None]] = [("no search", None)]
+    settings += [(text, parse_config(text, a.lmbda)) for text in a.configs]
+    compress_images(coding, images[:1], entropy_model="grouped", quality=False)  # warm-up
+    rows: list[dict[str, Any]] = []
+    for name, config in settings:
+        seconds, size, psnrs = [], 0, []
+        for im in images:
+            start = time.perf_counter()
+            result = compress_images(coding, [im], entropy_model="grouped", search=config, progress=False)
+            seconds.append(time.perf_counter() - start)
+            size += len(result.files[0])
+            psnrs.append(float(result.summary()["psnr"]))
+        pixels = sum(im.shape[0] * im.shape[1] for im in images)
+        rows.append({"search": name, "config": None if config is None else config.__dict__,
+                     "compress_s_median": float(np.median(seconds)), "bpp": 8 * size / pixels,
+                     "psnr": float(np.mean(psnrs))})  # fmt: skip
+        print(rows[-1], flush=True)
+    base = rows[0]
+    print(f"\n{len(images)} image(s) of {a.data}, grouped prior, lambda {a.lmbda:g}")
+    print("| search P:C:R | compress s/image (median) | bpp | PSNR dB | bpp change | PSNR gain dB |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        change = f"{100 * (row['bpp'] / base['bpp'] - 1):+.1f} % | {row['psnr'] - base['psnr']:+.2f}"
+        print(f"| {row['search']} | {row['compress_s_median']:.2f} | {row['bpp']:.4f} | {row['psnr']:.2f} | "
+              f"{change} |")  # fmt: skip
+    now = datetime.now()
+    doc = {"benchmark": "search_speed", "mode": "configs", "date": now.isoformat(timespec="seconds"),
+           "command": [sys.executable, *sys.argv], "machine": common.machine(), "run": str(a.run),
+           "data": a.data, "images": len(images), "lmbda": a.lmbda, "rows": rows}  # fmt: skip
     common.write_result(doc, "search_speed", now, a.out)
     return 0
 
