@@ -114,3 +114,42 @@ def test_grouped_files_exist_only_from_its_format_version(run: Path) -> None:
     old[2] = 3  # claims version 3, which has no entropy model 4
     with pytest.raises(CodecError, match="does not exist in format version 3"):
         parse(bytes(old))
+
+
+def test_compress_searches_by_default_with_a_grouped_prior(run: Path, tmp_path: Path) -> None:
+    """`vqkit compress` without --search runs the light default search when the grouped prior codes the
+    file (the codes it keeps are the search's), --search 0 turns it off, and a static-coded file gets
+    none; the JSON records which."""
+    import json
+
+    from PIL import Image
+
+    from vqkit.cli import main
+    from vqkit.codec import default_search
+    from vqkit.codec.search import DEFAULT_GROUPED, SearchConfig
+
+    image = blob_images(1, (16, 16), 77)[0]
+    Image.fromarray(image).save(tmp_path / "a.png")
+
+    def compress(*extra: str) -> dict:
+        out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
+        argv = ["compress", str(run), str(tmp_path / "a.png"), "-o", str(out), "--json", str(out) + ".json"]
+        assert main([*argv, "--no-progress", *extra]) == 0
+        return json.loads(Path(str(out) + ".json").read_text())
+
+    coding = Coding(run)
+    assert default_search(coding) == DEFAULT_GROUPED and default_search(coding, "static") is None
+    default = compress()
+    expected = {**DEFAULT_GROUPED.__dict__, "lmbda": SearchConfig.lmbda}
+    assert default["search"] == expected
+    assert compress("--search", "0")["search"] is None
+    assert compress("--entropy-model", "static")["search"] is None
+    assert compress("--search", "1")["search"]["radius"] is None  # an explicit search is the exact one
+    # the file the default wrote holds the search's codes, not the plain encoder's
+    out = tmp_path / "kept"
+    assert main(["compress", str(run), str(tmp_path / "a.png"), "-o", str(out), "--no-progress"]) == 0
+    written = decode_codes(coding, (out / "a.vqk").read_bytes())[1][0]
+    searched = compress_images(coding, [image], search=DEFAULT_GROUPED, quality=False).grids[0]
+    plain = compress_images(coding, [image], search=None, quality=False).grids[0]
+    np.testing.assert_array_equal(written, searched)
+    assert not np.array_equal(written, plain)  # the search changed codes on this image

@@ -3,7 +3,8 @@
 vqkit compress RUN INPUT... -o OUT_DIR            one .vqk per image (-o X.vqk for a single image)
 vqkit compress RUN INPUT... -o FILE.vqk --archive one archive holding every image
 vqkit compress RUN --fit-static TRAIN_DATA        fit the run's static code-frequency model
-vqkit compress RUN INPUT... -o OUT --search 2     codes chosen by decoded error + rate (slower encoder)
+vqkit compress RUN INPUT... -o OUT --search 2     codes chosen by decoded error + rate (slower encoder;
+                                                  a grouped prior's run searches by default, --search 0: not)
 vqkit compress RUN INPUT... -o OUT --scale 1.25   code each image resampled 1.25x (more codes: higher rate)
 vqkit compress RUN INPUT... -o OUT --stages 2     a residual VQ run: code its first 2 stages (default all)
 vqkit compress RUN INPUT... -o OUT --target-bpp 1 ... per image, the most stages within 1 bit per pixel
@@ -14,6 +15,7 @@ vqkit decompress FILE.vqk... -o DIR               PNGs in the original sizes and
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -43,6 +45,7 @@ from vqkit.codec import (
     choose_stages,
     compress_images,
     decode_codes_many,
+    default_search,
     images_from_codes,
     parse,
 )
@@ -50,7 +53,7 @@ from vqkit.codec.api import SCALE_RANGE
 from vqkit.codec.coding import model_name
 from vqkit.codec.files import output_stems, read_inputs, read_vqk, write_bytes, write_png
 from vqkit.codec.fitting import fit_static_model
-from vqkit.codec.search import RATES, SearchConfig
+from vqkit.codec.search import DEFAULT_GROUPED, RATES, SearchConfig
 from vqkit.runs import Run, RunError, registry, shipped, write_json
 
 FILE_GROUP = 64  # at most this many files decoded together by `vqkit decompress`
@@ -98,13 +101,16 @@ def compress_main(argv: list[str]) -> int:
     p.add_argument(
         "--search",
         type=int,
-        default=0,
         metavar="PASSES",
         help="choose codes by decoded error + rate instead of nearest codes, in this many sweeps "
-        "(slower encoding; decoding unchanged; 2 is a good start)",
+        "(slower encoding; decoding unchanged; 2 is a good start). Default: when the run's grouped "
+        f"prior codes the files, a light search ({DEFAULT_GROUPED.passes} pass, "
+        f"{DEFAULT_GROUPED.candidates} candidates, scored within {DEFAULT_GROUPED.radius} code cell); "
+        "otherwise none. 0: no search",
     )
-    p.add_argument("--search-candidates", type=int, default=SearchConfig.candidates,
-                   help=f"nearest codes tried per position (default {SearchConfig.candidates})")  # fmt: skip
+    p.add_argument("--search-candidates", type=int,
+                   help=f"nearest codes tried per position (default {SearchConfig.candidates}; "
+                        f"{DEFAULT_GROUPED.candidates} in the default search)")  # fmt: skip
     p.add_argument("--search-lambda", type=float, default=SearchConfig.lmbda,
                    help="squared error (8-bit units) one bit is worth; 0 ignores the rate "
                         f"(default {SearchConfig.lmbda:g})")  # fmt: skip
@@ -139,12 +145,16 @@ def compress_main(argv: list[str]) -> int:
         p.error("--target-bpp must be > 0")
     if not SCALE_RANGE[0] <= a.scale <= SCALE_RANGE[1]:
         p.error(f"--scale must lie in [{SCALE_RANGE[0]:g}, {SCALE_RANGE[1]:g}]")
-    search = None
-    if a.search:
-        try:
-            search = SearchConfig(a.search, a.search_candidates, a.search_lambda, a.search_rate)
-        except ValueError as e:
-            p.error(str(e))
+    if a.search is not None and a.search < 0:
+        p.error("--search must be >= 0 (0: no search)")
+    try:  # checked before any image is read
+        options = {"lmbda": a.search_lambda, "rate": a.search_rate}
+        asked = SearchConfig(a.search or 1, a.search_candidates or SearchConfig.candidates, **options)
+        light = dataclasses.replace(
+            DEFAULT_GROUPED, candidates=a.search_candidates or DEFAULT_GROUPED.candidates, **options
+        )
+    except ValueError as e:
+        p.error(str(e))
     if a.fit_static:
         path = fit_static_model(a.run, a.fit_static, device=a.device, precision=a.precision)
         registry.register(a.run)
@@ -160,6 +170,9 @@ def compress_main(argv: list[str]) -> int:
     images, names, problems = read_inputs(a.inputs, a.max_images, strict=a.strict)
     report_skipped(problems)
     coding = Coding(load_run(a.run, a.device, a.precision))
+    search: SearchConfig | None = asked if a.search else None
+    if a.search is None and a.stages is None and a.target_bpp is None and a.target_psnr is None:
+        search = light if default_search(coding, a.entropy_model) is not None else None
     stages: int | list[int] | None = a.stages
     entropy_model = a.entropy_model
     if a.stages is not None and coding.stages == 1 and a.stages != 1:

@@ -18,6 +18,7 @@ from vqkit.codec.api import (
     decode_grids,
     decompress,
     decompress_many,
+    default_search,
     images_from_codes,
     resample,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "decode_grids",
     "decompress",
     "decompress_many",
+    "default_search",
     "fit_static_model",
     "images_from_codes",
     "load_static_table",

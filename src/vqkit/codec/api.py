@@ -35,7 +35,7 @@ from vqkit.codec.container import (
     write_varint,
 )
 from vqkit.codec.fitting import load_run_prior
-from vqkit.codec.search import SearchConfig, search_grids
+from vqkit.codec.search import DEFAULT_GROUPED, SearchConfig, search_grids
 from vqkit.codec.staged import check_stage_counts, decode_stage_grid, encode_stage_grids, stage_counts
 from vqkit.codec.tables import code_bits
 from vqkit.data import to_float
@@ -200,6 +200,14 @@ def _encode(
             images = np.stack(inputs[start:end])
             grids.extend(search_grids(coding.run, images, search, bits, bar.update, prior, context))
     return grids
+
+
+def default_search(coding: Coding, entropy_model: str = "auto") -> SearchConfig | None:
+    """The search to run when the caller names none: `search.DEFAULT_GROUPED` when the run's grouped
+    prior will code the files (entropy model "auto" or "grouped", one stage of codes), else None."""
+    if entropy_model not in ("auto", "grouped") or coding.grouped() is None:
+        return None
+    return DEFAULT_GROUPED
 
 
 def _grouped_search_prior(coding: Coding, search: SearchConfig, entropy_model: str) -> GroupedPrior | None:

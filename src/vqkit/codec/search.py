@@ -76,6 +76,14 @@ class SearchConfig:
             raise ValueError(f"search lambda must be >= 0, got {self.lmbda}")
 
 
+# The search `vqkit compress` runs when no --search is given and a grouped prior codes the file: one
+# pass, the 2 nearest codes, pixels scored within 1 cell. On Kodak photos with the cifar10 VQ-VAE it
+# took about 4.4 s a photo on 2 CPU cores, for +0.66 dB at 1.6 % fewer bits than no search
+# (benchmarks/search_speed.py --configs). Only a grouped prior makes the search this cheap: under the
+# serial prior every trial walks the prior (minutes a photo), so it stays opt-in there.
+DEFAULT_GROUPED = SearchConfig(passes=1, candidates=2, radius=1)
+
+
 class _Shape(NamedTuple):
     """What trials must share to be decoded and scored in one batch."""
 
