@@ -34,12 +34,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 import common
 from rate_distortion import classic
 from vqkit.codec import Coding, compress_images, decompress, decompress_many
 from vqkit.codec.files import read_inputs
 from vqkit.codec.search import SearchConfig
+from vqkit.data import to_float
+from vqkit.metrics import psnr_per_image
 from vqkit.runs import Run, layout, model_fingerprint
 
 PEERS = {"webp": 75.0, "avif": 55.0, "jxl": 3.0}  # one mid setting each (rate_distortion.SETTINGS)
@@ -51,9 +54,10 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return out, time.perf_counter() - t0
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10 * math.log10(255.0**2 / max(mse, 1e-12))
+def psnr(decoded: np.ndarray, image: np.ndarray) -> float:
+    """PSNR (dB) of one decoded (H, W, C) uint8 image against the original, as vqkit measures it."""
+    a, b = (to_float(torch.from_numpy(np.array(x[None]))) for x in (image, decoded))
+    return float(psnr_per_image(a, b)[0])
 
 
 def per_image(

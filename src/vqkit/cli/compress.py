@@ -147,12 +147,9 @@ def compress_main(argv: list[str]) -> int:
         p.error(f"--scale must lie in [{SCALE_RANGE[0]:g}, {SCALE_RANGE[1]:g}]")
     if a.search is not None and a.search < 0:
         p.error("--search must be >= 0 (0: no search)")
-    try:  # checked before any image is read
-        options = {"lmbda": a.search_lambda, "rate": a.search_rate}
-        asked = SearchConfig(a.search or 1, a.search_candidates or SearchConfig.candidates, **options)
-        light = dataclasses.replace(
-            DEFAULT_GROUPED, candidates=a.search_candidates or DEFAULT_GROUPED.candidates, **options
-        )
+    try:  # checked before any image is read (the default search takes the same options)
+        asked = SearchConfig(a.search or 1, a.search_candidates or SearchConfig.candidates, a.search_lambda,
+                             a.search_rate)  # fmt: skip
     except ValueError as e:
         p.error(str(e))
     if a.fit_static:
@@ -171,8 +168,16 @@ def compress_main(argv: list[str]) -> int:
     report_skipped(problems)
     coding = Coding(load_run(a.run, a.device, a.precision))
     search: SearchConfig | None = asked if a.search else None
-    if a.search is None and a.stages is None and a.target_bpp is None and a.target_psnr is None:
-        search = light if default_search(coding, a.entropy_model) is not None else None
+    light = default_search(coding, a.entropy_model)
+    if (
+        a.search is None
+        and light is not None
+        and a.stages is None
+        and a.target_bpp is None
+        and a.target_psnr is None
+    ):
+        search = dataclasses.replace(light, candidates=a.search_candidates or light.candidates,
+                                     lmbda=a.search_lambda, rate=a.search_rate)  # fmt: skip
     stages: int | list[int] | None = a.stages
     entropy_model = a.entropy_model
     if a.stages is not None and coding.stages == 1 and a.stages != 1:
