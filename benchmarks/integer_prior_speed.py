@@ -63,7 +63,9 @@ def all_steps_reference(
     ip: IntegerPrior, grids: np.ndarray, his: list[torch.Tensor]
 ) -> tuple[float, list[np.ndarray]]:
     c = ip.config
-    ref = ReferencePrior(ip.arrays(), schedule=c.schedule, radius=c.radius, num_classes=c.num_classes)
+    ref = ReferencePrior(
+        ip.arrays(), schedule=c.schedule, radius=c.radius, num_classes=c.num_classes, context=c.context
+    )
     ids = np.full(len(grids), c.num_classes, dtype=np.int64)
     start = time.perf_counter()
     out = []

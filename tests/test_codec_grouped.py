@@ -51,7 +51,9 @@ def reference_bits(run: Path, grids: np.ndarray) -> float:
     parts, step by step, no label (an implementation independent of the codec's)."""
     prior = IntegerPrior.load(run / INTEGER_PRIOR_FILE)
     c = prior.config
-    ref = ReferencePrior(prior.arrays(), schedule=c.schedule, radius=c.radius, num_classes=c.num_classes)
+    ref = ReferencePrior(
+        prior.arrays(), schedule=c.schedule, radius=c.radius, num_classes=c.num_classes, context=c.context
+    )
     b, h, w = grids.shape
     steps = step_map(prior.schedule, h, w).reshape(-1)
     ids = np.full(b, prior.num_classes, dtype=np.int64)

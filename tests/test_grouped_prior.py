@@ -38,11 +38,15 @@ from vqkit.training.schedule import Horizon
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models on one thread
 
 
-def random_grouped(schedule: str, k: int = 16, num_classes: int = 0, seed: int = 0) -> GroupedPrior:
-    """Weights large enough that every input in the window visibly moves the outputs."""
+def random_grouped(
+    schedule: str, k: int = 16, num_classes: int = 0, seed: int = 0, context: str = "window"
+) -> GroupedPrior:
+    """Weights large enough that every input in the window visibly moves the outputs ("conv": two
+    conv layers of 8 channels, so a position sees 2 cells away)."""
     torch.manual_seed(seed)
+    sizes = {"radius": 2} if context == "window" else {"context": "conv", "channels": 8, "conv_layers": 2}
     cfg = PriorConfig(kind="grouped", schedule=schedule, codebook_size=k, num_classes=num_classes,
-                      width=32, layers=2, embed_dim=4, radius=2)  # fmt: skip
+                      width=32, layers=2, embed_dim=4, **sizes)  # fmt: skip
     prior = build_prior(cfg)
     assert isinstance(prior, GroupedPrior)
     with torch.no_grad():
@@ -106,10 +110,13 @@ def test_step_features_are_the_context_convolution_at_the_steps_positions(schedu
         torch.testing.assert_close(prior.step_hidden(x, s, ids), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("context", ["window", "conv"])
 @pytest.mark.parametrize("schedule", sorted(SCHEDULES))
 @pytest.mark.parametrize("shape", [(8, 8), (5, 7)])
-def test_rows_depend_only_on_codes_of_earlier_steps(schedule: str, shape: tuple[int, int]) -> None:
-    prior = random_grouped(schedule)
+def test_rows_depend_only_on_codes_of_earlier_steps(
+    schedule: str, shape: tuple[int, int], context: str
+) -> None:
+    prior = random_grouped(schedule, context=context)
     h, w = shape
     gen = torch.Generator().manual_seed(1)
     x = torch.randint(0, 16, (2, h, w), generator=gen)
@@ -125,6 +132,27 @@ def test_rows_depend_only_on_codes_of_earlier_steps(schedule: str, shape: tuple[
     y = x.reshape(2, -1).clone()
     y[:, first] = (y[:, first] + 1) % 16
     assert not torch.equal(prior.logits(y.view(2, h, w))[:, ~first], logits[:, ~first])
+
+
+def test_conv_context_reaches_conv_layers_cells_and_no_further() -> None:
+    """With conv_layers = 2 a row of the last step depends on the earlier-step codes within 2 cells
+    (Chebyshev distance) of its position, and on none further away: the context is the conv stack's
+    receptive field over the whole partly decoded grid, on every side."""
+    prior = random_grouped("2x2", context="conv")
+    h, w = 9, 9
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randint(0, 16, (1, h, w), generator=gen)
+    steps = step_map("2x2", h, w)
+    cy, cx = 5, 4  # the 2x2 schedule's last step holds odd rows, even columns
+    t = cy * w + cx
+    assert steps.reshape(-1)[t] == prior.steps - 1
+    base = prior.logits(x)[0, t]
+    for q in np.flatnonzero(steps.reshape(-1) < prior.steps - 1):
+        distance = max(abs(q // w - cy), abs(q % w - cx))
+        y = x.reshape(-1).clone()
+        y[q] = (y[q] + 1) % 16
+        moved = not torch.equal(prior.logits(y.view(1, h, w))[0, t], base)
+        assert moved == (distance <= 2), (q, distance)
 
 
 @pytest.mark.parametrize("k", [16, 10])

@@ -51,11 +51,17 @@ def two_threads() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-def random_grouped(schedule: str, *, k: int = K, num_classes: int = 3, seed: int = 0) -> GroupedPrior:
-    """Random weights large enough to drive activations into the clamp and logits over tens of nats."""
+def random_grouped(
+    schedule: str, *, k: int = K, num_classes: int = 3, seed: int = 0, context: str = "window"
+) -> GroupedPrior:
+    """Random weights large enough to drive activations into the clamp and logits over tens of nats.
+    The "conv" context: three conv layers (two residual) of 16 channels, then two linear layers."""
     torch.manual_seed(seed)
+    sizes = (
+        {"layers": 3, "radius": 2} if context == "window" else {"layers": 2, "channels": 16, "conv_layers": 3}
+    )
     cfg = PriorConfig(kind="grouped", schedule=schedule, codebook_size=k, num_classes=num_classes,
-                      width=32, layers=3, embed_dim=8, radius=2)  # fmt: skip
+                      width=32, embed_dim=8, context=context, **sizes)  # fmt: skip
     prior = build_prior(cfg)
     assert isinstance(prior, GroupedPrior)
     with torch.no_grad():
@@ -64,16 +70,21 @@ def random_grouped(schedule: str, *, k: int = K, num_classes: int = 3, seed: int
     return prior.eval()
 
 
-@pytest.fixture(scope="module", params=sorted(SCHEDULES))
+EXPORTED = [(s, "window") for s in sorted(SCHEDULES)] + [("2x2", "conv"), ("4x4-5", "conv")]
+
+
+@pytest.fixture(scope="module", params=EXPORTED, ids=[f"{s}-{c}" for s, c in EXPORTED])
 def exported(request: pytest.FixtureRequest) -> IntegerPrior:
-    prior = random_grouped(request.param)
+    schedule, context = request.param
+    prior = random_grouped(schedule, context=context)
     grids = np.random.default_rng(0).integers(0, K, (24, 8, 8))
     return export_integer(prior, grids, np.arange(24) % 3)
 
 
 def reference(ip: IntegerPrior) -> ReferencePrior:
     c = ip.config
-    return ReferencePrior(ip.arrays(), schedule=c.schedule, radius=c.radius, num_classes=c.num_classes)
+    return ReferencePrior(ip.arrays(), schedule=c.schedule, radius=c.radius, num_classes=c.num_classes,
+                          context=c.context)  # fmt: skip
 
 
 def random_batch(b: int, h: int, w: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -196,7 +207,7 @@ def test_masked_lo_values_get_the_lowest_q(exported: IntegerPrior) -> None:
     assert np.array_equal(q[:, :valid], unmasked[:, :valid]) and not np.array_equal(q, unmasked)
     other = exported.lo_logits(a, last - 1).numpy()  # no other hi has masked values
     assert np.array_equal(other, full.lo_logits(a, last - 1).numpy())
-    prior = random_grouped(exported.schedule)
+    prior = random_grouped(exported.schedule, context=exported.config.context)
     assert torch.equal(prior.invalid, torch.from_numpy(np.arange(40).reshape(5, 8) >= K))
 
 
@@ -228,28 +239,38 @@ def test_inputs_are_checked(exported: IntegerPrior) -> None:
 # --------------------------------------------------------------------------------- exactness bounds
 
 
-def worst_case(width: int, radius: int, embed_dim: int, k: int = 16) -> IntegerPrior:
+def worst_case(width: int, radius: int, embed_dim: int, k: int = 16, channels: int = 0) -> IntegerPrior:
     """Every weight, embedding and hi embedding at +127 (the largest partial sums there are) and biases
     0, so that every accumulator reaches fan_in * 127 * 127; multipliers 1 with shift 1 keep
-    activations at 127 (and b = clamp(127 + 127) = 127), the heads' shift 2 gives q = acc / 4."""
-    cfg = PriorConfig(kind="grouped", codebook_size=k, width=width, layers=2, embed_dim=embed_dim,
-                      radius=radius, schedule="2x2", heads=1)  # fmt: skip
+    activations at 127 (and b = clamp(127 + 127) = 127), the heads' shift 2 gives q = acc / 4.
+    ``channels`` > 0: the "conv" context with two conv layers of that many channels (fan_in 9 x C),
+    whose residual adds z * N, N = 2^31, at the largest z."""
+    conv = {"context": "conv", "channels": channels, "conv_layers": 2, "layers": 1} if channels else {}
+    sizes = {"width": width, "layers": 2, "embed_dim": embed_dim, "radius": radius, **conv}
+    cfg = PriorConfig(kind="grouped", codebook_size=k, schedule="2x2", heads=1, **sizes)
     tensors = {}
     for name, (shape, dtype) in expected_shapes(cfg).items():
         fill = {"int8": 127, "int64": 0}[dtype]
         tensors[name] = np.full(shape, fill, dtype=dtype)
-    for name in ("context.multiplier", "hidden.0.multiplier", "head.multiplier", "head_lo.multiplier"):
-        tensors[name][:] = 1
-    tensors["shifts"][:] = [1, 1, 2, 2]
+    for name in tensors:
+        if name.endswith(".multiplier"):
+            tensors[name][:] = 1
+    if channels:
+        tensors["conv.0.skip"][:] = 1 << 31
+    tensors["shifts"][:] = [1] * (len(tensors["shifts"]) - 2) + [2, 2]
     return IntegerPrior(cfg, tensors, matmul="float")
 
 
 @pytest.mark.parametrize(
-    ("width", "radius", "embed_dim"), [(1040, 0, 1), (1041, 0, 1), (16, 3, 16), (16, 4, 16)]
+    ("width", "radius", "embed_dim", "channels"),
+    [(1040, 0, 1, 0), (1041, 0, 1, 0), (16, 3, 16, 0), (16, 4, 16, 0), (16, 0, 115, 115), (16, 0, 116, 116)],
 )
-def test_worst_case_accumulations_stay_exact(width: int, radius: int, embed_dim: int) -> None:
-    ip = worst_case(width, radius, embed_dim)
-    assert len(ip._fans) == 4  # context, hidden.0, head, head_lo
+def test_worst_case_accumulations_stay_exact(width: int, radius: int, embed_dim: int, channels: int) -> None:
+    ip = worst_case(width, radius, embed_dim, channels=channels)
+    # context, (conv.0,) hidden.0, head, head_lo
+    assert len(ip._fans) == (5 if channels else 4)
+    if channels:  # fan_in 9 * 115 = 1035 is the largest float32-exact conv layer
+        assert ip._fans[:3] == [9 * channels, 9 * channels, channels]
     for fan_in, dtype in zip(ip._fans, ip._float_dtypes, strict=True):
         worst = fan_in * 127 * 127
         # float32 only where every partial sum is an integer float32 represents exactly
@@ -283,20 +304,21 @@ import hashlib, sys, numpy as np, torch
 from vqkit.codec.tables import frequencies_from_int_logits
 from vqkit.priors.grouped import step_map
 from vqkit.priors.integer import IntegerPrior
-ip = IntegerPrior.load(sys.argv[1])
-x = torch.from_numpy(np.load(sys.argv[2]))
+x = torch.from_numpy(np.load(sys.argv[1]))
 labels = torch.arange(len(x)) % 3
-flat = step_map(ip.schedule, *x.shape[1:]).reshape(-1)
 digests = []
-for matmul in ("float", "int_mm"):
-    p = IntegerPrior(ip.config, ip.arrays(), matmul=matmul)
-    h = hashlib.sha256()
-    for s in range(p.steps):  # hi tables, then lo tables given the true hi, of every step
-        a = p.step_hidden(x, s, labels)
-        hi = p.split(x.reshape(len(x), -1)[:, torch.from_numpy(np.flatnonzero(flat == s))])[0]
-        for q in (p.hi_logits(a), p.lo_logits(a, hi)):
-            h.update(frequencies_from_int_logits(q.reshape(-1, q.shape[-1]).numpy()).tobytes())
-    digests.append(h.hexdigest())
+for path in sys.argv[2:]:
+    ip = IntegerPrior.load(path)
+    flat = step_map(ip.schedule, *x.shape[1:]).reshape(-1)
+    for matmul in ("float", "int_mm"):
+        p = IntegerPrior(ip.config, ip.arrays(), matmul=matmul)
+        h = hashlib.sha256()
+        for s in range(p.steps):  # hi tables, then lo tables given the true hi, of every step
+            a = p.step_hidden(x, s, labels)
+            hi = p.split(x.reshape(len(x), -1)[:, torch.from_numpy(np.flatnonzero(flat == s))])[0]
+            for q in (p.hi_logits(a), p.lo_logits(a, hi)):
+                h.update(frequencies_from_int_logits(q.reshape(-1, q.shape[-1]).numpy()).tobytes())
+        digests.append(h.hexdigest())
 print(torch.backends.cpu.get_cpu_capability(), *digests)
 """
 
@@ -322,12 +344,17 @@ def cpu_flags() -> set[str]:
 def test_tables_identical_under_every_cpu_capability(tmp_path: Path) -> None:
     """Each run in a fresh process with the dispatch forced: ATen kernels (default / AVX2 / AVX512) and
     MKL's code path (SSE4.2 / AVX2). A capability this CPU lacks is skipped (and named)."""
-    ip = export_integer(random_grouped("4x4"), np.random.default_rng(0).integers(0, K, (16, 8, 8)))
-    ip.save(tmp_path / "ip.safetensors")
+    calibration = np.random.default_rng(0).integers(0, K, (16, 8, 8))
+    priors = [
+        export_integer(random_grouped(s, context=c), calibration)
+        for s, c in (("4x4", "window"), ("2x2", "conv"))
+    ]
+    for i, ip in enumerate(priors):
+        ip.save(tmp_path / f"ip{i}.safetensors")
     x, labels = random_batch(7, 16, 12, seed=2)
     labels = torch.arange(7) % 3
     np.save(tmp_path / "x.npy", x.numpy())
-    want = reference_table_digest(ip, x, labels)
+    want = [reference_table_digest(ip, x, labels) for ip in priors]
     flags = cpu_flags()
     runs = {("ATEN_CPU_CAPABILITY", "default"): True, ("ATEN_CPU_CAPABILITY", "avx2"): "avx2" in flags,
             ("ATEN_CPU_CAPABILITY", "avx512"): "avx512f" in flags and "avx512bw" in flags,
@@ -339,18 +366,14 @@ def test_tables_identical_under_every_cpu_capability(tmp_path: Path) -> None:
             skipped.append(f"{var}={value}")
             continue
         env = {**os.environ, var: value, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
-        argv = [
-            sys.executable,
-            "-c",
-            TABLE_HASH_SCRIPT,
-            str(tmp_path / "ip.safetensors"),
-            str(tmp_path / "x.npy"),
-        ]
+        argv = [sys.executable, "-c", TABLE_HASH_SCRIPT, str(tmp_path / "x.npy")]
+        argv += [str(tmp_path / f"ip{i}.safetensors") for i in range(len(priors))]
         out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
         capability, *digests = out.stdout.split()
         if var == "ATEN_CPU_CAPABILITY":  # the kernels really were the ones asked for
             assert capability.lower() == value, (value, capability)
-        assert digests == [want, want], f"{var}={value}"  # float GEMM (MKL) and torch._int_mm
+        # per prior: float GEMM (MKL) and torch._int_mm
+        assert digests == [d for d in want for _ in range(2)], f"{var}={value}"
         checked.append(f"{var}={value}")
     assert checked
     if skipped:
@@ -385,13 +408,16 @@ def structured_grids(n: int, seed: int, k: int) -> tuple[np.ndarray, np.ndarray]
     return grid.astype(np.int64), ((3 * a + b)[:, 0, 0] % 3).astype(np.int64)
 
 
-# 4 x 8, and 5 x 8 with four masked lo values, in index order or under a shuffled code order
-@pytest.fixture(scope="module", params=[(32, False), (36, False), (36, True)])
+# 4 x 8, and 5 x 8 with four masked lo values, in index order or under a shuffled code order; the
+# window context, and the conv context (its residual layers quantized too)
+@pytest.fixture(scope="module", params=[(32, False, "window"), (36, False, "window"), (36, True, "window"),
+                                        (36, True, "conv")])  # fmt: skip
 def trained(request: pytest.FixtureRequest) -> GroupedPrior:
-    k, shuffle = request.param
+    k, shuffle, context = request.param
     torch.manual_seed(0)
+    sizes = {"radius": 2} if context == "window" else {"context": "conv", "channels": 16, "conv_layers": 3}
     prior = build_prior(PriorConfig(kind="grouped", schedule="2x2", codebook_size=k, num_classes=3,
-                                    width=32, layers=2, embed_dim=8, radius=2))  # fmt: skip
+                                    width=32, layers=2, embed_dim=8, **sizes))  # fmt: skip
     assert isinstance(prior, GroupedPrior)
     if shuffle:
         prior.set_code_order(np.random.default_rng(7).permutation(k))
@@ -411,7 +437,8 @@ def test_integer_model_loses_under_one_percent(trained: GroupedPrior) -> None:
     cal, cal_labels = structured_grids(128, 1, k)
     ip = export_integer(trained, cal, cal_labels)
     shuffled = not torch.equal(trained.code_order, torch.arange(k))
-    assert ip.format_version == (3 if shuffled else 2) and ("code_order" in ip.arrays()) == shuffled
+    version = 4 if trained.config.context == "conv" else 3 if shuffled else 2
+    assert ip.format_version == version and ("code_order" in ip.arrays()) == shuffled
     held, labels = structured_grids(256, 2, k)
     x, lab = torch.from_numpy(held), torch.from_numpy(labels)
     with torch.no_grad():
@@ -460,12 +487,14 @@ def test_a_code_order_is_saved_in_format_3_and_identity_stays_format_2(
     exported: IntegerPrior, tmp_path: Path
 ) -> None:
     """Index order writes format 2 files (so earlier files keep their digests); a code order adds the
-    tensor code_order and format 3. A file whose version and tensors disagree is refused."""
-    assert exported.format_version == 2 and "code_order" not in exported.arrays()
+    tensor code_order and format 3; the conv context is format 4 with or without one. A file whose
+    version and tensors disagree is refused."""
+    conv = exported.config.context == "conv"
+    assert exported.format_version == (4 if conv else 2) and "code_order" not in exported.arrays()
     k = exported.codebook_size
     order = np.random.default_rng(3).permutation(k)
     shuffled = IntegerPrior(exported.config, {**exported.arrays(), "code_order": order})
-    assert shuffled.format_version == 3 and shuffled.digest() != exported.digest()
+    assert shuffled.format_version == (4 if conv else 3) and shuffled.digest() != exported.digest()
     codes = torch.arange(k)
     hi, lo = shuffled.split(codes)
     assert torch.equal(hi * shuffled.k_lo + lo, torch.from_numpy(order))
@@ -479,9 +508,17 @@ def test_a_code_order_is_saved_in_format_3_and_identity_stays_format_2(
     with pytest.raises(ValueError, match="permutation"):
         IntegerPrior(exported.config, {**exported.arrays(), "code_order": np.zeros(k, dtype=np.int64)})
     bad = tmp_path / "bad.safetensors"
-    rewrite(path, bad, meta={"format_version": "2"})
-    with pytest.raises(RunError, match="disagree"):
-        IntegerPrior.load(bad)
+    for version in ("2", "3") if conv else ("2", "4"):
+        rewrite(path, bad, meta={"format_version": version})
+        with pytest.raises(RunError, match="disagree"):
+            IntegerPrior.load(bad)
+
+
+def safe_metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        return dict(f.metadata())
 
 
 def rewrite(src: Path, dst: Path, *, tensors: dict[str, np.ndarray] | None = None,
@@ -499,11 +536,13 @@ def test_damaged_and_foreign_files_are_refused(exported: IntegerPrior, tmp_path:
     good = tmp_path / "good.safetensors"
     exported.save(good)
     a = exported.arrays()
+    conv = exported.config.context == "conv"
     cases = {
         "truncated": lambda p: p.write_bytes(good.read_bytes()[:-100]),
         "flipped": lambda p: p.write_bytes(good.read_bytes()[:-1] + bytes([good.read_bytes()[-1] ^ 1])),
         "foreign": lambda p: rewrite(good, p, meta={"format": "vqkit-prior"}),
-        "newer": lambda p: rewrite(good, p, meta={"format_version": "3"}),
+        "newer": lambda p: rewrite(good, p, meta={"format_version": "5"}),
+        "other version": lambda p: rewrite(good, p, meta={"format_version": "3" if conv else "4"}),
         "dtype": lambda p: rewrite(good, p, tensors={"embed": a["embed"].astype(np.int64)}),
         "shape": lambda p: rewrite(good, p, tensors={"head.bias": a["head.bias"][:-1]}),
         "range": lambda p: rewrite(good, p, tensors={"head.weight": np.full_like(a["head.weight"], -128)}),
@@ -514,6 +553,18 @@ def test_damaged_and_foreign_files_are_refused(exported: IntegerPrior, tmp_path:
         "head shift": lambda p: rewrite(good, p, tensors={"shifts": np.ones_like(a["shifts"])}),
         "hi_embed": lambda p: rewrite(good, p, tensors={"hi_embed": np.full_like(a["hi_embed"], -128)}),
         "no head_lo": lambda p: rewrite(good, p, tensors={"head_lo.bias": a["head.bias"]}),
+        "conv config": lambda p: rewrite(
+            good,
+            p,
+            meta={
+                "prior_config": json.dumps(
+                    {
+                        **json.loads(safe_metadata(good)["prior_config"]),
+                        "context": "window" if conv else "conv",
+                    }
+                )
+            },
+        ),
         "edited": lambda p: rewrite(
             good, p, tensors={"head.bias": a["head.bias"] + 1}
         ),  # valid, wrong digest
@@ -533,14 +584,18 @@ def test_damaged_and_foreign_files_are_refused(exported: IntegerPrior, tmp_path:
 # ------------------------------------------------------------------------------- vqkit prior train hook
 
 
-def test_prior_train_exports_the_integer_prior(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("context", ["window", "conv"])
+def test_prior_train_exports_the_integer_prior(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], context: str
+) -> None:
     data = tmp_path / "data.npz"
     np.savez(data, images=smooth_images(96), labels=np.arange(96) % 3, class_names=np.array(["a", "b", "c"]))
     run = tmp_path / "run"
     train(tiny_run_config(str(data), max_steps=4), run, progress=False)
     grouped = ["--set", "model.kind=grouped", "--set", "model.width=16", "--set", "model.layers=2",
                "--set", "model.embed_dim=4", "--set", "model.radius=1", "--set", "train.batch_size=16",
-               "--set", "train.warmup_steps=2", "--set", "train.checkpoint_every=5"]  # fmt: skip
+               "--set", "train.warmup_steps=2", "--set", "train.checkpoint_every=5",
+               "--set", f"model.context={context}", "--set", "model.channels=8"]  # fmt: skip
     assert main(["prior", "train", str(run), "--max-steps", "12", "--no-progress", *grouped]) == 0
     assert "integer network (prior_integer.safetensors)" in capsys.readouterr().out
     doc = json.loads((run / "prior_config.json").read_text())
@@ -558,7 +613,8 @@ def test_prior_train_exports_the_integer_prior(tmp_path: Path, capsys: pytest.Ca
     assert ip.config == prior.config
     # training orders the codes by their vectors (grouped.codebook_order), and the export keeps it
     k = prior.config.codebook_size
-    assert not torch.equal(prior.code_order, torch.arange(k)) and ip.format_version == 3
+    assert not torch.equal(prior.code_order, torch.arange(k))
+    assert ip.format_version == (4 if context == "conv" else 3) and ip.config.context == context
     assert np.array_equal(ip.arrays()["code_order"], prior.code_order.numpy())
     # a grouped prior is not re-calibrated (no temperature): the exported network stays as it was
     assert main(["prior", "calibrate", str(run)]) == 1

@@ -18,6 +18,8 @@ FROM_RUN = ("codebook_size", "grid", "num_classes")  # decided by the VQ-VAE and
 
 
 PRIOR_KINDS = ("serial", "grouped")
+CONTEXTS = ("window", "conv")  # grouped only: vqkit.priors.grouped's context networks
+CONV_KEYS = ("channels", "conv_layers")  # grouped conv context only; omitted from a window prior's dict
 SCHEDULE_NAMES = ("2x2", "4x4", "4x4-8", "4x4-5", "8x8-7")  # vqkit.priors.grouped.SCHEDULES (a test checks)
 
 
@@ -36,13 +38,21 @@ class PriorConfig:
     num_classes: int = 0  # 0: unconditional; else a start token per class plus a "no label" token
     kind: str = "serial"
     width: int = 256  # serial: model width (embedding size); grouped: hidden width H
-    layers: int = 4  # serial: transformer blocks; grouped: the context layer plus layers - 1 linear ones
+    # serial: transformer blocks; grouped "window": the context layer plus layers - 1 linear ones;
+    # grouped "conv": the conv stack, then ``layers`` linear ones per position (channels -> H first)
+    layers: int = 4
     heads: int = 8  # serial only
     mlp_ratio: int = 4  # serial only: hidden width of the feed-forward block = mlp_ratio * width
     dropout: float = 0.0  # off by default: the likelihood is what matters
     schedule: str = "2x2"  # grouped only: the steps (vqkit.priors.grouped.SCHEDULES)
     embed_dim: int = 16  # grouped only: E, the size of a code's embedding in the context window
-    radius: int = 3  # grouped only: the context window is (2 radius + 1)^2 positions
+    radius: int = 3  # grouped "window" only: the context window is (2 radius + 1)^2 positions
+    # grouped only: "window", one (2 radius + 1)^2 convolution read at each position, or "conv", a
+    # stack of conv_layers 3x3 convolutions of ``channels`` channels (residual after the first) over
+    # the whole partly decoded grid, which sees conv_layers codes away (vqkit.priors.grouped)
+    context: str = "window"
+    channels: int = 64  # grouped "conv" only: C
+    conv_layers: int = 4  # grouped "conv" only: 3x3 convolutions (the first reads the embeddings)
     # The dtype of the weights in prior.safetensors. "float16" halves the file (a 256-wide serial prior
     # over K=512 is 13.6 MB in float32) for shipping; the prior still computes in float32 with the
     # rounded weights, and the training state keeps float32 weights, so resuming loses nothing.
@@ -66,6 +76,14 @@ class PriorConfig:
         )
         _require(
             self.embed_dim >= 1 and 0 <= self.radius <= 7, "model.embed_dim >= 1, 0 <= model.radius <= 7"
+        )
+        _require(self.context in CONTEXTS, f"model.context must be one of {', '.join(CONTEXTS)}")
+        _require(
+            self.context == "window" or self.kind == "grouped", "model.context applies to grouped priors"
+        )
+        _require(
+            self.channels >= 1 and 1 <= self.conv_layers <= 16,
+            "model.channels >= 1 and 1 <= model.conv_layers <= 16",
         )
 
     @property
@@ -120,13 +138,17 @@ class PriorTrainConfig:
 
 
 def prior_config_to_dict(cfg: PriorConfig) -> dict[str, Any]:
-    """JSON-ready: ``grid`` as a list of two ints. ``storage`` only when it is not float32: the dict
-    enters the digests and fingerprints of priors and of the files coded with them, which must not
-    change for the priors written before the key existed."""
+    """JSON-ready: ``grid`` as a list of two ints. ``storage`` only when it is not float32, and
+    ``context``, ``channels`` and ``conv_layers`` only for a conv context: the dict enters the digests
+    and fingerprints of priors and of the files coded with them, which must not change for the priors
+    written before those keys existed."""
     data = to_dict(cfg)
     data["grid"] = list(cfg.grid)
     if cfg.storage == "float32":
         del data["storage"]
+    if cfg.context == "window":
+        for key in ("context", *CONV_KEYS):
+            del data[key]
     return data
 
 

@@ -29,6 +29,15 @@ H = width, r = radius, k = 2r + 1, G steps, C classes, L = layers; per position 
      q_lo = max(q_lo of the valid lo values) - MASK_GAP, 32 nats below the row's largest logit: its
      integer table weight is 0, so its frequency is the minimum, 1. A valid encoder never codes such
      a value; a decoder that decodes one has a damaged stream (the codec refuses it).
+  With the "conv" context (C = channels, conv_layers = 1 + J), steps 1-3 become, over the whole grid:
+  1'. x (3*3*E,) per position, the 3 x 3 neighbourhood of embeddings as in 1 (zeros outside the grid):
+       acc = W0 x + step_bias[s] + class_bias[l], requantized to z_0 (C,) in [0, 127] as in 2;
+  2'. for j = 0..J-1 (``conv.j``): y = the 3 x 3 neighbourhood of z_j (zeros outside the grid, i.e.
+       the float model's zero padding, as 0 is the integer of 0.0), acc = W_j y + bias (W_j (C, 3, 3, C));
+       z_{j+1} = clamp((acc * M + z_j * N + 2^(S-1)) >> S, 0, 127) per channel c: the residual
+       z_j + conv(z_j) with the skip term's own multiplier N = ``conv.j.skip`` (C,) in [0, 2^32);
+  3'. at the step's positions: ``layers`` linear layers hidden.0 (H, C), hidden.1.. (H, H), each
+       requantized as in 2; the last result is a_int (H,).
   So p(x) = p(hi) p(lo | hi) with hi * K_lo + lo = order[x], the rank of code x (the float model's
   ``code_order``, tensor ``code_order`` (K,) int64, a permutation; absent means the identity), as in
   the float model's two-part head, and a coder builds K_hi + K_lo table entries per code instead of
@@ -41,7 +50,8 @@ Why the result is exact and machine-independent:
     fan_in * 127 * 127 < 2^24 (fan_in <= 1040: the context layer of radius 3 and E = 16 has fan_in
     784, a hidden layer and both heads of width 256 have 256) a float32 matmul makes no rounding
     error at all, whatever the order of the sums, blocking, FMA contraction or vector width: the
-    result is the exact integer sum. Larger fan_in uses float64 (exact below 2^53).
+    result is the exact integer sum (a conv layer of C = 64 has fan_in 576). Larger fan_in uses
+    float64 (exact below 2^53).
     ``torch._int_mm`` (int8 x int8 -> int32, exact while fan_in * 127 * 127 < 2^31) gives the same
     integers and is 2-4x faster than the float32 GEMM on the CPU, where ``matmul`` = "auto" uses it.
     On CUDA "auto" takes the float path, in float64: float32 matmuls there may run in TF32 (inputs
@@ -49,7 +59,8 @@ Why the result is exact and machine-independent:
     some CUDA versions (pytorch issue 107671); "int_mm" asks for it explicitly (m > 16, k and n
     multiples of 8);
   * biases, multiplications by M and the shift run in int64: |acc| < 2^46 and M < 2^16 bound every
-    product below 2^62 (checked when the tensors are built and on load), and ``>>`` of an int64 is an
+    product below 2^62 (checked when the tensors are built and on load; a residual's z * N adds less
+    than 2^39), and ``>>`` of an int64 is an
     arithmetic shift, i.e. floor division by 2^S, the same everywhere. Adding 2^(S-1) first rounds
     half up. The heads' S >= 2 keeps |q| <= 2^60 + 1, so even a masked q_lo stays inside the
     (-2^61, 2^61) that vqkit.codec.tables accepts;
@@ -78,17 +89,26 @@ from torch import Tensor
 
 from vqkit.config import ConfigError
 from vqkit.priors.config import PriorConfig, prior_config_from_dict, prior_config_to_dict
-from vqkit.priors.grouped import schedule_steps, split_sizes, step_geometry, step_map, window_codes
+from vqkit.priors.grouped import (
+    conv_windows,
+    schedule_steps,
+    split_sizes,
+    step_geometry,
+    step_map,
+    window_codes,
+)
 from vqkit.runs import RunError, atomic_write
 
 INTEGER_FORMAT = "vqkit-integer-prior"
-INTEGER_FORMAT_VERSION = 3  # 3: a code order; 2: the two-part head in index order (still written
-# for the identity order, so those files and their digests stay as they were); 1, a single K-way
-# head, was never shipped
+INTEGER_FORMAT_VERSION = 4  # 4: the "conv" context (written for conv priors only); 3: a code order;
+# 2: the two-part head in index order (still written for the identity order, so those files and their
+# digests stay as they were); 1, a single K-way head, was never shipped
 ORDER_SINCE = 3
+CONV_SINCE = 4
 LOGIT_BITS = 12  # q is in units of 2^-12 nats; equals vqkit.codec.tables.LOGIT_BITS (a test checks)
 QMAX = 127  # |embedding|, |weight|, |hi_embed| and activations are <= QMAX
 MULTIPLIER_BITS = 16  # M < 2^16
+SKIP_BITS = 32  # a residual's N < 2^32: z * N < 2^39, so a residual adds at most that to acc * M
 MAX_SHIFT = 48
 MIN_HEAD_SHIFT = 2  # the heads' S >= 2: |q| <= 2^60 + 1 (module docstring)
 ACC_BITS = 46  # |acc| < 2^46, so |acc * M| < 2^62 and adding 2^(S-1) <= 2^47 stays in int64
@@ -99,36 +119,62 @@ INT32_EXACT = (1 << 31) - 1
 MATMULS = ("auto", "float", "int_mm")
 
 
-def layer_names(layers: int) -> list[str]:
-    """The matmul layers in order: context, hidden.0 .. hidden.{L-2}, head (hi part), head_lo."""
-    return ["context", *(f"hidden.{i}" for i in range(layers - 1)), "head", "head_lo"]
+def conv_count(config: PriorConfig) -> int:
+    """J, the residual conv layers after the first (0 for the "window" context)."""
+    return config.conv_layers - 1 if config.context == "conv" else 0
+
+
+def hidden_count(config: PriorConfig) -> int:
+    """The linear layers between the context and the heads: layers - 1 ("window"), layers ("conv")."""
+    return config.layers if config.context == "conv" else config.layers - 1
+
+
+def layer_names(config: PriorConfig) -> list[str]:
+    """The matmul layers in order: context, conv.0 .. conv.{J-1} ("conv" context only), hidden.0 ..,
+    head (hi part), head_lo. Every layer but the two heads ends in a requantization to [0, 127]."""
+    convs = [f"conv.{j}" for j in range(conv_count(config))]
+    hidden = [f"hidden.{i}" for i in range(hidden_count(config))]
+    return ["context", *convs, *hidden, "head", "head_lo"]
+
+
+def layer_shapes(config: PriorConfig) -> list[tuple[int, int]]:
+    """(out, fan_in) of each layer of ``layer_names``."""
+    c = config
+    k_hi, k_lo = split_sizes(c.codebook_size)
+    if c.context == "conv":
+        chans = c.channels
+        shapes = [(chans, 9 * c.embed_dim)] + [(chans, 9 * chans)] * conv_count(c)
+        shapes += [(c.width, chans)] + [(c.width, c.width)] * (hidden_count(c) - 1)
+    else:
+        k = 2 * c.radius + 1
+        shapes = [(c.width, k * k * c.embed_dim)] + [(c.width, c.width)] * hidden_count(c)
+    return [*shapes, (k_hi, c.width), (k_lo, c.width)]
 
 
 def expected_shapes(config: PriorConfig) -> dict[str, tuple[tuple[int, ...], str]]:
     """name -> (shape, stored dtype) of every tensor of an integer prior of ``config``."""
-    c, k = config, 2 * config.radius + 1
-    h = c.width
-    k_hi, k_lo = split_sizes(c.codebook_size)
+    c = config
+    names, sizes = layer_names(c), layer_shapes(c)
+    k_hi, _ = split_sizes(c.codebook_size)
+    first = sizes[0][0]  # H (window) or C (conv)
+    side = 2 * c.radius + 1 if c.context == "window" else 3
     shapes: dict[str, tuple[tuple[int, ...], str]] = {
         "embed": ((c.codebook_size + 1, c.embed_dim), "int8"),
-        "context.weight": ((h, k, k, c.embed_dim), "int8"),
-        "context.step_bias": ((schedule_steps(c.schedule), h), "int64"),
-        "context.class_bias": ((c.num_classes + 1, h), "int64"),
-        "context.multiplier": ((h,), "int64"),
-        "hi_embed": ((k_hi, h), "int8"),
-        "shifts": ((c.layers + 2,), "int64"),
+        "context.weight": ((first, side, side, c.embed_dim), "int8"),
+        "context.step_bias": ((schedule_steps(c.schedule), first), "int64"),
+        "context.class_bias": ((c.num_classes + 1, first), "int64"),
+        "context.multiplier": ((first,), "int64"),
+        "hi_embed": ((k_hi, c.width), "int8"),
+        "shifts": ((len(names),), "int64"),
     }
-    for name in layer_names(c.layers)[1:]:
-        out = {"head": k_hi, "head_lo": k_lo}.get(name, h)
-        shapes[f"{name}.weight"] = ((out, h), "int8")
+    for name, (out, fan_in) in zip(names[1:], sizes[1:], strict=True):
+        conv = name.startswith("conv.")
+        shapes[f"{name}.weight"] = ((out, 3, 3, out) if conv else (out, fan_in), "int8")
         shapes[f"{name}.bias"] = ((out,), "int64")
         shapes[f"{name}.multiplier"] = ((out,), "int64")
+        if conv:
+            shapes[f"{name}.skip"] = ((out,), "int64")  # the residual's multiplier N
     return shapes
-
-
-def _fan_in(config: PriorConfig, layer: int) -> int:
-    k = 2 * config.radius + 1
-    return k * k * config.embed_dim if layer == 0 else config.width
 
 
 def check_tensors(config: PriorConfig, tensors: dict[str, np.ndarray]) -> None:
@@ -168,6 +214,8 @@ def check_tensors(config: PriorConfig, tensors: dict[str, np.ndarray]) -> None:
 
     within("embed", -QMAX, QMAX)
     within("hi_embed", -QMAX, QMAX)
+    for j in range(conv_count(config)):
+        within(f"conv.{j}.skip", 0, (1 << SKIP_BITS) - 1)
     within("shifts", 1, MAX_SHIFT)
     shifts = tensors["shifts"]
     if int(shifts[-2:].min()) < MIN_HEAD_SHIFT:
@@ -178,13 +226,13 @@ def check_tensors(config: PriorConfig, tensors: dict[str, np.ndarray]) -> None:
     bias_max += int(np.abs(tensors["context.class_bias"]).max(initial=0))
     if bias_max >= BIAS_LIMIT:
         raise ValueError(f"integer prior context biases: |step + class bias| must be < 2^40, got {bias_max}")
-    for i, name in enumerate(layer_names(config.layers)):
+    for name, (_out, fan_in) in zip(layer_names(config), layer_shapes(config), strict=True):
         within(f"{name}.weight", -QMAX, QMAX)
         within(f"{name}.multiplier", 0, (1 << MULTIPLIER_BITS) - 1)
         if name != "context":
             within(f"{name}.bias", -BIAS_LIMIT + 1, BIAS_LIMIT - 1)
         # |acc| <= fan_in * 127^2 + |bias| < 2^46 (then |acc * M| < 2^62); never fails for real sizes
-        if _fan_in(config, i) * QMAX * QMAX + 2 * BIAS_LIMIT >= 1 << ACC_BITS:
+        if fan_in * QMAX * QMAX + 2 * BIAS_LIMIT >= 1 << ACC_BITS:
             raise ValueError(f"integer prior layer {name}: fan-in too large for exact accumulation")
 
 
@@ -224,11 +272,16 @@ class IntegerPrior:
         zero = np.zeros((1, c.embed_dim), dtype=np.int8)  # row K + 1: outside the grid (zero padding)
         embed = np.concatenate([a["embed"], zero])
         self._embed8 = torch.from_numpy(embed).to(dev)
+        names = layer_names(c)
+        self._head = len(names) - 2  # index of the hi head; head_lo follows
+        self._convs = conv_count(c)
+        # (fan_in, out) each: a conv's (out, 3, 3, in) kernel flattened in (dy, dx, in) order
         self._weights8 = [
-            torch.from_numpy(np.ascontiguousarray(a["context.weight"].reshape(c.width, -1).T)).to(dev)
+            torch.from_numpy(np.ascontiguousarray(a[f"{n}.weight"].reshape(len(a[f"{n}.weight"]), -1).T)).to(
+                dev
+            )
+            for n in names
         ]
-        for name in layer_names(c.layers)[1:]:
-            self._weights8.append(torch.from_numpy(np.ascontiguousarray(a[f"{name}.weight"].T)).to(dev))
         self._fans = [w.shape[0] for w in self._weights8]
         # float path: float32 where every partial sum is an exact integer, else float64 (and float64
         # on CUDA, whose float32 matmuls may run in TF32)
@@ -241,12 +294,13 @@ class IntegerPrior:
         self._step_bias = torch.from_numpy(a["context.step_bias"]).to(dev)
         self._class_bias = torch.from_numpy(a["context.class_bias"]).to(dev)
         self._hi_embed = torch.from_numpy(a["hi_embed"].astype(np.int64)).to(dev)  # (K_hi, H)
-        self._multipliers = [torch.from_numpy(a[f"{n}.multiplier"]).to(dev) for n in layer_names(c.layers)]
+        self._multipliers = [torch.from_numpy(a[f"{n}.multiplier"]).to(dev) for n in names]
+        self._skips = [torch.from_numpy(a[f"conv.{j}.skip"]).to(dev) for j in range(self._convs)]
         self._shifts = [int(s) for s in a["shifts"]]
-        # bias * M + 2^(S-1) of the hidden layers and both heads: |bias * M| < 2^56, exact in int64
+        # bias * M + 2^(S-1) of every layer after the context: |bias * M| < 2^56, exact in int64
         self._offsets = [
             torch.from_numpy(a[f"{n}.bias"] * a[f"{n}.multiplier"] + (1 << (self._shifts[i] - 1))).to(dev)
-            for i, n in enumerate(layer_names(c.layers))
+            for i, n in enumerate(names)
             if i > 0
         ]
         codes = np.arange(self._k_hi)[:, None] * self._k_lo + np.arange(self._k_lo)[None, :]
@@ -296,8 +350,11 @@ class IntegerPrior:
 
     @property
     def format_version(self) -> int:
-        """The integer prior format its file has: 3 with a code order, 2 without (identity)."""
-        return INTEGER_FORMAT_VERSION if "code_order" in self._arrays else ORDER_SINCE - 1
+        """The integer prior format its file has: 4 with the "conv" context, else 3 with a code order
+        and 2 without (identity), so that the files of earlier versions keep their digests."""
+        if self._config.context == "conv":
+            return CONV_SINCE
+        return ORDER_SINCE if "code_order" in self._arrays else ORDER_SINCE - 1
 
     def split(self, codes: Tensor) -> tuple[Tensor, Tensor]:
         """codes (...) int64 in [0, K) -> (hi, lo) (...) each, the parts of each code's rank."""
@@ -359,11 +416,17 @@ class IntegerPrior:
             return ok
         return self.device.type == "cpu"
 
-    def _requantize(self, acc: Tensor, layer: int, offset: Tensor, *, clamp: bool = True) -> Tensor:
+    def _requantize(
+        self, acc: Tensor, layer: int, offset: Tensor, *, clamp: bool = True, skip: Tensor | None = None
+    ) -> Tensor:
         """The matmul's acc (..., c) int64, overwritten -> ((acc + bias) * M_c + 2^(S-1)) >> S, clamped
         to [0, 127] unless a head. ``offset`` = bias * M_c + 2^(S-1) (the same integer, fewer passes
-        over acc: for large heads these element-wise passes cost more than the matmul)."""
-        acc.mul_(self._multipliers[layer]).add_(offset).bitwise_right_shift_(self._shifts[layer])
+        over acc: for large heads these element-wise passes cost more than the matmul). ``skip``
+        (..., c) int64, a residual conv layer's input z: z * N_c is added before the shift."""
+        acc.mul_(self._multipliers[layer]).add_(offset)
+        if skip is not None:
+            acc.add_(skip * self._skips[layer - 1])
+        acc.bitwise_right_shift_(self._shifts[layer])
         return acc.clamp_(0, QMAX) if clamp else acc
 
     def _geometry(self, h: int, w: int, step: int) -> tuple[Tensor, Tensor]:
@@ -371,7 +434,8 @@ class IntegerPrior:
         the device, cached: a coder asks for the same few many times."""
         key = (h, w, step)
         if key not in self._geometries:
-            _, window, earlier = step_geometry(self._config.schedule, h, w, step, self._config.radius)
+            radius = self._config.radius if self._config.context == "window" else 1  # conv: 3 x 3 taps
+            _, window, earlier = step_geometry(self._config.schedule, h, w, step, radius)
             self._geometries[key] = (torch.from_numpy(window).to(self.device),
                                      torch.from_numpy(earlier).to(self.device))  # fmt: skip
         return self._geometries[key]
@@ -385,6 +449,8 @@ class IntegerPrior:
         decoded itself, each checked below K); invalid inputs then give undefined results."""
         if checked:
             self._check_step_inputs(known, step, start_ids)
+        if self._config.context == "conv":
+            return self._conv_step_hidden(known, step, start_ids)
         b, h, w = known.shape
         c, dev = self._config, self.device
         window, earlier = self._geometry(h, w, step)
@@ -397,16 +463,72 @@ class IntegerPrior:
         bias = self._step_bias[step] + self._class_bias[start_ids.to(dev)]  # (B, H)
         offset = bias * self._multipliers[0] + (1 << (self._shifts[0] - 1))
         a = self._requantize(self._mm(x, 0).view(b, n_s, -1), 0, offset[:, None, :]).view(b * n_s, -1)
-        for i in range(1, c.layers):
+        return self._hidden_layers(a, 1).view(b, n_s, c.width)
+
+    def _hidden_layers(self, a: Tensor, first: int) -> Tensor:
+        """Layers ``first`` .. the last before the heads on a (n, fan_in) int64 -> a_int (n, H)."""
+        for i in range(first, self._head):
             a = self._requantize(self._mm(a, i), i, self._offsets[i - 1])
+        return a
+
+    def _mm_dtype(self, rows: int, layer: int) -> torch.dtype:
+        """The dtype a layer's matmul reads (``_mm``): int8 for ``_int_mm``, else its float dtype."""
+        return torch.int8 if self._use_int_mm(rows, layer) else self._float_dtypes[layer]
+
+    def _conv_step_hidden(self, known: Tensor, step: int, start_ids: Tensor) -> Tensor:
+        """`step_hidden` of the "conv" context (module docstring, 1'-3'): the first J conv layers run
+        at every position, the last one at the step's positions only (no other output is read)."""
+        b, h, w = known.shape
+        c, dev = self._config, self.device
+        window, earlier = self._geometry(h, w, step)  # radius 1 for a conv context: the 3 x 3 taps
+        n_s = len(window)
+        if b * n_s == 0:  # a grid smaller than the schedule's tile can leave a step empty
+            return torch.zeros(b, n_s, c.width, dtype=torch.int64, device=dev)
+        every = self._every_window(h, w)  # (h*w, 9)
+        rows = every if self._convs else window  # the context layer's output positions
+        codes = window_codes(known.to(dev), rows, earlier, 1, c.codebook_size)  # (B, n, 9)
+        table = self._embed8 if self._mm_dtype(b * len(rows), 0) == torch.int8 else self._embed_f
+        x = table[codes].reshape(b * len(rows), -1)  # (B*n, 9E)
+        bias = self._step_bias[step] + self._class_bias[start_ids.to(dev)]  # (B, C)
+        offset = bias * self._multipliers[0] + (1 << (self._shifts[0] - 1))
+        z = self._requantize(self._mm(x, 0).view(b, len(rows), -1), 0, offset[:, None, :])  # (B, n, C)
+        if self._convs:
+            pos = self._positions(h, w, step)
+            chans = z.shape[-1]
+            for j in range(self._convs):
+                layer, last = 1 + j, j == self._convs - 1
+                rows = window if last else every
+                n = len(rows)
+                padded = torch.zeros(b, h + 2, w + 2, chans, dtype=self._mm_dtype(b * n, layer), device=dev)
+                padded[:, 1:-1, 1:-1] = z.view(b, h, w, chans)  # zeros outside: the zero padding
+                y = padded.view(b, -1, chans)[:, rows].reshape(b * n, 9 * chans)
+                skip = (z[:, pos] if last else z).reshape(b * n, chans)
+                z = self._requantize(self._mm(y, layer), layer, self._offsets[layer - 1], skip=skip)
+                z = z.view(b, n, chans)
+        a = self._hidden_layers(z.reshape(b * n_s, -1), 1 + self._convs)
         return a.view(b, n_s, c.width)
+
+    def _every_window(self, h: int, w: int) -> Tensor:
+        """``conv_windows(h, w)`` on the device, cached."""
+        key = (h, w, -1)
+        if key not in self._geometries:
+            self._geometries[key] = (torch.from_numpy(conv_windows(h, w)).to(self.device), torch.empty(0))
+        return self._geometries[key][0]
+
+    def _positions(self, h: int, w: int, step: int) -> Tensor:
+        """The raster positions (n_s,) of ``step`` on the device, cached."""
+        key = (h, w, -2 - step)
+        if key not in self._geometries:
+            pos = step_geometry(self._config.schedule, h, w, step, 0)[0]
+            self._geometries[key] = (torch.from_numpy(pos).to(self.device), torch.empty(0))
+        return self._geometries[key][0]
 
     def hi_logits(self, a_int: Tensor, *, checked: bool = True) -> Tensor:
         """a_int (..., H) int64 in [0, 127] (`step_hidden`) -> q_hi (..., K_hi) int64, the logits of
         the hi part of the code's rank in units of 2^-12 nats (``checked``: as in `step_hidden`)."""
         if checked:
             self._check_features(a_int)
-        layer = self._config.layers
+        layer = self._head
         a = a_int.reshape(-1, self.width).to(self.device)
         if not len(a):  # an empty step (a grid smaller than the schedule's tile)
             return torch.zeros(*a_int.shape[:-1], self._k_hi, dtype=torch.int64, device=self.device)
@@ -427,7 +549,7 @@ class IntegerPrior:
                 )
             if hi.numel() and (int(hi.min()) < 0 or int(hi.max()) >= self._k_hi):
                 raise ValueError(f"hi must lie in [0, {self._k_hi})")
-        layer = self._config.layers + 1
+        layer = self._head + 1
         if not hi.numel():  # an empty step (a grid smaller than the schedule's tile)
             return torch.zeros(*a_int.shape[:-1], self._k_lo, dtype=torch.int64, device=self.device)
         hi_flat = hi.reshape(-1).to(self.device)
@@ -544,7 +666,9 @@ class IntegerPrior:
                 f"formats {ORDER_SINCE - 1} and {INTEGER_FORMAT_VERSION}: train the prior again "
                 "(vqkit prior train RUN --overwrite)"
             )
-        if (version >= ORDER_SINCE) != ("code_order" in tensors):
+        if version in (ORDER_SINCE - 1, ORDER_SINCE) and (version >= ORDER_SINCE) != (
+            "code_order" in tensors
+        ):
             raise RunError(f"{path}: integer prior format {version} and its tensors disagree (damaged)")
         try:
             config = prior_config_from_dict(json.loads(meta["prior_config"]))
@@ -552,6 +676,8 @@ class IntegerPrior:
             prior = cls(config, tensors, device=device, matmul=matmul, info=info)
         except (KeyError, json.JSONDecodeError, ConfigError, ValueError) as e:
             raise RunError(f"{path}: not a valid integer prior: {e}") from e
+        if version != prior.format_version:
+            raise RunError(f"{path}: integer prior format {version} and its tensors disagree (damaged)")
         if meta.get("digest") != prior.digest().hex():
             raise RunError(f"{path}: its tensors do not match the digest it was saved with (damaged)")
         return prior

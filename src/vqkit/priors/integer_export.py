@@ -9,6 +9,8 @@
   trained tiny models the differences are ~0.1 %, and the best one varies by model);
 * biases (context bias + step embedding, and class embedding, separately) rounded to accumulator
   units (input scale * weight scale of the channel);
+* a residual conv layer z + conv(z) ("conv" context): z's own multiplier N = input scale / output
+  scale beside the conv's M, with the same shift;
 * the hi embedding U (K_hi, H) rounded to the units of the last layer's activations a, clipped to
   [-127, 127] (lossless: the lo part clamps a + U to [0, 127] anyway), so b = relu(a + U[hi]) is an
   integer addition and a clamp;
@@ -33,7 +35,10 @@ from vqkit.priors.integer import (
     MIN_HEAD_SHIFT,
     MULTIPLIER_BITS,
     QMAX,
+    SKIP_BITS,
     IntegerPrior,
+    conv_count,
+    hidden_count,
     integer_bits_per_code,
     layer_names,
     step_geometry,
@@ -48,13 +53,14 @@ def _scale(max_abs: np.ndarray | float) -> np.ndarray:
     return np.where(m > 0, m, 1.0) / QMAX
 
 
-def _multipliers(m: np.ndarray) -> tuple[np.ndarray, int]:
-    """Real multipliers m (c,) >= 0 -> integers M (c,) < 2^16 and one shift S with M / 2^S ~ m."""
+def _multipliers(m: np.ndarray, *, max_shift: int = MAX_SHIFT) -> tuple[np.ndarray, int]:
+    """Real multipliers m (c,) >= 0 -> integers M (c,) < 2^16 and one shift S <= max_shift with
+    M / 2^S ~ m."""
     top = float(m.max(initial=0.0))
-    if top >= (1 << (MULTIPLIER_BITS - 1)):
+    if top >= (1 << (MULTIPLIER_BITS - 1)) or max_shift < 1:
         raise ValueError(f"requantization multiplier {top:.3g} too large for a shift >= 1")
     # the largest shift that keeps the largest M below 2^16 (M < 2^16 and |acc| < 2^46: no overflow)
-    s = MAX_SHIFT if top == 0 else min(MAX_SHIFT, math.floor(math.log2(((1 << MULTIPLIER_BITS) - 1) / top)))
+    s = max_shift if top == 0 else min(max_shift, math.floor(math.log2(((1 << MULTIPLIER_BITS) - 1) / top)))
     mult = np.rint(m * 2.0**s).astype(np.int64)
     return np.minimum(mult, (1 << MULTIPLIER_BITS) - 1), s
 
@@ -76,22 +82,36 @@ def _float_pass(
     prior: GroupedPrior, p: dict[str, Tensor], grids: Tensor, ids: Tensor, step: int
 ) -> tuple[list[Tensor], Tensor, Tensor]:
     """The float model (``p``: its state dict in float64 on the CPU) at the positions of ``step``: the
-    activations after each ReLU [(B, n_s, H)] (the last is a), the hi logits (B, n_s, K_hi) and the
-    lo logits given the true hi part (B, n_s, K_lo), unmasked. Mirrors GroupedPrior.step_hidden,
+    activations after each ReLU [(B, n, C or H)] (the context and conv layers of a "conv" context at
+    every position, the rest at the step's positions; the last is a), the hi logits (B, n_s, K_hi)
+    and the lo logits given the true hi part (B, n_s, K_lo), unmasked. Mirrors GroupedPrior.step_hidden,
     hi_logits and lo_logits (export checks it)."""
     c = prior.config
     h, w = grids.shape[1:]
+    conv = c.context == "conv"
     pos, _, earlier = step_geometry(c.schedule, h, w, step, c.radius)
+    pos_t = torch.from_numpy(pos)
     tokens = torch.where(torch.from_numpy(earlier), grids, c.codebook_size)
     x = p["embed.weight"][tokens].permute(0, 3, 1, 2)
-    a = F.conv2d(x, p["context.weight"], p["context.bias"], padding=c.radius).permute(0, 2, 3, 1)
-    a = a.reshape(len(grids), h * w, -1)[:, torch.from_numpy(pos)]
-    a = F.relu(a + (p["step_embed.weight"][step] + p["class_embed.weight"][ids])[:, None, :])
-    acts = [a]
-    for i in range(c.layers - 1):
+    a = F.conv2d(x, p["context.weight"], p["context.bias"], padding=1 if conv else c.radius)
+    a = F.relu(a + (p["step_embed.weight"][step] + p["class_embed.weight"][ids])[:, :, None, None])
+    acts = []
+
+    def everywhere(t: Tensor) -> Tensor:  # (B, ch, h, w) -> (B, h*w, ch)
+        return t.permute(0, 2, 3, 1).reshape(len(grids), h * w, -1)
+
+    if conv:
+        acts.append(everywhere(a))
+        for j in range(conv_count(c)):
+            a = F.relu(a + F.conv2d(a, p[f"convs.{j}.weight"], p[f"convs.{j}.bias"], padding=1))
+            acts.append(everywhere(a))
+    a = everywhere(a)[:, pos_t]
+    if not conv:  # the window context's ReLU output, read at the step's positions only
+        acts.append(a)
+    for i in range(hidden_count(c)):
         a = F.relu(a @ p[f"hidden.{i}.weight"].T + p[f"hidden.{i}.bias"])
         acts.append(a)
-    x = grids.reshape(len(grids), -1)[:, torch.from_numpy(pos)]  # (B, n_s), on the CPU as p is
+    x = grids.reshape(len(grids), -1)[:, pos_t]  # (B, n_s), on the CPU as p is
     hi = prior.split(x.to(prior.code_order.device))[0].cpu()
     b = F.relu(a + p["hi_embed.weight"][hi])
     return acts, a @ p["head.weight"].T + p["head.bias"], b @ p["head_lo.weight"].T + p["head_lo.bias"]
@@ -103,37 +123,52 @@ def _build_tensors(prior: GroupedPrior, act_scales: list[float]) -> tuple[dict[s
     >= 1 then exists; only a dead or nearly dead layer needs it)."""
     act_scales = list(act_scales)
     c, p = prior.config, _float_weights(prior)
+    names = layer_names(c)
+    relus = len(names) - 2  # every layer but the two heads
     out: dict[str, np.ndarray] = {}
     s_e = float(_scale(np.abs(p["embed.weight"]).max()))
     out["embed"] = np.clip(np.rint(p["embed.weight"] / s_e), -QMAX, QMAX).astype(np.int8)
-    w0 = p["context.weight"].transpose(0, 2, 3, 1).reshape(c.width, -1)  # (H, k*k*E) in (dy, dx, e) order
-    step_b = p["context.bias"][None, :] + p["step_embed.weight"]  # (G, H)
-    class_b = p["class_embed.weight"]  # (C + 1, H)
+    first, _, side, _ = p["context.weight"].shape
+    w0 = p["context.weight"].transpose(0, 2, 3, 1).reshape(first, -1)  # (out, k*k*E) in (dy, dx, e) order
+    step_b = p["context.bias"][None, :] + p["step_embed.weight"]  # (G, out)
+    class_b = p["class_embed.weight"]  # (C + 1, out)
     bias_abs = np.abs(step_b).max(axis=0) + np.abs(class_b).max(axis=0)
     wq, sw = _quantize_weight(w0, bias_abs, s_e)
-    unit = s_e * sw  # (H,) real value of one accumulator unit per channel
-    out["context.weight"] = wq.reshape(c.width, 2 * c.radius + 1, 2 * c.radius + 1, c.embed_dim)
+    unit = s_e * sw  # (out,) real value of one accumulator unit per channel
+    out["context.weight"] = wq.reshape(first, side, side, c.embed_dim)
     out["context.step_bias"] = np.rint(step_b / unit).astype(np.int64)
     out["context.class_bias"] = np.rint(class_b / unit).astype(np.int64)
     shifts = []
     act_scales[0] = max(act_scales[0], float(unit.max()) / (1 << 14))
     out["context.multiplier"], s = _multipliers(unit / act_scales[0])
     shifts.append(s)
-    for i, name in enumerate(layer_names(c.layers)[1:], start=1):
-        w, b = p[f"{name}.weight"], p[f"{name}.bias"]
-        in_scale = act_scales[min(i - 1, c.layers - 1)]  # both heads read a (head_lo: b, a's units)
+    for i, name in enumerate(names[1:], start=1):
+        in_scale = act_scales[min(i - 1, relus - 1)]  # both heads read a (head_lo: b, a's units)
+        conv = name.startswith("conv.")
+        if conv:  # (C, C, 3, 3) -> (C, 3*3*C) in (dy, dx, c) order
+            key = "convs." + name.split(".")[1]
+            w = p[f"{key}.weight"].transpose(0, 2, 3, 1).reshape(len(p[f"{key}.weight"]), -1)
+            b = p[f"{key}.bias"]
+        else:
+            w, b = p[f"{name}.weight"], p[f"{name}.bias"]
         wq, sw = _quantize_weight(w, np.abs(b), in_scale)
         unit = in_scale * sw
-        out[f"{name}.weight"], out[f"{name}.bias"] = wq, np.rint(b / unit).astype(np.int64)
-        if name.startswith("hidden."):
-            act_scales[i] = max(act_scales[i], float(unit.max()) / (1 << 14))
+        out[f"{name}.weight"] = wq.reshape(len(wq), 3, 3, -1) if conv else wq
+        out[f"{name}.bias"] = np.rint(b / unit).astype(np.int64)
+        if i < relus:
+            act_scales[i] = max(act_scales[i], float(unit.max()) / (1 << 14), in_scale / (1 << 30))
             out[f"{name}.multiplier"], s = _multipliers(unit / act_scales[i])
+            if conv:  # the residual z: its multiplier N = in_scale / out_scale at the same shift
+                skip = in_scale / act_scales[i]
+                s = min(s, math.floor(math.log2(((1 << SKIP_BITS) - 1) / skip)))
+                out[f"{name}.multiplier"], s = _multipliers(unit / act_scales[i], max_shift=s)
+                out[f"{name}.skip"] = np.full(len(wq), round(skip * 2.0**s), dtype=np.int64)
         else:  # logits in units of 2^-12 nats
             out[f"{name}.multiplier"], s = _multipliers(unit * (1 << LOGIT_BITS))
             if s < MIN_HEAD_SHIFT:
                 raise ValueError(f"{name}: one accumulator unit is worth over 2 nats; cannot quantize")
         shifts.append(s)
-    last = act_scales[c.layers - 1]
+    last = act_scales[relus - 1]
     out["hi_embed"] = np.clip(np.rint(p["hi_embed.weight"] / last), -QMAX, QMAX).astype(np.int8)
     out["shifts"] = np.array(shifts, dtype=np.int64)
     order = prior.code_order.detach().cpu().numpy().astype(np.int64)
@@ -199,7 +234,7 @@ def _calibration_activations(prior: GroupedPrior, grids: Tensor, ids: Tensor) ->
     logits."""
     c = prior.config
     weights = {k: v.detach().to("cpu", torch.float64) for k, v in prior.state_dict().items()}
-    per_layer: list[list[np.ndarray]] = [[] for _ in range(c.layers)]
+    per_layer: list[list[np.ndarray]] = [[] for _ in range(len(layer_names(c)) - 2)]  # ReLU layers
     h, w = grids.shape[1:]
     for lo in range(0, len(grids), 64):
         gb, ib = grids[lo : lo + 64], ids[lo : lo + 64]

@@ -18,15 +18,24 @@ from vqkit.priors.integer import MASK_GAP
 
 
 class ReferencePrior:
-    """``arrays``: IntegerPrior.arrays(); ``schedule``, ``radius``, ``num_classes`` from its config."""
+    """``arrays``: IntegerPrior.arrays(); ``schedule``, ``radius``, ``num_classes`` and ``context``
+    from its config."""
 
     def __init__(
-        self, arrays: dict[str, np.ndarray], *, schedule: str, radius: int, num_classes: int
+        self,
+        arrays: dict[str, np.ndarray],
+        *,
+        schedule: str,
+        radius: int,
+        num_classes: int,
+        context: str = "window",
     ) -> None:
         self.a = {name: np.asarray(t, dtype=np.int64) for name, t in arrays.items()}
-        self.schedule, self.radius, self.num_classes = schedule, radius, num_classes
+        self.schedule, self.num_classes, self.context = schedule, num_classes, context
+        self.radius = radius if context == "window" else 1  # a conv context's taps are 3 x 3
         self.codebook_size = self.a["embed"].shape[0] - 1
-        self.layers = len(self.a["shifts"]) - 2  # context, L - 1 hidden layers, head, head_lo
+        self.convs = sum(1 for name in self.a if name.startswith("conv.") and name.endswith(".weight"))
+        self.hidden = sum(1 for name in self.a if name.startswith("hidden.") and name.endswith(".weight"))
         self.k_hi = self.a["head.weight"].shape[0]
         self.k_lo = self.a["head_lo.weight"].shape[0]
         self.steps = schedule_steps(schedule)
@@ -43,34 +52,61 @@ class ReferencePrior:
             acc * mult + (np.int64(1) << np.int64(shift - 1)), np.int64(1) << np.int64(shift)
         )
 
-    def step_hidden(self, known: np.ndarray, step: int, start_ids: np.ndarray) -> np.ndarray:
-        """known (B, h, w), step, start_ids (B,) -> a_int (B, n_s, H) int64 (IntegerPrior.step_hidden)."""
-        a, r, k_codes = self.a, self.radius, self.codebook_size
-        known = np.asarray(known, dtype=np.int64)
-        b, h, w = known.shape
-        steps = step_map(self.schedule, h, w)
-        ys, xs = np.nonzero(steps == step)  # raster order
-        n = len(ys)
-        weight = a["context.weight"]  # (H, k, k, E)
-        acc = np.zeros((b, n, weight.shape[0]), dtype=np.int64)
+    @staticmethod
+    def _window_sum(values: np.ndarray, ys: np.ndarray, xs: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        """sum over the offsets (dy, dx) of weight[:, dy + r, dx + r, :] @ values[:, y + dy, x + dx]:
+        ``values`` (B, h, w, c) int64 with zeros standing for positions outside the grid (read here
+        as out of range), positions ys, xs (n,), ``weight`` (out, k, k, c) -> (B, n, out) int64."""
+        b, h, w, _ = values.shape
+        r = weight.shape[1] // 2
+        acc = np.zeros((b, len(ys), weight.shape[0]), dtype=np.int64)
         for dy in range(-r, r + 1):
             for dx in range(-r, r + 1):
                 y, x = ys + dy, xs + dx
                 inside = (y >= 0) & (y < h) & (x >= 0) & (x < w)
-                yc, xc = np.clip(y, 0, h - 1), np.clip(x, 0, w - 1)
-                codes = known[:, yc, xc]  # (B, n)
-                decoded = steps[yc, xc] < step
-                codes = np.where(decoded[None, :], codes, k_codes)  # row K: not decoded yet
-                emb = a["embed"][codes]  # (B, n, E)
-                emb = emb * inside[None, :, None]  # outside the grid: zero padding
-                w_off = weight[:, dy + r, dx + r, :]  # (H, E)
-                acc += np.matmul(emb, w_off.T)
+                v = values[:, np.clip(y, 0, h - 1), np.clip(x, 0, w - 1)]  # (B, n, c)
+                v = v * inside[None, :, None]  # outside the grid: zero padding
+                acc += np.matmul(v, weight[:, dy + r, dx + r, :].T)
+        return acc
+
+    def step_hidden(self, known: np.ndarray, step: int, start_ids: np.ndarray) -> np.ndarray:
+        """known (B, h, w), step, start_ids (B,) -> a_int (B, n_s, H) int64 (IntegerPrior.step_hidden)."""
+        a, k_codes = self.a, self.codebook_size
+        known = np.asarray(known, dtype=np.int64)
+        b, h, w = known.shape
+        steps = step_map(self.schedule, h, w)
+        codes = np.where(steps[None] < step, known, k_codes)  # row K: not decoded yet
+        emb = a["embed"][codes]  # (B, h, w, E)
         ids = np.asarray(start_ids, dtype=np.int64)
-        acc += (a["context.step_bias"][step][None, :] + a["context.class_bias"][ids])[:, None, :]
-        act = np.clip(self._requantize(acc, a["context.multiplier"], int(a["shifts"][0])), 0, 127)
-        for i in range(self.layers - 1):
+        bias = a["context.step_bias"][step][None, :] + a["context.class_bias"][ids]  # (B, out)
+        ys, xs = np.nonzero(steps == step)  # raster order
+        if self.context == "conv":  # the conv stack over every position, then the step's positions
+            # (the torch path computes the last conv layer at the step's positions only; here all)
+            every_y, every_x = np.divmod(np.arange(h * w), w)
+            acc = self._window_sum(emb, every_y, every_x, a["context.weight"]) + bias[:, None, :]
+            z = np.clip(self._requantize(acc, a["context.multiplier"], int(a["shifts"][0])), 0, 127)
+            for j in range(self.convs):
+                grid = z.reshape(b, h, w, -1)
+                acc = self._window_sum(grid, every_y, every_x, a[f"conv.{j}.weight"]) + a[f"conv.{j}.bias"]
+                acc = acc * a[f"conv.{j}.multiplier"] + z * a[f"conv.{j}.skip"]
+                shift = int(a["shifts"][1 + j])
+                z = np.clip(
+                    np.floor_divide(
+                        acc + (np.int64(1) << np.int64(shift - 1)), np.int64(1) << np.int64(shift)
+                    ),
+                    0,
+                    127,
+                )
+            act = z.reshape(b, h, w, -1)[:, ys, xs]  # (B, n_s, C)
+            first = 1 + self.convs
+        else:
+            acc = self._window_sum(emb, ys, xs, a["context.weight"]) + bias[:, None, :]
+            act = np.clip(self._requantize(acc, a["context.multiplier"], int(a["shifts"][0])), 0, 127)
+            first = 1
+        for i in range(self.hidden):
             acc = np.matmul(act, a[f"hidden.{i}.weight"].T) + a[f"hidden.{i}.bias"]
-            act = np.clip(self._requantize(acc, a[f"hidden.{i}.multiplier"], int(a["shifts"][i + 1])), 0, 127)
+            shift = int(a["shifts"][first + i])
+            act = np.clip(self._requantize(acc, a[f"hidden.{i}.multiplier"], shift), 0, 127)
         return act
 
     def hi_logits(self, a_int: np.ndarray) -> np.ndarray:
