@@ -40,7 +40,7 @@ import common
 from rate_distortion import classic
 from vqkit.codec import Coding, compress_images, decompress, decompress_many
 from vqkit.codec.files import read_inputs
-from vqkit.codec.search import SearchConfig
+from vqkit.codec.search import DEFAULT_GROUPED, SearchConfig
 from vqkit.data import to_float
 from vqkit.metrics import psnr_per_image
 from vqkit.runs import Run, layout, model_fingerprint
@@ -135,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--serial-images", type=int, default=4, help="Kodak photos coded with the serial prior")
     p.add_argument("--serial-files", type=int, default=200, help="CIFAR files coded with the serial prior")
     p.add_argument("--rate-images", type=int, default=4000, help="CIFAR images of the rate comparison")
-    p.add_argument("--search", type=int, default=0, metavar="PASSES",
-                   help="also compress Kodak with the grouped search of this many passes")  # fmt: skip
+    p.add_argument("--search", default=None, metavar="default|PASSES",
+                   help="also compress Kodak with a search: 'default' (what `vqkit compress` runs "
+                        "with a grouped prior) or that many passes of SearchConfig's defaults")  # fmt: skip
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
     when = datetime.now().astimezone()
@@ -164,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     compress_images(grouped, kodak[:1], entropy_model="grouped", quality=False)  # warm-up
     doc["kodak"] = {"grouped": per_image(grouped, kodak, "grouped"), "peers": peers(kodak)}
     if a.search:
-        doc["kodak"]["grouped_search"] = per_image(grouped, kodak, "grouped", SearchConfig(passes=a.search))
+        config = DEFAULT_GROUPED if a.search == "default" else SearchConfig(passes=int(a.search))
+        doc["kodak"]["grouped_search"] = per_image(grouped, kodak, "grouped", config)
+        doc["kodak"]["grouped_search"]["search_name"] = a.search
     if serial is not None:
         few = kodak[: a.serial_images]
         doc["kodak"]["serial"] = per_image(serial, few, "prior")
@@ -202,7 +205,8 @@ def report(doc: dict[str, Any]) -> None:
     print(f"{'codec':28} {'encode s':>9} {'decode s':>9} {'bits/code':>10} {'bpp':>7} {'PSNR':>6}")
     rows = [("vqkit grouped (integer)", k["grouped"])]
     if "grouped_search" in k:
-        rows.append((f"vqkit grouped, search {k['grouped_search']['search']['passes']}", k["grouped_search"]))
+        name = k["grouped_search"].get("search_name") or k["grouped_search"]["search"]["passes"]
+        rows.append((f"vqkit grouped, search {name}", k["grouped_search"]))
     if "serial" in k:
         rows += [
             ("vqkit grouped, same photos", k["grouped_on_serial_images"]),

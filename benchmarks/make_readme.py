@@ -660,28 +660,39 @@ def codec_speed_section(docs: dict[str, dict[str, Any]]) -> list[str]:
     k, c = d["kodak"], d["cifar"]
     made = d.get("priors", {}).get("grouped")
     how = f" (trained with `{' '.join(made['argv'][1:])}`)" if made and made.get("argv") else ""
+    prior = (made or {}).get("prior") or {}
+    context = prior.get("context", "window")
+    what = f"{prior.get('schedule', '2x2')} {context} context" if prior else "2x2"
     lines = [
         "## Codec speed: the grouped prior against the serial prior",
         "",
-        f"The same VQ-VAE (`{d['serial_run']}`) with its serial prior and with a grouped 2x2 prior{how},",
+        f"The same VQ-VAE (`{d['serial_run']}`) with its serial prior and with a grouped prior ({what})"
+        f"{how},",
         "coded through its integer network. Seconds per file with the model loaded, medians over the photos;",
         "WebP, AVIF and JPEG XL at one mid setting each in the same run.",
         "",
-        "| Kodak | photos | compress s | decompress s | bits/code | bpp |",
-        "|---|---|---|---|---|---|",
+        "| Kodak | photos | compress s | decompress s | bits/code | bpp | PSNR dB |",
+        "|---|---|---|---|---|---|---|",
     ]
     rows = [("vqkit, grouped prior", k["grouped"])]
+    if "grouped_search" in k:
+        name = k["grouped_search"].get("search_name", k["grouped_search"]["search"]["passes"])
+        label = "the default search" if name == "default" else f"search, {name} passes"
+        rows.append((f"vqkit, grouped prior, {label}", k["grouped_search"]))
     if "serial" in k:
         rows += [("vqkit, grouped prior (serial's photos)", k["grouped_on_serial_images"]),
                  ("vqkit, serial prior", k["serial"])]  # fmt: skip
     for name, r in rows:
+        psnr = f"{r['psnr_mean']:.2f}" if "psnr_mean" in r else ""
         lines.append(f"| {name} | {r['images']} | {r['encode_s_median']:.3f} | {r['decode_s_median']:.3f} | "
-                     f"{r['bits_per_code']:.3f} | {r['bpp_actual']:.3f} |")  # fmt: skip
+                     f"{r['bits_per_code']:.3f} | {r['bpp_actual']:.3f} | {psnr} |")  # fmt: skip
     for r in k["peers"]:
         if "error" not in r:
             times = f"{r['encode_s_median']:.3f} | {r['decode_s_median']:.3f}"
             name = f"{CODEC_NAMES[r['codec']]} {r['setting']:g}"
-            lines.append(f"| {name} | {k['grouped']['images']} | {times} | | {r['bpp_actual']:.3f} |")
+            psnr = f"{r['psnr_mean']:.2f}" if "psnr_mean" in r else ""
+            images = k["grouped"]["images"]
+            lines.append(f"| {name} | {images} | {times} | | {r['bpp_actual']:.3f} | {psnr} |")
     lines += [
         "",
         "| CIFAR-10 val, one file per image | files | together, images/s | one call per file, images/s "

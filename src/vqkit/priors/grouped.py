@@ -167,16 +167,6 @@ def step_geometry(
     return pos, window, steps < step
 
 
-@functools.lru_cache(maxsize=64)
-def conv_windows(h: int, w: int) -> np.ndarray:
-    """(h * w, 9) int64: the 3 x 3 neighbourhood of every raster position of an h x w grid as indices
-    into the grid padded by 1 on every side and flattened, in (dy, dx) order (a 3 x 3 convolution's
-    taps, as ``step_geometry``'s windows of radius 1). Cached: callers must not write to it."""
-    y, x = np.divmod(np.arange(h * w), w)
-    dy, dx = np.divmod(np.arange(9), 3)
-    return (y[:, None] + dy[None, :]) * (w + 2) + (x[:, None] + dx[None, :])
-
-
 def window_codes(known: Tensor, window: Tensor, earlier: Tensor, radius: int, codebook_size: int) -> Tensor:
     """The k x k context windows of a step's positions: ``known`` (B, h, w) codes, ``window`` and
     ``earlier`` from ``step_geometry`` as tensors on known's device -> (B, n_s, k*k) int64 codes,

@@ -83,6 +83,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 from torch import Tensor
@@ -90,7 +91,6 @@ from torch import Tensor
 from vqkit.config import ConfigError
 from vqkit.priors.config import PriorConfig, prior_config_from_dict, prior_config_to_dict
 from vqkit.priors.grouped import (
-    conv_windows,
     schedule_steps,
     split_sizes,
     step_geometry,
@@ -307,6 +307,7 @@ class IntegerPrior:
         invalid = codes >= c.codebook_size  # (K_hi, K_lo): lo values past K (row K_hi - 1 only)
         self._masked = torch.from_numpy(invalid).to(dev) if invalid.any() else None
         self._geometries: dict[tuple[int, int, int], tuple[Tensor, Tensor]] = {}
+        self._constants: dict[tuple[int, int, int, int], Tensor] = {}  # `_constant_step`'s results
         order = a.get("code_order", np.arange(c.codebook_size, dtype=np.int64))
         self._order = torch.from_numpy(order).to(dev)  # code -> rank
         self._codes = torch.from_numpy(np.argsort(order)).to(dev)  # rank -> code
@@ -449,6 +450,13 @@ class IntegerPrior:
         decoded itself, each checked below K); invalid inputs then give undefined results."""
         if checked:
             self._check_step_inputs(known, step, start_ids)
+        b, h, w = known.shape
+        if b and not self._reads_codes(h, w, step):
+            return self._constant_step(h, w, step, start_ids)
+        return self._step_hidden(known, step, start_ids)
+
+    def _step_hidden(self, known: Tensor, step: int, start_ids: Tensor) -> Tensor:
+        """`step_hidden` computed for every grid (no cache, no checks)."""
         if self._config.context == "conv":
             return self._conv_step_hidden(known, step, start_ids)
         b, h, w = known.shape
@@ -464,6 +472,33 @@ class IntegerPrior:
         offset = bias * self._multipliers[0] + (1 << (self._shifts[0] - 1))
         a = self._requantize(self._mm(x, 0).view(b, n_s, -1), 0, offset[:, None, :]).view(b * n_s, -1)
         return self._hidden_layers(a, 1).view(b, n_s, c.width)
+
+    def _reads_codes(self, h: int, w: int, step: int) -> bool:
+        """Whether ``step`` of an h x w grid sees any decoded code (the first step does not)."""
+        key = (h, w, -1000 - step)
+        if key not in self._geometries:
+            reads = bool((step_map(self._config.schedule, h, w) < step).any())
+            self._geometries[key] = (torch.tensor(reads), torch.empty(0))
+        return bool(self._geometries[key][0])
+
+    def _constant_step(self, h: int, w: int, step: int, start_ids: Tensor) -> Tensor:
+        """`step_hidden` of a step that reads no decoded code: its features depend only on the grid
+        size and the label, so each (h, w, step, label) is computed once (on a grid of zeros, which
+        the step does not read) and kept; the same integers as computing it for every grid, at no cost
+        per grid. (B,) start ids -> (B, n_s, H) int64."""
+        ids = start_ids.to(self.device)
+        rows = []
+        for label in ids.unique().tolist():
+            key = (h, w, step, label)
+            if key not in self._constants:
+                if len(self._constants) >= 64:  # a bound for callers that code many grid sizes
+                    self._constants.clear()
+                zeros = torch.zeros(1, h, w, dtype=torch.int64, device=self.device)
+                label_t = torch.tensor([label], device=self.device)
+                self._constants[key] = self._step_hidden(zeros, step, label_t)[0]
+            rows.append(self._constants[key])
+        inverse = torch.unique(ids, return_inverse=True)[1]
+        return torch.stack(rows)[inverse]  # (B, n_s, H), a new tensor: the cache stays as it is
 
     def _hidden_layers(self, a: Tensor, first: int) -> Tensor:
         """Layers ``first`` .. the last before the heads on a (n, fan_in) int64 -> a_int (n, H)."""
@@ -484,36 +519,45 @@ class IntegerPrior:
         n_s = len(window)
         if b * n_s == 0:  # a grid smaller than the schedule's tile can leave a step empty
             return torch.zeros(b, n_s, c.width, dtype=torch.int64, device=dev)
-        every = self._every_window(h, w)  # (h*w, 9)
-        rows = every if self._convs else window  # the context layer's output positions
-        codes = window_codes(known.to(dev), rows, earlier, 1, c.codebook_size)  # (B, n, 9)
-        table = self._embed8 if self._mm_dtype(b * len(rows), 0) == torch.int8 else self._embed_f
-        x = table[codes].reshape(b * len(rows), -1)  # (B*n, 9E)
+        # the embeddings of the padded grid: K (not decoded yet) or K + 1 (outside: zeros) where no code
+        tokens = torch.where(earlier, known.to(dev), c.codebook_size)
+        tokens = F.pad(tokens, (1, 1, 1, 1), value=c.codebook_size + 1)  # (B, h + 2, w + 2)
+        n = h * w if self._convs else n_s  # the context layer's output positions: all, or the step's
+        table = self._embed8 if self._mm_dtype(b * n, 0) == torch.int8 else self._embed_f
+        x = self._taps(table[tokens], window if not self._convs else None)  # (B*n, 9E)
         bias = self._step_bias[step] + self._class_bias[start_ids.to(dev)]  # (B, C)
         offset = bias * self._multipliers[0] + (1 << (self._shifts[0] - 1))
-        z = self._requantize(self._mm(x, 0).view(b, len(rows), -1), 0, offset[:, None, :])  # (B, n, C)
+        z = self._requantize(self._mm(x, 0).view(b, n, -1), 0, offset[:, None, :])  # (B, n, C)
         if self._convs:
             pos = self._positions(h, w, step)
             chans = z.shape[-1]
             for j in range(self._convs):
                 layer, last = 1 + j, j == self._convs - 1
-                rows = window if last else every
-                n = len(rows)
+                n = n_s if last else h * w
                 padded = torch.zeros(b, h + 2, w + 2, chans, dtype=self._mm_dtype(b * n, layer), device=dev)
                 padded[:, 1:-1, 1:-1] = z.view(b, h, w, chans)  # zeros outside: the zero padding
-                y = padded.view(b, -1, chans)[:, rows].reshape(b * n, 9 * chans)
+                y = self._taps(padded, window if last else None)  # (B*n, 9C)
                 skip = (z[:, pos] if last else z).reshape(b * n, chans)
                 z = self._requantize(self._mm(y, layer), layer, self._offsets[layer - 1], skip=skip)
                 z = z.view(b, n, chans)
         a = self._hidden_layers(z.reshape(b * n_s, -1), 1 + self._convs)
         return a.view(b, n_s, c.width)
 
-    def _every_window(self, h: int, w: int) -> Tensor:
-        """``conv_windows(h, w)`` on the device, cached."""
-        key = (h, w, -1)
-        if key not in self._geometries:
-            self._geometries[key] = (torch.from_numpy(conv_windows(h, w)).to(self.device), torch.empty(0))
-        return self._geometries[key][0]
+    @staticmethod
+    def _taps(padded: Tensor, window: Tensor | None) -> Tensor:
+        """im2col of a 3 x 3 convolution: ``padded`` (B, h + 2, w + 2, ch) (the grid with its zero
+        border) -> (B * n, 9 * ch), each output position's 3 x 3 neighbourhood in (dy, dx, ch) order:
+        every position (``window`` None), as nine shifted slices (faster than a gather), or the
+        positions whose taps ``window`` (n, 9) indexes in the flattened padded grid."""
+        b, hp, wp, ch = padded.shape
+        if window is not None:
+            return padded.reshape(b, hp * wp, ch)[:, window].reshape(b * len(window), 9 * ch)
+        h, w = hp - 2, wp - 2
+        out = padded.new_empty(b, h, w, 9, ch)
+        for dy in range(3):
+            for dx in range(3):
+                out[:, :, :, 3 * dy + dx] = padded[:, dy : dy + h, dx : dx + w]
+        return out.view(b * h * w, 9 * ch)
 
     def _positions(self, h: int, w: int, step: int) -> Tensor:
         """The raster positions (n_s,) of ``step`` on the device, cached."""
