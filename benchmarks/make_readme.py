@@ -39,6 +39,7 @@ CURRENT: dict[str, str] = {
     "quality60": "cifar10_quality-budget60-20261127-0122.json",  # the same run continued to 60 minutes
     "prior": "prior_quality-20261127-1517.json",  # the CIFAR-10 prior: bits per code, samples, speed
     "prior_files": "prior_calibration-20261127-1404.json",  # that prior in real .vqk files
+    "prior_grouped": "prior_quality-20261207-1121.json",  # shipped cifar10: serial vs grouped conv prior
     "denoise": "denoise-zoo-20261207-0008.json",  # the shipped denoiser against NL-means, wavelet, TV, BM3D
     "probe": "probe-20261127-0329.json",  # codes and latents as features, against a plain autoencoder
     "throughput": "throughput-20261127-0449.json",  # speed against the usual stack, CPU
@@ -502,8 +503,38 @@ def prior_section(docs: dict[str, dict[str, Any]]) -> list[str]:
         *where(d, "prior"),
         "",
         *where(docs["prior_files"], "prior_files"),
+        "",
+        *grouped_prior_lines(docs["prior_grouped"]),
     ]
     return lines
+
+
+def grouped_prior_lines(d: dict[str, Any]) -> list[str]:
+    """The serial and the grouped prior of one VQ-VAE as samplers, measured in one run with the same
+    feature networks (so the two Frechet distances compare)."""
+    g = d["compared"]
+    made = g["prior_config"]["prior"]
+    rows = [
+        ("serial (causal transformer)", d),
+        (f"grouped, {made['schedule']} {made.get('context', 'window')} context", g),
+    ]
+    lines = [
+        f"### Sampling: the serial prior against a grouped prior (`{d['run']}`)",
+        "",
+        f"On {d['val']['num_grids']} val images; Frechet distance of {g['sample_quality']['num_images']} "
+        "samples to the real val images on the same classifier's features (real training images: "
+        f"{d['sample_quality']['classifier_fd']['real_train']:.1f}, reconstructions: "
+        f"{d['sample_quality']['classifier_fd']['reconstructions']:.1f}).",
+        "",
+        "| prior | bits/code, with label | sampling, images/s (n = 64) | Frechet distance of samples |",
+        "|---|---|---|---|",
+    ]
+    for name, r in rows:
+        nll, speed = r["val"]["nll_bits_per_code"], r["sampling"]["images_per_s"]
+        lines.append(
+            f"| {name} | {nll:.3f} | {speed:.0f} | {r['sample_quality']['classifier_fd']['samples']:.1f} |"
+        )
+    return [*lines, "", *where(d, "prior_grouped")]
 
 
 def _denoise_minutes() -> float:
