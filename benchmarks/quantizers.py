@@ -5,9 +5,12 @@ the same training loop, for the same wall-clock budget on CIFAR-10.
     python benchmarks/quantizers.py --budget 2 --kinds fsq lfq  # a quick look at two kinds
     python benchmarks/quantizers.py --budget 30 --kinds fsq --reuse  # add fsq; keep finished runs
 
---reuse keeps every finished run in --work whose budget and data match this command's (each run's
-result.json records them, with the date it finished), so the 30-minute runs can be spread over
-several sittings and the last one still prints and writes the whole table.
+Each finished run's figures (budget, data, date, machine) are also kept in --kept
+(benchmarks/results/quantizers/KIND-STACK.json, committed: run folders are git-ignored and do not
+outlive the machine). --reuse keeps every kept run whose budget and data match this command's, so the
+30-minute runs can be spread over several sittings and the last one still prints and writes the whole
+table; the table names each run's date and CPU, and a kind's speed ratio is only quoted when both of
+its runs had the same CPU.
 
 For each kind (9 bits per position at 8x8 codes: vq K=512, vq with the rotation trick, fsq levels
 8x8x8, lfq and bsq 9 bits, simvq K=512, rvq 3 stages of K=8) two runs, one after the other, each in
@@ -154,8 +157,12 @@ def worker(kind: str, stack: str, budget: float, out: Path, a: argparse.Namespac
     ]
     when = datetime.now().isoformat(timespec="seconds")
     doc = {"kind": kind, "stack": stack, "settings": settings(a, budget), "finished": when,
-           "steps": result.step, "images_per_s": float(np.median(rates)), **ev}  # fmt: skip
-    (out / "result.json").write_text(json.dumps(doc, indent=1) + "\n")
+           "machine": machine(), "command": [sys.executable, *sys.argv], "steps": result.step,
+           "images_per_s": float(np.median(rates)), **ev}  # fmt: skip
+    text = json.dumps(doc, indent=1) + "\n"
+    (out / "result.json").write_text(text)
+    a.kept.mkdir(parents=True, exist_ok=True)
+    (a.kept / f"{kind}-{stack}.json").write_text(text)
 
 
 def settings(a: argparse.Namespace, budget: float) -> dict[str, Any]:
@@ -164,13 +171,17 @@ def settings(a: argparse.Namespace, budget: float) -> dict[str, Any]:
             "max_val_images": a.max_val_images}  # fmt: skip
 
 
-def finished(out: Path, want: dict[str, Any]) -> dict[str, Any] | None:
-    """The result.json of a finished run in ``out`` made with the settings ``want``, else None."""
-    path = out / "result.json"
+def finished(path: Path, want: dict[str, Any]) -> dict[str, Any] | None:
+    """The kept figures at ``path`` of a finished run made with the settings ``want``, else None."""
     if not path.is_file():
         return None
     doc: dict[str, Any] = json.loads(path.read_text())
     return doc if doc.get("settings") == want else None
+
+
+def cpu(row: dict[str, Any]) -> str:
+    """The CPU model a run's figures came from."""
+    return str(row.get("machine", {}).get("cpu_model") or "?")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,9 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-val-images", type=int, help="evaluate on the first N val images")
     p.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "runs" / "quantizers",
                    help="where the runs go (git-ignored)")  # fmt: skip
+    p.add_argument("--kept", type=Path, default=ROOT / "benchmarks" / "results" / "quantizers",
+                   help="where each finished run's figures are kept (committed)")  # fmt: skip
     p.add_argument("--out", type=Path, help="results JSON (default benchmarks/results/quantizers-DATE.json)")
     p.add_argument("--reuse", action="store_true",
-                   help="keep finished runs in --work with this budget and data (see above)")  # fmt: skip
+                   help="keep finished runs in --kept with this budget and data (see above)")  # fmt: skip
     p.add_argument("--worker", nargs=2, metavar=("KIND", "STACK"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
@@ -195,14 +208,15 @@ def main(argv: list[str] | None = None) -> int:
     when = datetime.now()
     stacks = ["vqkit"] if a.no_reference else ["vqkit", "reference"]
     rows: list[dict[str, Any]] = []
-    passthrough = ["--budget", str(a.budget), "--train", a.train, "--val", a.val, "--work", str(a.work)]
+    passthrough = ["--budget", str(a.budget), "--train", a.train, "--val", a.val, "--work", str(a.work),
+                   "--kept", str(a.kept)]  # fmt: skip
     for flag in ("max_train_images", "max_val_images"):
         if getattr(a, flag) is not None:
             passthrough += [f"--{flag.replace('_', '-')}", str(getattr(a, flag))]
     for kind in a.kinds:
         for stack in stacks:
             out = a.work / f"{kind}-{stack}"
-            kept = finished(out, settings(a, a.budget)) if a.reuse else None
+            kept = finished(a.kept / f"{kind}-{stack}.json", settings(a, a.budget)) if a.reuse else None
             if kept is not None:
                 print(f"keeping {kind} ({stack}): finished {kept['finished']}", flush=True)
                 rows.append(kept)
@@ -214,22 +228,28 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"kind": kind, "stack": stack, "error": f"exit {done.returncode}"})
                 continue
             rows.append(json.loads((out / "result.json").read_text()))
-    print(f"\n{'kind':<12} {'stack':<10} {'PSNR':>6} {'SSIM':>6} {'usage':>6} {'perpl.':>7} {'img/s':>7}")
+    print(f"\n{'kind':<12} {'stack':<10} {'PSNR':>6} {'SSIM':>6} {'usage':>6} {'perpl.':>7} {'img/s':>7}"
+          "  finished on")  # fmt: skip
     for r in rows:
         if "error" in r:
             print(f"{r['kind']:<12} {r['stack']:<10} failed: {r['error']}")
             continue
         print(f"{r['kind']:<12} {r['stack']:<10} {r['psnr']:>6.2f} {r['ssim']:>6.3f} "
-              f"{r['codebook_usage']:>6.3f} {r['perplexity']:>7.1f} {r['images_per_s']:>7.0f}")  # fmt: skip
+              f"{r['codebook_usage']:>6.3f} {r['perplexity']:>7.1f} {r['images_per_s']:>7.0f}"
+              f"  {r['finished'][:16]} {cpu(r)}")  # fmt: skip
     ratios = []
     for kind in a.kinds:
         pair = {r["stack"]: r for r in rows if r["kind"] == kind and "error" not in r}
         if len(pair) == 2:
             v, ref = pair["vqkit"], pair["reference"]
-            ratios.append({"kind": kind, "psnr_difference_db": v["psnr"] - ref["psnr"],
-                           "speed_ratio": v["images_per_s"] / ref["images_per_s"]})  # fmt: skip
-            print(f"{kind}: vqkit - reference PSNR {ratios[-1]['psnr_difference_db']:+.2f} dB, "
-                  f"speed x{ratios[-1]['speed_ratio']:.2f}")  # fmt: skip
+            # Times from two CPUs do not divide: the speed ratio needs both runs on one CPU.
+            same_cpu = cpu(v) == cpu(ref)
+            speed = v["images_per_s"] / ref["images_per_s"] if same_cpu else None
+            ratios.append({"kind": kind, "psnr_difference_db": v["psnr"] - ref["psnr"], "speed_ratio": speed})
+            print(
+                f"{kind}: vqkit - reference PSNR {ratios[-1]['psnr_difference_db']:+.2f} dB, "
+                + (f"speed x{speed:.2f}" if speed is not None else "speed: runs on different CPUs")
+            )
     doc = {"benchmark": "quantizers", "date": when.isoformat(timespec="seconds"),
            "command": [sys.executable, *sys.argv], "machine": machine(), "budget_min": a.budget,
            "rows": rows, "ratios": ratios}  # fmt: skip
