@@ -32,7 +32,7 @@ from vqkit.priors import GroupedPrior, PriorConfig, load_prior
 from vqkit.priors import integer as integer_mod
 from vqkit.priors.build import build_prior
 from vqkit.priors.grouped import SCHEDULES, step_map
-from vqkit.priors.integer import IntegerPrior, expected_shapes
+from vqkit.priors.integer import IntegerPrior, expected_shapes, layer_names, requant_bounds
 from vqkit.priors.integer_export import export_integer
 from vqkit.priors.integer_reference import ReferencePrior
 from vqkit.runs import RunError
@@ -128,6 +128,17 @@ def assert_same(got: list[list[np.ndarray]], want: list[list[np.ndarray]], what:
     for s, (g, w) in enumerate(zip(got, want, strict=True)):
         for name, u, v in zip(("a_int", "q_hi", "q_lo", "q_lo(every hi)"), g, w, strict=True):
             assert u.dtype == np.int64 and np.array_equal(u, v), (what, s, name)
+
+
+def test_export_requantizes_in_int32_with_the_same_integers(exported: IntegerPrior) -> None:
+    """The export picks multipliers that bound every layer before the heads below 2^31, so those run
+    in int32; the same tensors requantized in int64 give the same integers."""
+    assert exported.int32_layers == tuple(layer_names(exported.config)[:-2])
+    assert all(b < 2**31 for b in requant_bounds(exported.config, exported.arrays()))
+    wide = IntegerPrior(exported.config, exported.arrays(), requant="int64")
+    assert wide.int32_layers == ()
+    x, labels = random_batch(16, 8, 8, seed=3)
+    assert_same(every_step(exported, x, labels), every_step(wide, x, labels), "int32 vs int64")
 
 
 @pytest.mark.parametrize("shape", [(8, 8), (5, 7), (16, 12)])
@@ -288,6 +299,27 @@ def test_worst_case_accumulations_stay_exact(width: int, radius: int, embed_dim:
         assert int(ip._mm(torch.full((1, fan_in), 127.0), layer)[0, 0]) == fan_in * 127 * 127
 
 
+@pytest.mark.parametrize("past", [False, True])
+def test_int32_requantization_up_to_its_bound(past: bool) -> None:
+    """A context layer whose worst case (every weight, embedding and input at 127) lands exactly on the
+    largest int32 requantizes in int32 and still equals the reference; one multiplier unit more
+    crosses 2^31, so it requantizes in int64 (and equals the reference too)."""
+    ip = worst_case(16, 3, 16)
+    tensors = ip.arrays()
+    fan_in = 7 * 7 * 16
+    limit = (2**31 - 1 - 1) // (fan_in * 127 * 127)  # (acc_max * M + 2^(S-1)) <= 2^31 - 1 at S = 1
+    tensors["context.multiplier"][:] = limit + past
+    ip = IntegerPrior(ip.config, tensors, matmul="float")
+    bound = requant_bounds(ip.config, tensors)[0]
+    assert (bound >= 2**31) == past and ("context" in ip.int32_layers) == (not past)
+    assert bound >= 2**31 - fan_in * 127 * 127  # on the edge: within one multiplier unit of 2^31
+    x = torch.full((2, 7, 7), 3, dtype=torch.int64)
+    labels = torch.zeros(2, dtype=torch.int64)
+    got = every_step(ip, x, labels)
+    assert_same(got, every_step_reference(ip, x, labels), ("edge", past))
+    assert all((a == 127).all() for a, *_ in got)  # the worst case was reached and saturated
+
+
 def test_float32_would_not_be_exact_past_the_bound() -> None:
     """The bound is real: at fan_in 1041 the worst case is not a float32 integer, so a float32 GEMM
     could round it (this is why such layers accumulate in float64)."""
@@ -310,8 +342,8 @@ digests = []
 for path in sys.argv[2:]:
     ip = IntegerPrior.load(path)
     flat = step_map(ip.schedule, *x.shape[1:]).reshape(-1)
-    for matmul in ("float", "int_mm"):
-        p = IntegerPrior(ip.config, ip.arrays(), matmul=matmul)
+    for matmul, requant in (("float", "auto"), ("int_mm", "auto"), ("int_mm", "int64")):
+        p = IntegerPrior(ip.config, ip.arrays(), matmul=matmul, requant=requant)
         h = hashlib.sha256()
         for s in range(p.steps):  # hi tables, then lo tables given the true hi, of every step
             a = p.step_hidden(x, s, labels)
@@ -372,8 +404,8 @@ def test_tables_identical_under_every_cpu_capability(tmp_path: Path) -> None:
         capability, *digests = out.stdout.split()
         if var == "ATEN_CPU_CAPABILITY":  # the kernels really were the ones asked for
             assert capability.lower() == value, (value, capability)
-        # per prior: float GEMM (MKL) and torch._int_mm
-        assert digests == [d for d in want for _ in range(2)], f"{var}={value}"
+        # per prior: float GEMM (MKL) and torch._int_mm, requantizing in int32; _int_mm in int64
+        assert digests == [d for d in want for _ in range(3)], f"{var}={value}"
         checked.append(f"{var}={value}")
     assert checked
     if skipped:

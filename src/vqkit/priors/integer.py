@@ -60,10 +60,14 @@ Why the result is exact and machine-independent:
     multiples of 8);
   * biases, multiplications by M and the shift run in int64: |acc| < 2^46 and M < 2^16 bound every
     product below 2^62 (checked when the tensors are built and on load; a residual's z * N adds less
-    than 2^39), and ``>>`` of an int64 is an
-    arithmetic shift, i.e. floor division by 2^S, the same everywhere. Adding 2^(S-1) first rounds
-    half up. The heads' S >= 2 keeps |q| <= 2^60 + 1, so even a masked q_lo stays inside the
-    (-2^61, 2^61) that vqkit.codec.tables accepts;
+    than 2^39), and ``>>`` of an int64 is an arithmetic shift, i.e. floor division by 2^S, the same
+    everywhere. Adding 2^(S-1) first rounds half up. The heads' S >= 2 keeps |q| <= 2^60 + 1, so
+    even a masked q_lo stays inside the (-2^61, 2^61) that vqkit.codec.tables accepts. A layer
+    before the heads whose stored integers bound every partial value of its requantization below
+    2^31 (`requant_bounds`: (127 * sum|W_c| + |bias_c|) * M_c + 2^(S-1) + 127 * N_c over its
+    channels c) runs it in int32 instead: the same integers, as no value can overflow, with half the
+    bytes to move (the export picks such multipliers where they cost no precision worth having,
+    integer_export.NARROW_MIN_BITS);
   * the addition a_int + U[hi], gathers, clamps, maxima and comparisons are exact by nature, and the
     inputs of `hi_logits` / `lo_logits` are checked to lie in [0, 127] and [0, K_hi).
 So no floating-point rounding happens anywhere, and the tables (vqkit.codec.tables, integer too) are
@@ -117,6 +121,7 @@ MASK_GAP = 32 << LOGIT_BITS  # masked lo values: 32 nats below the row's largest
 FLOAT32_EXACT = 1 << 24  # float32 represents every integer of magnitude <= 2^24
 INT32_EXACT = (1 << 31) - 1
 MATMULS = ("auto", "float", "int_mm")
+REQUANTS = ("auto", "int64")
 
 
 def conv_count(config: PriorConfig) -> int:
@@ -236,6 +241,34 @@ def check_tensors(config: PriorConfig, tensors: dict[str, np.ndarray]) -> None:
             raise ValueError(f"integer prior layer {name}: fan-in too large for exact accumulation")
 
 
+def requant_bounds(config: PriorConfig, tensors: dict[str, np.ndarray]) -> list[int]:
+    """`requant_bound` of each layer before the heads, in ``layer_names`` order."""
+    shifts = [int(v) for v in tensors["shifts"]]
+    return [requant_bound(tensors, name, shifts[i]) for i, name in enumerate(layer_names(config)[:-2])]
+
+
+def requant_bound(tensors: dict[str, np.ndarray], name: str, shift: int) -> int:
+    """The largest magnitude any partial value of layer ``name``'s requantization can take at shift
+    ``shift``: max over channels c of (127 * sum|W_c| + |bias_c|) * M_c + 2^(S-1) + 127 * N_c (the
+    context layer's bias: its largest step bias plus its largest class bias; N_c: a residual conv
+    layer's skip multiplier, else 0). Inputs and embeddings lie in [-127, 127] and z in [0, 127], so
+    |acc| <= 127 * sum|W_c| and every sum the requantization forms, in any order of its terms, stays
+    within the bound. Python ints: no overflow here."""
+    w = tensors[f"{name}.weight"]
+    w_sum = np.abs(w.reshape(len(w), -1).astype(np.int64)).sum(1)
+    if name == "context":
+        bias = np.abs(tensors["context.step_bias"]).max(0) + np.abs(tensors["context.class_bias"]).max(0)
+    else:
+        bias = np.abs(tensors[f"{name}.bias"])
+    skip = tensors.get(f"{name}.skip", np.zeros(len(w), dtype=np.int64))
+    mult = tensors[f"{name}.multiplier"]
+    worst = max(
+        (QMAX * int(a) + int(b)) * int(m) + QMAX * int(n)
+        for a, b, m, n in zip(w_sum, bias, mult, skip, strict=True)
+    )
+    return worst + (1 << (shift - 1))
+
+
 class IntegerPrior:
     """The integer network of a grouped prior: `step_hidden` gives the requantized features a_int of a
     step's positions, `hi_logits` and `lo_logits` the int64 logits of a code's two parts in units of
@@ -243,8 +276,10 @@ class IntegerPrior:
 
     ``tensors``: name -> integer numpy array (``expected_shapes``), checked by `check_tensors`.
     ``matmul``: "auto" (``torch._int_mm`` where it applies, else float), "float" or "int_mm"; every
-    choice gives the same integers. ``info``: free JSON-ready notes saved with the file (how it was
-    calibrated); not part of the digest."""
+    choice gives the same integers. ``requant``: "auto" (int32 requantization in the layers whose
+    `requant_bounds` are below 2^31, else int64) or "int64" (everywhere); both give the same
+    integers. ``info``: free JSON-ready notes saved with the file (how it was calibrated); not part
+    of the digest."""
 
     def __init__(
         self,
@@ -253,11 +288,15 @@ class IntegerPrior:
         *,
         device: str | torch.device = "cpu",
         matmul: str = "auto",
+        requant: str = "auto",
         info: dict[str, Any] | None = None,
     ) -> None:
         check_tensors(config, tensors)
         if matmul not in MATMULS:
             raise ValueError(f"matmul must be one of {', '.join(MATMULS)}, got {matmul!r}")
+        if requant not in REQUANTS:
+            raise ValueError(f"requant must be one of {', '.join(REQUANTS)}, got {requant!r}")
+        self.requant = requant
         self._config = config
         self._arrays = {name: np.array(t, copy=True) for name, t in tensors.items()}
         self.info = dict(info or {})
@@ -294,12 +333,21 @@ class IntegerPrior:
         self._step_bias = torch.from_numpy(a["context.step_bias"]).to(dev)
         self._class_bias = torch.from_numpy(a["context.class_bias"]).to(dev)
         self._hi_embed = torch.from_numpy(a["hi_embed"].astype(np.int64)).to(dev)  # (K_hi, H)
-        self._multipliers = [torch.from_numpy(a[f"{n}.multiplier"]).to(dev) for n in names]
-        self._skips = [torch.from_numpy(a[f"conv.{j}.skip"]).to(dev) for j in range(self._convs)]
+        # the dtype each layer requantizes in: int32 where no partial value can reach 2^31, else int64
+        narrow = [self.requant == "auto" and b <= INT32_EXACT for b in requant_bounds(c, a)]
+        self._acc_dtypes = [torch.int32 if n else torch.int64 for n in narrow] + [torch.int64] * 2
+        dts = self._acc_dtypes
+        self._multipliers = [
+            torch.from_numpy(a[f"{n}.multiplier"]).to(dev, dts[i]) for i, n in enumerate(names)
+        ]
+        self._skips = [torch.from_numpy(a[f"conv.{j}.skip"]).to(dev, dts[1 + j]) for j in range(self._convs)]
         self._shifts = [int(s) for s in a["shifts"]]
-        # bias * M + 2^(S-1) of every layer after the context: |bias * M| < 2^56, exact in int64
+        # bias * M + 2^(S-1) of every layer after the context: |bias * M| < 2^56, exact in int64 (and
+        # below 2^31 where the layer is int32: requant_bounds includes it)
         self._offsets = [
-            torch.from_numpy(a[f"{n}.bias"] * a[f"{n}.multiplier"] + (1 << (self._shifts[i] - 1))).to(dev)
+            torch.from_numpy(a[f"{n}.bias"] * a[f"{n}.multiplier"] + (1 << (self._shifts[i] - 1))).to(
+                dev, dts[i]
+            )
             for i, n in enumerate(names)
             if i > 0
         ]
@@ -350,6 +398,13 @@ class IntegerPrior:
         return self._steps
 
     @property
+    def int32_layers(self) -> tuple[str, ...]:
+        """The layers (``layer_names``) that requantize in int32: those whose `requant_bound` is
+        below 2^31, with ``requant`` "auto"."""
+        names = layer_names(self._config)
+        return tuple(n for n, dt in zip(names, self._acc_dtypes, strict=True) if dt == torch.int32)
+
+    @property
     def format_version(self) -> int:
         """The integer prior format its file has: 4 with the "conv" context, else 3 with a code order
         and 2 without (identity), so that the files of earlier versions keep their digests."""
@@ -394,11 +449,13 @@ class IntegerPrior:
     # ------------------------------------------------------------------------------------- inference
 
     def _mm(self, x: Tensor, layer: int) -> Tensor:
-        """x (n, fan_in) integers as int8, int64 or the layer's float dtype -> x @ W^T (n, out) int64,
-        exact (module docstring)."""
+        """x (n, fan_in) integers as int8, int32, int64 or the layer's float dtype -> x @ W^T (n, out)
+        in the layer's requantization dtype (int32 or int64), exact (module docstring)."""
         if self._use_int_mm(x.shape[0], layer):
-            return torch._int_mm(x.to(torch.int8), self._weights8[layer]).to(torch.int64)
-        return torch.matmul(x.to(self._float_dtypes[layer]), self._weights_f[layer]).to(torch.int64)
+            return torch._int_mm(x.to(torch.int8), self._weights8[layer]).to(self._acc_dtypes[layer])
+        return torch.matmul(x.to(self._float_dtypes[layer]), self._weights_f[layer]).to(
+            self._acc_dtypes[layer]
+        )
 
     def _use_int_mm(self, rows: int, layer: int) -> bool:
         if (
@@ -420,13 +477,13 @@ class IntegerPrior:
     def _requantize(
         self, acc: Tensor, layer: int, offset: Tensor, *, clamp: bool = True, skip: Tensor | None = None
     ) -> Tensor:
-        """The matmul's acc (..., c) int64, overwritten -> ((acc + bias) * M_c + 2^(S-1)) >> S, clamped
-        to [0, 127] unless a head. ``offset`` = bias * M_c + 2^(S-1) (the same integer, fewer passes
-        over acc: for large heads these element-wise passes cost more than the matmul). ``skip``
-        (..., c) int64, a residual conv layer's input z: z * N_c is added before the shift."""
+        """The matmul's acc (..., c) in the layer's dtype (`_mm`), overwritten -> ((acc + bias) * M_c
+        + 2^(S-1)) >> S, clamped to [0, 127] unless a head. ``offset`` = bias * M_c + 2^(S-1) (the same
+        integer, fewer passes over acc: for large heads these element-wise passes cost more than the
+        matmul). ``skip`` (..., c), a residual conv layer's input z: z * N_c is added before the shift."""
         acc.mul_(self._multipliers[layer]).add_(offset)
         if skip is not None:
-            acc.add_(skip * self._skips[layer - 1])
+            acc.add_(skip.to(acc.dtype) * self._skips[layer - 1])
         acc.bitwise_right_shift_(self._shifts[layer])
         return acc.clamp_(0, QMAX) if clamp else acc
 
@@ -469,7 +526,7 @@ class IntegerPrior:
         table = self._embed8 if self._use_int_mm(b * n_s, 0) else self._embed_f
         x = table[win].reshape(b * n_s, -1)  # (B*n_s, k*k*E)
         bias = self._step_bias[step] + self._class_bias[start_ids.to(dev)]  # (B, H)
-        offset = bias * self._multipliers[0] + (1 << (self._shifts[0] - 1))
+        offset = (bias * self._multipliers[0] + (1 << (self._shifts[0] - 1))).to(self._acc_dtypes[0])
         a = self._requantize(self._mm(x, 0).view(b, n_s, -1), 0, offset[:, None, :]).view(b * n_s, -1)
         return self._hidden_layers(a, 1).view(b, n_s, c.width)
 
@@ -504,7 +561,7 @@ class IntegerPrior:
         """Layers ``first`` .. the last before the heads on a (n, fan_in) int64 -> a_int (n, H)."""
         for i in range(first, self._head):
             a = self._requantize(self._mm(a, i), i, self._offsets[i - 1])
-        return a
+        return a.to(torch.int64)  # a_int is int64 whatever the last layer requantized in
 
     def _mm_dtype(self, rows: int, layer: int) -> torch.dtype:
         """The dtype a layer's matmul reads (``_mm``): int8 for ``_int_mm``, else its float dtype."""
@@ -526,15 +583,18 @@ class IntegerPrior:
         table = self._embed8 if self._mm_dtype(b * n, 0) == torch.int8 else self._embed_f
         x = self._taps(table[tokens], window if not self._convs else None)  # (B*n, 9E)
         bias = self._step_bias[step] + self._class_bias[start_ids.to(dev)]  # (B, C)
-        offset = bias * self._multipliers[0] + (1 << (self._shifts[0] - 1))
+        offset = (bias * self._multipliers[0] + (1 << (self._shifts[0] - 1))).to(self._acc_dtypes[0])
         z = self._requantize(self._mm(x, 0).view(b, n, -1), 0, offset[:, None, :])  # (B, n, C)
         if self._convs:
             pos = self._positions(h, w, step)
             chans = z.shape[-1]
+            padded = None  # one buffer for every layer of the step: its zero border never changes
             for j in range(self._convs):
                 layer, last = 1 + j, j == self._convs - 1
                 n = n_s if last else h * w
-                padded = torch.zeros(b, h + 2, w + 2, chans, dtype=self._mm_dtype(b * n, layer), device=dev)
+                dtype = self._mm_dtype(b * n, layer)
+                if padded is None or padded.dtype != dtype:
+                    padded = torch.zeros(b, h + 2, w + 2, chans, dtype=dtype, device=dev)
                 padded[:, 1:-1, 1:-1] = z.view(b, h, w, chans)  # zeros outside: the zero padding
                 y = self._taps(padded, window if last else None)  # (B*n, 9C)
                 skip = (z[:, pos] if last else z).reshape(b * n, chans)
@@ -547,17 +607,18 @@ class IntegerPrior:
     def _taps(padded: Tensor, window: Tensor | None) -> Tensor:
         """im2col of a 3 x 3 convolution: ``padded`` (B, h + 2, w + 2, ch) (the grid with its zero
         border) -> (B * n, 9 * ch), each output position's 3 x 3 neighbourhood in (dy, dx, ch) order:
-        every position (``window`` None), as nine shifted slices (faster than a gather), or the
+        every position (``window`` None), copied from a strided view (faster than a gather), or the
         positions whose taps ``window`` (n, 9) indexes in the flattened padded grid."""
         b, hp, wp, ch = padded.shape
         if window is not None:
             return padded.reshape(b, hp * wp, ch)[:, window].reshape(b * len(window), 9 * ch)
         h, w = hp - 2, wp - 2
-        out = padded.new_empty(b, h, w, 9, ch)
-        for dy in range(3):
-            for dx in range(3):
-                out[:, :, :, 3 * dy + dx] = padded[:, dy : dy + h, dx : dx + w]
-        return out.view(b * h * w, 9 * ch)
+        # a (B, h, w, 3, 3, ch) view whose (y, x, dy, dx) element is padded[y + dy, x + dx], copied out
+        # by one reshape: several times faster than nine slice copies
+        padded = padded.contiguous()
+        sb, sy, sx, sc = padded.stride()
+        view = padded.as_strided((b, h, w, 3, 3, ch), (sb, sy, sx, sy, sx, sc))
+        return view.reshape(b * h * w, 9 * ch)
 
     def _positions(self, h: int, w: int, step: int) -> Tensor:
         """The raster positions (n_s,) of ``step`` on the device, cached."""

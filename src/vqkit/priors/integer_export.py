@@ -16,6 +16,12 @@
   integer addition and a clamp;
 * multipliers: M / 2^S = input scale * weight scale / output scale, M < 2^16, one shift S per layer;
   both heads' output scale is 2^-12 nats (the grouped model has no temperature: ``logit_scale`` is 1).
+  A layer before the heads then takes the largest shift S' <= S whose multipliers (and skip
+  multipliers) keep every partial value of its requantization below 2^31 (integer.requant_bound),
+  so the network requantizes it in int32, when its largest M at S' is still >= 2^NARROW_MIN_BITS:
+  the rounding of M then moves an output of at most 127 by less than 127 / 2^10 of a unit, which
+  the round to an integer output mostly absorbs (measured: no change in bits per code beyond
+  noise); otherwise the layer keeps S and requantizes in int64.
 """
 
 from __future__ import annotations
@@ -41,10 +47,13 @@ from vqkit.priors.integer import (
     hidden_count,
     integer_bits_per_code,
     layer_names,
+    requant_bound,
     step_geometry,
 )
 
 PERCENTILES = (99.9, 99.99, 99.999, 100.0)  # activation-scale candidates; export measures each
+NARROW_MIN_BITS = 9  # an int32 requantization must leave the layer's largest multiplier >= 2^9
+INT32_LIMIT = (1 << 31) - 1
 
 
 def _scale(max_abs: np.ndarray | float) -> np.ndarray:
@@ -63,6 +72,24 @@ def _multipliers(m: np.ndarray, *, max_shift: int = MAX_SHIFT) -> tuple[np.ndarr
     s = max_shift if top == 0 else min(max_shift, math.floor(math.log2(((1 << MULTIPLIER_BITS) - 1) / top)))
     mult = np.rint(m * 2.0**s).astype(np.int64)
     return np.minimum(mult, (1 << MULTIPLIER_BITS) - 1), s
+
+
+def _narrow(out: dict[str, np.ndarray], name: str, shift: int, m: np.ndarray, skip: float) -> int:
+    """Layer ``name``'s shift for an int32 requantization (module docstring): the largest S' <= ``shift``
+    whose multipliers round(m * 2^S') (and skip multipliers round(skip * 2^S')) bound the layer's
+    requantization below 2^31, written into ``out``; ``shift`` and ``out`` unchanged when none keeps
+    the largest multiplier >= 2^NARROW_MIN_BITS."""
+    for s in range(shift, 0, -1):
+        mult = np.minimum(np.rint(m * 2.0**s), (1 << MULTIPLIER_BITS) - 1).astype(np.int64)
+        if int(mult.max(initial=0)) < 1 << NARROW_MIN_BITS:
+            return shift
+        trial = {**out, f"{name}.multiplier": mult}
+        if skip:
+            trial[f"{name}.skip"] = np.full(len(mult), round(skip * 2.0**s), dtype=np.int64)
+        if requant_bound(trial, name, s) <= INT32_LIMIT:
+            out.update({k: trial[k] for k in (f"{name}.multiplier", f"{name}.skip") if k in trial})
+            return s
+    return shift
 
 
 def _quantize_weight(w: np.ndarray, bias_abs: np.ndarray, in_scale: float) -> tuple[np.ndarray, np.ndarray]:
@@ -139,8 +166,10 @@ def _build_tensors(prior: GroupedPrior, act_scales: list[float]) -> tuple[dict[s
     out["context.step_bias"] = np.rint(step_b / unit).astype(np.int64)
     out["context.class_bias"] = np.rint(class_b / unit).astype(np.int64)
     shifts = []
+    reals: dict[str, tuple[np.ndarray, float]] = {}  # name -> (real M, real N) of pre-head layers
     act_scales[0] = max(act_scales[0], float(unit.max()) / (1 << 14))
-    out["context.multiplier"], s = _multipliers(unit / act_scales[0])
+    reals["context"] = (unit / act_scales[0], 0.0)
+    out["context.multiplier"], s = _multipliers(reals["context"][0])
     shifts.append(s)
     for i, name in enumerate(names[1:], start=1):
         in_scale = act_scales[min(i - 1, relus - 1)]  # both heads read a (head_lo: b, a's units)
@@ -158,11 +187,13 @@ def _build_tensors(prior: GroupedPrior, act_scales: list[float]) -> tuple[dict[s
         if i < relus:
             act_scales[i] = max(act_scales[i], float(unit.max()) / (1 << 14), in_scale / (1 << 30))
             out[f"{name}.multiplier"], s = _multipliers(unit / act_scales[i])
+            reals[name] = (unit / act_scales[i], 0.0)
             if conv:  # the residual z: its multiplier N = in_scale / out_scale at the same shift
                 skip = in_scale / act_scales[i]
                 s = min(s, math.floor(math.log2(((1 << SKIP_BITS) - 1) / skip)))
                 out[f"{name}.multiplier"], s = _multipliers(unit / act_scales[i], max_shift=s)
                 out[f"{name}.skip"] = np.full(len(wq), round(skip * 2.0**s), dtype=np.int64)
+                reals[name] = (unit / act_scales[i], skip)
         else:  # logits in units of 2^-12 nats
             out[f"{name}.multiplier"], s = _multipliers(unit * (1 << LOGIT_BITS))
             if s < MIN_HEAD_SHIFT:
@@ -170,6 +201,8 @@ def _build_tensors(prior: GroupedPrior, act_scales: list[float]) -> tuple[dict[s
         shifts.append(s)
     last = act_scales[relus - 1]
     out["hi_embed"] = np.clip(np.rint(p["hi_embed.weight"] / last), -QMAX, QMAX).astype(np.int8)
+    for i, name in enumerate(names[:relus]):
+        shifts[i] = _narrow(out, name, shifts[i], *reals[name])
     out["shifts"] = np.array(shifts, dtype=np.int64)
     order = prior.code_order.detach().cpu().numpy().astype(np.int64)
     if not np.array_equal(order, np.arange(c.codebook_size)):  # identity: stored as absent (format 2)
