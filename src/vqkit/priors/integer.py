@@ -483,7 +483,7 @@ class IntegerPrior:
         matmul). ``skip`` (..., c), a residual conv layer's input z: z * N_c is added before the shift."""
         acc.mul_(self._multipliers[layer]).add_(offset)
         if skip is not None:
-            acc.add_(skip.to(acc.dtype) * self._skips[layer - 1])
+            acc.addcmul_(skip.to(acc.dtype), self._skips[layer - 1])  # one pass, no temporary
         acc.bitwise_right_shift_(self._shifts[layer])
         return acc.clamp_(0, QMAX) if clamp else acc
 
