@@ -45,7 +45,7 @@ CURRENT: dict[str, str] = {
     "throughput": "throughput-20261127-0449.json",  # speed against the usual stack, CPU
     "throughput_gpu": "throughput-cuda-20261127-0221.json",  # the same on one GPU at batch 64
     "threads": "prior_threads-20261128-0006.json",  # prior coding on 1 and 2 cores
-    "codec_speed": "codec_speed-20261207-1108.json",  # grouped conv-context prior vs serial: speed and rate
+    "codec_speed": "codec_speed-20261207-1227.json",  # grouped conv-context prior vs serial: speed and rate
     "codec_speed_window": "codec_speed-20261207-0246.json",  # the same with a window-context grouped prior
     "fuzz": "fuzz_codec-20261207-0202.json",  # 12,000 damaged .vqk files (versions 1-5): refused or unchanged
     "soak": "soak_resume-20261206-0253.json",  # 50 kills, SIGTERMs and full disks during training
@@ -706,12 +706,14 @@ def codec_speed_section(docs: dict[str, dict[str, Any]]) -> list[str]:
         "## Codec speed: the grouped prior against the serial prior",
         "",
         "Two designs of the grouped prior, each on the same VQ-VAE as the serial prior and each measured",
-        "beside it in its own run (bits/code on Kodak: the photos both priors coded):",
+        "beside it in its own run (bits/code on Kodak: the photos both priors coded). Speeds are those of",
+        "the vqkit of each run's date: the integer network's runtime got faster between the two runs,",
+        "so compare a design's speed with the serial prior of its own run, and rates across rows.",
         "",
         "| grouped prior | steps | Kodak decompress s | Kodak bits/code, grouped / serial "
         "| CIFAR-10 together, images/s | one call per file, images/s "
-        "| CIFAR-10 bits/code, grouped / serial |",
-        "|---|---|---|---|---|---|---|",
+        "| CIFAR-10 bits/code, grouped / serial | measured |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for d in designs:
         k, c = d["kodak"], d["cifar"]
@@ -729,7 +731,8 @@ def codec_speed_section(docs: dict[str, dict[str, Any]]) -> list[str]:
         g = c["grouped"]
         speeds = f"{g['together_images_per_s']:,.0f} | {g['lone_images_per_s']:,.1f}"
         decode = k["grouped"]["decode_s_median"]
-        lines.append(f"| {what} | {steps} | {decode:.3f} | {kodak_rate} | {speeds} | {cifar_rate} |")
+        when = d["date"][:16].replace("T", " ")
+        lines.append(f"| {what} | {steps} | {decode:.3f} | {kodak_rate} | {speeds} | {cifar_rate} | {when} |")
     for d, key in zip(designs, ("codec_speed", "codec_speed_window"), strict=True):
         lines += ["", *codec_speed_tables(d, key)]
     return lines
@@ -793,6 +796,51 @@ def codec_speed_tables(d: dict[str, Any], key: str) -> list[str]:
     return [*lines, "", *where(d, key)]
 
 
+QUANTIZER_KINDS = ("vq", "vq-rotation", "fsq", "lfq", "bsq", "simvq", "rvq")  # benchmarks/quantizers.py's
+KEPT_QUANTIZER_RUNS = Path(__file__).resolve().parent / "results" / "quantizers"
+
+
+def quantizer_section(_docs: dict[str, dict[str, Any]]) -> list[str]:
+    """The quantizer family against vector-quantize-pytorch: every run kept so far by
+    benchmarks/quantizers.py (one JSON per kind and stack), and the runs still missing."""
+    rows = {}
+    for path in sorted(KEPT_QUANTIZER_RUNS.glob("*.json")):
+        r = json.loads(path.read_text())
+        if r.get("settings", {}).get("budget_min") == 30 and r["settings"].get("max_train_images") is None:
+            rows[(r["kind"], r["stack"])] = (r, path.name)
+    lines = [
+        "## Quantizers: vqkit against vector-quantize-pytorch (30 minutes each on CIFAR-10)",
+        "",
+        "Each kind at 9 bits per position (8x8 codes), the same networks and training loop, 30 minutes of",
+        "training; vqkit's quantizer, then vector-quantize-pytorch's of the same kind in its place",
+        "(`benchmarks/quantizers.py`). PSNR, SSIM, usage and perplexity of the (implicit) codebook on the",
+        "4,000 CIFAR-10 val images; training images/s, the median over the run, compare only between runs",
+        "on the same CPU.",
+        "",
+        "| kind | stack | PSNR dB | SSIM | usage | perplexity | training images/s | finished | CPU |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    missing = []
+    for kind in QUANTIZER_KINDS:
+        for stack in ("vqkit", "reference"):
+            if (kind, stack) not in rows:
+                missing.append(f"{kind} ({stack})")
+                continue
+            r, _ = rows[(kind, stack)]
+            name = "vqkit" if stack == "vqkit" else "vector-quantize-pytorch"
+            quality = f"{r['psnr']:.2f} | {r['ssim']:.3f} | {r['codebook_usage']:.3f} | {r['perplexity']:.1f}"
+            when, cpu = r["finished"][:16].replace("T", " "), r["machine"].get("cpu_model") or "?"
+            lines.append(f"| {kind} | {name} | {quality} | {r['images_per_s']:.0f} | {when} | {cpu} |")
+    if missing:
+        lines += ["", f"Not run yet: {', '.join(missing)}."]
+    command = next((r["command"] for r, _ in rows.values()), None)
+    lines += ["", "- results: `benchmarks/results/quantizers/KIND-STACK.json`, one per run"]
+    if command:
+        cmd = " ".join(command).replace(command[0], "python")
+        lines.append(f"- command (each run): `{cmd}`")
+    return lines
+
+
 def render_benchmarks(docs: dict[str, dict[str, Any]]) -> str:
     lines = [
         "# vqkit benchmarks",
@@ -813,6 +861,7 @@ def render_benchmarks(docs: dict[str, dict[str, Any]]) -> str:
         denoise_section,
         probe_section,
         codec_speed_section,
+        quantizer_section,
         speed_section,
         reliability_section,
     ]
