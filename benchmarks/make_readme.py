@@ -833,11 +833,13 @@ def quantizer_section(_docs: dict[str, dict[str, Any]]) -> list[str]:
             lines.append(f"| {kind} | {name} | {quality} | {r['images_per_s']:.0f} | {when} | {cpu} |")
     if missing:
         lines += ["", f"Not run yet: {', '.join(missing)}."]
-    command = next((r["command"] for r, _ in rows.values()), None)
-    lines += ["", "- results: `benchmarks/results/quantizers/KIND-STACK.json`, one per run"]
-    if command:
-        cmd = " ".join(command).replace(command[0], "python")
-        lines.append(f"- command (each run): `{cmd}`")
+    lines += [
+        "",
+        "- results: `benchmarks/results/quantizers/KIND-STACK.json`, one per run (its `command` is the",
+        "  worker process that trained it)",
+        "- command: `python benchmarks/quantizers.py --budget 30 --kinds KIND ... --reuse` (trains the runs",
+        "  not kept yet, one after the other, then prints the whole table)",
+    ]
     return lines
 
 
