@@ -796,18 +796,19 @@ def codec_speed_tables(d: dict[str, Any], key: str) -> list[str]:
     return [*lines, "", *where(d, key)]
 
 
-QUANTIZER_KINDS = ("vq", "vq-rotation", "fsq", "lfq", "bsq", "simvq", "rvq")  # benchmarks/quantizers.py's
 KEPT_QUANTIZER_RUNS = Path(__file__).resolve().parent / "results" / "quantizers"
 
 
 def quantizer_section(_docs: dict[str, dict[str, Any]]) -> list[str]:
     """The quantizer family against vector-quantize-pytorch: every run kept so far by
     benchmarks/quantizers.py (one JSON per kind and stack), and the runs still missing."""
+    from quantizers import KINDS  # benchmarks/quantizers.py, beside this script
+
     rows = {}
     for path in sorted(KEPT_QUANTIZER_RUNS.glob("*.json")):
         r = json.loads(path.read_text())
         if r.get("settings", {}).get("budget_min") == 30 and r["settings"].get("max_train_images") is None:
-            rows[(r["kind"], r["stack"])] = (r, path.name)
+            rows[(r["kind"], r["stack"])] = r
     lines = [
         "## Quantizers: vqkit against vector-quantize-pytorch (30 minutes each on CIFAR-10)",
         "",
@@ -821,12 +822,12 @@ def quantizer_section(_docs: dict[str, dict[str, Any]]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     missing = []
-    for kind in QUANTIZER_KINDS:
+    for kind in KINDS:
         for stack in ("vqkit", "reference"):
             if (kind, stack) not in rows:
                 missing.append(f"{kind} ({stack})")
                 continue
-            r, _ = rows[(kind, stack)]
+            r = rows[(kind, stack)]
             name = "vqkit" if stack == "vqkit" else "vector-quantize-pytorch"
             quality = f"{r['psnr']:.2f} | {r['ssim']:.3f} | {r['codebook_usage']:.3f} | {r['perplexity']:.1f}"
             when, cpu = r["finished"][:16].replace("T", " "), r["machine"].get("cpu_model") or "?"

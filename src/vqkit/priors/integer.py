@@ -558,7 +558,8 @@ class IntegerPrior:
         return torch.stack(rows)[inverse]  # (B, n_s, H), a new tensor: the cache stays as it is
 
     def _hidden_layers(self, a: Tensor, first: int) -> Tensor:
-        """Layers ``first`` .. the last before the heads on a (n, fan_in) int64 -> a_int (n, H)."""
+        """Layers ``first`` .. the last before the heads on a (n, fan_in) int32 or int64 -> a_int (n, H)
+        int64."""
         for i in range(first, self._head):
             a = self._requantize(self._mm(a, i), i, self._offsets[i - 1])
         return a.to(torch.int64)  # a_int is int64 whatever the last layer requantized in

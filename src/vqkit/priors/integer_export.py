@@ -36,6 +36,7 @@ from torch import Tensor
 from vqkit.priors.grouped import GroupedPrior
 from vqkit.priors.integer import (
     BIAS_LIMIT,
+    INT32_EXACT,
     LOGIT_BITS,
     MAX_SHIFT,
     MIN_HEAD_SHIFT,
@@ -53,7 +54,6 @@ from vqkit.priors.integer import (
 
 PERCENTILES = (99.9, 99.99, 99.999, 100.0)  # activation-scale candidates; export measures each
 NARROW_MIN_BITS = 9  # an int32 requantization must leave the layer's largest multiplier >= 2^9
-INT32_LIMIT = (1 << 31) - 1
 
 
 def _scale(max_abs: np.ndarray | float) -> np.ndarray:
@@ -70,8 +70,12 @@ def _multipliers(m: np.ndarray, *, max_shift: int = MAX_SHIFT) -> tuple[np.ndarr
         raise ValueError(f"requantization multiplier {top:.3g} too large for a shift >= 1")
     # the largest shift that keeps the largest M below 2^16 (M < 2^16 and |acc| < 2^46: no overflow)
     s = max_shift if top == 0 else min(max_shift, math.floor(math.log2(((1 << MULTIPLIER_BITS) - 1) / top)))
-    mult = np.rint(m * 2.0**s).astype(np.int64)
-    return np.minimum(mult, (1 << MULTIPLIER_BITS) - 1), s
+    return _at_shift(m, s), s
+
+
+def _at_shift(m: np.ndarray, s: int) -> np.ndarray:
+    """Real multipliers m (c,) -> round(m * 2^s) as int64, capped below 2^16."""
+    return np.minimum(np.rint(m * 2.0**s).astype(np.int64), (1 << MULTIPLIER_BITS) - 1)
 
 
 def _narrow(out: dict[str, np.ndarray], name: str, shift: int, m: np.ndarray, skip: float) -> int:
@@ -80,13 +84,13 @@ def _narrow(out: dict[str, np.ndarray], name: str, shift: int, m: np.ndarray, sk
     requantization below 2^31, written into ``out``; ``shift`` and ``out`` unchanged when none keeps
     the largest multiplier >= 2^NARROW_MIN_BITS."""
     for s in range(shift, 0, -1):
-        mult = np.minimum(np.rint(m * 2.0**s), (1 << MULTIPLIER_BITS) - 1).astype(np.int64)
+        mult = _at_shift(m, s)
         if int(mult.max(initial=0)) < 1 << NARROW_MIN_BITS:
             return shift
         trial = {**out, f"{name}.multiplier": mult}
         if skip:
             trial[f"{name}.skip"] = np.full(len(mult), round(skip * 2.0**s), dtype=np.int64)
-        if requant_bound(trial, name, s) <= INT32_LIMIT:
+        if requant_bound(trial, name, s) <= INT32_EXACT:
             out.update({k: trial[k] for k in (f"{name}.multiplier", f"{name}.skip") if k in trial})
             return s
     return shift
@@ -187,13 +191,13 @@ def _build_tensors(prior: GroupedPrior, act_scales: list[float]) -> tuple[dict[s
         if i < relus:
             act_scales[i] = max(act_scales[i], float(unit.max()) / (1 << 14), in_scale / (1 << 30))
             out[f"{name}.multiplier"], s = _multipliers(unit / act_scales[i])
-            reals[name] = (unit / act_scales[i], 0.0)
+            skip = 0.0
             if conv:  # the residual z: its multiplier N = in_scale / out_scale at the same shift
                 skip = in_scale / act_scales[i]
                 s = min(s, math.floor(math.log2(((1 << SKIP_BITS) - 1) / skip)))
                 out[f"{name}.multiplier"], s = _multipliers(unit / act_scales[i], max_shift=s)
                 out[f"{name}.skip"] = np.full(len(wq), round(skip * 2.0**s), dtype=np.int64)
-                reals[name] = (unit / act_scales[i], skip)
+            reals[name] = (unit / act_scales[i], skip)
         else:  # logits in units of 2^-12 nats
             out[f"{name}.multiplier"], s = _multipliers(unit * (1 << LOGIT_BITS))
             if s < MIN_HEAD_SHIFT:
