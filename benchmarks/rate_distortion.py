@@ -5,7 +5,9 @@ counted). vqkit: each run under benchmarks/runs/rd (benchmarks/train_operating_p
 CIFAR-10 `train`, never on Kodak) with each entropy model it has (raw, static, prior). Classic codecs
 (Pillow for JPEG/WebP/AVIF, imagecodecs for JPEG XL) sweep their quality setting. For each point: bits
 per pixel (whole files), PSNR, SSIM, compress and decompress throughput (images/s, in memory, one
-process). BD-rate (codec/rd.py) of vqkit against each classic codec. JSON first
+process). BD-rate (codec/rd.py) of vqkit against each classic codec, and on Kodak against the published
+points of learned codecs (benchmarks/results/published-kodak-learned.json, CompressAI's results; not
+measured here, a reference only). JSON first
 (benchmarks/results/rate_distortion-DATE.json: machine, command, date), then tables and a plot drawn from it.
 
     .venv/bin/python benchmarks/rate_distortion.py                    # the full benchmark
@@ -18,7 +20,7 @@ search (``vqkit compress --search``: codes chosen by decoded error + lambda * bi
 points are named RUN+searchPxCl.../MODEL and count as their own curve point in the BD-rates. With
 ``--scales S ...`` every vqkit point is measured with the images coded at each scale (``vqkit compress
 --scale``: resampled by S before encoding and back after decoding; rates per original pixel), named
-RUN@S/MODEL.
+RUN@S/MODEL. ``--cifar10-val DIR`` and ``--kodak DIR`` point at copies of the data elsewhere.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from vqkit.runs import Run, load_run_config, read_config_doc
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 DATASETS = {"cifar10-val": DATA / "cifar10" / "val", "kodak": DATA / "kodak"}
+PUBLISHED = ROOT / "benchmarks" / "results" / "published-kodak-learned.json"
 SETTINGS: dict[str, list[float]] = {
     "jpeg": [5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95],  # quality
     "webp": [5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95],  # quality, method 6
@@ -180,7 +183,7 @@ def measure_vqkit(
         t2 = time.perf_counter()
         # Quality over every image from the grids written (prior files are slow to decode, so only
         # n_decode of them are), after checking that the files decoded give exactly those images.
-        coded = [coded_size(*im.shape[:2], scale) for im in images]
+        coded = [coded_size(im.shape[0], im.shape[1], scale) for im in images]
         expected = [
             resample(x, im.shape[:2])
             for x, im in zip(decode_grids(coding, result.grids, coded), images, strict=True)
@@ -268,6 +271,20 @@ def bd_rates(points: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def published_bd_rates(points: list[dict[str, Any]], published: dict[str, Any]) -> dict[str, Any]:
+    """BD-rate of the vqkit curve against each published learned codec's Kodak points (anchor = the
+    published codec): {name: {"label", "points", "bd_rate"}}, bd_rate None where the curves share no
+    PSNR range. Their points were measured on other machines, so they are a reference for rate only."""
+    curve = bd_rates(points)["vqkit_curve"]
+    out: dict[str, Any] = {}
+    for codec in published["codecs"]:
+        anchor = [(q["bpp"], q["psnr"]) for q in codec["points"]]
+        result = bd_rate(anchor, [tuple(x) for x in curve])
+        out[codec["name"]] = {"label": codec["label"], "points": anchor,
+                              "bd_rate": None if result is None else result.__dict__}  # fmt: skip
+    return out
+
+
 # ---- report (from the JSON only) -----------------------------------------------------------------
 
 
@@ -307,6 +324,11 @@ def report(doc: dict[str, Any]) -> str:
                 text = "n/a (curves do not overlap)" if r is None else f"{r['percent']:+.1f}"
                 span = "" if r is None else f"{r['quality_low']:.2f}-{r['quality_high']:.2f}"
                 lines.append(f"| {codec} | {text} | {span} |")
+        for name, q in ds.get("published", {}).items():
+            r = q["bd_rate"]
+            text = "n/a (curves do not overlap)" if r is None else f"{r['percent']:+.1f}"
+            span = "" if r is None else f"{r['quality_low']:.2f}-{r['quality_high']:.2f}"
+            lines.append(f"| {name} (published points, reference) | {text} | {span} |")
     return "\n".join(lines)
 
 
@@ -327,6 +349,9 @@ def plot(doc: dict[str, Any], path: Path) -> None:
                 ax.scatter(*zip(*pts, strict=True), s=14, color="black", alpha=0.4, label="vqkit (all)")
                 pts = [tuple(x) for x in doc["datasets"][name]["bd_rate"]["vqkit_curve"]]
             ax.plot(*zip(*pts, strict=True), marker="o", ms=3, lw=2 if codec == "vqkit" else 1, label=codec)
+        for pub_name, q in doc["datasets"][name].get("published", {}).items():
+            pts = sorted(tuple(x) for x in q["points"])
+            ax.plot(*zip(*pts, strict=True), ls="--", lw=1, label=f"{pub_name} (published)")
         ax.set(xscale="log", xlabel="bits per pixel (whole files)", ylabel="PSNR (dB)", title=name)
         ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -358,8 +383,10 @@ def merge(docs: list[dict[str, Any]], files: list[Path]) -> dict[str, Any]:
                 )
             seen = {(q["codec"], q["setting"]) for q in into["points"]}
             into["points"] += [q for q in ds["points"] if (q["codec"], q["setting"]) not in seen]
-    for ds in out["datasets"].values():
+    for name, ds in out["datasets"].items():
         ds["bd_rate"] = bd_rates(ds["points"])
+        if name == "kodak" and ds["images"] == 24 and PUBLISHED.is_file():
+            ds["published"] = published_bd_rates(ds["points"], json.loads(PUBLISHED.read_text()))
     return out
 
 
@@ -389,6 +416,13 @@ def main(argv: list[str] | None = None) -> int:
                         "per image, minutes per Kodak photo on 2 cores)")  # fmt: skip
     p.add_argument("--scales", nargs="+", type=float, default=[1.0],
                    help="code at these scales (vqkit compress --scale) (default 1)")  # fmt: skip
+    p.add_argument("--cifar10-val", type=Path, default=DATASETS["cifar10-val"], metavar="DIR",
+                   help="the lossless CIFAR-10 val images (default: %(default)s)")  # fmt: skip
+    p.add_argument("--kodak", type=Path, default=DATASETS["kodak"], metavar="DIR",
+                   help="the 24 Kodak photos (default: %(default)s)")  # fmt: skip
+    p.add_argument("--published", type=Path, default=PUBLISHED, metavar="JSON",
+                   help="published learned-codec points on Kodak, for reference BD-rates (default: "
+                        "%(default)s; 'none': leave them out)")  # fmt: skip
     p.add_argument("--out", type=Path, help="results JSON (default: benchmarks/results/rate_distortion-DATE)")
     p.add_argument("--report", type=Path, metavar="JSON", help="only redraw tables and plot from a JSON")
     p.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
@@ -418,8 +452,10 @@ def main(argv: list[str] | None = None) -> int:
         doc = {"benchmark": "rate_distortion", "date": now.isoformat(timespec="seconds"),
                "command": [sys.executable, *sys.argv], "machine": machine(), "device": a.device,
                "precision": a.precision, "datasets": {}}  # fmt: skip
+        sources = {"cifar10-val": a.cifar10_val, "kodak": a.kodak}
+        published = None if str(a.published) == "none" else json.loads(a.published.read_text())
         for name in a.datasets:
-            images, _, _ = read_inputs([str(DATASETS[name])], a.max_images, strict=True)
+            images, _, _ = read_inputs([str(sources[name])], a.max_images, strict=True)
             print(f"{name}: {len(images)} images", flush=True)
             points = [
                 pt for run in runs for scale in a.scales for pt in measure_vqkit(run, images, a, scale=scale)
@@ -437,8 +473,10 @@ def main(argv: list[str] | None = None) -> int:
                         f"  {codec} {setting}: {points[-1]['bpp']:.4f} bpp, {points[-1]['psnr']:.2f} dB",
                         flush=True,
                     )
-            doc["datasets"][name] = {"images": len(images), "source": str(DATASETS[name]), "points": points,
+            doc["datasets"][name] = {"images": len(images), "source": str(sources[name]), "points": points,
                                      "bd_rate": bd_rates(points)}  # fmt: skip
+            if name == "kodak" and published is not None and a.max_images is None:  # all 24 photos only
+                doc["datasets"][name]["published"] = published_bd_rates(points, published)
         out = a.out or ROOT / "benchmarks" / "results" / f"rate_distortion-{now:%Y%m%d-%H%M}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(doc, indent=1) + "\n")  # JSON first; the rest is drawn from it
