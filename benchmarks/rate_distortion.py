@@ -221,7 +221,10 @@ def provenance(run_dir: Path) -> dict[str, Any]:
         r.stem for r in (ROOT / "recipes").glob("*.json")
         if to_dict(dataclasses.replace(load_config(r).model, in_channels=3)) == model
     )  # fmt: skip
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    # a shipped model (or a copy of one, vqkit models --copy) carries no metrics: steps and time 0
+    metrics = run_dir / "metrics.jsonl"
+    lines = metrics.read_text().splitlines() if metrics.is_file() else []
+    rows = [json.loads(line) for line in lines if line]
     train = [r for r in rows if r["type"] == "train"]
     steps = max((r["step"] for r in train), default=0)
     return {
