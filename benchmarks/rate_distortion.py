@@ -64,6 +64,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 DATASETS = {"cifar10-val": DATA / "cifar10" / "val", "kodak": DATA / "kodak"}
 PUBLISHED = ROOT / "benchmarks" / "results" / "published-kodak-learned.json"
+KODAK_PHOTOS = 24  # the published points cover all of them: compared only on the whole set
 SETTINGS: dict[str, list[float]] = {
     "jpeg": [5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95],  # quality
     "webp": [5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95],  # quality, method 6
@@ -274,11 +275,11 @@ def bd_rates(points: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def published_bd_rates(points: list[dict[str, Any]], published: dict[str, Any]) -> dict[str, Any]:
-    """BD-rate of the vqkit curve against each published learned codec's Kodak points (anchor = the
-    published codec): {name: {"label", "points", "bd_rate"}}, bd_rate None where the curves share no
-    PSNR range. Their points were measured on other machines, so they are a reference for rate only."""
-    curve = bd_rates(points)["vqkit_curve"]
+def published_bd_rates(curve: list[Any], published: dict[str, Any]) -> dict[str, Any]:
+    """BD-rate of the vqkit curve (`bd_rates`' "vqkit_curve") against each published learned codec's
+    Kodak points (anchor = the published codec): {name: {"label", "points", "bd_rate"}}, bd_rate None
+    where the curves share no PSNR range. Their points were measured on other machines, so they are a
+    reference for rate only."""
     out: dict[str, Any] = {}
     for codec in published["codecs"]:
         anchor = [(q["bpp"], q["psnr"]) for q in codec["points"]]
@@ -295,6 +296,12 @@ def _speed(ips: float) -> str:
     """Images per second; below one, with seconds per image (a prior-coded photo takes tens of seconds,
     which ``.1f`` showed as 0.0)."""
     return f"{ips:.1f}" if ips >= 1 else f"{ips:.3f} ({1 / ips:.1f} s/img)"
+
+
+def _bd_row(label: str, r: dict[str, Any] | None) -> str:
+    text = "n/a (curves do not overlap)" if r is None else f"{r['percent']:+.1f}"
+    span = "" if r is None else f"{r['quality_low']:.2f}-{r['quality_high']:.2f}"
+    return f"| {label} | {text} | {span} |"
 
 
 def report(doc: dict[str, Any]) -> str:
@@ -322,16 +329,9 @@ def report(doc: dict[str, Any]) -> str:
                          f"{t['train_seconds'] / 60:.1f} | {t['steps']} | {t['images_seen']} | "
                          f"{start} |")  # fmt: skip
         lines += ["", "| BD-rate of vqkit vs | % | PSNR range dB |", "|---|---|---|"]
-        for codec, r in ds["bd_rate"].items():
-            if codec != "vqkit_curve":
-                text = "n/a (curves do not overlap)" if r is None else f"{r['percent']:+.1f}"
-                span = "" if r is None else f"{r['quality_low']:.2f}-{r['quality_high']:.2f}"
-                lines.append(f"| {codec} | {text} | {span} |")
-        for name, q in ds.get("published", {}).items():
-            r = q["bd_rate"]
-            text = "n/a (curves do not overlap)" if r is None else f"{r['percent']:+.1f}"
-            span = "" if r is None else f"{r['quality_low']:.2f}-{r['quality_high']:.2f}"
-            lines.append(f"| {name} (published points, reference) | {text} | {span} |")
+        lines += [_bd_row(codec, r) for codec, r in ds["bd_rate"].items() if codec != "vqkit_curve"]
+        lines += [_bd_row(f"{pub} (published points, reference)", q["bd_rate"])
+                  for pub, q in ds.get("published", {}).items()]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -388,8 +388,9 @@ def merge(docs: list[dict[str, Any]], files: list[Path]) -> dict[str, Any]:
             into["points"] += [q for q in ds["points"] if (q["codec"], q["setting"]) not in seen]
     for name, ds in out["datasets"].items():
         ds["bd_rate"] = bd_rates(ds["points"])
-        if name == "kodak" and ds["images"] == 24 and PUBLISHED.is_file():
-            ds["published"] = published_bd_rates(ds["points"], json.loads(PUBLISHED.read_text()))
+        if name == "kodak" and ds["images"] == KODAK_PHOTOS and PUBLISHED.is_file():
+            curve = ds["bd_rate"]["vqkit_curve"]
+            ds["published"] = published_bd_rates(curve, json.loads(PUBLISHED.read_text()))
     return out
 
 
@@ -478,8 +479,9 @@ def main(argv: list[str] | None = None) -> int:
                     )
             doc["datasets"][name] = {"images": len(images), "source": str(sources[name]), "points": points,
                                      "bd_rate": bd_rates(points)}  # fmt: skip
-            if name == "kodak" and published is not None and a.max_images is None:  # all 24 photos only
-                doc["datasets"][name]["published"] = published_bd_rates(points, published)
+            ds = doc["datasets"][name]
+            if name == "kodak" and published is not None and ds["images"] == KODAK_PHOTOS:
+                ds["published"] = published_bd_rates(ds["bd_rate"]["vqkit_curve"], published)
         out = a.out or ROOT / "benchmarks" / "results" / f"rate_distortion-{now:%Y%m%d-%H%M}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(doc, indent=1) + "\n")  # JSON first; the rest is drawn from it

@@ -39,7 +39,7 @@ def test_published_bd_rate_is_the_rate_ratio_at_equal_quality(rd: Any) -> None:
 
     # the same curve; 25 % more bits at every PSNR; no PSNR range in common
     published = {"codecs": [codec("same", 1.0, 0.0), codec("dearer", 1.25, 0.0), codec("apart", 1.0, 20.0)]}
-    out = rd.published_bd_rates(_points(curve), published)
+    out = rd.published_bd_rates(rd.bd_rates(_points(curve))["vqkit_curve"], published)
     assert set(out) == {"same", "dearer", "apart"}
     assert out["same"]["bd_rate"]["percent"] == pytest.approx(0.0, abs=1e-9)
     # vqkit needs 1/1.25 of the anchor's bits at every PSNR: -20 %, not +25 % (the anchor is published)
