@@ -135,6 +135,8 @@ def test_train_resumes_and_skips_then_pack_writes_the_card(tiny_spec: Any) -> No
     card = model.card()
     assert card["commands"][0].startswith("vqkit train --config") and len(card["commands"]) == 4
     assert card["commands"][1].startswith("vqkit eval")
+    # the card names the data folder DATA, as its rebuild line does, never this machine's path
+    assert "--data DATA " in card["commands"][0] and not any(data in c for c in card["commands"])
     assert set(card["minutes"]) == {"VQ-VAE", "evaluation"}
     psnr = json.loads((work / "e.json").read_text())["data"]["psnr"]
     assert card["quality"] == f"{psnr:.1f} dB PSNR" and card["limits"] == ["A test."]

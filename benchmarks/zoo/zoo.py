@@ -115,6 +115,19 @@ def _fill(argv: tuple[str, ...], data: str, work: Path) -> list[str]:
     return [a.replace("{data}", data).replace("{work}", str(shown)) for a in argv]
 
 
+def _card_argv(spec: Spec, record: dict[str, Any], work: Path) -> list[str]:
+    """A logged command as the card shows it: the data folder written ``DATA`` (as in the card's rebuild
+    line) instead of this machine's path. The record is matched to the step template it was filled from."""
+    argv = list(record["argv"])
+    for step in spec.steps:
+        for template in (step.argv, step.resume):
+            if step.name == record["step"] and len(template) == len(argv) and all(
+                "{" in t or t == a for t, a in zip(template, argv, strict=True)
+            ):
+                return [_fill((t,), "DATA", work)[0] if "{data}" in t else a for t, a in zip(template, argv, strict=True)]
+    return argv
+
+
 def _log(work: Path, record: dict[str, Any]) -> None:
     with (work / LOG_FILE).open("a") as f:
         f.write(json.dumps(record) + "\n")
@@ -240,7 +253,7 @@ def pack(spec: Spec, work: Path, host: str = "", upload: Path | None = None) -> 
         "quality": spec.quality.format(**shown),
         "recipe": spec.recipe,
         "rebuild": f"benchmarks/zoo/{spec.name}.sh DATA  # DATA: {spec.data.hint}",
-        "commands": [f"{r.get('program', 'vqkit')} {shlex.join(r['argv'])}" for r in log],
+        "commands": [f"{r.get('program', 'vqkit')} {shlex.join(_card_argv(spec, r, work))}" for r in log],
         "vqkit_commit": _commit(read_config_doc(work)),
         "device": _device(log),
         "minutes": {k: round(v, 1) for k, v in minutes.items()},
