@@ -121,10 +121,13 @@ def _card_argv(spec: Spec, record: dict[str, Any], work: Path) -> list[str]:
     argv = list(record["argv"])
     for step in spec.steps:
         for template in (step.argv, step.resume):
-            if step.name == record["step"] and len(template) == len(argv) and all(
-                "{" in t or t == a for t, a in zip(template, argv, strict=True)
+            if (
+                step.name == record["step"]
+                and len(template) == len(argv)
+                and all("{" in t or t == a for t, a in zip(template, argv, strict=True))
             ):
-                return [_fill((t,), "DATA", work)[0] if "{data}" in t else a for t, a in zip(template, argv, strict=True)]
+                pairs = zip(template, argv, strict=True)
+                return [_fill((t,), "DATA", work)[0] if "{data}" in t else a for t, a in pairs]
     return argv
 
 
