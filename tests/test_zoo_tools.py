@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -93,13 +97,13 @@ def tiny_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     results = tmp_path / "results"
     # The steps run in this process (the same vqkit main a `python -m vqkit` child would run), which
     # spares four interpreter starts; the command line is what the log and the card record.
-    monkeypatch.setattr(zoo.subprocess, "call", _in_process)
+    monkeypatch.setattr(zoo, "_call", _in_process)
     monkeypatch.setattr(zoo, "write_result", lambda doc, name, when: _write(results / f"{name}.json", doc))
     return zoo.load_spec("tiny"), str(data), tmp_path / "work"
 
 
-def _in_process(command: list[str], cwd: Path) -> int:
-    assert command[1:3] == ["-m", "vqkit"] and cwd == zoo.ROOT
+def _in_process(command: list[str]) -> int:
+    assert command[1:3] == ["-m", "vqkit"]
     return int(main(command[3:]))
 
 
@@ -176,3 +180,44 @@ def test_photo_selection_copies_its_list_and_never_kodak(tmp_path: Path) -> None
     (packages / photos.SOURCES[2].root / "sail.png").unlink()
     with pytest.raises(SystemExit, match=r"sail\.png"):
         photos.select(packages, tmp_path / "again")
+
+
+CHILD = """
+import signal, sys, time
+from pathlib import Path
+out = Path(sys.argv[1])
+stop = []
+signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+(out / "ready").touch()
+while not stop:
+    time.sleep(0.01)
+time.sleep(1.0)  # a training finishing its step and writing its checkpoint
+(out / "saved").touch()
+"""
+
+DRIVER = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("zoo", sys.argv[1])
+zoo = sys.modules["zoo"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(zoo)
+sys.exit(zoo._call([sys.executable, sys.argv[2], sys.argv[3]]))
+"""
+
+
+def test_ctrl_c_lets_the_running_step_save_and_stops_the_build(tmp_path: Path) -> None:
+    """Ctrl-C reaches the build and its step alike (one process group): the step must get the time
+    to save its checkpoint, not be killed, and the build must stop there (130), not go on."""
+    (tmp_path / "child.py").write_text(CHILD)
+    (tmp_path / "driver.py").write_text(DRIVER)
+    driver = subprocess.Popen(
+        [sys.executable, str(tmp_path / "driver.py"), str(ZOO / "zoo.py"), str(tmp_path / "child.py"),
+         str(tmp_path)],
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "ready").exists():
+        assert driver.poll() is None and time.monotonic() < deadline, "the step never started"
+        time.sleep(0.05)
+    os.killpg(driver.pid, signal.SIGINT)
+    assert driver.wait(timeout=60) == 130
+    assert (tmp_path / "saved").exists()

@@ -141,6 +141,25 @@ def read_log(work: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
 
 
+def _call(command: list[str]) -> int:
+    """Run one step's command from the repository root; its exit status, or 130 when Ctrl-C stopped it.
+
+    Ctrl-C reaches the whole process group, so the child got it too: a training finishes its step,
+    saves a checkpoint and exits 0 (a second Ctrl-C aborts it). Wait for that instead of killing the
+    child, as ``subprocess.call`` does a quarter of a second after an interrupt, which loses the
+    checkpoint and leaves the run folder's lock behind. A stopped step is not a finished one: 130
+    makes the log record resumable and ends the build there."""
+    child = subprocess.Popen(command, cwd=ROOT)
+    interrupted = False
+    while True:
+        try:
+            rc = child.wait()
+        except KeyboardInterrupt:
+            interrupted = True
+            continue
+        return (rc or 130) if interrupted else rc
+
+
 def train(spec: Spec, data: str, work: Path) -> int:
     print(f"{spec.name}: expected {spec.hours_cpu2:g} h on 2 CPU cores, {spec.hours_gpu:g} h on one GPU; "
           f"work folder {work} (stop with Ctrl-C, run the same command to resume)")  # fmt: skip
@@ -158,10 +177,7 @@ def train(spec: Spec, data: str, work: Path) -> int:
             [sys.executable, *argv] if step.program == "python" else [sys.executable, "-m", "vqkit", *argv]
         )
         t0 = time.time()
-        try:
-            rc = subprocess.call(command, cwd=ROOT)
-        except KeyboardInterrupt:  # the child got the same signal and saves its checkpoint
-            rc = 130
+        rc = _call(command)
         seconds = time.time() - t0
         date = datetime.now(UTC).isoformat(timespec="seconds")
         _log(work, {"step": step.name, "program": step.program, "argv": argv, "seconds": round(seconds, 1),
