@@ -537,11 +537,11 @@ def grouped_prior_lines(d: dict[str, Any]) -> list[str]:
     return [*lines, "", *where(d, "prior_grouped")]
 
 
-def _denoise_minutes() -> float:
-    """The shipped denoiser's training minutes, from its card."""
+def _card_minutes(name: str) -> dict[str, float]:
+    """A shipped model's training minutes per step (VQ-VAE, prior, ...), from its card."""
     from vqkit.runs import shipped
 
-    return float(shipped.get("denoise").card()["minutes"]["VQ-VAE"])
+    return {step: float(m) for step, m in shipped.get(name).card()["minutes"].items()}
 
 
 def denoise_section(docs: dict[str, dict[str, Any]]) -> list[str]:
@@ -553,7 +553,8 @@ def denoise_section(docs: dict[str, dict[str, Any]]) -> list[str]:
     lines = [
         "## Denoising (the shipped model `denoise`, `recipes/denoise.json`: one blind model for sigma 5-55)",
         "",
-        f"Trained {steps:,} steps ({_denoise_minutes():.0f} min) on {d['machine']['cpus']} CPU cores, on "
+        f"Trained {steps:,} steps ({_card_minutes('denoise')['VQ-VAE']:.0f} min) on "
+        f"{d['machine']['cpus']} CPU cores, on "
         "CIFAR-10 mixed with crops of licensed photographs (never Kodak). PSNR dB / SSIM against the "
         "clean images; the best PSNR of each row in bold.",
         "",
@@ -883,16 +884,20 @@ def training_times(docs: dict[str, dict[str, Any]]) -> list[str]:
     h200 = next(p for _k, p, _d in kodak_rows(docs) if _k == "kodak")
     cpu = next(p for _k, p, _d in kodak_rows(docs) if _k == "kodak_cpu")
     cores = docs["quality30"]["machine"]["cpus"]
+    photo = _card_minutes("photo")
     return [
         f"- `recipes/demo.json`: a {demo:g}-minute wall-clock budget on any CPU (`make demo`).",
         f"- `recipes/cifar10.json`: {docs['quality30']['budget_min']:g} min on {cores} CPU cores for "
         f"{docs['quality30']['final_val']['psnr']:.2f} dB on CIFAR-10 val, "
         f"{minutes(cifar['trained']['train_seconds'])} for {docs['quality60']['final_val']['psnr']:.2f} dB.",
-        f"- `recipes/photo-f4-k4096.json` (photographs): {minutes_text(training_chain(h200, docs))} on "
+        f"- `recipes/photo.json` (the shipped photo codec): {photo['VQ-VAE']:.0f} min VQ-VAE + "
+        f"{photo['prior']:.0f} min prior on {cores} CPU cores.",
+        f"- `recipes/photo-f4-k4096.json` (photographs, the points measured without shipped weights): "
+        f"{minutes_text(training_chain(h200, docs))} on "
         f"{device_words(h200, docs['kodak']['machine'])}, or {minutes_text(training_chain(cpu, docs))} on "
         f"{cores} CPU cores.",
-        f"- `recipes/denoise.json` (the shipped denoiser): {_denoise_minutes():.0f} min on {cores} CPU "
-        "cores.",
+        f"- `recipes/denoise.json` (the shipped denoiser): {_card_minutes('denoise')['VQ-VAE']:.0f} min on "
+        f"{cores} CPU cores.",
         f"- `recipes/rd-*.json` (rate-distortion operating points): "
         f"{minutes(rd['trained']['train_seconds'])} each on {device_words(rd, docs['cifar10']['machine'])}.",
         "- A prior (`vqkit prior train RUN --time-budget MIN`) trains separately; its time is not "
