@@ -115,17 +115,19 @@ def _fill(argv: tuple[str, ...], data: str, work: Path) -> list[str]:
     return [a.replace("{data}", data).replace("{work}", str(shown)) for a in argv]
 
 
+def _filled_from(template: tuple[str, ...], argv: list[str] | tuple[str, ...]) -> bool:
+    """Whether a logged command could have been filled from a step's template: the same words, except
+    where the template has a placeholder."""
+    return len(template) == len(argv) and all("{" in t or t == a for t, a in zip(template, argv, strict=True))
+
+
 def _card_argv(spec: Spec, record: dict[str, Any], work: Path) -> list[str]:
     """A logged command as the card shows it: the data folder written ``DATA`` (as in the card's rebuild
     line) instead of this machine's path. The record is matched to the step template it was filled from."""
     argv = list(record["argv"])
-    for step in spec.steps:
+    for step in (s for s in spec.steps if s.name == record["step"]):
         for template in (step.argv, step.resume):
-            if (
-                step.name == record["step"]
-                and len(template) == len(argv)
-                and all("{" in t or t == a for t, a in zip(template, argv, strict=True))
-            ):
+            if _filled_from(template, argv):
                 pairs = zip(template, argv, strict=True)
                 return [_fill((t,), "DATA", work)[0] if "{data}" in t else a for t, a in pairs]
     return argv
@@ -228,8 +230,7 @@ def current_log(spec: Spec, work: Path) -> list[dict[str, Any]]:
     latest: dict[tuple[str, ...], dict[str, Any]] = {}
     for r in log:
         key = tuple(r["argv"])
-        if any(len(key) == len(a) and all(k == x or "{" in x for k, x in zip(key, a, strict=True))
-               for a in outputs):  # fmt: skip
+        if any(_filled_from(a, key) for a in outputs):
             latest[key] = r
     out, seen = [], set()
     for r in log:
