@@ -150,6 +150,38 @@ def test_train_resumes_and_skips_then_pack_writes_the_card(tiny_spec: Any) -> No
     assert zoo.docs(check=True) == 0
 
 
+class _Killed(BaseException):
+    """Stands for ``kill -9``: the build's process ends inside the step, with no chance to log it."""
+
+
+def test_a_killed_step_is_logged_when_the_build_runs_again(
+    tiny_spec: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec, data, work = tiny_spec
+
+    def killed_after_a_checkpoint(command: list[str]) -> int:
+        marker = json.loads((work / zoo.RUNNING_FILE).read_text())
+        assert marker["step"] == "VQ-VAE" and "train" in marker["argv"]
+        checkpoint = work / "ckpt"
+        checkpoint.write_bytes(b"x")  # the last file the step wrote, 30 s after it started
+        os.utime(checkpoint, (marker["started_unix"] + 30, marker["started_unix"] + 30))
+        raise _Killed
+
+    monkeypatch.setattr(zoo, "_call", killed_after_a_checkpoint)
+    with pytest.raises(_Killed):
+        zoo.train(spec, data, work)
+    assert zoo.read_log(work) == []  # nothing logged: the process died inside the step
+
+    monkeypatch.setattr(zoo, "_call", _in_process)
+    assert zoo.train(spec, data, work) == 0
+    log = zoo.read_log(work)
+    assert [(r["step"], r["rc"]) for r in log] == [("VQ-VAE", 137), ("VQ-VAE", 0), ("evaluation", 0)]
+    assert log[0]["seconds"] == 30.0 and log[0]["argv"] == log[1]["argv"]
+    assert not (work / zoo.RUNNING_FILE).exists()
+    assert zoo.current_log(spec, work)[0] == log[0]  # its minutes reach the card
+    assert zoo.train(spec, data, work) == 0 and len(zoo.read_log(work)) == 4  # logged once only
+
+
 def test_pack_refuses_an_unfinished_work_folder(tiny_spec: Any) -> None:
     spec, _, work = tiny_spec
     work.mkdir()

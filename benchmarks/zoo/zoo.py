@@ -12,7 +12,8 @@ a rebuild does the same work on any machine), the files that ship, the held-out 
 quotes, and its known limits. ``train`` runs the steps in order in a work folder; a step whose
 training state exists resumes it (``--resume``), and a step whose output exists is skipped, so the
 command can be stopped (Ctrl-C: the running step saves a checkpoint) and run again, across days.
-Every step's command, wall time and machine go to ``WORK/zoo_log.jsonl``; ``pack`` turns them into the
+Every step's command, wall time and machine go to ``WORK/zoo_log.jsonl`` (a step killed outright is
+logged when the build next runs, up to the last file it wrote); ``pack`` turns them into the
 card (commands, minutes, device, commit), copies the shipped files into ``src/vqkit/zoo/models/NAME/``,
 records their SHA-256 in ``src/vqkit/zoo/registry.json``, writes the figures as a results file under
 ``benchmarks/results/`` and regenerates docs/models.md.
@@ -41,6 +42,7 @@ from vqkit.zoo.pack import install_model
 
 SPECS = Path(__file__).resolve().parent
 LOG_FILE = "zoo_log.jsonl"
+RUNNING_FILE = "zoo_running.json"  # the step in progress; left behind only when the build was killed
 DOCS = ROOT / "docs" / "models.md"
 
 
@@ -143,6 +145,26 @@ def read_log(work: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
 
 
+def _close_killed(work: Path) -> None:
+    """Log a step that was killed outright (``kill -9``, the machine going away) and so never logged its
+    end: its marker is still in the work folder. It counts as stopped (137) for the minutes up to the
+    last file it wrote there, the work its checkpoint kept, so the card keeps its command and time."""
+    marker = work / RUNNING_FILE
+    if not marker.is_file():
+        return
+    record = json.loads(marker.read_text())
+    started = float(record.pop("started_unix"))
+    own = (RUNNING_FILE, LOG_FILE)
+    written = [p.stat().st_mtime for p in work.rglob("*") if p.is_file() and p.name not in own]
+    last = max(written, default=started)
+    record.update(seconds=round(max(0.0, last - started), 1), rc=137,
+                  date=datetime.fromtimestamp(max(last, started), UTC).isoformat(timespec="seconds"),
+                  note="killed; minutes up to the last file it wrote")  # fmt: skip
+    _log(work, record)
+    marker.unlink()
+    print(f"[{record['step']}] was killed last time; logged its {record['seconds'] / 60:.1f} min")
+
+
 def _call(command: list[str]) -> int:
     """Run one step's command from the repository root; its exit status, or 130 when Ctrl-C stopped it.
 
@@ -166,6 +188,7 @@ def train(spec: Spec, data: str, work: Path) -> int:
     print(f"{spec.name}: expected {spec.hours_cpu2:g} h on 2 CPU cores, {spec.hours_gpu:g} h on one GPU; "
           f"work folder {work} (stop with Ctrl-C, run the same command to resume)")  # fmt: skip
     work.mkdir(parents=True, exist_ok=True)
+    _close_killed(work)
     for step in spec.steps:
         if step.creates and (work / step.creates).exists():
             print(f"[{step.name}] done ({step.creates} exists)")
@@ -179,11 +202,13 @@ def train(spec: Spec, data: str, work: Path) -> int:
             [sys.executable, *argv] if step.program == "python" else [sys.executable, "-m", "vqkit", *argv]
         )
         t0 = time.time()
+        record = {"step": step.name, "program": step.program, "argv": argv, "machine": machine()}
+        (work / RUNNING_FILE).write_text(json.dumps({**record, "started_unix": t0}))
         rc = _call(command)
         seconds = time.time() - t0
         date = datetime.now(UTC).isoformat(timespec="seconds")
-        _log(work, {"step": step.name, "program": step.program, "argv": argv, "seconds": round(seconds, 1),
-                    "rc": rc, "date": date, "machine": machine()})  # fmt: skip
+        _log(work, {**record, "seconds": round(seconds, 1), "rc": rc, "date": date})
+        (work / RUNNING_FILE).unlink()
         if rc != 0:
             print(
                 f"zoo: step {step.name!r} stopped (exit {rc}); run the same command to resume",
@@ -223,9 +248,10 @@ def _device(log: list[dict[str, Any]]) -> str:
 
 def current_log(spec: Spec, work: Path) -> list[dict[str, Any]]:
     """The log records behind the work folder's files: those that finished (rc 0) or were stopped and
-    resumed later (130). A step that makes one output (``creates``) and ran again after its output was
-    removed (a re-evaluation) counts once, by its latest run, in the place of its first."""
-    log = [r for r in read_log(work) if r.get("rc") in (0, 130)]
+    resumed later (130 by Ctrl-C, 137 killed). A step that makes one output (``creates``) and ran again
+    after its output was removed (a re-evaluation) counts once, by its latest run, in the place of its
+    first."""
+    log = [r for r in read_log(work) if r.get("rc") in (0, 130, 137)]
     outputs = {step.argv for step in spec.steps if step.creates}
     latest: dict[tuple[str, ...], dict[str, Any]] = {}
     for r in log:
