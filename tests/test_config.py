@@ -7,7 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from vqkit.config import ConfigError, RunConfig, apply_overrides, from_dict, load_config, to_dict
+from vqkit.config import RECIPES as SHIPPED
+from vqkit.config import (
+    ConfigError,
+    RunConfig,
+    apply_overrides,
+    from_dict,
+    load_config,
+    recipe_path,
+    shipped_recipes,
+    to_dict,
+)
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -52,3 +62,20 @@ def test_unknown_key_in_file_raises(tmp_path: Path) -> None:
 @pytest.mark.parametrize("recipe", sorted(RECIPES.glob("*.json")), ids=lambda p: p.name)
 def test_recipes_load(recipe: Path) -> None:
     load_config(recipe)
+
+
+def test_a_recipe_is_found_by_name_from_any_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The docs' `--config recipes/cifar10.json` and a bare `cifar10` name the recipe that ships inside
+    the package (an installed vqkit has no clone's recipes/ folder); a file that exists wins."""
+    assert {p.stem for p in RECIPES.glob("*.json")} == set(shipped_recipes())
+    monkeypatch.chdir(tmp_path)  # no recipes/ here
+    for given in ("cifar10", "cifar10.json", "recipes/cifar10.json"):
+        assert recipe_path(given) == SHIPPED / "cifar10.json"
+        assert load_config(given) == load_config(RECIPES / "cifar10.json")
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "cifar10.json").write_text(json.dumps({"train": {"lr": 0.5}}))
+    assert load_config("recipes/cifar10.json").train.lr == 0.5  # the user's own file
+    with pytest.raises(ConfigError, match=r"not found: cifar11.*shipped recipes: .*cifar10, "):
+        load_config("cifar11")
+    with pytest.raises(ConfigError, match="not found"):
+        recipe_path("elsewhere/cifar10.json")  # a folder of the user's: never swapped for a recipe

@@ -335,13 +335,32 @@ def apply_overrides(cfg: T, overrides: list[str], *, prefix: str = "") -> T:
     return from_dict(type(cfg), data, prefix=prefix)
 
 
+RECIPES = Path(__file__).resolve().parent / "recipes"  # the recipes that ship in the package
+
+
+def shipped_recipes() -> list[str]:
+    """Names of the recipes that ship with vqkit (``cifar10``, ``photo``, ...)."""
+    return sorted(p.stem for p in RECIPES.glob("*.json"))
+
+
+def recipe_path(path: str | Path) -> Path:
+    """A config file: ``path`` itself when it exists, else the shipped recipe it names: ``cifar10``,
+    ``cifar10.json`` or ``recipes/cifar10.json``, so the commands in the docs and the model cards
+    work from any folder and from an installed package, not only from a clone's root."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    name = p.name.removesuffix(".json")
+    if p.parent in (Path(), Path("recipes")) and (RECIPES / f"{name}.json").is_file():
+        return RECIPES / f"{name}.json"
+    raise ConfigError(f"config file not found: {p} (shipped recipes: {', '.join(shipped_recipes())})")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Defaults <- JSON file <- overrides."""
+    """Defaults <- JSON file (a path, or a shipped recipe's name: `recipe_path`) <- overrides."""
     data: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
+        p = recipe_path(path)
         try:
             data = json.loads(p.read_text())
         except json.JSONDecodeError as e:

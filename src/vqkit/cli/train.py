@@ -14,7 +14,7 @@ import torch.distributed as dist
 
 from vqkit import distributed as vdist
 from vqkit.cli.common import add_device, parser, run_ref, setting_given
-from vqkit.config import ConfigError, RunConfig, apply_overrides, load_config
+from vqkit.config import ConfigError, RunConfig, apply_overrides, load_config, recipe_path
 from vqkit.pipeline import train
 from vqkit.runs import RunError, layout, load_run_config
 from vqkit.training.loop import override_for_resume
@@ -44,7 +44,7 @@ def names_data(config: Path | None, overrides: list[str]) -> bool:
         return True
     if config is None:
         return False
-    doc = json.loads(config.read_text())  # load_config has read and checked it already
+    doc = json.loads(recipe_path(config).read_text())  # load_config has read and checked it already
     return isinstance(doc.get("data"), dict) and "spec" in doc["data"]
 
 
@@ -57,7 +57,8 @@ def main(argv: list[str]) -> int:
     )
     p.add_argument("-o", "--output", "--out", dest="output", type=Path,
                    help="run folder (default: runs/vqkit-DATE-TIME); --out is an alias")  # fmt: skip
-    p.add_argument("--config", type=Path, help="JSON config file, e.g. recipes/cifar10.json")
+    p.add_argument("--config", type=Path,
+                   help="JSON config file, or a shipped recipe: recipes/cifar10.json or cifar10")  # fmt: skip
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set model.quantizer.codebook_size=256")  # fmt: skip
     p.add_argument("--time-budget", type=float, metavar="MIN", help="wall-clock budget in minutes")
