@@ -44,7 +44,7 @@ def names_data(config: Path | None, overrides: list[str]) -> bool:
         return True
     if config is None:
         return False
-    doc = json.loads(recipe_path(config).read_text())  # load_config has read and checked it already
+    doc = json.loads(config.read_text())  # load_config has read and checked it already
     return isinstance(doc.get("data"), dict) and "spec" in doc["data"]
 
 
@@ -89,13 +89,14 @@ def main(argv: list[str]) -> int:
     else:
         if a.decoder_only and a.init_from is None:
             raise RunError("--decoder-only needs --init-from RUN (the run whose codes it keeps)")
-        if a.init_from is not None and a.config is None:
+        config = recipe_path(a.config) if a.config is not None else None  # a path or a recipe's name
+        if a.init_from is not None and config is None:
             cfg = apply_overrides(RunConfig(model=load_run_config(a.init_from).model), a.overrides)
         else:
-            cfg = load_config(a.config, a.overrides)
+            cfg = load_config(config, a.overrides)
         if a.data:
             cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, spec=a.data))
-        elif not names_data(a.config, a.overrides):
+        elif not names_data(config, a.overrides):
             raise ConfigError(NO_DATA)
         train_changes: dict[str, Any] = {k: v for k, v in placement.items() if v is not None}
         if a.init_from is not None:
