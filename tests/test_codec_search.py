@@ -276,13 +276,16 @@ def test_independent_groups_keep_their_members_out_of_each_others_windows() -> N
     assert independent_groups(positions, reach=100) == [[p] for p in positions]
 
 
-@pytest.mark.parametrize(("f", "blocks"), [(4, 2), (8, 1), (2, 3)])
-def test_cropped_windows_score_like_whole_images_with_residual_blocks(f: int, blocks: int) -> None:
+@pytest.mark.parametrize(("f", "blocks", "outer"), [(4, 2, 0), (8, 1, 0), (2, 3, 0), (4, 1, 2)])
+def test_cropped_windows_score_like_whole_images_with_residual_blocks(
+    f: int, blocks: int, outer: int
+) -> None:
     """The window decode drops one ring of cells per residual block on sides cut inside the grid (the
     codec's tiny run has none): scored errors still differ between options exactly as whole-image
-    errors do, in the middle, at edges and corners, for untrained decoders of three shapes."""
+    errors do, in the middle, at edges and corners, for untrained decoders of four shapes (one with
+    residual blocks between the resolutions, which widen the reach)."""
     torch.manual_seed(f + blocks)
-    cfg = ModelConfig(channels=16, res_channels=8, res_blocks=blocks, downsample=f,
+    cfg = ModelConfig(channels=16, res_channels=8, res_blocks=blocks, downsample=f, outer_blocks=outer,
                       quantizer=QuantizerConfig(codebook_size=32, code_dim=4))  # fmt: skip
     model = VQVAE(cfg).eval()
     run = Run(Path("."), RunConfig(model=cfg), model, torch.device("cpu"), {}, precision="fp32")

@@ -56,6 +56,13 @@ def _trained_model(cfg: ModelConfig) -> VQVAE:
             downsample=8,
             quantizer=QuantizerConfig(codebook_size=32, code_dim=8),
         ),
+        ModelConfig(
+            channels=16,
+            res_channels=8,
+            downsample=8,
+            outer_blocks=2,
+            quantizer=QuantizerConfig(codebook_size=32, code_dim=8),
+        ),
     ],
 )
 @pytest.mark.parametrize("grid", [(4, 4), (3, 5), (1, 1)])
@@ -104,21 +111,26 @@ def test_run_decode_and_reconstruct_match_the_model(tmp_path: Path) -> None:
     assert np.abs(rec.astype(int) - want_rec.numpy().astype(int)).max() <= 1
 
 
-def _untrained(f: int, blocks: int, seed: int) -> FastDecoder:
+def _untrained(f: int, blocks: int, seed: int, outer: int = 0) -> FastDecoder:
     torch.manual_seed(seed)
-    cfg = ModelConfig(channels=16, res_channels=8, res_blocks=blocks, downsample=f,
+    cfg = ModelConfig(channels=16, res_channels=8, res_blocks=blocks, downsample=f, outer_blocks=outer,
                       quantizer=QuantizerConfig(codebook_size=16, code_dim=4, kmeans_init=False))  # fmt: skip
     return FastDecoder.from_model(VQVAE(cfg).eval())
 
 
-@pytest.mark.parametrize(("f", "blocks"), [(2, 0), (4, 2), (8, 1), (4, 3)])
-def test_a_code_reaches_exactly_the_decoders_reach(f: int, blocks: int) -> None:
+@pytest.mark.parametrize(
+    ("f", "blocks", "outer"), [(2, 0, 0), (4, 2, 0), (8, 1, 0), (4, 3, 0), (4, 2, 1), (4, 0, 3), (8, 1, 2)]
+)
+def test_a_code_reaches_exactly_the_decoders_reach(f: int, blocks: int, outer: int) -> None:
     # An untrained decoder of each shape: a code changes pixels up to ``reach`` cells away, and none
     # beyond. A reach one too small leaves changed pixels outside; one too large finds the outer ring
-    # unchanged.
-    fast = _untrained(f, blocks, f * 10 + blocks)
+    # unchanged. Residual blocks between the resolutions (``outer``) widen the upsampling's reach.
+    fast = _untrained(f, blocks, f * 10 + blocks, outer)
     r = fast.reach
-    assert r == 1 + blocks + 1  # the first 3x3 convolution, one per residual block, the upsampling
+    if outer == 0:  # the first 3x3 convolution, one per residual block, the upsampling
+        assert r == 1 + blocks + 1
+    else:
+        assert r > 1 + blocks + 1
     n = 2 * r + 5  # the code in the middle, two spare cells beyond its reach on every side
     c = n // 2
     grid = torch.randint(0, 16, (1, n, n))
@@ -137,14 +149,14 @@ CUTS = [(True, True, True, True), (False, True, True, False), (True, False, Fals
         (False, False, True, False), (True, True, False, False)]  # fmt: skip
 
 
-@pytest.mark.parametrize(("f", "blocks"), [(2, 0), (4, 2), (8, 1)])
+@pytest.mark.parametrize(("f", "blocks", "outer"), [(2, 0, 0), (4, 2, 0), (8, 1, 0), (4, 1, 2), (8, 0, 1)])
 @pytest.mark.parametrize("cut", CUTS)
 def test_a_window_decodes_what_the_whole_grid_decodes_there(
-    f: int, blocks: int, cut: tuple[bool, bool, bool, bool]
+    f: int, blocks: int, outer: int, cut: tuple[bool, bool, bool, bool]
 ) -> None:
     """A window cut out of a grid decodes, on the cells at least ``reach`` cells in from its cut sides
     (all of it towards the grid's edges), the pixels of the whole grid's decode, and nothing more."""
-    fast = _untrained(f, blocks, f + blocks)
+    fast = _untrained(f, blocks, f + blocks, outer)
     r = fast.reach
     h, w = 4 * r + 6, 4 * r + 5
     grid = torch.randint(0, 16, (3, h, w))

@@ -105,6 +105,10 @@ class ModelConfig:
     channels: int = 128  # width of the convolutional trunk at the latent resolution
     res_blocks: int = 2
     res_channels: int = 64  # bottleneck width inside a residual block
+    # Residual blocks at each resolution between the image and the latent grid (16x16 for 32x32
+    # images at f=4), in the encoder after its downsampling convolution and in the decoder after its
+    # upsampling one; bottleneck width half that stage's width. f=2 has no such resolution.
+    outer_blocks: int = 0
     downsample: int = 4  # f: 2, 4 or 8
     reconstruction_weight: float = 1.0
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
@@ -114,6 +118,12 @@ class ModelConfig:
         require(self.in_channels in (1, 3), "model.in_channels must be 1 or 3")
         require(self.channels >= 8 and self.res_channels >= 1, "model.channels must be >= 8")
         require(self.res_blocks >= 0, "model.res_blocks must be >= 0")
+        require(self.outer_blocks >= 0, "model.outer_blocks must be >= 0")
+        require(
+            self.outer_blocks == 0 or self.downsample > 2,
+            "model.outer_blocks needs model.downsample 4 or 8: at f=2 no resolution lies between the image "
+            "and the latent grid",
+        )
 
 
 @dataclass(frozen=True)

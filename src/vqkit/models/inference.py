@@ -98,6 +98,55 @@ def _block_reach(block: ResidualBlock) -> int:
     return sum(_conv_reach(m) for m in block.net if isinstance(m, nn.Conv2d))
 
 
+def upsampling_reach(layers: list[nn.Module], cells: int = 16) -> int:
+    """Cells beyond its own whose codes the pixels of a latent cell depend on through ``layers``: the
+    decoder after its latent-grid layers (transposed convolutions, stride-1 convolutions and residual
+    blocks at the resolutions in between, elementwise activations). Followed along one axis (kernels
+    are square): each output pixel's span of latent cells [lo, hi], widened layer by layer on a row of
+    ``cells`` cells, read at the middle cell, far from the row's ends."""
+    lo = torch.arange(cells)  # (n,) per pixel of the current resolution: the lowest cell it reads
+    hi = lo.clone()
+
+    def through(module: nn.Module, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = lo.numel()
+        if isinstance(module, ResidualBlock):
+            a, b = lo, hi
+            for m in module.net:
+                a, b = through(m, a, b)
+            return torch.minimum(lo, a), torch.maximum(hi, b)
+        if isinstance(module, nn.Conv2d | nn.ConvTranspose2d | ParityConvTranspose2d):
+            if isinstance(module, ParityConvTranspose2d):
+                k, s, p, d, n_out = 4, 2, 1, 1, 2 * n
+            elif isinstance(module, nn.ConvTranspose2d):
+                k, s, d = module.kernel_size[0], module.stride[0], module.dilation[0]
+                p = cast(tuple[int, int], module.padding)[0]
+                n_out = (n - 1) * s - 2 * p + d * (k - 1) + 1 + module.output_padding[0]
+            else:
+                if module.stride[0] != 1:
+                    raise ValueError(f"an upsampling part cannot hold a strided convolution: {module}")
+                k, p, d = module.kernel_size[0], cast(tuple[int, int], module.padding)[0], module.dilation[0]
+                s, n_out = 1, n + 2 * p - d * (k - 1)
+            new_lo = torch.full((n_out,), 1 << 30)
+            new_hi = torch.full((n_out,), -(1 << 30))
+            for t in range(k):  # tap t joins input i and output o
+                i = torch.arange(n)
+                o = i * s - p + t * d if not isinstance(module, nn.Conv2d) else i + p - t * d
+                ok = (o >= 0) & (o < n_out)
+                new_lo[o[ok]] = torch.minimum(new_lo[o[ok]], lo[i[ok]])
+                new_hi[o[ok]] = torch.maximum(new_hi[o[ok]], hi[i[ok]])
+            return new_lo, new_hi
+        if isinstance(module, nn.ReLU | nn.LeakyReLU | nn.SiLU | nn.GELU | nn.Identity):
+            return lo, hi
+        raise ValueError(f"cannot follow the reach of {module} in a decoder's upsampling part")
+
+    for layer in layers:
+        lo, hi = through(layer, lo, hi)
+    f = lo.numel() // cells
+    mid = cells // 2
+    span = slice(mid * f, (mid + 1) * f)  # the middle cell's pixels
+    return int(max(mid - int(lo[span].min()), int(hi[span].max()) - mid))
+
+
 class FastDecoder(nn.Module):
     """indices (B, h, w) int64 -> images (B, C, h*f, w*f), unclamped, like Decoder(codes(indices));
     for a residual quantizer of S stages indices (B, s, h, w), any prefix 1 <= s <= S: the first
@@ -105,9 +154,9 @@ class FastDecoder(nn.Module):
     one table row per stage and tap (one table per stage, the bias in stage 1's).
 
     The decoder is a 3x3 convolution and residual blocks at the latent grid, then upsampling layers
-    (vqkit.networks.conv.Decoder). Its ``reach``: a code changes only the pixels of the cells within
-    ``reach`` cells of it (Chebyshev distance), and those pixels depend only on the codes within
-    ``reach`` cells of theirs."""
+    with optional residual blocks between them (vqkit.networks.conv.Decoder). Its ``reach``: a code
+    changes only the pixels of the cells within ``reach`` cells of it (Chebyshev distance), and those
+    pixels depend only on the codes within ``reach`` cells of theirs."""
 
     table: torch.Tensor  # (9SK + 1, C) float32
 
@@ -157,14 +206,12 @@ class FastDecoder(nn.Module):
                 break
             self._rings.append(_block_reach(layer))
         upsampling = layers[len(self._rings) - 1 :]
-        if any(isinstance(m, ResidualBlock | nn.Conv2d) for m in upsampling):
-            raise ValueError("the decoder must end in upsampling layers, after its residual blocks")
         # Upsampling by transposed convolutions (kernel 4, stride 2, padding 1) makes output 2m from
-        # inputs m-1 and m, output 2m+1 from m and m+1: one input pixel either way, half a cell or less
-        # at the first layer and half as much at each next one, so all of them together reach under
-        # one cell, i.e. into the neighbouring cells and no further (tests/test_fast_decoder.py).
-        self._upsamples = bool(upsampling)
-        self.reach = sum(self._rings) + int(self._upsamples)
+        # inputs m-1 and m, output 2m+1 from m and m+1: alone they reach into the neighbouring cells
+        # and no further; residual blocks at the resolutions in between reach further (one pixel per
+        # 3x3 convolution, half a cell at 2x). ``_up_reach`` counts the cells, exactly.
+        self._up_reach = upsampling_reach(upsampling)
+        self.reach = sum(self._rings) + self._up_reach
 
     @classmethod
     def from_model(cls, model: VQVAE, parity: bool | None = None) -> FastDecoder:
@@ -260,8 +307,8 @@ class FastDecoder(nn.Module):
         for layer in layers[blocks:]:
             h = layer(h)
         f = h.shape[2] // cells
-        # The upsampling reaches into the neighbouring cells: the outer cell on a cut side is wrong.
-        return drop(h, f * int(self._upsamples)) + self.offset
+        # The upsampling reaches ``_up_reach`` cells: those outer cells on a cut side are wrong.
+        return drop(h, f * self._up_reach) + self.offset
 
     def decode_inner(self, indices: torch.Tensor, inside: torch.Tensor | None = None) -> torch.Tensor:
         """``decode_window(indices, (True, True, True, True))``, a window cut on every side, without
@@ -307,4 +354,4 @@ class FastDecoder(nn.Module):
                 up = h.shape[2] // cells
                 h = h * inner.repeat_interleave(up, 2).repeat_interleave(up, 3)
         f = h.shape[2] // cells
-        return crop(h, f * int(self._upsamples)) + self.offset
+        return crop(h, f * self._up_reach) + self.offset

@@ -1,5 +1,6 @@
 """Encoder and decoder of the VQ-VAE (van den Oord et al. 2017, sec. 4.1): strided convolutions,
-residual blocks at the latent resolution, transposed convolutions back up.
+residual blocks at the latent resolution, transposed convolutions back up; optionally residual blocks
+at the resolutions in between too (``ModelConfig.outer_blocks``).
 
 Encoder: images (B, C, H, W) -> z (B, D, H/f, W/f). Decoder: (B, D, H/f, W/f) -> (B, C, H, W).
 """
@@ -36,6 +37,11 @@ def _stage_widths(cfg: ModelConfig) -> list[int]:
     return [max(cfg.channels // 2 ** (n - 1 - i), 16) for i in range(n)]
 
 
+def _outer(channels: int, blocks: int) -> list[nn.Module]:
+    """``blocks`` residual blocks at an in-between resolution, bottleneck half the stage's width."""
+    return [ResidualBlock(channels, max(channels // 2, 8)) for _ in range(blocks)]
+
+
 class Encoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -46,6 +52,8 @@ class Encoder(nn.Module):
             if i > 0:
                 layers.append(nn.ReLU())
             layers.append(nn.Conv2d(c_in, c, 4, stride=2, padding=1))  # halves H and W
+            if i < len(widths) - 1:  # an in-between resolution, not yet the latent grid
+                layers += _outer(c, cfg.outer_blocks)
             c_in = c
         layers += [nn.ReLU(), nn.Conv2d(c_in, cfg.channels, 3, padding=1)]
         layers += [ResidualBlock(cfg.channels, cfg.res_channels) for _ in range(cfg.res_blocks)]
@@ -67,8 +75,10 @@ class Decoder(nn.Module):
         layers += [ResidualBlock(cfg.channels, cfg.res_channels) for _ in range(cfg.res_blocks)]
         c_in = cfg.channels
         outs = [*widths[1:], cfg.in_channels]
-        for c in outs:
+        for i, c in enumerate(outs):
             layers += [nn.ReLU(), nn.ConvTranspose2d(c_in, c, 4, stride=2, padding=1)]  # doubles
+            if i < len(outs) - 1:  # an in-between resolution, not yet the image
+                layers += _outer(c, cfg.outer_blocks)
             c_in = c
         self.net = nn.Sequential(*layers)
 
