@@ -42,12 +42,19 @@ def test_round_trip_and_overrides(tmp_path: Path) -> None:
         ("train.batch_size=1.5", "expected int"),
         ("model.quantizer.ema=yes", "expected bool"),
         ("model.downsample=3", "must be 2, 4 or 8"),
+        ("model.outer_blocks=-1", "outer_blocks must be >= 0"),
         ("train.batch_size", "key=value"),
     ],
 )
 def test_bad_overrides_raise(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
+
+
+def test_outer_blocks_need_a_resolution_between_image_and_latents() -> None:
+    assert load_config(None, ["model.outer_blocks=2", "model.downsample=8"]).model.outer_blocks == 2
+    with pytest.raises(ConfigError, match=r"outer_blocks needs model\.downsample 4 or 8"):
+        load_config(None, ["model.outer_blocks=1", "model.downsample=2"])
 
 
 def test_unknown_key_in_file_raises(tmp_path: Path) -> None:
