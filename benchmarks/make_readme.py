@@ -68,6 +68,8 @@ def load(root: Path) -> dict[str, dict[str, Any]]:
     results = root / "benchmarks" / "results"
     docs = {key: json.loads((results / name).read_text()) for key, name in CURRENT.items()}
     docs["demo_recipe"] = json.loads((root / "recipes" / "demo.json").read_text())
+    probes = sorted(results.glob("cifar10_quality-probe-*.json"))  # network probes beside quality30
+    docs["quality_probes"] = {"rows": [{"file": p.name, **json.loads(p.read_text())} for p in probes]}
     return docs
 
 
@@ -465,6 +467,33 @@ def quality_section(docs: dict[str, dict[str, Any]]) -> list[str]:
             f"{d['median_train_images_per_s']:.0f} |"
         )
     lines += ["", *where(docs["quality30"], "quality30"), "", *where(docs["quality60"], "quality60")]
+    return lines + probe_lines(docs["quality30"], docs["quality_probes"]["rows"])
+
+
+def probe_lines(base: dict[str, Any], probes: list[dict[str, Any]]) -> list[str]:
+    """Network probes: the recipe with one change (``--set``), trained for the same budget, beside the
+    recipe's own run: every ``cifar10_quality-probe-*`` results file."""
+    if not probes:
+        return []
+    lines = [
+        "",
+        "Network probes: the recipe with one change, the same budget, final PSNR on the same 4,000 val",
+        "images (each probe's command and date are in its results file). Images/s compare only on the",
+        "same CPU; the recipe's own run on the probes' CPU is the quantizer table's `vq`, `vqkit` row.",
+        "",
+        "| change | minutes | steps | PSNR dB | SSIM | train images/s | CPU | results file |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    rows = [(CURRENT["quality30"], base)] + [(d["file"], d) for d in probes]
+    for name, d in rows:
+        words = d["command"].split()
+        sets = ", ".join(f"`{words[i + 1]}`" for i, w in enumerate(words[:-1]) if w == "--set")
+        v = d["final_val"]
+        lines.append(
+            f"| {sets or 'none (the recipe)'} | {d['budget_min']:g} | {d['steps']} | {v['psnr']:.2f} | "
+            f"{v['ssim']:.3f} | {d['median_train_images_per_s']:.0f} | "
+            f"{d['machine'].get('cpu_model') or 'not recorded'} | `{name}` |"
+        )
     return lines
 
 
