@@ -128,8 +128,8 @@ def upsampling_reach(layers: list[nn.Module], cells: int = 16) -> int:
                 s, n_out = 1, n + 2 * p - d * (k - 1)
             new_lo = torch.full((n_out,), 1 << 30)
             new_hi = torch.full((n_out,), -(1 << 30))
+            i = torch.arange(n)
             for t in range(k):  # tap t joins input i and output o
-                i = torch.arange(n)
                 o = i * s - p + t * d if not isinstance(module, nn.Conv2d) else i + p - t * d
                 ok = (o >= 0) & (o < n_out)
                 new_lo[o[ok]] = torch.minimum(new_lo[o[ok]], lo[i[ok]])
