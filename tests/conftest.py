@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -97,3 +97,21 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def ctrl_c_at(monkeypatch: pytest.MonkeyPatch, module: object, at: int) -> None:
+    """Make the training loop that ``module`` runs (its ``run_fit``) get a real SIGINT after step ``at``,
+    as a user's Ctrl-C, whatever step hook its caller passes."""
+    import signal
+
+    real = module.run_fit  # type: ignore[attr-defined]
+
+    def run_fit(*args: object, on_step: Callable[[int], object] | None = None, **kw: object) -> object:
+        def hook(step: int) -> object:
+            if step == at:
+                signal.raise_signal(signal.SIGINT)
+            return on_step(step) if on_step is not None else None
+
+        return real(*args, on_step=hook, **kw)
+
+    monkeypatch.setattr(module, "run_fit", run_fit)

@@ -258,3 +258,23 @@ def test_prior_commands_write_their_figures(run_dir: Path, tmp_path: Path) -> No
     assert main(argv) == 0
     saved = json.loads((copy / "prior_config.json").read_text())
     assert saved["train"]["device"] == "auto" and saved["train"]["precision"] == "fp32"
+
+
+def test_an_interrupted_training_exits_130_and_resumes(run_dir: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    import shutil
+
+    import torch
+
+    import vqkit.training.loop
+
+    from .conftest import ctrl_c_at
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    ctrl_c_at(monkeypatch, vqkit.training.loop, 8)
+    assert main(["train", "-o", str(copy), "--resume", "--max-steps", "12", "--no-progress"]) == 130
+    monkeypatch.undo()
+    assert torch.load(copy / "train_state.pt", weights_only=True)["step"] == 8  # stopped there, saved
+    assert main(["train", "-o", str(copy), "--resume", "--max-steps", "12", "--no-progress"]) == 0
+    assert torch.load(copy / "train_state.pt", weights_only=True)["step"] == 12

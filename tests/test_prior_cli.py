@@ -96,6 +96,25 @@ def test_prior_resume_continues(run_dir: Path, tmp_path: Path) -> None:
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
+def test_an_interrupted_prior_training_exits_130_and_resumes(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import vqkit.priors.fit
+
+    from .conftest import ctrl_c_at
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    ctrl_c_at(monkeypatch, vqkit.priors.fit, 23)
+    assert main(["prior", "train", str(copy), "--resume", "--max-steps", "30", "--no-progress"]) == 130
+    monkeypatch.undo()
+    assert torch.load(copy / "prior_train_state.pt", weights_only=True)["step"] == 23  # stopped, saved
+    assert main(["prior", "train", str(copy), "--resume", "--max-steps", "30", "--no-progress"]) == 0
+    assert torch.load(copy / "prior_train_state.pt", weights_only=True)["step"] == 30
+
+
 def test_resuming_a_finished_prior_changes_no_file(
     run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -26,6 +26,11 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# The exit status of a command stopped by Ctrl-C (128 + SIGINT, as shells report it); the training
+# commands also give it when SIGINT or SIGTERM stopped them after saving a resumable checkpoint.
+INTERRUPTED = 130
+
+
 def run_safely(fn: Callable[[], int]) -> int:
     """Run a subcommand; expected failures print ``vqkit: error: ...`` and exit 1, no traceback."""
     try:
@@ -35,7 +40,7 @@ def run_safely(fn: Callable[[], int]) -> int:
         return 1
     except KeyboardInterrupt:
         print("vqkit: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
 
 
 def parser(prog: str, description: str) -> argparse.ArgumentParser:

@@ -6,7 +6,16 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from vqkit.cli.common import add_device, add_json, add_run, load_run, parser, run_ref, setting_given
+from vqkit.cli.common import (
+    INTERRUPTED,
+    add_device,
+    add_json,
+    add_run,
+    load_run,
+    parser,
+    run_ref,
+    setting_given,
+)
 from vqkit.priors import calibrate_run, evaluate_prior, load_codes, load_prior, train_prior
 from vqkit.priors.evaluate import check_codes
 from vqkit.runs import RunError, layout, registry, write_json
@@ -62,7 +71,7 @@ def _train(a: argparse.Namespace) -> int:
     if "eval" in summary:
         print(f"held-out {summary['val_grids']} grids:")
         print_table(summary["eval"])
-    return 0
+    return INTERRUPTED if summary["stopped"] == "interrupted" else 0  # saved and resumable, not finished
 
 
 def print_calibration(record: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 
 from vqkit import distributed as vdist
-from vqkit.cli.common import add_device, parser, run_ref, setting_given
+from vqkit.cli.common import INTERRUPTED, add_device, parser, run_ref, setting_given
 from vqkit.config import ConfigError, RunConfig, apply_overrides, load_config, recipe_path
 from vqkit.pipeline import train
 from vqkit.runs import RunError, layout, load_run_config
@@ -125,4 +125,5 @@ def main(argv: list[str]) -> int:
             if "codebook_usage" in ev:  # absent for a plain autoencoder
                 summary += f", codebook usage {ev['codebook_usage']:.3f}, perplexity {ev['perplexity']:.1f}"
         print(summary)
-    return 0
+    # A stopped run is saved and resumable, but not finished: a script must not go on as if it were.
+    return INTERRUPTED if result.stopped == "interrupted" else 0
