@@ -846,10 +846,13 @@ def quantizer_section(_docs: dict[str, dict[str, Any]]) -> list[str]:
         "training; vqkit's quantizer, then vector-quantize-pytorch's of the same kind in its place",
         "(`benchmarks/quantizers.py`). PSNR, SSIM, usage and perplexity of the (implicit) codebook on the",
         "4,000 CIFAR-10 val images; training images/s, the median over the run, compare only between runs",
-        "on the same CPU.",
+        "on the same CPU. PSNR with search: the same model and images when the encoder search picks the",
+        "codes (`vqkit compress --search 2`, with no rate term: still 9 raw bits per position) instead of",
+        "the nearest code; vqkit's quantizers of one code per position only.",
         "",
-        "| kind | stack | PSNR dB | SSIM | usage | perplexity | training images/s | finished | CPU |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| kind | stack | PSNR dB | SSIM | usage | perplexity | PSNR with search | training images/s "
+        "| finished | CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     missing = []
     for kind in KINDS:
@@ -860,6 +863,11 @@ def quantizer_section(_docs: dict[str, dict[str, Any]]) -> list[str]:
             r = rows[(kind, stack)]
             name = "vqkit" if stack == "vqkit" else "vector-quantize-pytorch"
             quality = f"{r['psnr']:.2f} | {r['ssim']:.3f} | {r['codebook_usage']:.3f} | {r['perplexity']:.1f}"
+            found = r.get("search")
+            if found:
+                quality += f" | {found['psnr']:.2f} ({found['passes']} passes)"
+            else:  # the search needs vqkit's candidate codes, and one code per position
+                quality += " | not run" if stack == "vqkit" and kind != "rvq" else " | n/a"
             when, cpu = r["finished"][:16].replace("T", " "), r["machine"].get("cpu_model") or "?"
             lines.append(f"| {kind} | {name} | {quality} | {r['images_per_s']:.0f} | {when} | {cpu} |")
     if missing:
@@ -868,8 +876,9 @@ def quantizer_section(_docs: dict[str, dict[str, Any]]) -> list[str]:
         "",
         "- results: `benchmarks/results/quantizers/KIND-STACK.json`, one per run (its `command` is the",
         "  worker process that trained it)",
-        "- command: `python benchmarks/quantizers.py --budget 30 --kinds KIND ... --reuse` (trains the runs",
-        "  not kept yet, one after the other, then prints the whole table)",
+        "- command: `python benchmarks/quantizers.py --budget 30 --kinds KIND ... --reuse [--search 2]`",
+        "  (trains the runs not kept yet, one after the other, adds the search figures to those that lack",
+        "  them, then prints the whole table)",
     ]
     return lines
 

@@ -24,6 +24,13 @@ its own process:
 Then every model is evaluated on the lossless CIFAR-10 val images: PSNR, SSIM, codebook usage and
 perplexity over the (implicit) codebook, and the training images/s from its metrics. Prints a table
 with vqkit / reference ratios and writes benchmarks/results/quantizers-DATE.json.
+
+--search P adds, for each vqkit run of one code per position (not rvq; not the reference stack, whose
+quantizers cannot list candidate codes), the PSNR and SSIM when the encoder search picks the codes
+(vqkit compress --search: P raster passes over the 4 nearest codes per position, scored by the decoded
+pixels with no rate term, so still 9 raw bits per position) instead of the nearest code. It is worked
+out from the run folder under --work and added to the kept figures, so --reuse --search adds it to
+runs finished earlier.
 Needs the optional extra: pip install -e '.[bench]'.
 """
 
@@ -34,6 +41,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -43,10 +51,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, SHARED_DATA, machine, write_result
+from vqkit.codec.search import SearchConfig, search_grids
 from vqkit.config import QuantizerConfig, RunConfig, load_config
-from vqkit.data import load_dataset
+from vqkit.data import iter_batches, load_dataset, to_float, to_uint8_hwc
+from vqkit.metrics import psnr_per_image, ssim_per_image
 from vqkit.models import VQVAE
 from vqkit.quantizers import Quantizer, QuantizerOutput
+from vqkit.runs import Run
 from vqkit.training import evaluate, train
 
 KINDS = ("vq", "vq-rotation", "fsq", "lfq", "bsq", "simvq", "rvq")
@@ -159,10 +170,51 @@ def worker(kind: str, stack: str, budget: float, out: Path, a: argparse.Namespac
     doc = {"kind": kind, "stack": stack, "settings": settings(a, budget), "finished": when,
            "machine": machine(), "command": [sys.executable, *sys.argv], "steps": result.step,
            "images_per_s": float(np.median(rates)), **ev}  # fmt: skip
+    if searchable(a, kind, stack):
+        doc["search"] = searched(out / "run", val.images, a.search)
     text = json.dumps(doc, indent=1) + "\n"
     (out / "result.json").write_text(text)
     a.kept.mkdir(parents=True, exist_ok=True)
     (a.kept / f"{kind}-{stack}.json").write_text(text)
+
+
+def searched(run_dir: Path, images: list[np.ndarray], passes: int, batch: int = 250) -> dict[str, Any]:
+    """PSNR and SSIM of ``images`` (H, W, C uint8, one size) when the encoder search picks the codes:
+    ``passes`` raster passes over the 4 nearest codes, distortion only (lambda 0)."""
+    run = Run.load(run_dir, device="cpu", precision="fp32")  # as evaluate() scores the nearest codes
+    config = SearchConfig(passes=passes, candidates=4, lmbda=0.0, rate="static")
+    psnrs, ssims = [], []
+    t = time.perf_counter()
+    for chunk in iter_batches(images, batch):
+        ref = np.stack(chunk)  # (B, H, W, C)
+        grids = torch.from_numpy(search_grids(run, ref, config))  # (B, h, w)
+        with run.inference():
+            recon = run.model.decode_indices(grids.to(run.device), size=ref.shape[1:3]).float().cpu()
+        psnrs.append(psnr_per_image(to_float(torch.from_numpy(ref)), recon).numpy())
+        ssims.append(ssim_per_image(ref, to_uint8_hwc(recon)))
+        done = sum(map(len, psnrs))
+        print(f"  {done}/{len(images)} images searched, {time.perf_counter() - t:.0f} s", flush=True)
+    return {"passes": passes, "candidates": 4, "lmbda": 0.0, "psnr": float(np.concatenate(psnrs).mean()),
+            "ssim": float(np.concatenate(ssims).mean()), "seconds": time.perf_counter() - t}  # fmt: skip
+
+
+def searchable(a: argparse.Namespace, kind: str, stack: str) -> bool:
+    """Whether --search applies to this run: vqkit's quantizers of one code per position."""
+    return bool(a.search) and stack == "vqkit" and kind != "rvq"
+
+
+def add_search(row: dict[str, Any], a: argparse.Namespace, kept: Path) -> None:
+    """Give a kept run's figures the --search ones, from its run folder, unless they are there."""
+    if (row.get("search") or {}).get("passes") == a.search:
+        return
+    run_dir = a.work / f"{row['kind']}-{row['stack']}" / "run"
+    if not (run_dir / "model.safetensors").is_file():
+        print(f"  no run folder {run_dir}: no search figures for {row['kind']}", flush=True)
+        return
+    print(f"searching the codes of {row['kind']} ({row['stack']})", flush=True)
+    val = load_dataset(a.val, max_images=a.max_val_images)
+    row["search"] = searched(run_dir, val.images, a.search)
+    kept.write_text(json.dumps(row, indent=1) + "\n")
 
 
 def settings(a: argparse.Namespace, budget: float) -> dict[str, Any]:
@@ -177,6 +229,12 @@ def finished(path: Path, want: dict[str, Any]) -> dict[str, Any] | None:
         return None
     doc: dict[str, Any] = json.loads(path.read_text())
     return doc if doc.get("settings") == want else None
+
+
+def searched_psnr(row: dict[str, Any]) -> str:
+    """The PSNR with searched codes, or "-" where the run has none."""
+    found = row.get("search")
+    return f"{found['psnr']:.2f}" if found else "-"
 
 
 def cpu(row: dict[str, Any]) -> str:
@@ -200,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="results JSON (default benchmarks/results/quantizers-DATE.json)")
     p.add_argument("--reuse", action="store_true",
                    help="keep finished runs in --kept with this budget and data (see above)")  # fmt: skip
+    p.add_argument("--search", type=int, default=0, metavar="P",
+                   help="also score vqkit's runs with P-pass encoder-searched codes (see above)")  # fmt: skip
     p.add_argument("--worker", nargs=2, metavar=("KIND", "STACK"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
@@ -210,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     passthrough = ["--budget", str(a.budget), "--train", a.train, "--val", a.val, "--work", str(a.work),
                    "--kept", str(a.kept)]  # fmt: skip
+    if a.search:
+        passthrough += ["--search", str(a.search)]
     for flag in ("max_train_images", "max_val_images"):
         if getattr(a, flag) is not None:
             passthrough += [f"--{flag.replace('_', '-')}", str(getattr(a, flag))]
@@ -219,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
             kept = finished(a.kept / f"{kind}-{stack}.json", settings(a, a.budget)) if a.reuse else None
             if kept is not None:
                 print(f"keeping {kind} ({stack}): finished {kept['finished']}", flush=True)
+                if searchable(a, kind, stack):
+                    add_search(kept, a, a.kept / f"{kind}-{stack}.json")
                 rows.append(kept)
                 continue
             subprocess.run(["rm", "-rf", str(out)], check=True)
@@ -229,14 +293,14 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             rows.append(json.loads((out / "result.json").read_text()))
     print(f"\n{'kind':<12} {'stack':<10} {'PSNR':>6} {'SSIM':>6} {'usage':>6} {'perpl.':>7} {'img/s':>7}"
-          "  finished on")  # fmt: skip
+          f" {'search':>7}  finished on")  # fmt: skip
     for r in rows:
         if "error" in r:
             print(f"{r['kind']:<12} {r['stack']:<10} failed: {r['error']}")
             continue
         print(f"{r['kind']:<12} {r['stack']:<10} {r['psnr']:>6.2f} {r['ssim']:>6.3f} "
               f"{r['codebook_usage']:>6.3f} {r['perplexity']:>7.1f} {r['images_per_s']:>7.0f}"
-              f"  {r['finished'][:16]} {cpu(r)}")  # fmt: skip
+              f" {searched_psnr(r):>7}  {r['finished'][:16]} {cpu(r)}")  # fmt: skip
     ratios = []
     for kind in a.kinds:
         pair = {r["stack"]: r for r in rows if r["kind"] == kind and "error" not in r}
