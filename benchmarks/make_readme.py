@@ -417,13 +417,13 @@ def cifar_section(docs: dict[str, dict[str, Any]]) -> list[str]:
         + " | results file |",
         "|---|---|---|---|---|" + "---|" * len(CLASSIC) + "---|",
     ]
-    best: dict[str, dict[str, Any]] = {}
+    best: dict[str, tuple[dict[str, Any], str]] = {}  # variant -> (its lowest-rate point, results key)
     for key in ("cifar10", "cifar10_search"):
         for p in vqkit_points(docs[key], ds):
             tag = p.get("variant", p["run"])
             if tag not in best or p["bpp"] < best[tag][0]["bpp"]:
-                best[tag] = (p, key)  # type: ignore[assignment]
-    for p, key in sorted(best.values(), key=lambda r: (r[0]["psnr"], r[0]["bpp"])):  # type: ignore[misc]
+                best[tag] = (p, key)
+    for p, key in sorted(best.values(), key=lambda r: (r[0]["psnr"], r[0]["bpp"])):
         t = p["trained"]
         cells = [fmt(bpp_for(classic_points(doc, ds, c), p["psnr"]), 3) for c in CLASSIC]
         trained = f"{minutes(t['train_seconds'])}, {device_words(p, docs[key]['machine'])}"
