@@ -31,6 +31,7 @@ quantizers cannot list candidate codes), the PSNR and SSIM when the encoder sear
 pixels with no rate term, so still 9 raw bits per position) instead of the nearest code. It is worked
 out from the run folder under --work and added to the kept figures, so --reuse --search adds it to
 runs finished earlier.
+
 Needs the optional extra: pip install -e '.[bench]'.
 """
 
@@ -194,8 +195,11 @@ def searched(run_dir: Path, images: list[np.ndarray], passes: int, batch: int = 
         ssims.append(ssim_per_image(ref, to_uint8_hwc(recon)))
         done = sum(map(len, psnrs))
         print(f"  {done}/{len(images)} images searched, {time.perf_counter() - t:.0f} s", flush=True)
+    # its own date, machine and command: the search may run sittings after the training did
     return {"passes": passes, "candidates": 4, "lmbda": 0.0, "psnr": float(np.concatenate(psnrs).mean()),
-            "ssim": float(np.concatenate(ssims).mean()), "seconds": time.perf_counter() - t}  # fmt: skip
+            "ssim": float(np.concatenate(ssims).mean()), "seconds": time.perf_counter() - t,
+            "finished": datetime.now().isoformat(timespec="seconds"), "machine": machine(),
+            "command": [sys.executable, *sys.argv]}  # fmt: skip
 
 
 def searchable(a: argparse.Namespace, kind: str, stack: str) -> bool:
