@@ -832,7 +832,7 @@ KEPT_QUANTIZER_RUNS = Path(__file__).resolve().parent / "results" / "quantizers"
 def quantizer_section(_docs: dict[str, dict[str, Any]]) -> list[str]:
     """The quantizer family against vector-quantize-pytorch: every run kept so far by
     benchmarks/quantizers.py (one JSON per kind and stack), and the runs still missing."""
-    from quantizers import KINDS  # benchmarks/quantizers.py, beside this script
+    from quantizers import KINDS, searchable  # benchmarks/quantizers.py, beside this script
 
     rows = {}
     for path in sorted(KEPT_QUANTIZER_RUNS.glob("*.json")):
@@ -866,8 +866,8 @@ def quantizer_section(_docs: dict[str, dict[str, Any]]) -> list[str]:
             found = r.get("search")
             if found:
                 quality += f" | {found['psnr']:.2f} ({found['passes']} passes)"
-            else:  # the search needs vqkit's candidate codes, and one code per position
-                quality += " | not run" if stack == "vqkit" and kind != "rvq" else " | n/a"
+            else:
+                quality += " | not run" if searchable(kind, stack) else " | n/a"
             when, cpu = r["finished"][:16].replace("T", " "), r["machine"].get("cpu_model") or "?"
             lines.append(f"| {kind} | {name} | {quality} | {r['images_per_s']:.0f} | {when} | {cpu} |")
     if missing:

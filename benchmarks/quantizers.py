@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import subprocess
 import sys
@@ -171,7 +172,7 @@ def worker(kind: str, stack: str, budget: float, out: Path, a: argparse.Namespac
     doc = {"kind": kind, "stack": stack, "settings": settings(a, budget), "finished": when,
            "machine": machine(), "command": [sys.executable, *sys.argv], "steps": result.step,
            "images_per_s": float(np.median(rates)), **ev}  # fmt: skip
-    if searchable(a, kind, stack):
+    if a.search and searchable(kind, stack):
         doc["search"] = searched(out / "run", val.images, a.search)
     text = json.dumps(doc, indent=1) + "\n"
     (out / "result.json").write_text(text)
@@ -202,9 +203,16 @@ def searched(run_dir: Path, images: list[np.ndarray], passes: int, batch: int = 
             "command": [sys.executable, *sys.argv]}  # fmt: skip
 
 
-def searchable(a: argparse.Namespace, kind: str, stack: str) -> bool:
-    """Whether --search applies to this run: vqkit's quantizers of one code per position."""
-    return bool(a.search) and stack == "vqkit" and kind != "rvq"
+def searchable(kind: str, stack: str) -> bool:
+    """Whether the search applies to a run: vqkit's quantizers (the reference's list no candidate
+    codes) of one code per position (not rvq's stages)."""
+    return stack == "vqkit" and kind != "rvq"
+
+
+@functools.cache
+def val_images(spec: str, max_images: int | None) -> list[np.ndarray]:
+    """The evaluation images, read once however many kept runs --search scores."""
+    return load_dataset(spec, max_images=max_images).images
 
 
 def add_search(row: dict[str, Any], a: argparse.Namespace, kept: Path) -> None:
@@ -216,8 +224,7 @@ def add_search(row: dict[str, Any], a: argparse.Namespace, kept: Path) -> None:
         print(f"  no run folder {run_dir}: no search figures for {row['kind']}", flush=True)
         return
     print(f"searching the codes of {row['kind']} ({row['stack']})", flush=True)
-    val = load_dataset(a.val, max_images=a.max_val_images)
-    row["search"] = searched(run_dir, val.images, a.search)
+    row["search"] = searched(run_dir, val_images(a.val, a.max_val_images), a.search)
     kept.write_text(json.dumps(row, indent=1) + "\n")
 
 
@@ -285,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             kept = finished(a.kept / f"{kind}-{stack}.json", settings(a, a.budget)) if a.reuse else None
             if kept is not None:
                 print(f"keeping {kind} ({stack}): finished {kept['finished']}", flush=True)
-                if searchable(a, kind, stack):
+                if a.search and searchable(kind, stack):
                     add_search(kept, a, a.kept / f"{kind}-{stack}.json")
                 rows.append(kept)
                 continue
